@@ -1,0 +1,40 @@
+//! Fixed window: a counter per window `[k·P, (k+1)·P)` aligned to the Unix epoch.
+
+use crate::algorithm::Mode;
+use crate::decision::Decision;
+use crate::policy::Policy;
+
+/// The window index and the cost counted in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FixedWindow {
+    /// `floor(t / P)` of the window the count belongs to.
+    pub window: u64,
+    /// Cost admitted in that window.
+    pub count: u64,
+}
+
+impl FixedWindow {
+    /// Allow if `count + cost <= limit`; a rejected request waits for the next window.
+    pub fn decide(&mut self, now: u64, policy: &Policy, cost: u64, mode: Mode) -> Decision {
+        let (limit, period) = (policy.limit(), policy.period_us());
+        // A clock that steps back never reopens a window already counted.
+        let window = (now / period).max(self.window);
+        let count = if window == self.window { self.count } else { 0 };
+        let until_end = ((window + 1) * period).saturating_sub(now);
+        let allowed = count + cost <= limit;
+        let used = if allowed && mode == Mode::Consume {
+            self.window = window;
+            self.count = count + cost;
+            self.count
+        } else {
+            count
+        };
+        Decision {
+            allowed,
+            limit,
+            remaining: limit - used,
+            reset_after_us: if used > 0 { until_end } else { 0 },
+            retry_after_us: if allowed { 0 } else { until_end },
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! The conformance suite: the same scenarios against any [`Store`], on a [`ManualClock`].
+//!
+//! Enabled by the `conformance` feature; every store's test suite runs it (memory here, Redis
+//! standalone and Cluster in `tollgate-redis`). Two kinds of scenario:
+//! - **tables**: hand-written steps `(time, policies, key, cost, mode) -> expected decision`,
+//!   covering window edges, refill fractions, costs, peeks, multi-policy all-or-nothing and
+//!   clocks that step back;
+//! - **differential traces**: seeded pseudo-random traces replayed on the store and on the pure
+//!   transitions of [`crate::algorithm`]; every decision must be identical.
+//!
+//! A store under test must take its time from the clock given to its constructor.
+
+use std::time::Duration;
+
+use crate::algorithm::{Mode, State};
+use crate::clock::ManualClock;
+use crate::decision::Decision;
+use crate::limiter::verdict;
+use crate::policy::{Algorithm, Policy};
+use crate::store::{Check, Store};
+
+/// What a step expects; `None` fields are not compared.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expect {
+    /// Allowed.
+    pub allowed: bool,
+    /// Remaining after the step.
+    pub remaining: Option<u64>,
+    /// Reset after, µs.
+    pub reset_after_us: Option<u64>,
+    /// Retry after, µs.
+    pub retry_after_us: Option<u64>,
+}
+
+/// One request in a table.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Absolute time of the request, µs.
+    pub at_us: u64,
+    /// Policy names (one or more).
+    pub policies: Vec<&'static str>,
+    /// Identifier.
+    pub key: &'static str,
+    /// Cost.
+    pub cost: u64,
+    /// Consume or peek.
+    pub mode: Mode,
+    /// What the verdict's reported decision must be.
+    pub expect: Expect,
+}
+
+/// A named scenario.
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// Scenario name (used in failure messages and as a key prefix).
+    pub name: &'static str,
+    /// The policies the steps name.
+    pub policies: Vec<(&'static str, Policy)>,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+}
+
+const SEC: u64 = 1_000_000;
+/// A base instant well past the epoch, aligned to every period used below, like real time.
+const T0: u64 = 1_700_000_040 * SEC;
+
+fn policy(algorithm: Algorithm, limit: u64, period: Duration, burst: Option<u64>) -> Policy {
+    match Policy::new(algorithm, limit, period, burst) {
+        Ok(p) => p,
+        Err(e) => panic!("conformance policy is invalid: {e}"),
+    }
+}
+
+fn step(at_us: u64, cost: u64, allowed: bool, remaining: u64) -> Step {
+    Step {
+        at_us,
+        policies: vec!["p"],
+        key: "k",
+        cost,
+        mode: Mode::Consume,
+        expect: Expect {
+            allowed,
+            remaining: Some(remaining),
+            ..Expect::default()
+        },
+    }
+}
+
+fn with_times(mut s: Step, reset_after_us: u64, retry_after_us: u64) -> Step {
+    s.expect.reset_after_us = Some(reset_after_us);
+    s.expect.retry_after_us = Some(retry_after_us);
+    s
+}
+
+fn peek(mut s: Step) -> Step {
+    s.mode = Mode::Peek;
+    s
+}
+
+/// Every table.
+pub fn tables() -> Vec<Table> {
+    let mut tables = Vec::new();
+    // The headline: limit 10, 15 checks of one key at one instant allow exactly 10.
+    for algorithm in Algorithm::ALL {
+        let p = policy(algorithm, 10, Duration::from_secs(60), None);
+        let mut steps = Vec::new();
+        for i in 0..15u64 {
+            let allowed = i < 10;
+            let mut s = step(T0 + 1_000, 1, allowed, 9u64.saturating_sub(i));
+            if !allowed {
+                s.expect.remaining = Some(0);
+            }
+            steps.push(s);
+        }
+        tables.push(Table {
+            name: algorithm.name(),
+            policies: vec![("p", p)],
+            steps,
+        });
+    }
+
+    // Fixed window: edges are exact; a rejection waits for the next window.
+    let fw = policy(Algorithm::FixedWindow, 3, Duration::from_secs(10), None);
+    tables.push(Table {
+        name: "fixed-window-edges",
+        policies: vec![("p", fw)],
+        steps: vec![
+            with_times(step(T0 + 9 * SEC, 2, true, 1), SEC, 0),
+            with_times(step(T0 + 9 * SEC + 999_999, 2, false, 1), 1, 1),
+            with_times(step(T0 + 10 * SEC - 1, 1, true, 0), 1, 0),
+            with_times(step(T0 + 10 * SEC, 3, true, 0), 10 * SEC, 0),
+            with_times(peek(step(T0 + 15 * SEC, 1, false, 0)), 5 * SEC, 5 * SEC),
+            with_times(step(T0 + 20 * SEC, 1, true, 2), 10 * SEC, 0),
+            // The clock steps back into the previous window: the count is not forgotten.
+            with_times(step(T0 + 19 * SEC, 2, true, 0), 11 * SEC, 0),
+        ],
+    });
+
+    // Sliding log: exact window (now − P, now]; cost entries leave one by one.
+    let sl = policy(Algorithm::SlidingLog, 4, Duration::from_secs(10), None);
+    tables.push(Table {
+        name: "sliding-log-exact",
+        policies: vec![("p", sl)],
+        steps: vec![
+            with_times(step(T0, 2, true, 2), 10 * SEC, 0),
+            with_times(step(T0 + 3 * SEC, 1, true, 1), 10 * SEC, 0),
+            with_times(step(T0 + 4 * SEC, 1, true, 0), 10 * SEC, 0),
+            // 2 more need the T0 entry (cost 2) to leave: at T0 + 10 s.
+            with_times(step(T0 + 5 * SEC, 2, false, 0), 9 * SEC, 5 * SEC),
+            with_times(step(T0 + 10 * SEC - 1, 1, false, 0), 4 * SEC + 1, 1),
+            with_times(step(T0 + 10 * SEC, 2, true, 0), 10 * SEC, 0),
+            with_times(peek(step(T0 + 13 * SEC, 1, true, 1)), 7 * SEC, 0),
+            with_times(step(T0 + 30 * SEC, 4, true, 0), 10 * SEC, 0),
+        ],
+    });
+
+    // Sliding window counter: the previous window's count decays linearly.
+    let sw = policy(Algorithm::SlidingWindow, 10, Duration::from_secs(10), None);
+    tables.push(Table {
+        name: "sliding-window-weights",
+        policies: vec![("p", sw)],
+        steps: vec![
+            with_times(step(T0 + 5 * SEC, 10, true, 0), 15 * SEC, 0),
+            // Next window at 2 s: prev weighs 10 × 0.8 = 8, so 2 fit.
+            with_times(step(T0 + 12 * SEC, 2, true, 0), 18 * SEC, 0),
+            // At 5 s prev weighs 5 and curr is 2: 3 fit, 4 must wait until weight 4 (6 s).
+            with_times(step(T0 + 15 * SEC, 4, false, 3), 15 * SEC, SEC),
+            with_times(step(T0 + 16 * SEC, 4, true, 0), 14 * SEC, 0),
+            // curr 6 ≥ L − 5: 5 more must wait for the next window, where 6·(1 − e/P) <= 5.
+            with_times(
+                step(T0 + 17 * SEC, 5, false, 1),
+                13 * SEC,
+                3 * SEC + 1_666_667,
+            ),
+            with_times(step(T0 + 21_666_667, 5, true, 0), 18_333_333, 0),
+            // Two windows later nothing is left.
+            with_times(step(T0 + 45 * SEC, 10, true, 0), 15 * SEC, 0),
+        ],
+    });
+
+    // Token bucket and GCRA: continuous refill, no lost fractions (3 per 10 s: one per 3.33 s).
+    for algorithm in [Algorithm::TokenBucket, Algorithm::Gcra] {
+        let b = policy(algorithm, 3, Duration::from_secs(10), Some(2));
+        tables.push(Table {
+            name: if algorithm == Algorithm::Gcra {
+                "gcra-refill"
+            } else {
+                "token-bucket-refill"
+            },
+            policies: vec![("p", b)],
+            steps: vec![
+                with_times(step(T0, 2, true, 0), 6_666_667, 0),
+                with_times(step(T0 + 3_333_333, 1, false, 0), 3_333_334, 1),
+                with_times(step(T0 + 3_333_334, 1, true, 0), 6_666_666, 0),
+                // The thirds of a token left over by each step add up exactly.
+                with_times(step(T0 + 6_666_667, 1, true, 0), 6_666_667, 0),
+                with_times(step(T0 + 6_666_668, 1, false, 0), 6_666_666, 3_333_332),
+                with_times(peek(step(T0 + 20 * SEC, 2, true, 2)), 0, 0),
+                with_times(step(T0 + 20 * SEC, 1, true, 1), 3_333_334, 0),
+            ],
+        });
+    }
+
+    // Multi-policy: all-or-nothing, the most restrictive policy reported.
+    let burst = policy(Algorithm::TokenBucket, 5, Duration::from_secs(1), None);
+    let daily = policy(Algorithm::FixedWindow, 7, Duration::from_secs(86_400), None);
+    let both = |at, cost, allowed, remaining| Step {
+        policies: vec!["burst", "daily"],
+        ..step(at, cost, allowed, remaining)
+    };
+    let only_daily = |at, cost, allowed, remaining| Step {
+        policies: vec!["daily"],
+        ..step(at, cost, allowed, remaining)
+    };
+    tables.push(Table {
+        name: "multi-policy",
+        policies: vec![("burst", burst), ("daily", daily)],
+        steps: vec![
+            both(T0, 5, true, 0),
+            // burst is empty: rejected, and daily (2 left) is not charged.
+            both(T0 + 1, 1, false, 0),
+            only_daily(T0 + 2, 2, true, 0),
+            only_daily(T0 + 3, 1, false, 0),
+            // burst refilled, but daily is spent: rejected, burst not charged.
+            both(T0 + 2 * SEC, 1, false, 0),
+            Step {
+                policies: vec!["burst"],
+                ..peek(step(T0 + 2 * SEC, 5, true, 5))
+            },
+        ],
+    });
+    tables
+}
+
+/// Run one table against `store`, whose clock is `clock`. `prefix` keeps runs apart in a
+/// shared store. Returns a description of the first mismatch.
+pub async fn run_table<S: Store>(
+    store: &S,
+    clock: &ManualClock,
+    table: &Table,
+    prefix: &str,
+) -> Result<(), String> {
+    let key_of = |k: &str| format!("{prefix}{}:{k}", table.name);
+    for (i, step) in table.steps.iter().enumerate() {
+        clock.set_us(step.at_us);
+        let key = key_of(step.key);
+        let checks: Vec<Check<'_>> = step
+            .policies
+            .iter()
+            .map(|name| {
+                let policy = table
+                    .policies
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, p)| p)
+                    .ok_or_else(|| {
+                        format!("{}: step {i} names unknown policy {name}", table.name)
+                    })?;
+                Ok(Check {
+                    name,
+                    policy,
+                    key: &key,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        let answer = store
+            .decide(&checks, step.cost, step.mode)
+            .await
+            .map_err(|e| format!("{}: step {i}: store error {e}", table.name))?;
+        let got = verdict(answer.decisions, answer.degraded).decision;
+        let e = step.expect;
+        let ok = got.allowed == e.allowed
+            && e.remaining.is_none_or(|r| r == got.remaining)
+            && e.reset_after_us.is_none_or(|r| r == got.reset_after_us)
+            && e.retry_after_us.is_none_or(|r| r == got.retry_after_us)
+            && (got.allowed || got.retry_after_us > 0);
+        if !ok {
+            return Err(format!(
+                "{}: step {i} at {} cost {} {:?}: expected {e:?}, got {got:?}",
+                table.name, step.at_us, step.cost, step.mode
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Run every table; collects all mismatches.
+pub async fn run_tables<S: Store>(store: &S, clock: &ManualClock, prefix: &str) -> Vec<String> {
+    let mut failures = Vec::new();
+    for table in tables() {
+        if let Err(e) = run_table(store, clock, &table, prefix).await {
+            failures.push(e);
+        }
+    }
+    failures
+}
+
+/// A small deterministic generator (splitmix64), so traces are the same on every run.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded generator.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// Policies for differential traces: small limits and odd periods, to hit fractions and edges.
+pub fn trace_policies() -> Vec<(&'static str, Policy)> {
+    let mut out = Vec::new();
+    let names = [
+        ["fw-a", "fw-b"],
+        ["sl-a", "sl-b"],
+        ["sw-a", "sw-b"],
+        ["tb-a", "tb-b"],
+        ["gc-a", "gc-b"],
+    ];
+    for (algorithm, [a, b]) in Algorithm::ALL.into_iter().zip(names) {
+        let burst = |x| algorithm.has_burst().then_some(x);
+        out.push((
+            a,
+            policy(algorithm, 7, Duration::from_micros(3_000_007), burst(9)),
+        ));
+        out.push((
+            b,
+            policy(algorithm, 3, Duration::from_micros(1_000_000), burst(3)),
+        ));
+    }
+    out
+}
+
+/// Replay `steps` seeded-random requests (times advancing by up to ~1.5 periods, a few keys,
+/// single and paired policies, costs, peeks) on `store` and on the pure transitions; fail at the
+/// first difference.
+pub async fn run_differential<S: Store>(
+    store: &S,
+    clock: &ManualClock,
+    seed: u64,
+    steps: usize,
+    prefix: &str,
+) -> Result<(), String> {
+    let policies = trace_policies();
+    let keys: Vec<String> = (0..3).map(|k| format!("{prefix}trace{seed}:{k}")).collect();
+    // Model: per (key, policy) state.
+    let mut model: Vec<Vec<State>> = keys
+        .iter()
+        .map(|_| {
+            policies
+                .iter()
+                .map(|(_, p)| State::fresh(p.algorithm()))
+                .collect()
+        })
+        .collect();
+    let mut rng = Rng::new(seed);
+    let mut now = T0 + rng.below(SEC);
+    for i in 0..steps {
+        now += match rng.below(10) {
+            0 => rng.below(4_500_000),
+            1..=3 => 0,
+            _ => rng.below(400_000),
+        };
+        if rng.below(50) == 0 && now > T0 + SEC {
+            // An occasional clock step back.
+            now -= rng.below(200_000);
+        }
+        clock.set_us(now);
+        let k = rng.below(keys.len() as u64) as usize;
+        let first = rng.below(policies.len() as u64) as usize;
+        let mut chosen = vec![first];
+        if rng.below(4) == 0 {
+            let second = rng.below(policies.len() as u64) as usize;
+            if second != first {
+                chosen.push(second);
+            }
+        }
+        let max_cost = chosen
+            .iter()
+            .map(|&p| policies[p].1.capacity())
+            .min()
+            .unwrap_or(1);
+        let cost = if rng.below(3) == 0 {
+            1 + rng.below(max_cost)
+        } else {
+            1
+        };
+        let mode = if rng.below(6) == 0 {
+            Mode::Peek
+        } else {
+            Mode::Consume
+        };
+
+        let checks: Vec<Check<'_>> = chosen
+            .iter()
+            .map(|&p| Check {
+                name: policies[p].0,
+                policy: &policies[p].1,
+                key: &keys[k],
+            })
+            .collect();
+        let got = store
+            .decide(&checks, cost, mode)
+            .await
+            .map_err(|e| format!("trace {seed} step {i}: store error {e}"))?
+            .decisions;
+
+        // The model: look with Peek, consume only if all allow (single checks consume directly).
+        let states = &mut model[k];
+        let expected: Vec<Decision> = if chosen.len() == 1 || mode == Mode::Peek {
+            chosen
+                .iter()
+                .map(|&p| states[p].decide(now, &policies[p].1, cost, mode))
+                .collect()
+        } else {
+            let looked: Vec<Decision> = chosen
+                .iter()
+                .map(|&p| states[p].decide(now, &policies[p].1, cost, Mode::Peek))
+                .collect();
+            if looked.iter().all(|d| d.allowed) {
+                chosen
+                    .iter()
+                    .map(|&p| states[p].decide(now, &policies[p].1, cost, Mode::Consume))
+                    .collect()
+            } else {
+                looked
+                    .into_iter()
+                    .map(|d| Decision {
+                        allowed: false,
+                        ..d
+                    })
+                    .collect()
+            }
+        };
+        if got.as_slice() != expected.as_slice() {
+            let names: Vec<&str> = chosen.iter().map(|&p| policies[p].0).collect();
+            return Err(format!(
+                "trace {seed} step {i} at {now} key {k} {names:?} cost {cost} {mode:?}: \
+                 store {got:?} != model {expected:?}"
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! Typed errors: a bad policy, a failed store, a refused check.
+
+use crate::policy::Algorithm;
+
+/// A policy (or a cost against it) that cannot be enforced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// `limit: 0`.
+    #[error("limit must be at least 1")]
+    ZeroLimit,
+    /// `period: 0`.
+    #[error("period must be longer than zero")]
+    ZeroPeriod,
+    /// A period whose microseconds do not stay below 2^51.
+    #[error("period is too long (at most about 71 years)")]
+    PeriodTooLong,
+    /// A limit of 2^53 or more.
+    #[error("limit {limit} is too large (must stay below 2^53)")]
+    LimitTooLarge {
+        /// The limit given.
+        limit: u64,
+    },
+    /// `burst: 0`.
+    #[error("burst must be at least 1")]
+    ZeroBurst,
+    /// `burst` given for a window algorithm.
+    #[error("burst applies only to token-bucket and gcra, not to {0}")]
+    BurstNotApplicable(Algorithm),
+    /// Neither `limit` nor `rate`.
+    #[error("missing limit (give `limit` and `period`, or `rate: N/unit`)")]
+    MissingLimit,
+    /// Neither `period` nor `rate`.
+    #[error("missing period (give `limit` and `period`, or `rate: N/unit`)")]
+    MissingPeriod,
+    /// An algorithm name that is not known.
+    #[error(
+        "unknown algorithm `{0}` (expected fixed-window, sliding-log, sliding-window, token-bucket, gcra or leaky-bucket)"
+    )]
+    UnknownAlgorithm(String),
+    /// A `rate` that is not `N/unit`.
+    #[error(
+        "invalid rate `{0}` (expected N/unit, unit one of s, min, h, d or a duration like 15m)"
+    )]
+    InvalidRate(String),
+    /// capacity × period (µs) would not stay exact in Redis's doubles.
+    #[error(
+        "{algorithm} with capacity {capacity} over {period_us} µs is too fine-grained: capacity × period in µs must stay below 2^53; use a shorter period with a proportional limit, or fixed-window"
+    )]
+    TooPrecise {
+        /// The algorithm.
+        algorithm: Algorithm,
+        /// Its capacity (limit or burst).
+        capacity: u64,
+        /// Its period in microseconds.
+        period_us: u64,
+    },
+    /// Cost 0.
+    #[error("cost must be at least 1")]
+    ZeroCost,
+    /// A cost that could never pass.
+    #[error("cost {cost} exceeds the policy's capacity {capacity}: it could never be allowed")]
+    CostExceedsCapacity {
+        /// The cost asked for.
+        cost: u64,
+        /// The policy's capacity.
+        capacity: u64,
+    },
+}
+
+/// A store that could not decide.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The memory store holds `max_keys` live keys and a new key arrived.
+    #[error("memory store is full ({max_keys} live keys)")]
+    Full {
+        /// The configured bound.
+        max_keys: usize,
+    },
+    /// The store did not answer in time.
+    #[error("store call timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The circuit breaker is open: the store is not being called.
+    #[error("circuit breaker is open")]
+    CircuitOpen,
+    /// The backend failed (connection, protocol, script error).
+    #[error("store backend error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The backend answered something that is not a decision.
+    #[error("store answered an unexpected reply: {0}")]
+    Protocol(String),
+}
+
+/// Why a [`Limiter`](crate::Limiter) call did not produce a decision.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    /// No policy by that name.
+    #[error("unknown policy `{0}`")]
+    UnknownPolicy(String),
+    /// A check that names one policy twice.
+    #[error("policy `{0}` is listed twice")]
+    DuplicatePolicy(String),
+    /// A check that names no policy.
+    #[error("no policy given")]
+    NoPolicy,
+    /// The key is empty or too long.
+    #[error("invalid key: {0}")]
+    InvalidKey(&'static str),
+    /// The cost cannot be enforced by the policy.
+    #[error("policy `{policy}`: {source}")]
+    Policy {
+        /// The policy name.
+        policy: String,
+        /// What is wrong.
+        #[source]
+        source: PolicyError,
+    },
+    /// The store failed and the failure policy is `deny`-by-error (the caller decides).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,45 @@
+//! # tollgate
+//!
+//! Exact rate limiting for one process or many. Five algorithms — fixed window, sliding log,
+//! sliding window counter, token bucket and GCRA (leaky bucket) — are pure transitions over
+//! integer microseconds ([`algorithm`]); a [`Store`] keeps their state and decides atomically:
+//! the in-process [`MemoryStore`] here, a Redis store in `tollgate-redis`. A [`Limiter`] binds
+//! named [`Policy`]s to a store.
+//!
+//! ```
+//! use tollgate::{Algorithm, Limiter, MemoryStore, Policy};
+//!
+//! # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+//! # rt.block_on(async {
+//! let limiter = Limiter::new(MemoryStore::new())
+//!     .with_policy("login", Policy::builder(Algorithm::SlidingLog).rate("5/15m").build()?);
+//! for _ in 0..5 {
+//!     assert!(limiter.check("login", "alice").await?.allowed);
+//! }
+//! let sixth = limiter.check("login", "alice").await?;
+//! assert!(!sixth.allowed);
+//! assert!(sixth.retry_after_ms() > 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+#![warn(missing_docs)]
+
+pub mod algorithm;
+pub mod clock;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod decision;
+pub mod error;
+pub mod limiter;
+pub mod memory;
+pub mod policy;
+pub mod store;
+
+pub use algorithm::{Mode, State};
+pub use clock::{Clock, ManualClock};
+pub use decision::Decision;
+pub use error::{LimitError, PolicyError, StoreError};
+pub use limiter::{Limiter, MAX_KEY_LEN, Verdict};
+pub use memory::MemoryStore;
+pub use policy::{Algorithm, Policy, PolicyBuilder, Rate};
+pub use store::{Check, Decisions, Store, StoreDecision};

@@ -1,0 +1,213 @@
+//! `Limiter`: named policies over a store — the API applications call.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use crate::algorithm::Mode;
+use crate::decision::Decision;
+use crate::error::LimitError;
+use crate::policy::Policy;
+use crate::store::{Check, Decisions, Store};
+
+/// Longest identifier accepted, in bytes. Longer input is refused rather than truncated, so two
+/// different callers can never share a limit by accident.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// The answer to a check over one or more policies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The most restrictive policy's decision (a rejecting one if any rejected).
+    pub decision: Decision,
+    /// Index (into the policies asked for) of the policy `decision` belongs to.
+    pub policy_index: usize,
+    /// One decision per policy asked for, in order.
+    pub decisions: Decisions,
+    /// Decided without the shared store (a fallback answered).
+    pub degraded: bool,
+}
+
+impl Verdict {
+    /// Whether the request may pass.
+    pub fn allowed(&self) -> bool {
+        self.decision.allowed
+    }
+}
+
+/// Named policies enforced on a store.
+///
+/// ```
+/// use tollgate::{Algorithm, Limiter, MemoryStore, Policy};
+///
+/// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// # rt.block_on(async {
+/// let limiter = Limiter::new(MemoryStore::new())
+///     .with_policy("api", Policy::builder(Algorithm::Gcra).rate("10/s").build()?);
+/// let decision = limiter.check("api", "user-123").await?;
+/// assert!(decision.allowed);
+/// assert_eq!(decision.remaining, 9);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct Limiter<S> {
+    store: Arc<S>,
+    policies: HashMap<Arc<str>, Policy>,
+}
+
+impl<S> Clone for Limiter<S> {
+    fn clone(&self) -> Self {
+        Limiter {
+            store: self.store.clone(),
+            policies: self.policies.clone(),
+        }
+    }
+}
+
+impl<S: Store> Limiter<S> {
+    /// A limiter with no policies yet on `store`.
+    pub fn new(store: S) -> Limiter<S> {
+        Limiter::from_shared(Arc::new(store))
+    }
+
+    /// A limiter on a store shared with other limiters.
+    pub fn from_shared(store: Arc<S>) -> Limiter<S> {
+        Limiter {
+            store,
+            policies: HashMap::new(),
+        }
+    }
+
+    /// Add (or replace) a named policy.
+    pub fn with_policy(mut self, name: impl Into<Arc<str>>, policy: Policy) -> Limiter<S> {
+        self.policies.insert(name.into(), policy);
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// The policy named `name`.
+    pub fn policy(&self, name: &str) -> Option<&Policy> {
+        self.policies.get(name)
+    }
+
+    /// Every policy, by name.
+    pub fn policies(&self) -> impl Iterator<Item = (&str, &Policy)> {
+        self.policies.iter().map(|(n, p)| (&**n, p))
+    }
+
+    /// Take one unit from `key` under `policy`.
+    pub async fn check(&self, policy: &str, key: &str) -> Result<Decision, LimitError> {
+        self.check_cost(policy, key, 1).await
+    }
+
+    /// Take `cost` units from `key` under `policy`.
+    pub async fn check_cost(
+        &self,
+        policy: &str,
+        key: &str,
+        cost: u64,
+    ) -> Result<Decision, LimitError> {
+        Ok(self
+            .run(&[policy], key, cost, Mode::Consume)
+            .await?
+            .decision)
+    }
+
+    /// Take `cost` from `key` under every policy in `policies`, or from none: the request passes
+    /// only if all allow. The verdict reports the most restrictive policy.
+    pub async fn check_all(
+        &self,
+        policies: &[&str],
+        key: &str,
+        cost: u64,
+    ) -> Result<Verdict, LimitError> {
+        self.run(policies, key, cost, Mode::Consume).await
+    }
+
+    /// What `check_cost` would answer, consuming nothing.
+    pub async fn peek(&self, policy: &str, key: &str, cost: u64) -> Result<Decision, LimitError> {
+        Ok(self.run(&[policy], key, cost, Mode::Peek).await?.decision)
+    }
+
+    /// Decide in `mode` over several policies: the general form of the calls above.
+    pub async fn run(
+        &self,
+        policies: &[&str],
+        key: &str,
+        cost: u64,
+        mode: Mode,
+    ) -> Result<Verdict, LimitError> {
+        let checks = self.checks(policies, key, cost)?;
+        let answer = self.store.decide(&checks, cost, mode).await?;
+        Ok(verdict(answer.decisions, answer.degraded))
+    }
+
+    /// Forget `key`'s state under `policy`.
+    pub async fn reset(&self, policy: &str, key: &str) -> Result<(), LimitError> {
+        let checks = self.checks(&[policy], key, 1)?;
+        Ok(self.store.reset(&checks).await?)
+    }
+
+    /// Resolve and validate a request into store checks.
+    fn checks<'a>(
+        &'a self,
+        policies: &[&'a str],
+        key: &'a str,
+        cost: u64,
+    ) -> Result<SmallVec<[Check<'a>; 2]>, LimitError> {
+        if policies.is_empty() {
+            return Err(LimitError::NoPolicy);
+        }
+        validate_key(key)?;
+        let mut checks = SmallVec::<[Check<'a>; 2]>::new();
+        for &name in policies {
+            let (name, policy) = self
+                .policies
+                .get_key_value(name)
+                .ok_or_else(|| LimitError::UnknownPolicy(name.to_owned()))?;
+            policy
+                .validate_cost(cost)
+                .map_err(|source| LimitError::Policy {
+                    policy: name.to_string(),
+                    source,
+                })?;
+            if checks.iter().any(|c| c.name == &**name) {
+                return Err(LimitError::DuplicatePolicy(name.to_string()));
+            }
+            checks.push(Check { name, policy, key });
+        }
+        Ok(checks)
+    }
+}
+
+/// Refuse identifiers that are empty or longer than [`MAX_KEY_LEN`].
+pub fn validate_key(key: &str) -> Result<(), LimitError> {
+    if key.is_empty() {
+        Err(LimitError::InvalidKey("key is empty"))
+    } else if key.len() > MAX_KEY_LEN {
+        Err(LimitError::InvalidKey("key is longer than 1024 bytes"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Pick the most restrictive decision.
+pub fn verdict(decisions: Decisions, degraded: bool) -> Verdict {
+    let mut policy_index = 0;
+    for (i, d) in decisions.iter().enumerate().skip(1) {
+        if d.is_stricter_than(&decisions[policy_index]) {
+            policy_index = i;
+        }
+    }
+    Verdict {
+        decision: decisions.get(policy_index).copied().unwrap_or_default(),
+        policy_index,
+        decisions,
+        degraded,
+    }
+}

@@ -1,0 +1,348 @@
+//! Policies: what a limit is (algorithm, limit, period, burst) and how it is validated.
+//!
+//! Every number a policy produces stays below 2^53 so that the Redis Lua scripts, whose numbers
+//! are doubles, compute exactly what the Rust transitions compute.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::PolicyError;
+
+/// Largest integer a Lua (double) number holds exactly: every intermediate value stays below it.
+pub const MAX_EXACT: u64 = 1 << 53;
+
+/// The rate-limit algorithm of a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// Count per window aligned to the epoch: `[k·P, (k+1)·P)`.
+    FixedWindow,
+    /// Exact: the sum of costs in `(now − P, now]`. Memory O(limit) per key.
+    SlidingLog,
+    /// Two-counter approximation: `prev · (1 − elapsed/P) + curr`.
+    SlidingWindow,
+    /// Capacity `burst`, refilled continuously at `limit / period`.
+    TokenBucket,
+    /// Generic cell rate algorithm (leaky bucket as a meter): same decisions as the token bucket,
+    /// one timestamp of state.
+    Gcra,
+}
+
+impl Algorithm {
+    /// Every algorithm, in documentation order.
+    pub const ALL: [Algorithm; 5] = [
+        Algorithm::FixedWindow,
+        Algorithm::SlidingLog,
+        Algorithm::SlidingWindow,
+        Algorithm::TokenBucket,
+        Algorithm::Gcra,
+    ];
+
+    /// The config name (`fixed-window`, `sliding-log`, `sliding-window`, `token-bucket`, `gcra`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Algorithm::FixedWindow => "fixed-window",
+            Algorithm::SlidingLog => "sliding-log",
+            Algorithm::SlidingWindow => "sliding-window",
+            Algorithm::TokenBucket => "token-bucket",
+            Algorithm::Gcra => "gcra",
+        }
+    }
+
+    /// Whether `burst` means something for this algorithm.
+    pub const fn has_burst(self) -> bool {
+        matches!(self, Algorithm::TokenBucket | Algorithm::Gcra)
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = PolicyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fixed-window" => Ok(Algorithm::FixedWindow),
+            "sliding-log" => Ok(Algorithm::SlidingLog),
+            "sliding-window" => Ok(Algorithm::SlidingWindow),
+            "token-bucket" => Ok(Algorithm::TokenBucket),
+            "gcra" | "leaky-bucket" => Ok(Algorithm::Gcra),
+            other => Err(PolicyError::UnknownAlgorithm(other.to_owned())),
+        }
+    }
+}
+
+/// `N/unit` shorthand for a limit and a period, e.g. `100/min` or `5/15m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests (cost units) per period.
+    pub limit: u64,
+    /// The period.
+    pub period: Duration,
+}
+
+impl FromStr for Rate {
+    type Err = PolicyError;
+
+    /// Parses `N/unit` where unit is `s|sec|second|m|min|minute|h|hour|d|day` (plural forms too),
+    /// optionally with a count (`10/5m`) or any humantime duration (`10/90s`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || PolicyError::InvalidRate(s.to_owned());
+        let (limit, unit) = s.split_once('/').ok_or_else(bad)?;
+        let limit: u64 = limit.trim().parse().map_err(|_| bad())?;
+        let unit = unit.trim();
+        let period = match unit {
+            "s" | "sec" | "second" | "secs" | "seconds" => Duration::from_secs(1),
+            "m" | "min" | "minute" | "mins" | "minutes" => Duration::from_secs(60),
+            "h" | "hour" | "hours" | "hr" => Duration::from_secs(3600),
+            "d" | "day" | "days" => Duration::from_secs(86_400),
+            other => humantime::parse_duration(other).map_err(|_| bad())?,
+        };
+        Ok(Rate { limit, period })
+    }
+}
+
+/// A validated rate-limit policy. Build one with [`Policy::new`] or [`Policy::builder`].
+///
+/// ```
+/// use tollgate::{Algorithm, Policy};
+/// let api = Policy::builder(Algorithm::TokenBucket).rate("100/min").burst(150).build().unwrap();
+/// assert_eq!(api.capacity(), 150);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    algorithm: Algorithm,
+    limit: u64,
+    period_us: u64,
+    burst: u64,
+}
+
+impl Policy {
+    /// A policy of `limit` per `period`; `burst` (token bucket and GCRA only) defaults to `limit`.
+    pub fn new(
+        algorithm: Algorithm,
+        limit: u64,
+        period: Duration,
+        burst: Option<u64>,
+    ) -> Result<Policy, PolicyError> {
+        let period_us =
+            u64::try_from(period.as_micros()).map_err(|_| PolicyError::PeriodTooLong)?;
+        if limit == 0 {
+            return Err(PolicyError::ZeroLimit);
+        }
+        if period_us == 0 {
+            return Err(PolicyError::ZeroPeriod);
+        }
+        if period_us >= MAX_EXACT / 4 {
+            return Err(PolicyError::PeriodTooLong);
+        }
+        if limit >= MAX_EXACT {
+            return Err(PolicyError::LimitTooLarge { limit });
+        }
+        let burst = match burst {
+            Some(_) if !algorithm.has_burst() => {
+                return Err(PolicyError::BurstNotApplicable(algorithm));
+            }
+            Some(0) => return Err(PolicyError::ZeroBurst),
+            Some(b) => b,
+            None => limit,
+        };
+        let policy = Policy {
+            algorithm,
+            limit,
+            period_us,
+            burst,
+        };
+        // Sliding window compares `prev·(P − e) + (curr + c)·P` with `L·P`; token bucket and GCRA
+        // count in units where one token is P and one microsecond is L. Both need capacity·P exact.
+        if matches!(
+            algorithm,
+            Algorithm::SlidingWindow | Algorithm::TokenBucket | Algorithm::Gcra
+        ) {
+            let product = u128::from(policy.capacity()) * u128::from(period_us)
+                + u128::from(limit) * u128::from(period_us);
+            if product >= u128::from(MAX_EXACT) {
+                return Err(PolicyError::TooPrecise {
+                    algorithm,
+                    capacity: policy.capacity(),
+                    period_us,
+                });
+            }
+        }
+        Ok(policy)
+    }
+
+    /// Start building a policy of the given algorithm.
+    pub fn builder(algorithm: Algorithm) -> PolicyBuilder {
+        PolicyBuilder {
+            algorithm,
+            limit: None,
+            period: None,
+            burst: None,
+            rate_error: None,
+        }
+    }
+
+    /// The algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Requests (cost units) per period.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The period in microseconds.
+    pub fn period_us(&self) -> u64 {
+        self.period_us
+    }
+
+    /// The period.
+    pub fn period(&self) -> Duration {
+        Duration::from_micros(self.period_us)
+    }
+
+    /// Burst (token bucket and GCRA capacity); equals `limit` for the window algorithms.
+    pub fn burst(&self) -> u64 {
+        self.burst
+    }
+
+    /// The most a single key can take at once: `burst` for token bucket and GCRA, else `limit`.
+    /// This is the `limit` reported in decisions, so `remaining <= limit` always holds.
+    pub fn capacity(&self) -> u64 {
+        if self.algorithm.has_burst() {
+            self.burst
+        } else {
+            self.limit
+        }
+    }
+
+    /// Check that a request's cost can ever pass this policy.
+    pub fn validate_cost(&self, cost: u64) -> Result<(), PolicyError> {
+        if cost == 0 {
+            return Err(PolicyError::ZeroCost);
+        }
+        if cost > self.capacity() {
+            return Err(PolicyError::CostExceedsCapacity {
+                cost,
+                capacity: self.capacity(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Builder for [`Policy`]: `limit` + `period`, or `rate`, and an optional `burst`.
+#[derive(Debug, Clone)]
+pub struct PolicyBuilder {
+    algorithm: Algorithm,
+    limit: Option<u64>,
+    period: Option<Duration>,
+    burst: Option<u64>,
+    rate_error: Option<PolicyError>,
+}
+
+impl PolicyBuilder {
+    /// Requests per period.
+    pub fn limit(mut self, limit: u64) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// The period.
+    pub fn period(mut self, period: Duration) -> Self {
+        self.period = Some(period);
+        self
+    }
+
+    /// `N/unit` shorthand for limit and period.
+    pub fn rate(mut self, rate: &str) -> Self {
+        match rate.parse::<Rate>() {
+            Ok(r) => {
+                self.limit = Some(r.limit);
+                self.period = Some(r.period);
+            }
+            Err(e) => self.rate_error = Some(e),
+        }
+        self
+    }
+
+    /// Token bucket / GCRA capacity.
+    pub fn burst(mut self, burst: u64) -> Self {
+        self.burst = Some(burst);
+        self
+    }
+
+    /// Validate and build.
+    pub fn build(self) -> Result<Policy, PolicyError> {
+        if let Some(e) = self.rate_error {
+            return Err(e);
+        }
+        let limit = self.limit.ok_or(PolicyError::MissingLimit)?;
+        let period = self.period.ok_or(PolicyError::MissingPeriod)?;
+        Policy::new(self.algorithm, limit, period, self.burst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse() {
+        let r: Rate = "100/min".parse().unwrap();
+        assert_eq!((r.limit, r.period), (100, Duration::from_secs(60)));
+        let r: Rate = "5/15m".parse().unwrap();
+        assert_eq!((r.limit, r.period), (5, Duration::from_secs(900)));
+        assert_eq!(
+            "7/second".parse::<Rate>().unwrap().period,
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            "7/d".parse::<Rate>().unwrap().period,
+            Duration::from_secs(86_400)
+        );
+        assert!("100".parse::<Rate>().is_err());
+        assert!("x/min".parse::<Rate>().is_err());
+        assert!("10/fortnight".parse::<Rate>().is_err());
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let p = |a, l, s, b| Policy::new(a, l, Duration::from_secs(s), b);
+        assert_eq!(
+            p(Algorithm::FixedWindow, 0, 1, None),
+            Err(PolicyError::ZeroLimit)
+        );
+        assert_eq!(
+            p(Algorithm::FixedWindow, 1, 0, None),
+            Err(PolicyError::ZeroPeriod)
+        );
+        assert_eq!(
+            p(Algorithm::Gcra, 1, 1, Some(0)),
+            Err(PolicyError::ZeroBurst)
+        );
+        assert_eq!(
+            p(Algorithm::SlidingLog, 1, 1, Some(3)),
+            Err(PolicyError::BurstNotApplicable(Algorithm::SlidingLog))
+        );
+        assert!(matches!(
+            p(Algorithm::TokenBucket, 1_000_000_000, 86_400, None),
+            Err(PolicyError::TooPrecise { .. })
+        ));
+        // Fixed window needs no products: a billion a day is fine.
+        assert!(p(Algorithm::FixedWindow, 1_000_000_000, 86_400, None).is_ok());
+        assert_eq!("leaky-bucket".parse::<Algorithm>(), Ok(Algorithm::Gcra));
+        assert!("leaky".parse::<Algorithm>().is_err());
+        let tb = p(Algorithm::TokenBucket, 10, 1, Some(20)).unwrap();
+        assert_eq!(tb.capacity(), 20);
+        assert_eq!(tb.validate_cost(0), Err(PolicyError::ZeroCost));
+        assert!(tb.validate_cost(20).is_ok());
+        assert!(tb.validate_cost(21).is_err());
+    }
+}

@@ -1,0 +1,52 @@
+//! The `Store` trait: where decisions are made and state is kept.
+
+use std::future::Future;
+
+use smallvec::SmallVec;
+
+use crate::algorithm::Mode;
+use crate::decision::Decision;
+use crate::error::StoreError;
+use crate::policy::Policy;
+
+/// One policy applied to one identifier.
+#[derive(Debug, Clone, Copy)]
+pub struct Check<'a> {
+    /// The policy's name (part of the key: two policies never share state).
+    pub name: &'a str,
+    /// The policy.
+    pub policy: &'a Policy,
+    /// The identifier being limited (user id, API key, IP, route…).
+    pub key: &'a str,
+}
+
+/// Per-policy decisions, in the order of the checks. Most checks name one or two policies.
+pub type Decisions = SmallVec<[Decision; 2]>;
+
+/// What a store answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreDecision {
+    /// One decision per check, in order. All allowed or none consumed anything.
+    pub decisions: Decisions,
+    /// The shared store was not used (a fallback decided): see the resilience docs.
+    pub degraded: bool,
+}
+
+/// A place where rate-limit state lives and decisions are made atomically.
+///
+/// Implementations must decide all `checks` of one call atomically: the request is allowed only
+/// if every check allows it, and then each consumes `cost`; otherwise nothing is consumed.
+/// Callers guarantee the checks share one identifier, `1 <= cost <= capacity` of every policy,
+/// and no policy name appears twice.
+pub trait Store: Send + Sync + 'static {
+    /// Decide `checks` for `cost` in `mode`.
+    fn decide(
+        &self,
+        checks: &[Check<'_>],
+        cost: u64,
+        mode: Mode,
+    ) -> impl Future<Output = Result<StoreDecision, StoreError>> + Send;
+
+    /// Forget the state of each check's key (back to a full quota).
+    fn reset(&self, checks: &[Check<'_>]) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

@@ -1,0 +1,29 @@
+//! The conformance suite on the memory store.
+
+use tollgate::conformance::{run_differential, run_tables};
+use tollgate::{Clock, ManualClock, MemoryStore};
+
+fn store() -> (MemoryStore, ManualClock) {
+    let clock = ManualClock::new(0);
+    (
+        MemoryStore::with_options(Clock::Manual(clock.clone()), 100_000),
+        clock,
+    )
+}
+
+#[tokio::test]
+async fn tables_pass_on_memory() {
+    let (store, clock) = store();
+    let failures = run_tables(&store, &clock, "t:").await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn differential_traces_match_the_model_on_memory() {
+    let (store, clock) = store();
+    for seed in 0..40 {
+        run_differential(&store, &clock, seed, 2_000, "d:")
+            .await
+            .unwrap();
+    }
+}
