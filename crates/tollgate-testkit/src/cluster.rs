@@ -1,0 +1,218 @@
+//! A six-node Redis Cluster: three masters, three replicas.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::Error;
+use crate::node::{RedisNode, Role, info_field};
+
+/// Nodes in the Cluster.
+const NODES: usize = 6;
+
+/// `cluster-node-timeout`: a master unreachable this long is failed over by its replica.
+pub const NODE_TIMEOUT_MS: u64 = 1_000;
+
+/// How long forming (or healing) the Cluster may take.
+const FORM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A Cluster of six `redis-server` processes formed with
+/// `redis-cli --cluster create ... --cluster-replicas 1`.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisNode>,
+}
+
+impl RedisCluster {
+    /// Start six nodes, form the Cluster and wait until every node reports `cluster_state:ok`
+    /// and every replica is in sync with its master.
+    pub fn start() -> Result<RedisCluster, Error> {
+        let config = [
+            ("save", String::new()),
+            ("appendonly", "no".into()),
+            ("cluster-enabled", "yes".into()),
+            ("cluster-config-file", "nodes.conf".into()),
+            ("cluster-node-timeout", NODE_TIMEOUT_MS.to_string()),
+            // Always let a replica take over, however long its master was gone.
+            ("cluster-replica-validity-factor", "0".into()),
+        ];
+        let nodes = (0..NODES)
+            .map(|_| RedisNode::start(Role::Server, "cluster", &config))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cluster = RedisCluster { nodes };
+        cluster.create()?;
+        cluster.wait_healthy(FORM_TIMEOUT)?;
+        Ok(cluster)
+    }
+
+    fn create(&self) -> Result<(), Error> {
+        let mut command = Command::new("redis-cli");
+        command.arg("--cluster").arg("create");
+        for node in &self.nodes {
+            command.arg(node.addr());
+        }
+        command
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child =
+            crate::spawner::spawn(command).map_err(|e| Error::io("running redis-cli", e))?;
+        let output = child
+            .wait_with_output()
+            .map_err(|e| Error::io("waiting for redis-cli", e))?;
+        if !output.status.success() {
+            return Err(Error::Start(format!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Wait until every running node reports `cluster_state:ok` with all slots served, sees the
+    /// same masters, and every running replica is in sync.
+    pub fn wait_healthy(&self, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.health() {
+                Ok(()) => return Ok(()),
+                Err(why) if Instant::now() > deadline => {
+                    return Err(Error::Start(format!(
+                        "cluster not healthy after {timeout:?}: {why}"
+                    )));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    fn health(&self) -> Result<(), String> {
+        let mut masters_seen: Option<Vec<u16>> = None;
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            let info = node
+                .query_string(&["CLUSTER", "INFO"])
+                .map_err(|e| format!("{}: {e}", node.addr()))?;
+            if info_field(&info, "cluster_state") != Some("ok")
+                || info_field(&info, "cluster_slots_ok") != Some("16384")
+            {
+                return Err(format!("{} is not ok yet", node.addr()));
+            }
+            let mut masters = self.masters_seen_by(node)?;
+            masters.sort_unstable();
+            if masters_seen.get_or_insert_with(|| masters.clone()) != &masters {
+                return Err("nodes disagree on the masters".into());
+            }
+            let replication = node
+                .query_string(&["INFO", "replication"])
+                .map_err(|e| e.to_string())?;
+            if info_field(&replication, "role") == Some("slave")
+                && info_field(&replication, "master_link_status") != Some("up")
+            {
+                return Err(format!("replica {} is not in sync", node.addr()));
+            }
+        }
+        // Every master that serves slots must be a running node.
+        let running: Vec<u16> = self.running_ports();
+        match masters_seen {
+            Some(masters) if masters.iter().all(|p| running.contains(p)) => Ok(()),
+            Some(_) => Err("a dead master still owns slots".into()),
+            None => Err("no node runs".into()),
+        }
+    }
+
+    /// Ports of the masters that own slots, as `node` sees them.
+    fn masters_seen_by(&self, node: &RedisNode) -> Result<Vec<u16>, String> {
+        let text = node
+            .query_string(&["CLUSTER", "NODES"])
+            .map_err(|e| e.to_string())?;
+        Ok(text
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let is_master = fields.get(2)?.split(',').any(|f| f == "master");
+                let failed = fields.get(2)?.contains("fail");
+                let owns_slots = fields.len() > 8;
+                let port = fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+                (is_master && !failed && owns_slots).then_some(port)
+            })
+            .collect())
+    }
+
+    fn running_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(RedisNode::port)
+            .collect()
+    }
+
+    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...` over every node.
+    pub fn url(&self) -> String {
+        let addrs: Vec<String> = self.nodes.iter().map(RedisNode::addr).collect();
+        format!("redis+cluster://{}", addrs.join(","))
+    }
+
+    /// The six nodes.
+    pub fn nodes(&self) -> &[RedisNode] {
+        &self.nodes
+    }
+
+    /// The index of the running node that is master of `key`'s slot.
+    pub fn master_of(&self, key: &str) -> Result<usize, Error> {
+        let probe = self
+            .nodes
+            .iter()
+            .find(|n| n.is_running())
+            .ok_or_else(|| Error::Start("no node runs".into()))?;
+        let slot: i64 = probe.query(&["CLUSTER", "KEYSLOT", key])?;
+        for (i, node) in self.nodes.iter().enumerate() {
+            if !node.is_running() {
+                continue;
+            }
+            let replication = node.query_string(&["INFO", "replication"])?;
+            if info_field(&replication, "role") != Some("master") {
+                continue;
+            }
+            let slots: redis::Value = node.query(&["CLUSTER", "SLOTS"])?;
+            if slots_owner_port(&slots, slot) == Some(node.port()) {
+                return Ok(i);
+            }
+        }
+        Err(Error::Start(format!("no running master owns slot {slot}")))
+    }
+
+    /// Kill (SIGKILL) the master of `key`'s slot and return its index; its replica takes over
+    /// after about `cluster-node-timeout` (wait with [`Self::wait_healthy`]).
+    pub fn kill_master_of(&self, key: &str) -> Result<usize, Error> {
+        let index = self.master_of(key)?;
+        self.nodes[index].kill();
+        Ok(index)
+    }
+}
+
+/// The port of the master serving `slot` in a `CLUSTER SLOTS` reply.
+fn slots_owner_port(slots: &redis::Value, slot: i64) -> Option<u16> {
+    let redis::Value::Array(ranges) = slots else {
+        return None;
+    };
+    ranges.iter().find_map(|range| {
+        let redis::Value::Array(fields) = range else {
+            return None;
+        };
+        let (redis::Value::Int(start), redis::Value::Int(end)) = (fields.first()?, fields.get(1)?)
+        else {
+            return None;
+        };
+        if !(*start..=*end).contains(&slot) {
+            return None;
+        }
+        let redis::Value::Array(master) = fields.get(2)? else {
+            return None;
+        };
+        match master.get(1)? {
+            redis::Value::Int(port) => u16::try_from(*port).ok(),
+            _ => None,
+        }
+    })
+}
