@@ -1,0 +1,164 @@
+//! A resolved set of policies with its static header parts rendered once, at build time.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use http::HeaderValue;
+use tollgate::{Limiter, Store};
+
+use crate::error::BuildError;
+use crate::headers::secs_ceil;
+
+/// Policies checked together for one request, in order, as the layer resolved them.
+///
+/// Read it from [`Quota::policies`](crate::Quota::policies).
+#[derive(Debug)]
+pub struct PolicySet {
+    names: Box<[Arc<str>]>,
+    /// Each name as a structured-field string (`"api"`), the item of both headers.
+    items: Box<[Box<str>]>,
+    /// `RateLimit-Policy`, the same for every request: `"api";q=100;w=60, ...`.
+    policy_header: HeaderValue,
+}
+
+impl PolicySet {
+    /// Resolve `names` against `limiter`: each must exist, appear once, be printable ASCII (to be a
+    /// header item) and accept `cost`.
+    pub(crate) fn compile<S: Store>(
+        names: &[String],
+        limiter: &Limiter<S>,
+        cost: u64,
+    ) -> Result<PolicySet, BuildError> {
+        if names.is_empty() {
+            return Err(BuildError::NoPolicies);
+        }
+        let mut resolved: Vec<Arc<str>> = Vec::with_capacity(names.len());
+        let mut items = Vec::with_capacity(names.len());
+        let mut header = String::new();
+        for name in names {
+            let policy = limiter
+                .policy(name)
+                .ok_or_else(|| BuildError::UnknownPolicy(name.clone()))?;
+            if resolved.iter().any(|n| **n == **name) {
+                return Err(BuildError::DuplicatePolicy(name.clone()));
+            }
+            policy
+                .validate_cost(cost)
+                .map_err(|source| BuildError::Cost {
+                    policy: name.clone(),
+                    source,
+                })?;
+            let item = sf_string(name).ok_or_else(|| BuildError::PolicyName(name.clone()))?;
+            if !header.is_empty() {
+                header.push_str(", ");
+            }
+            // The quota is the rate (limit per period); with a burst, `r` may exceed `q`.
+            let _ = write!(
+                header,
+                "{item};q={};w={}",
+                policy.limit(),
+                secs_ceil(policy.period_us())
+            );
+            resolved.push(name.as_str().into());
+            items.push(item.into_boxed_str());
+        }
+        let policy_header =
+            HeaderValue::try_from(header).map_err(|_| BuildError::PolicyName(names.join(",")))?;
+        Ok(PolicySet {
+            names: resolved.into(),
+            items: items.into(),
+            policy_header,
+        })
+    }
+
+    /// The policy names, in check order.
+    pub fn names(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.names.iter().map(|n| &**n)
+    }
+
+    /// The name of the `i`-th policy.
+    pub fn name(&self, i: usize) -> Option<&str> {
+        self.names.get(i).map(|n| &**n)
+    }
+
+    pub(crate) fn items(&self) -> &[Box<str>] {
+        &self.items
+    }
+
+    pub(crate) fn policy_header(&self) -> &HeaderValue {
+        &self.policy_header
+    }
+}
+
+/// `name` as a structured-field string (RFC 9651 §3.3.3): printable ASCII, with `"` and `\`
+/// escaped. `None` for names that cannot be one (non-ASCII or control characters).
+fn sf_string(name: &str) -> Option<String> {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for c in name.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => return None,
+        }
+    }
+    out.push('"');
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate::{Algorithm, MemoryStore, Policy};
+
+    fn limiter() -> Limiter<MemoryStore> {
+        let p = |rate| {
+            Policy::builder(Algorithm::FixedWindow)
+                .rate(rate)
+                .build()
+                .unwrap()
+        };
+        Limiter::new(MemoryStore::new())
+            .with_policy("api", p("100/min"))
+            .with_policy("login", p("5/15m"))
+            .with_policy("odd \"name\"", p("3/1500ms"))
+            .with_policy("café", p("1/s"))
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn renders_policy_header() {
+        let set = PolicySet::compile(&names(&["login", "api"]), &limiter(), 1).unwrap();
+        assert_eq!(
+            set.policy_header(),
+            "\"login\";q=5;w=900, \"api\";q=100;w=60"
+        );
+        assert_eq!(set.names().collect::<Vec<_>>(), ["login", "api"]);
+    }
+
+    #[test]
+    fn escapes_names_and_rounds_windows_up() {
+        let set = PolicySet::compile(&names(&["odd \"name\""]), &limiter(), 1).unwrap();
+        assert_eq!(set.policy_header(), r#""odd \"name\"";q=3;w=2"#);
+    }
+
+    #[test]
+    fn refuses_bad_sets() {
+        let l = limiter();
+        let err = |n: &[&str], cost| PolicySet::compile(&names(n), &l, cost).unwrap_err();
+        assert!(matches!(err(&[], 1), BuildError::NoPolicies));
+        assert!(matches!(err(&["nope"], 1), BuildError::UnknownPolicy(_)));
+        assert!(matches!(
+            err(&["api", "api"], 1),
+            BuildError::DuplicatePolicy(_)
+        ));
+        assert!(matches!(err(&["login"], 6), BuildError::Cost { .. }));
+        assert!(matches!(err(&["café"], 1), BuildError::PolicyName(_)));
+    }
+}
