@@ -1,1 +1,136 @@
-fn main() {}
+//! Core benchmarks: one pure transition per algorithm, and keyed checks on the memory store
+//! beside governor's keyed limiter on the same workload (10,000 String keys), 1 and 2 threads.
+//!
+//! `cargo bench -p tollgate --bench core`
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use governor::{Quota, RateLimiter};
+use tollgate::{Algorithm, Check, Limiter, MemoryStore, Mode, Policy, State};
+
+const KEYS: usize = 10_000;
+
+fn keys() -> Vec<String> {
+    (0..KEYS).map(|i| format!("user-{i}")).collect()
+}
+
+/// A fixed pseudo-random key order (splitmix64), the same for every contender.
+fn order(n: usize) -> Vec<usize> {
+    let mut x = 0x1234_5678_9abc_def0u64;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) % KEYS as u64) as usize
+        })
+        .collect()
+}
+
+/// Poll a future that never waits (the memory store's) to completion.
+fn ready<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => unreachable!("memory store futures are always ready"),
+    }
+}
+
+fn transitions(c: &mut Criterion) {
+    let mut g = c.benchmark_group("transition");
+    g.throughput(Throughput::Elements(1));
+    for algorithm in Algorithm::ALL {
+        let policy = Policy::new(algorithm, 1_000, Duration::from_secs(60), None).unwrap();
+        let mut state = State::fresh(algorithm);
+        let mut now = 1_700_000_000_000_000u64;
+        g.bench_function(algorithm.name(), |b| {
+            b.iter(|| {
+                now += 60_000; // one per emission interval: a steady allowed stream
+                black_box(state.decide(black_box(now), &policy, 1, Mode::Consume))
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Runs `per_thread` checks on each of `threads` threads, returns the wall time.
+fn timed_threads(threads: usize, iters: u64, work: impl Fn(u64, usize) + Sync) -> Duration {
+    let per_thread = iters.div_ceil(threads as u64);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let work = &work;
+            s.spawn(move || work(per_thread, t));
+        }
+    });
+    start.elapsed()
+}
+
+fn keyed(c: &mut Criterion) {
+    let keys = keys();
+    let order = order(1 << 16);
+    let mut g = c.benchmark_group("keyed_10k");
+    g.throughput(Throughput::Elements(1));
+    for threads in [1usize, 2] {
+        // governor: 1e6 per minute, never rejecting.
+        let quota = Quota::per_minute(NonZeroU32::new(1_000_000).unwrap());
+        let governor = RateLimiter::keyed(quota);
+        g.bench_function(format!("governor/{threads}t"), |b| {
+            b.iter_custom(|iters| {
+                timed_threads(threads, iters, |n, t| {
+                    for i in 0..n as usize {
+                        let key = &keys[order[(i * 2 + t) & 0xffff]];
+                        black_box(governor.check_key(key).is_ok());
+                    }
+                })
+            })
+        });
+
+        // tollgate memory store, the synchronous store call.
+        let policy =
+            Policy::new(Algorithm::Gcra, 1_000_000, Duration::from_secs(60), None).unwrap();
+        let store = MemoryStore::new();
+        g.bench_function(format!("tollgate-memory/{threads}t"), |b| {
+            b.iter_custom(|iters| {
+                timed_threads(threads, iters, |n, t| {
+                    for i in 0..n as usize {
+                        let key = &keys[order[(i * 2 + t) & 0xffff]];
+                        let check = [Check {
+                            name: "api",
+                            policy: &policy,
+                            key,
+                        }];
+                        black_box(store.decide_now(&check, 1, Mode::Consume).is_ok());
+                    }
+                })
+            })
+        });
+
+        // tollgate Limiter::check (async API, name lookup, validation) on the memory store.
+        let limiter = Arc::new(Limiter::new(MemoryStore::new()).with_policy("api", policy.clone()));
+        g.bench_function(format!("tollgate-limiter/{threads}t"), |b| {
+            b.iter_custom(|iters| {
+                timed_threads(threads, iters, |n, t| {
+                    for i in 0..n as usize {
+                        let key = &keys[order[(i * 2 + t) & 0xffff]];
+                        black_box(ready(limiter.check("api", key)).is_ok());
+                    }
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    targets = transitions, keyed
+}
+criterion_main!(benches);

@@ -7,7 +7,7 @@ use smallvec::SmallVec;
 
 use crate::algorithm::Mode;
 use crate::decision::Decision;
-use crate::error::LimitError;
+use crate::error::{LimitError, StoreError};
 use crate::policy::Policy;
 use crate::store::{Check, Decisions, Store};
 
@@ -53,7 +53,7 @@ impl Verdict {
 #[derive(Debug)]
 pub struct Limiter<S> {
     store: Arc<S>,
-    policies: HashMap<Arc<str>, Policy>,
+    policies: HashMap<Arc<str>, Policy, foldhash::fast::RandomState>,
 }
 
 impl<S> Clone for Limiter<S> {
@@ -75,7 +75,7 @@ impl<S: Store> Limiter<S> {
     pub fn from_shared(store: Arc<S>) -> Limiter<S> {
         Limiter {
             store,
-            policies: HashMap::new(),
+            policies: HashMap::default(),
         }
     }
 
@@ -112,10 +112,7 @@ impl<S: Store> Limiter<S> {
         key: &str,
         cost: u64,
     ) -> Result<Decision, LimitError> {
-        Ok(self
-            .run(&[policy], key, cost, Mode::Consume)
-            .await?
-            .decision)
+        self.decide_one(policy, key, cost, Mode::Consume).await
     }
 
     /// Take `cost` from `key` under every policy in `policies`, or from none: the request passes
@@ -131,7 +128,25 @@ impl<S: Store> Limiter<S> {
 
     /// What `check_cost` would answer, consuming nothing.
     pub async fn peek(&self, policy: &str, key: &str, cost: u64) -> Result<Decision, LimitError> {
-        Ok(self.run(&[policy], key, cost, Mode::Peek).await?.decision)
+        self.decide_one(policy, key, cost, Mode::Peek).await
+    }
+
+    /// One policy: no verdict to assemble.
+    async fn decide_one(
+        &self,
+        policy: &str,
+        key: &str,
+        cost: u64,
+        mode: Mode,
+    ) -> Result<Decision, LimitError> {
+        validate_key(key)?;
+        let check = self.resolve(policy, key, cost)?;
+        let answer = self.store.decide(&[check], cost, mode).await?;
+        answer
+            .decisions
+            .first()
+            .copied()
+            .ok_or_else(|| StoreError::Protocol("no decision for one check".into()).into())
     }
 
     /// Decide in `mode` over several policies: the general form of the calls above.
@@ -166,22 +181,30 @@ impl<S: Store> Limiter<S> {
         validate_key(key)?;
         let mut checks = SmallVec::<[Check<'a>; 2]>::new();
         for &name in policies {
-            let (name, policy) = self
-                .policies
-                .get_key_value(name)
-                .ok_or_else(|| LimitError::UnknownPolicy(name.to_owned()))?;
-            policy
-                .validate_cost(cost)
-                .map_err(|source| LimitError::Policy {
-                    policy: name.to_string(),
-                    source,
-                })?;
-            if checks.iter().any(|c| c.name == &**name) {
-                return Err(LimitError::DuplicatePolicy(name.to_string()));
+            let check = self.resolve(name, key, cost)?;
+            if checks.iter().any(|c| c.name == check.name) {
+                return Err(LimitError::DuplicatePolicy(name.to_owned()));
             }
-            checks.push(Check { name, policy, key });
+            checks.push(check);
         }
         Ok(checks)
+    }
+}
+
+impl<S> Limiter<S> {
+    /// Look up `name` and check that `cost` can pass it.
+    fn resolve<'a>(&'a self, name: &str, key: &'a str, cost: u64) -> Result<Check<'a>, LimitError> {
+        let (name, policy) = self
+            .policies
+            .get_key_value(name)
+            .ok_or_else(|| LimitError::UnknownPolicy(name.to_owned()))?;
+        policy
+            .validate_cost(cost)
+            .map_err(|source| LimitError::Policy {
+                policy: name.to_string(),
+                source,
+            })?;
+        Ok(Check { name, policy, key })
     }
 }
 

@@ -89,7 +89,15 @@ impl Entry {
                 })
                 .collect()
         };
-        if checks.len() == 1 || mode == Mode::Peek {
+        if let [check] = checks {
+            let slot = self.slot(check);
+            let decision = slot.state.decide(now, check.policy, cost, mode);
+            if decision.allowed && mode == Mode::Consume {
+                slot.expires_at = slot.expires_at.max(now + decision.reset_after_us);
+            }
+            return Decisions::from_buf([decision]);
+        }
+        if mode == Mode::Peek {
             return run(self, mode);
         }
         // All-or-nothing: look first, consume only if every policy allows.
@@ -128,7 +136,7 @@ fn looked_as_rejection(mut looked: Decisions) -> Decisions {
 /// ```
 #[derive(Debug)]
 pub struct MemoryStore {
-    entries: DashMap<Box<str>, Entry>,
+    entries: DashMap<Box<str>, Entry, foldhash::fast::RandomState>,
     clock: Clock,
     max_keys: usize,
     len: AtomicUsize,
@@ -150,7 +158,7 @@ impl MemoryStore {
     /// A store on `clock` holding at most `max_keys` identifiers (at least 1).
     pub fn with_options(clock: Clock, max_keys: usize) -> MemoryStore {
         MemoryStore {
-            entries: DashMap::new(),
+            entries: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             clock,
             max_keys: max_keys.max(1),
             len: AtomicUsize::new(0),

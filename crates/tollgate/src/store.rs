@@ -21,7 +21,7 @@ pub struct Check<'a> {
 }
 
 /// Per-policy decisions, in the order of the checks. Most checks name one or two policies.
-pub type Decisions = SmallVec<[Decision; 2]>;
+pub type Decisions = SmallVec<[Decision; 1]>;
 
 /// What a store answered.
 #[derive(Debug, Clone, PartialEq, Eq)]

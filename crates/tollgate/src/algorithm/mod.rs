@@ -36,8 +36,9 @@ pub enum Mode {
 pub enum State {
     /// See [`FixedWindow`].
     FixedWindow(FixedWindow),
-    /// See [`SlidingLog`].
-    SlidingLog(SlidingLog),
+    /// See [`SlidingLog`] (boxed: the log is the one large state, and boxing keeps every other
+    /// state small in the memory store's table).
+    SlidingLog(Box<SlidingLog>),
     /// See [`SlidingWindow`].
     SlidingWindow(SlidingWindow),
     /// See [`TokenBucket`].
@@ -51,7 +52,7 @@ impl State {
     pub fn fresh(algorithm: Algorithm) -> State {
         match algorithm {
             Algorithm::FixedWindow => State::FixedWindow(FixedWindow::default()),
-            Algorithm::SlidingLog => State::SlidingLog(SlidingLog::default()),
+            Algorithm::SlidingLog => State::SlidingLog(Box::default()),
             Algorithm::SlidingWindow => State::SlidingWindow(SlidingWindow::default()),
             Algorithm::TokenBucket => State::TokenBucket(TokenBucket::default()),
             Algorithm::Gcra => State::Gcra(Gcra::default()),

@@ -20,27 +20,30 @@ impl SlidingLog {
     /// Allow if the costs in `(now − P, now]` plus `cost` stay within the limit.
     pub fn decide(&mut self, now: u64, policy: &Policy, cost: u64, mode: Mode) -> Decision {
         let (limit, period) = (policy.limit(), policy.period_us());
-        // Entries at or before now − P have left the window. Dropping them changes no decision,
-        // so it is done even for a peek or a rejection.
-        while let Some(&(at, c)) = self.entries.front() {
-            if at + period > now {
-                break;
-            }
-            self.entries.pop_front();
-            self.total -= c;
-        }
-        let allowed = self.total + cost <= limit;
+        // Entries at or before now − P have left the window: skip them without writing, so a
+        // rejection or a peek leaves the state exactly as it was.
+        let expired = self
+            .entries
+            .iter()
+            .take_while(|&&(at, _)| at + period <= now)
+            .count();
+        let expired_cost: u64 = self.entries.iter().take(expired).map(|&(_, c)| c).sum();
+        let in_window = self.total - expired_cost;
+        let allowed = in_window + cost <= limit;
         let mut retry_after_us = 0;
+        let mut remaining = limit - in_window;
         if allowed && mode == Mode::Consume {
+            self.entries.drain(..expired);
+            self.total = in_window + cost;
             match self.entries.back_mut() {
                 Some((at, c)) if *at >= now => *c += cost,
                 _ => self.entries.push_back((now, cost)),
             }
-            self.total += cost;
+            remaining = limit - self.total;
         } else if !allowed {
             // Wait until enough of the oldest entries leave the window.
-            let mut to_free = self.total + cost - limit;
-            for &(at, c) in &self.entries {
+            let mut to_free = in_window + cost - limit;
+            for &(at, c) in self.entries.iter().skip(expired) {
                 if c >= to_free {
                     retry_after_us = (at + period).saturating_sub(now);
                     break;
@@ -51,11 +54,12 @@ impl SlidingLog {
         let reset_after_us = self
             .entries
             .back()
-            .map_or(0, |&(at, _)| (at + period).saturating_sub(now));
+            .filter(|&&(at, _)| at + period > now)
+            .map_or(0, |&(at, _)| at + period - now);
         Decision {
             allowed,
             limit,
-            remaining: limit - self.total,
+            remaining,
             reset_after_us,
             retry_after_us,
         }
