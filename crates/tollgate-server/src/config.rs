@@ -1,0 +1,749 @@
+//! Configuration: the YAML file, its validation, and the merge flags > env > file > defaults.
+//!
+//! The file is read with `serde-saphyr` through `serde_path_to_error`, so every error names the
+//! file, the line and the field (`tollgate.yaml:7: policies.api.rate: invalid rate ...`). Values
+//! that can be checked on their own (a rate, a duration, an address) are checked while the file
+//! is read; a policy is checked as a whole right after its mapping is read, so its errors point
+//! at the policy's first line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use tollgate::{Algorithm, Policy, PolicyError, Rate};
+
+/// Where `tollgate serve` listens for HTTP when nothing says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The config file read from the working directory when no `--config` is given.
+pub const DEFAULT_CONFIG_FILE: &str = "tollgate.yaml";
+/// Name of the policy served when the config defines none.
+pub const DEFAULT_POLICY_NAME: &str = "default";
+/// The default policy's limit per [`DEFAULT_POLICY_PERIOD`] (algorithm `gcra`: 100/min).
+pub const DEFAULT_POLICY_LIMIT: u64 = 100;
+/// The default policy's period.
+pub const DEFAULT_POLICY_PERIOD: Duration = Duration::from_secs(60);
+/// Key prefix in shared stores.
+pub const DEFAULT_PREFIX: &str = "tollgate";
+/// Store call timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+/// Longest policy name, in bytes.
+pub const MAX_POLICY_NAME_LEN: usize = 64;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read the config file: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML or holds an invalid value.
+    #[error("{file}:{line}: {field}: {message}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// 1-based line of the offending value (0 when unknown).
+        line: u64,
+        /// Dotted path of the field, e.g. `policies.api.rate`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An environment variable holds an invalid value.
+    #[error("{var}: {message}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "invalid log format \"{other}\" (expected text or json)"
+            )),
+        }
+    }
+}
+
+/// What a failed store call decides (DESIGN §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Fail open: allow the request.
+    Allow,
+    /// Fail closed: reject the request.
+    Deny,
+    /// Decide on a local memory store with the limit divided by `instances` (the default). On
+    /// the memory store itself there is nothing more local to fall back to, so it denies.
+    #[default]
+    Local,
+}
+
+impl FromStr for OnError {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "allow" => Ok(OnError::Allow),
+            "deny" => Ok(OnError::Deny),
+            "local" => Ok(OnError::Local),
+            other => Err(format!(
+                "invalid on_error \"{other}\" (expected allow, deny or local)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for OnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnError::Allow => "allow",
+            OnError::Deny => "deny",
+            OnError::Local => "local",
+        })
+    }
+}
+
+/// Where decisions are made: `memory`, or a Redis URL (DESIGN §4).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum StoreUrl {
+    /// The in-process memory store.
+    #[default]
+    Memory,
+    /// `redis://`, `rediss://`, `redis+cluster://` or `redis+sentinel://` (kept verbatim).
+    Redis(String),
+}
+
+impl FromStr for StoreUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const REDIS_SCHEMES: [&str; 4] = [
+            "redis://",
+            "rediss://",
+            "redis+cluster://",
+            "redis+sentinel://",
+        ];
+        if s == "memory" || s == "memory://" {
+            Ok(StoreUrl::Memory)
+        } else if REDIS_SCHEMES.iter().any(|scheme| s.starts_with(scheme)) {
+            Ok(StoreUrl::Redis(s.to_owned()))
+        } else {
+            Err(format!(
+                "invalid store URL \"{}\" (expected memory, redis://, rediss://, redis+cluster:// or redis+sentinel://)",
+                redact_url(s)
+            ))
+        }
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    /// The URL with any password replaced by `***`, safe to log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreUrl::Memory => f.write_str("memory"),
+            StoreUrl::Redis(url) => f.write_str(&redact_url(url)),
+        }
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// `scheme://user:secret@host` -> `scheme://user:***@host`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***{}", &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// The admin token guarding `POST /v1/reset`. Its `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// A token; `None` when empty (an empty token would guard nothing).
+    pub fn new(token: impl Into<String>) -> Option<AdminToken> {
+        let token = token.into();
+        (!token.is_empty()).then_some(AdminToken(token))
+    }
+
+    /// Whether `presented` equals the token, compared in time independent of where they differ.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let expected = self.0.as_bytes();
+        if expected.len() != presented.len() {
+            return false;
+        }
+        expected
+            .iter()
+            .zip(presented)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
+
+/// A validated policy name: `[A-Za-z0-9_.-]{1,64}`. Names appear in store keys, headers and
+/// metric labels, so nothing there ever needs escaping.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyName(String);
+
+impl PolicyName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for PolicyName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+        if s.is_empty() || s.len() > MAX_POLICY_NAME_LEN || !s.chars().all(valid_char) {
+            return Err(format!(
+                "invalid policy name \"{s}\" (1 to {MAX_POLICY_NAME_LEN} of A-Z a-z 0-9 _ . -)"
+            ));
+        }
+        Ok(PolicyName(s.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for PolicyName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d)
+    }
+}
+
+/// Deserialize a string and parse it with `FromStr`, reporting the parse error as is.
+fn parse_str<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map_err(de::Error::custom)
+}
+
+fn opt_parse_str<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    parse_str(d).map(Some)
+}
+
+fn opt_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_socket_addr(&s).map(Some).map_err(de::Error::custom)
+}
+
+/// `IP:PORT`, e.g. `127.0.0.1:8080` or `[::1]:8080`.
+pub fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("invalid address \"{s}\" (expected IP:PORT, e.g. 127.0.0.1:8080)"))
+}
+
+/// A positive duration: `50ms`, `15m`, `1h 30m`, or a bare unit like `min`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(s)
+        .ok()
+        .or_else(|| format!("1/{s}").parse::<Rate>().ok().map(|r| r.period))
+        .ok_or_else(|| format!("invalid duration \"{s}\" (expected e.g. 50ms, 1s, 15m, 1h, 1d)"))?;
+    if duration.is_zero() {
+        return Err(format!("duration \"{s}\" must be longer than zero"));
+    }
+    Ok(duration)
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map(Some).map_err(de::Error::custom)
+}
+
+fn opt_positive<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match u64::deserialize(d)? {
+        0 => Err(de::Error::custom("must be at least 1")),
+        n => Ok(Some(n)),
+    }
+}
+
+fn opt_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Rate>, D::Error> {
+    let s = String::deserialize(d)?;
+    let rate: Rate = s.parse().map_err(de::Error::custom)?;
+    if rate.limit == 0 {
+        return Err(de::Error::custom(format!(
+            "invalid rate \"{s}\": {}",
+            PolicyError::ZeroLimit
+        )));
+    }
+    Ok(Some(rate))
+}
+
+/// The config file as written: every key optional, unknown keys refused.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// HTTP listen address.
+    #[serde(default, deserialize_with = "opt_socket_addr")]
+    pub listen: Option<SocketAddr>,
+    /// gRPC (Envoy rate limit service) listen address.
+    #[serde(default, deserialize_with = "opt_socket_addr")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// The `store` section.
+    #[serde(default)]
+    pub store: Option<FileStore>,
+    /// Named policies.
+    #[serde(default)]
+    pub policies: Option<BTreeMap<PolicyName, FilePolicy>>,
+    /// The `envoy` section.
+    #[serde(default)]
+    pub envoy: Option<FileEnvoy>,
+    /// Bearer token required by `POST /v1/reset`.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// `text` or `json`.
+    #[serde(default, deserialize_with = "opt_parse_str")]
+    pub log: Option<LogFormat>,
+}
+
+/// The `store` section as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStore {
+    /// `memory` or a Redis URL.
+    #[serde(default, deserialize_with = "opt_parse_str")]
+    pub url: Option<StoreUrl>,
+    /// Key prefix in shared stores.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Store call timeout.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    /// `allow`, `deny` or `local`.
+    #[serde(default, deserialize_with = "opt_parse_str")]
+    pub on_error: Option<OnError>,
+    /// Instances sharing the limit (divides it under `on_error: local`).
+    #[serde(default, deserialize_with = "opt_positive")]
+    pub instances: Option<u64>,
+    /// Bound on identifiers held by the memory store.
+    #[serde(default, deserialize_with = "opt_positive")]
+    pub max_keys: Option<u64>,
+}
+
+/// The `envoy` section as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEnvoy {
+    /// Directory of envoyproxy/ratelimit YAML files.
+    #[serde(default)]
+    pub config_dir: Option<PathBuf>,
+}
+
+/// One policy as written, validated into a [`Policy`] as soon as its mapping is read.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawPolicy")]
+pub struct FilePolicy(pub Policy);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(deserialize_with = "parse_str")]
+    algorithm: Algorithm,
+    #[serde(default, deserialize_with = "opt_rate")]
+    rate: Option<Rate>,
+    #[serde(default, deserialize_with = "opt_positive")]
+    limit: Option<u64>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    period: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_positive")]
+    burst: Option<u64>,
+}
+
+impl TryFrom<RawPolicy> for FilePolicy {
+    type Error = String;
+
+    fn try_from(raw: RawPolicy) -> Result<Self, Self::Error> {
+        let (limit, period) = match (raw.rate, raw.limit, raw.period) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                return Err("give either `rate` or `limit` and `period`, not both".into());
+            }
+            (Some(rate), None, None) => (rate.limit, rate.period),
+            (None, Some(limit), Some(period)) => (limit, period),
+            (None, None, _) => return Err(PolicyError::MissingLimit.to_string()),
+            (None, Some(_), None) => return Err(PolicyError::MissingPeriod.to_string()),
+        };
+        Policy::new(raw.algorithm, limit, period, raw.burst)
+            .map(FilePolicy)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl FileConfig {
+    /// Parse `text`, naming `file` in errors.
+    pub fn parse(text: &str, file: &str) -> Result<FileConfig, ConfigError> {
+        let mut path = None;
+        let parsed = serde_saphyr::with_deserializer_from_str(text, |yaml| {
+            serde_path_to_error::deserialize::<_, FileConfig>(yaml).map_err(|e| {
+                path = Some(e.path().to_string());
+                e.into_inner()
+            })
+        });
+        parsed.map_err(|error| {
+            use serde_saphyr::MessageFormatter;
+            ConfigError::Invalid {
+                file: file.to_owned(),
+                line: error.location().map_or(0, |l| l.line()),
+                field: field_name(path.as_deref()),
+                message: serde_saphyr::UserMessageFormatter
+                    .format_message(&error)
+                    .into_owned(),
+            }
+        })
+    }
+
+    /// Read and parse the file at `path`.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        FileConfig::parse(&text, &file)
+    }
+}
+
+/// `serde_path_to_error` writes `?` for a segment it could not name and `.` for the root.
+fn field_name(path: Option<&str>) -> String {
+    let path = path
+        .unwrap_or("")
+        .trim_end_matches(".?")
+        .trim_end_matches('?');
+    if path.is_empty() || path == "." {
+        "(document)".to_owned()
+    } else {
+        path.to_owned()
+    }
+}
+
+/// Store settings after the merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// Where decisions are made.
+    pub url: StoreUrl,
+    /// Key prefix in shared stores.
+    pub prefix: String,
+    /// Store call timeout.
+    pub timeout: Duration,
+    /// What a failed store call decides.
+    pub on_error: OnError,
+    /// Instances sharing the limit.
+    pub instances: u64,
+    /// Bound on identifiers held by the memory store.
+    pub max_keys: usize,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            url: StoreUrl::Memory,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            on_error: OnError::Local,
+            instances: 1,
+            max_keys: tollgate::memory::DEFAULT_MAX_KEYS,
+        }
+    }
+}
+
+/// Values given on the command line or in the environment; each one wins over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config` / `TOLLGATE_CONFIG`.
+    pub config: Option<PathBuf>,
+    /// `--listen` / `TOLLGATE_LISTEN`.
+    pub listen: Option<SocketAddr>,
+    /// `--grpc-listen` / `TOLLGATE_GRPC_LISTEN`.
+    pub grpc_listen: Option<SocketAddr>,
+    /// `--store` / `TOLLGATE_STORE_URL`.
+    pub store_url: Option<StoreUrl>,
+    /// `TOLLGATE_ADMIN_TOKEN`.
+    pub admin_token: Option<AdminToken>,
+    /// `TOLLGATE_LOG`.
+    pub log: Option<LogFormat>,
+}
+
+/// The configuration `tollgate serve` runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The config file read, if any.
+    pub config_file: Option<PathBuf>,
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// gRPC listen address; off when `None`.
+    pub grpc_listen: Option<SocketAddr>,
+    /// The store.
+    pub store: StoreSettings,
+    /// Policies by name.
+    pub policies: BTreeMap<String, Policy>,
+    /// Directory of envoyproxy/ratelimit YAML files.
+    pub envoy_config_dir: Option<PathBuf>,
+    /// Token required by `POST /v1/reset`; open when `None`.
+    pub admin_token: Option<AdminToken>,
+    /// Log format.
+    pub log: LogFormat,
+}
+
+impl Default for Settings {
+    /// Everything at its default: memory store, the `default` policy, 127.0.0.1:8080.
+    fn default() -> Self {
+        Settings::merge(FileConfig::default(), None, Overrides::default())
+    }
+}
+
+/// The policy served when none is configured: `default`, gcra, 100/min.
+pub fn default_policy() -> Policy {
+    Policy::new(
+        Algorithm::Gcra,
+        DEFAULT_POLICY_LIMIT,
+        DEFAULT_POLICY_PERIOD,
+        None,
+    )
+    .expect("100/min gcra is a valid policy")
+}
+
+impl Settings {
+    /// Resolve the settings: the config file named by `overrides.config`, else `tollgate.yaml`
+    /// in the working directory if present; then the overrides on top.
+    pub fn load(overrides: Overrides) -> Result<Settings, ConfigError> {
+        let file = match &overrides.config {
+            Some(path) => Some(path.clone()),
+            None => {
+                let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+                default.is_file().then_some(default)
+            }
+        };
+        let config = match &file {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        Ok(Settings::merge(config, file, overrides))
+    }
+
+    /// Merge a parsed file with the overrides (flags and env win) and the defaults.
+    pub fn merge(file: FileConfig, path: Option<PathBuf>, overrides: Overrides) -> Settings {
+        let store = file.store.unwrap_or_default();
+        let defaults = StoreSettings::default();
+        let mut policies: BTreeMap<String, Policy> = file
+            .policies
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, policy)| (name.0, policy.0))
+            .collect();
+        if policies.is_empty() {
+            policies.insert(DEFAULT_POLICY_NAME.to_owned(), default_policy());
+        }
+        Settings {
+            config_file: path,
+            listen: overrides
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(default_listen),
+            grpc_listen: overrides.grpc_listen.or(file.grpc_listen),
+            store: StoreSettings {
+                url: overrides.store_url.or(store.url).unwrap_or(defaults.url),
+                prefix: store.prefix.unwrap_or(defaults.prefix),
+                timeout: store.timeout.unwrap_or(defaults.timeout),
+                on_error: store.on_error.unwrap_or(defaults.on_error),
+                instances: store.instances.unwrap_or(defaults.instances),
+                max_keys: store.max_keys.map_or(defaults.max_keys, |n| {
+                    usize::try_from(n).unwrap_or(usize::MAX)
+                }),
+            },
+            policies,
+            envoy_config_dir: file.envoy.and_then(|e| e.config_dir),
+            admin_token: overrides
+                .admin_token
+                .or_else(|| file.admin_token.and_then(AdminToken::new)),
+            log: overrides.log.or(file.log).unwrap_or_default(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(yaml: &str) -> String {
+        FileConfig::parse(yaml, "t.yaml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let yaml = "\
+listen: 127.0.0.1:8080
+grpc_listen: 127.0.0.1:8081
+store:
+  url: redis://127.0.0.1:6379
+  prefix: tollgate
+  timeout: 50ms
+  on_error: local
+  instances: 3
+  max_keys: 1000000
+policies:
+  api:   { algorithm: token-bucket, rate: 100/min, burst: 150 }
+  login: { algorithm: sliding-log, limit: 5, period: 15m }
+envoy:
+  config_dir: ./ratelimit
+";
+        let file = FileConfig::parse(yaml, "t.yaml").unwrap();
+        let s = Settings::merge(file, None, Overrides::default());
+        assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.grpc_listen, Some("127.0.0.1:8081".parse().unwrap()));
+        assert_eq!(
+            s.store.url,
+            StoreUrl::Redis("redis://127.0.0.1:6379".into())
+        );
+        assert_eq!(s.store.on_error, OnError::Local);
+        assert_eq!(s.store.instances, 3);
+        assert_eq!(s.store.timeout, Duration::from_millis(50));
+        assert_eq!(s.policies["api"].capacity(), 150);
+        assert_eq!(s.policies["login"].period(), Duration::from_secs(900));
+        assert_eq!(s.envoy_config_dir, Some(PathBuf::from("./ratelimit")));
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let yaml = "policies:\n  ok: { algorithm: gcra, rate: 1/s }\n  api:\n    algorithm: gcra\n    rate: 100/fortnight\n";
+        let e = parse_err(yaml);
+        assert!(
+            e.starts_with("t.yaml:5: policies.api.rate: invalid rate `100/fortnight`"),
+            "{e}"
+        );
+        let e = parse_err("store:\n  url: memory\n  bogus: 1\n");
+        assert!(
+            e.starts_with("t.yaml:3: store.bogus: unknown field `bogus`"),
+            "{e}"
+        );
+        let e = parse_err(
+            "policies:\n  api:\n    algorithm: fixed-window\n    limit: 0\n    period: 1s\n",
+        );
+        assert!(
+            e.starts_with("t.yaml:4: policies.api.limit: must be at least 1"),
+            "{e}"
+        );
+        let e = parse_err(
+            "policies:\n  api:\n    algorithm: fixed-window\n    rate: 5/s\n    burst: 9\n",
+        );
+        assert!(
+            e.starts_with("t.yaml:3: policies.api: burst applies only"),
+            "{e}"
+        );
+        let e = parse_err("policies:\n  api:\n    algorithm: bucket\n    rate: 5/s\n");
+        assert!(
+            e.starts_with("t.yaml:3: policies.api.algorithm: unknown algorithm"),
+            "{e}"
+        );
+        let e = parse_err("policies:\n  \"a b\": { algorithm: gcra, rate: 5/s }\n");
+        assert!(e.contains("t.yaml:2: policies"), "{e}");
+        assert!(e.contains("invalid policy name \"a b\""), "{e}");
+        let e = parse_err("listen: nowhere\n");
+        assert!(e.starts_with("t.yaml:1: listen: invalid address"), "{e}");
+        let e = parse_err("store:\n  timeout: 0s\n");
+        assert!(e.starts_with("t.yaml:2: store.timeout: duration"), "{e}");
+    }
+
+    #[test]
+    fn durations_and_names() {
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("50ms"), Ok(Duration::from_millis(50)));
+        assert_eq!(parse_duration("min"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("soon").is_err());
+        assert!("api.v1_x-2".parse::<PolicyName>().is_ok());
+        assert!("".parse::<PolicyName>().is_err());
+        assert!("x".repeat(65).parse::<PolicyName>().is_err());
+        assert!("a\"b".parse::<PolicyName>().is_err());
+    }
+
+    #[test]
+    fn flags_and_env_win_over_the_file() {
+        let file = FileConfig::parse("listen: 127.0.0.1:1\nlog: json\n", "t.yaml").unwrap();
+        let over = Overrides {
+            listen: Some("127.0.0.1:2".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let s = Settings::merge(file.clone(), None, over);
+        assert_eq!(s.listen.port(), 2);
+        assert_eq!(s.log, LogFormat::Json);
+        let s = Settings::merge(file, None, Overrides::default());
+        assert_eq!(s.listen.port(), 1);
+    }
+
+    #[test]
+    fn defaults_serve_the_default_policy() {
+        let s = Settings::default();
+        assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.store.url, StoreUrl::Memory);
+        let p = &s.policies[DEFAULT_POLICY_NAME];
+        assert_eq!((p.algorithm(), p.limit()), (Algorithm::Gcra, 100));
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        let url: StoreUrl = "redis://user:hunter2@127.0.0.1:6379/0".parse().unwrap();
+        assert_eq!(url.to_string(), "redis://user:***@127.0.0.1:6379/0");
+        assert!("http://x".parse::<StoreUrl>().is_err());
+        let token = AdminToken::new("s3cret").unwrap();
+        assert!(token.matches(b"s3cret"));
+        assert!(!token.matches(b"s3creT"));
+        assert!(!format!("{token:?}").contains("s3cret"));
+    }
+}

@@ -1,0 +1,320 @@
+//! The HTTP API (DESIGN §6): JSON in, JSON out, rate-limit headers, JSON errors for everything
+//! axum would otherwise answer in plain text.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST /v1/check` | a decision, consuming `cost` when allowed |
+//! | `GET /v1/peek` | the same decision, consuming nothing |
+//! | `POST /v1/reset` | 204; bearer token when an admin token is set |
+//! | `GET /v1/policies` | the configured policies |
+//! | `GET /health`, `GET /ready` | alive; store reachable |
+//! | `GET /metrics` | Prometheus text |
+
+pub mod body;
+pub mod error;
+pub mod headers;
+pub mod request;
+
+use std::any::Any;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::Serialize;
+use tollgate::Mode;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use self::error::ApiError;
+use self::request::{CheckRequest, PeekQuery, ResetRequest};
+use crate::metrics::ErrorCode;
+use crate::service::{Outcome, Service};
+
+/// `Content-Type: application/json`.
+pub static JSON: HeaderValue = HeaderValue::from_static("application/json");
+/// The Prometheus text exposition format.
+static PROMETHEUS: HeaderValue =
+    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+
+/// What handlers share: the service and the per-policy `RateLimit-Policy` items, rendered once.
+#[derive(Debug)]
+pub struct Api {
+    service: Arc<Service>,
+    policy_items: Box<[HeaderValue]>,
+}
+
+/// The router of the HTTP API over `service`.
+pub fn router(service: Arc<Service>) -> Router {
+    let policy_items = service
+        .policies()
+        .iter()
+        .map(|p| {
+            HeaderValue::try_from(headers::policy_item(&p.name, &p.policy))
+                .unwrap_or_else(|_| HeaderValue::from_static(""))
+        })
+        .collect();
+    let api = Arc::new(Api {
+        service,
+        policy_items,
+    });
+    let on_panic = {
+        let api = api.clone();
+        move |panic: Box<dyn Any + Send>| api.panicked(panic)
+    };
+    Router::new()
+        .route("/v1/check", post(check))
+        .route("/v1/peek", get(peek))
+        .route("/v1/reset", post(reset))
+        .route("/v1/policies", get(policies))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(CatchPanicLayer::custom(on_panic))
+        .with_state(api)
+}
+
+/// The JSON decision of `POST /v1/check` and `GET /v1/peek`.
+#[derive(Serialize)]
+struct DecisionBody<'a> {
+    allowed: bool,
+    policy: &'a str,
+    limit: u64,
+    remaining: u64,
+    reset_after_ms: u64,
+    retry_after_ms: u64,
+    degraded: bool,
+}
+
+impl Api {
+    /// An error response, counted.
+    fn error(&self, error: ApiError) -> Response {
+        self.service.metrics().record_error(error.code);
+        error.into_response()
+    }
+
+    fn respond(&self, result: Result<Response, ApiError>) -> Response {
+        result.unwrap_or_else(|error| self.error(error))
+    }
+
+    fn panicked(&self, panic: Box<dyn Any + Send>) -> Response {
+        let what = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("panic");
+        tracing::error!(panic = what, "request handler panicked");
+        self.error(ApiError::new(ErrorCode::Internal, "internal error"))
+    }
+
+    /// The decision as JSON with its rate-limit headers.
+    fn decision_response(&self, outcome: &Outcome) -> Response {
+        let policies = self.service.policies();
+        let decision = &outcome.verdict.decision;
+        let body = DecisionBody {
+            allowed: decision.allowed,
+            policy: policies.get(outcome.reported()).map_or("", |p| &p.name),
+            limit: decision.limit,
+            remaining: decision.remaining,
+            reset_after_ms: decision.reset_after_ms(),
+            retry_after_ms: decision.retry_after_ms(),
+            degraded: outcome.verdict.degraded,
+        };
+        let mut bytes = Vec::with_capacity(160);
+        if let Err(e) = serde_json::to_writer(&mut bytes, &body) {
+            return self.error(ApiError::new(ErrorCode::Internal, e.to_string()));
+        }
+        let mut response = Response::new(Body::from(bytes));
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, JSON.clone());
+        let policy_header = match outcome.policies.as_slice() {
+            [one] => self.policy_items.get(*one).cloned(),
+            many => Some(headers::join_items(
+                many.iter().filter_map(|&i| self.policy_items.get(i)),
+            )),
+        };
+        if let Some(value) = policy_header {
+            headers.insert(headers::RATELIMIT_POLICY.clone(), value);
+        }
+        headers.insert(
+            headers::RATELIMIT.clone(),
+            headers::ratelimit(
+                outcome
+                    .policies
+                    .iter()
+                    .zip(&outcome.verdict.decisions)
+                    .filter_map(|(&i, d)| Some((&*policies.get(i)?.name, d))),
+            ),
+        );
+        if !decision.allowed {
+            headers.insert(header::RETRY_AFTER, headers::retry_after(decision));
+        }
+        response
+    }
+
+    /// Refuse unless the request carries the admin token (when one is configured).
+    fn authorize(&self, request_headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(token) = self.service.admin_token() else {
+            return Ok(());
+        };
+        let presented = request_headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes)
+            .and_then(|v| {
+                let (scheme, rest) = v.split_at_checked(7)?;
+                scheme
+                    .eq_ignore_ascii_case(b"bearer ")
+                    .then_some(rest.trim_ascii())
+            })
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "this endpoint needs an Authorization: Bearer <admin token> header",
+                )
+            })?;
+        if token.matches(presented) {
+            Ok(())
+        } else {
+            Err(ApiError::new(ErrorCode::Forbidden, "invalid admin token"))
+        }
+    }
+}
+
+async fn check(State(api): State<Arc<Api>>, request: Request) -> Response {
+    let result = async {
+        let (parts, body) = request.into_parts();
+        let body = body::read_json(&parts.headers, body).await?;
+        let request: CheckRequest = body::parse_json(&body)?;
+        let names = request.policy_names()?;
+        let outcome = api
+            .service
+            .decide(&names, request.key.as_str(), request.cost(), Mode::Consume)
+            .await?;
+        Ok(api.decision_response(&outcome))
+    }
+    .await;
+    api.respond(result)
+}
+
+async fn peek(State(api): State<Arc<Api>>, request: Request) -> Response {
+    let result = async {
+        // Only the head is needed; `Body` is not `Sync`, so it must not be borrowed over awaits.
+        let (parts, _) = request.into_parts();
+        let query = PeekQuery::parse(parts.uri.query().unwrap_or_default())?;
+        let outcome = api
+            .service
+            .decide(
+                &[query.policy.as_str()],
+                query.key.as_str(),
+                query.cost.unwrap_or(1),
+                Mode::Peek,
+            )
+            .await?;
+        Ok(api.decision_response(&outcome))
+    }
+    .await;
+    api.respond(result)
+}
+
+async fn reset(State(api): State<Arc<Api>>, request: Request) -> Response {
+    let result = async {
+        let (parts, body) = request.into_parts();
+        api.authorize(&parts.headers)?;
+        let body = body::read_json(&parts.headers, body).await?;
+        let request: ResetRequest = body::parse_json(&body)?;
+        api.service
+            .reset(request.policy.as_str(), request.key.as_str())
+            .await?;
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        Ok(response)
+    }
+    .await;
+    api.respond(result)
+}
+
+async fn policies(State(api): State<Arc<Api>>) -> Response {
+    #[derive(Serialize)]
+    struct PolicyJson<'a> {
+        name: &'a str,
+        algorithm: &'static str,
+        limit: u64,
+        period_ms: u64,
+        period: String,
+        /// Token bucket and GCRA only.
+        burst: Option<u64>,
+    }
+    #[derive(Serialize)]
+    struct Policies<'a> {
+        policies: Vec<PolicyJson<'a>>,
+    }
+    let list = Policies {
+        policies: api
+            .service
+            .policies()
+            .iter()
+            .map(|entry| {
+                let p = &entry.policy;
+                PolicyJson {
+                    name: &entry.name,
+                    algorithm: p.algorithm().name(),
+                    limit: p.limit(),
+                    period_ms: p.period_us().div_ceil(1000),
+                    period: humantime::format_duration(p.period()).to_string(),
+                    burst: p.algorithm().has_burst().then_some(p.burst()),
+                }
+            })
+            .collect(),
+    };
+    json(StatusCode::OK, &list)
+}
+
+async fn health() -> Response {
+    json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+}
+
+async fn ready(State(api): State<Arc<Api>>) -> Response {
+    match api.service.ready().await {
+        Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
+        Err(error) => ApiError::new(
+            ErrorCode::StoreUnavailable,
+            format!("store unreachable: {error}"),
+        )
+        .into_response(),
+    }
+}
+
+async fn metrics(State(api): State<Arc<Api>>) -> Response {
+    let mut response = Response::new(Body::from(api.service.render_metrics()));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, PROMETHEUS.clone());
+    response
+}
+
+async fn not_found(State(api): State<Arc<Api>>, method: Method, uri: Uri) -> Response {
+    api.error(ApiError::new(
+        ErrorCode::NotFound,
+        format!("no route for {method} {}", uri.path()),
+    ))
+}
+
+async fn method_not_allowed(State(api): State<Arc<Api>>, method: Method, uri: Uri) -> Response {
+    api.error(ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("method {method} is not allowed on {}", uri.path()),
+    ))
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    let mut response = Response::new(Body::from(serde_json::to_vec(value).unwrap_or_default()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, JSON.clone());
+    response
+}

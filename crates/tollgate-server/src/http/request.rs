@@ -1,0 +1,168 @@
+//! Request shapes of the HTTP API. Strings borrow from the body or query when they can, so a
+//! check allocates nothing to read its request.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use smallvec::SmallVec;
+
+use super::error::ApiError;
+
+/// A string borrowed from the input, or owned when it had escapes to undo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl Text<'_> {
+    /// The string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(TextVisitor)
+    }
+}
+
+/// `POST /v1/check`: `{"policy":"api","key":"user-123","cost":1}` or `"policies":["a","b"]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest<'a> {
+    /// One policy.
+    #[serde(borrow, default)]
+    pub policy: Option<Text<'a>>,
+    /// Several policies, all or nothing.
+    #[serde(borrow, default)]
+    pub policies: Option<SmallVec<[Text<'a>; 2]>>,
+    /// The identifier limited.
+    #[serde(borrow)]
+    pub key: Text<'a>,
+    /// Units to take (default 1).
+    #[serde(default)]
+    pub cost: Option<u64>,
+}
+
+impl CheckRequest<'_> {
+    /// The policy names asked for: exactly one of `policy` and a non-empty `policies`.
+    pub fn policy_names(&self) -> Result<SmallVec<[&str; 2]>, ApiError> {
+        match (&self.policy, &self.policies) {
+            (Some(policy), None) => Ok(SmallVec::from_iter([policy.as_str()])),
+            (None, Some(policies)) if !policies.is_empty() => {
+                Ok(policies.iter().map(Text::as_str).collect())
+            }
+            (None, Some(_)) => Err(ApiError::invalid(
+                "`policies` must name at least one policy",
+            )),
+            (Some(_), Some(_)) => Err(ApiError::invalid(
+                "give either `policy` or `policies`, not both",
+            )),
+            (None, None) => Err(ApiError::invalid("missing field `policy` (or `policies`)")),
+        }
+    }
+
+    /// The cost, 1 when not given.
+    pub fn cost(&self) -> u64 {
+        self.cost.unwrap_or(1)
+    }
+}
+
+/// `GET /v1/peek?policy=api&key=user-123[&cost=N]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeekQuery<'a> {
+    /// The policy.
+    #[serde(borrow)]
+    pub policy: Text<'a>,
+    /// The identifier.
+    #[serde(borrow)]
+    pub key: Text<'a>,
+    /// Units the peek asks about (default 1).
+    #[serde(default)]
+    pub cost: Option<u64>,
+}
+
+impl<'a> PeekQuery<'a> {
+    /// Parse a query string, as a 400 on any error.
+    pub fn parse(query: &'a str) -> Result<PeekQuery<'a>, ApiError> {
+        serde_urlencoded::from_str(query)
+            .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))
+    }
+}
+
+/// `POST /v1/reset`: `{"policy":"api","key":"user-123"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest<'a> {
+    /// The policy.
+    #[serde(borrow)]
+    pub policy: Text<'a>,
+    /// The identifier.
+    #[serde(borrow)]
+    pub key: Text<'a>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn borrows_unless_escaped() {
+        let body = br#"{"policy":"api","key":"a\"b","cost":2}"#;
+        let req: CheckRequest = serde_json::from_slice(body).unwrap();
+        assert!(matches!(
+            req.policy.as_ref().unwrap().0,
+            Cow::Borrowed("api")
+        ));
+        assert_eq!(req.key.as_str(), "a\"b");
+        assert_eq!(req.cost(), 2);
+        assert_eq!(req.policy_names().unwrap().as_slice(), ["api"]);
+    }
+
+    #[test]
+    fn exactly_one_of_policy_and_policies() {
+        let parse = |b: &str| {
+            serde_json::from_str::<CheckRequest>(b)
+                .unwrap()
+                .policy_names()
+                .map(|n| n.len())
+        };
+        assert_eq!(parse(r#"{"policies":["a","b"],"key":"k"}"#), Ok(2));
+        assert!(parse(r#"{"key":"k"}"#).is_err());
+        assert!(parse(r#"{"policies":[],"key":"k"}"#).is_err());
+        assert!(parse(r#"{"policy":"a","policies":["b"],"key":"k"}"#).is_err());
+        assert!(
+            serde_json::from_str::<CheckRequest>(r#"{"policy":"a","key":"k","extra":1}"#).is_err()
+        );
+        assert!(serde_json::from_str::<CheckRequest>(r#"{"policy":"a","key":7}"#).is_err());
+    }
+
+    #[test]
+    fn peek_query() {
+        let q = PeekQuery::parse("policy=api&key=user%20123&cost=3").unwrap();
+        assert_eq!(
+            (q.policy.as_str(), q.key.as_str(), q.cost),
+            ("api", "user 123", Some(3))
+        );
+        assert!(PeekQuery::parse("policy=api").is_err());
+        assert!(PeekQuery::parse("policy=api&key=k&cost=x").is_err());
+    }
+}

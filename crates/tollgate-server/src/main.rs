@@ -1,0 +1,63 @@
+//! `tollgate`: the rate-limit decision service.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tollgate_server::cli::{Cli, Command, ConfigCommand, ServeArgs};
+use tollgate_server::config::{FileConfig, Overrides, Settings};
+use tollgate_server::logging;
+use tollgate_server::server::{Server, shutdown_signal};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Config(ConfigCommand::Check { file }) => check_config(&file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let overrides = args
+        .overrides(|name| std::env::var(name).ok())
+        .map_err(|e| e.to_string())?;
+    let settings = Settings::load(overrides).map_err(|e| e.to_string())?;
+    logging::init(settings.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let server = Server::bind(settings).await.map_err(|e| e.to_string())?;
+        server
+            .run(shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+fn check_config(file: &std::path::Path) -> Result<(), String> {
+    let config = FileConfig::load(file).map_err(|e| e.to_string())?;
+    let settings = Settings::merge(config, Some(file.to_owned()), Overrides::default());
+    let names: Vec<&str> = settings.policies.keys().map(String::as_str).collect();
+    println!(
+        "ok: {}: {} {} ({}); listen {}; store {}",
+        file.display(),
+        names.len(),
+        if names.len() == 1 {
+            "policy"
+        } else {
+            "policies"
+        },
+        names.join(", "),
+        settings.listen,
+        settings.store.url,
+    );
+    Ok(())
+}

@@ -1,0 +1,340 @@
+//! Prometheus metrics: plain atomics indexed by policy, rendered as text on `GET /metrics`.
+//!
+//! Policies are fixed at startup, so every series exists from the start (at zero) and recording
+//! a decision is a couple of relaxed atomic adds: no label lookup, no lock on the hot path.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tollgate::{Mode, StoreError};
+
+/// The error codes of the HTTP API, as they appear in `{"error":{"code":...}}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// 400: malformed JSON, bad field, bad cost or key.
+    InvalidRequest,
+    /// 404: no policy by that name.
+    UnknownPolicy,
+    /// 401: reset without a bearer token.
+    Unauthorized,
+    /// 403: reset with a wrong bearer token.
+    Forbidden,
+    /// 404: no such path.
+    NotFound,
+    /// 405: the path exists, the method does not.
+    MethodNotAllowed,
+    /// 413: body over 64 KiB.
+    BodyTooLarge,
+    /// 415: a body that is not JSON.
+    UnsupportedMediaType,
+    /// 503: the store cannot be reached for an operation without a fallback (reset).
+    StoreUnavailable,
+    /// 500: a bug (a handler panicked); never caused by input on purpose.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, in a fixed order (the metric index).
+    pub const ALL: [ErrorCode; 10] = [
+        ErrorCode::InvalidRequest,
+        ErrorCode::UnknownPolicy,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::BodyTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::StoreUnavailable,
+        ErrorCode::Internal,
+    ];
+
+    /// The code as written in responses and metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::UnknownPolicy => "unknown_policy",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// Kinds of store failure, the label of `tollgate_store_errors_total`.
+const STORE_ERROR_KINDS: [&str; 5] = ["full", "timeout", "circuit_open", "backend", "protocol"];
+
+fn store_error_index(error: &StoreError) -> usize {
+    match error {
+        StoreError::Full { .. } => 0,
+        StoreError::Timeout(_) => 1,
+        StoreError::CircuitOpen => 2,
+        StoreError::Backend(_) => 3,
+        StoreError::Protocol(_) => 4,
+    }
+}
+
+/// Upper bounds of the latency histogram buckets, in nanoseconds, with their `le` labels.
+/// From 1 µs (a memory store decision) to 1 s (a store timing out).
+const LATENCY_BUCKETS: [(u64, &str); 18] = [
+    (1_000, "0.000001"),
+    (2_500, "0.0000025"),
+    (5_000, "0.000005"),
+    (10_000, "0.00001"),
+    (25_000, "0.000025"),
+    (50_000, "0.00005"),
+    (100_000, "0.0001"),
+    (250_000, "0.00025"),
+    (500_000, "0.0005"),
+    (1_000_000, "0.001"),
+    (2_500_000, "0.0025"),
+    (5_000_000, "0.005"),
+    (10_000_000, "0.01"),
+    (25_000_000, "0.025"),
+    (50_000_000, "0.05"),
+    (100_000_000, "0.1"),
+    (250_000_000, "0.25"),
+    (1_000_000_000, "1"),
+];
+
+/// Counters of one policy.
+#[derive(Debug, Default)]
+struct PolicyCounters {
+    name: Box<str>,
+    allowed: AtomicU64,
+    rejected: AtomicU64,
+    peek_allowed: AtomicU64,
+    peek_rejected: AtomicU64,
+    degraded: AtomicU64,
+}
+
+/// A fixed-bucket histogram on atomics.
+#[derive(Debug, Default)]
+struct Histogram {
+    /// Per-bucket (not cumulative) counts; the last slot is `+Inf`.
+    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, elapsed: Duration) {
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|&(bound, _)| ns <= bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+/// Every metric the server exports.
+#[derive(Debug)]
+pub struct Metrics {
+    policies: Box<[PolicyCounters]>,
+    errors: [AtomicU64; ErrorCode::ALL.len()],
+    store_errors: [AtomicU64; STORE_ERROR_KINDS.len()],
+    latency: Histogram,
+}
+
+impl Metrics {
+    /// Metrics for the policies named, in index order.
+    pub fn new<'a>(policy_names: impl IntoIterator<Item = &'a str>) -> Metrics {
+        Metrics {
+            policies: policy_names
+                .into_iter()
+                .map(|name| PolicyCounters {
+                    name: name.into(),
+                    ..PolicyCounters::default()
+                })
+                .collect(),
+            errors: Default::default(),
+            store_errors: Default::default(),
+            latency: Histogram::default(),
+        }
+    }
+
+    /// One decision reported under policy `index`: a check ([`Mode::Consume`]) or a peek.
+    #[inline]
+    pub fn record_decision(&self, index: usize, mode: Mode, allowed: bool, degraded: bool) {
+        let Some(policy) = self.policies.get(index) else {
+            return;
+        };
+        let counter = match (mode, allowed) {
+            (Mode::Consume, true) => &policy.allowed,
+            (Mode::Consume, false) => &policy.rejected,
+            (Mode::Peek, true) => &policy.peek_allowed,
+            (Mode::Peek, false) => &policy.peek_rejected,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if degraded {
+            policy.degraded.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How long one store call took.
+    #[inline]
+    pub fn record_latency(&self, elapsed: Duration) {
+        self.latency.observe(elapsed);
+    }
+
+    /// A failed store call.
+    pub fn record_store_error(&self, error: &StoreError) {
+        self.store_errors[store_error_index(error)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An error response.
+    pub fn record_error(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|&c| c == code) {
+            self.errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Append the Prometheus text exposition of every metric to `out`.
+    pub fn render(&self, out: &mut String) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+
+        header(
+            out,
+            "tollgate_decisions_total",
+            "counter",
+            "Checks decided, by the policy reported and outcome.",
+        );
+        for p in self.policies.iter() {
+            for (outcome, counter) in [("allowed", &p.allowed), ("rejected", &p.rejected)] {
+                let _ = writeln!(
+                    out,
+                    "tollgate_decisions_total{{policy=\"{}\",outcome=\"{outcome}\"}} {}",
+                    p.name,
+                    load(counter)
+                );
+            }
+        }
+        header(
+            out,
+            "tollgate_peeks_total",
+            "counter",
+            "Peeks answered (nothing consumed), by the policy reported and outcome.",
+        );
+        for p in self.policies.iter() {
+            for (outcome, counter) in [("allowed", &p.peek_allowed), ("rejected", &p.peek_rejected)]
+            {
+                let _ = writeln!(
+                    out,
+                    "tollgate_peeks_total{{policy=\"{}\",outcome=\"{outcome}\"}} {}",
+                    p.name,
+                    load(counter)
+                );
+            }
+        }
+        header(
+            out,
+            "tollgate_degraded_decisions_total",
+            "counter",
+            "Decisions made without the store (on_error applied), by policy.",
+        );
+        for p in self.policies.iter() {
+            let _ = writeln!(
+                out,
+                "tollgate_degraded_decisions_total{{policy=\"{}\"}} {}",
+                p.name,
+                load(&p.degraded)
+            );
+        }
+        header(
+            out,
+            "tollgate_store_errors_total",
+            "counter",
+            "Store calls that failed, by kind.",
+        );
+        for (kind, counter) in STORE_ERROR_KINDS.iter().zip(&self.store_errors) {
+            let _ = writeln!(
+                out,
+                "tollgate_store_errors_total{{kind=\"{kind}\"}} {}",
+                load(counter)
+            );
+        }
+        header(
+            out,
+            "tollgate_errors_total",
+            "counter",
+            "Error responses, by error code.",
+        );
+        for (code, counter) in ErrorCode::ALL.iter().zip(&self.errors) {
+            let _ = writeln!(
+                out,
+                "tollgate_errors_total{{code=\"{}\"}} {}",
+                code.as_str(),
+                load(counter)
+            );
+        }
+        header(
+            out,
+            "tollgate_decision_duration_seconds",
+            "histogram",
+            "Time the store took to decide.",
+        );
+        let mut cumulative = 0;
+        for ((_, le), counter) in LATENCY_BUCKETS.iter().zip(&self.latency.counts) {
+            cumulative += load(counter);
+            let _ = writeln!(
+                out,
+                "tollgate_decision_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        cumulative += load(&self.latency.counts[LATENCY_BUCKETS.len()]);
+        let _ = writeln!(
+            out,
+            "tollgate_decision_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let sum = load(&self.latency.sum_ns) as f64 / 1e9;
+        let _ = writeln!(out, "tollgate_decision_duration_seconds_sum {sum}");
+        let _ = writeln!(out, "tollgate_decision_duration_seconds_count {cumulative}");
+    }
+}
+
+/// Append the `# HELP` and `# TYPE` lines of a metric.
+pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Append one gauge with its header.
+pub fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    header(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_series_from_the_start() {
+        let m = Metrics::new(["api", "login"]);
+        m.record_decision(0, Mode::Consume, true, false);
+        m.record_decision(1, Mode::Consume, false, true);
+        m.record_latency(Duration::from_micros(3));
+        m.record_latency(Duration::from_secs(5));
+        m.record_error(ErrorCode::BodyTooLarge);
+        let mut out = String::new();
+        m.render(&mut out);
+        for line in [
+            "tollgate_decisions_total{policy=\"api\",outcome=\"allowed\"} 1",
+            "tollgate_decisions_total{policy=\"api\",outcome=\"rejected\"} 0",
+            "tollgate_decisions_total{policy=\"login\",outcome=\"rejected\"} 1",
+            "tollgate_degraded_decisions_total{policy=\"login\"} 1",
+            "tollgate_errors_total{code=\"body_too_large\"} 1",
+            "tollgate_decision_duration_seconds_bucket{le=\"0.000005\"} 1",
+            "tollgate_decision_duration_seconds_bucket{le=\"1\"} 1",
+            "tollgate_decision_duration_seconds_bucket{le=\"+Inf\"} 2",
+            "tollgate_decision_duration_seconds_count 2",
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing {line}\n{out}");
+        }
+    }
+}
