@@ -1,0 +1,6 @@
+//! The middleware in a real axum app on 127.0.0.1:0, driven by a real HTTP client.
+
+mod common;
+mod limits;
+mod proxies;
+mod store_errors;
