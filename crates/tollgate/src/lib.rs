@@ -33,6 +33,7 @@ pub mod error;
 pub mod limiter;
 pub mod memory;
 pub mod policy;
+pub mod resilience;
 pub mod store;
 
 pub use algorithm::{Mode, State};
@@ -42,4 +43,5 @@ pub use error::{LimitError, PolicyError, StoreError};
 pub use limiter::{Limiter, MAX_KEY_LEN, Verdict};
 pub use memory::MemoryStore;
 pub use policy::{Algorithm, Policy, PolicyBuilder, Rate};
+pub use resilience::{OnError, ResilienceConfig, Resilient};
 pub use store::{Check, Decisions, Store, StoreDecision};

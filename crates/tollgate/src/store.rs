@@ -50,3 +50,19 @@ pub trait Store: Send + Sync + 'static {
     /// Forget the state of each check's key (back to a full quota).
     fn reset(&self, checks: &[Check<'_>]) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
+
+/// A shared store is a store.
+impl<S: Store> Store for std::sync::Arc<S> {
+    fn decide(
+        &self,
+        checks: &[Check<'_>],
+        cost: u64,
+        mode: Mode,
+    ) -> impl Future<Output = Result<StoreDecision, StoreError>> + Send {
+        (**self).decide(checks, cost, mode)
+    }
+
+    fn reset(&self, checks: &[Check<'_>]) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).reset(checks)
+    }
+}

@@ -1,0 +1,301 @@
+//! Resilience: a store wrapper that bounds every call in time and decides by policy when the
+//! store is slow, down or failing over.
+//!
+//! [`Resilient`] wraps any [`Store`]:
+//! 1. an [`OverLimitCache`] answers keys the store rejected, until their `retry_after`;
+//! 2. a [`CircuitBreaker`] stops calling a store that keeps failing and probes it again about
+//!    once a second, so a dead store costs no timeout per request;
+//! 3. every call has a timeout (default 50 ms);
+//! 4. a failed, timed-out or skipped call is decided by [`OnError`]: `deny`, `allow`, or `local`
+//!    (an in-process [`MemoryStore`] with each limit divided by the number of instances). Such
+//!    decisions are marked `degraded`.
+
+pub mod breaker;
+pub mod over_limit_cache;
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::algorithm::Mode;
+use crate::clock::{Clock, system_now_us};
+use crate::decision::Decision;
+use crate::error::StoreError;
+use crate::memory::{DEFAULT_MAX_KEYS, MemoryStore};
+use crate::policy::Policy;
+use crate::store::{Check, Decisions, Store, StoreDecision};
+
+pub use breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
+pub use over_limit_cache::OverLimitCache;
+
+/// What a decision is when the store cannot make it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Fail closed: reject.
+    Deny,
+    /// Fail open: allow.
+    Allow,
+    /// Decide on a local memory store with each limit divided by `instances`.
+    #[default]
+    Local,
+}
+
+impl FromStr for OnError {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "deny" => Ok(OnError::Deny),
+            "allow" => Ok(OnError::Allow),
+            "local" => Ok(OnError::Local),
+            other => Err(format!(
+                "unknown on_error `{other}` (expected allow, deny or local)"
+            )),
+        }
+    }
+}
+
+impl OnError {
+    /// `deny`, `allow` or `local`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnError::Deny => "deny",
+            OnError::Allow => "allow",
+            OnError::Local => "local",
+        }
+    }
+}
+
+/// Settings of [`Resilient`].
+#[derive(Debug, Clone)]
+pub struct ResilienceConfig {
+    /// Longest a store call may take.
+    pub timeout: Duration,
+    /// What to decide when the store cannot.
+    pub on_error: OnError,
+    /// Instances sharing the limits (for `local`: each enforces `limit / instances`).
+    pub instances: u32,
+    /// Circuit breaker settings.
+    pub breaker: BreakerConfig,
+    /// Over-limit cache size in keys; 0 disables it.
+    pub over_limit_cache: usize,
+    /// Bound on the local fallback store's keys.
+    pub local_max_keys: usize,
+}
+
+impl Default for ResilienceConfig {
+    fn default() -> Self {
+        ResilienceConfig {
+            timeout: Duration::from_millis(50),
+            on_error: OnError::Local,
+            instances: 1,
+            breaker: BreakerConfig::default(),
+            over_limit_cache: 100_000,
+            local_max_keys: DEFAULT_MAX_KEYS,
+        }
+    }
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct ResilienceStats {
+    /// Decisions made without the store.
+    pub degraded: AtomicU64,
+    /// Decisions answered by the over-limit cache.
+    pub cache_hits: AtomicU64,
+    /// Store calls that failed.
+    pub store_errors: AtomicU64,
+    /// Store calls that timed out.
+    pub timeouts: AtomicU64,
+}
+
+/// A store made safe to depend on. See the module docs.
+#[derive(Debug)]
+pub struct Resilient<S> {
+    store: S,
+    config: ResilienceConfig,
+    breaker: CircuitBreaker,
+    cache: Option<OverLimitCache>,
+    local: MemoryStore,
+    stats: ResilienceStats,
+}
+
+impl<S: Store> Resilient<S> {
+    /// Wrap `store`.
+    pub fn new(store: S, config: ResilienceConfig) -> Resilient<S> {
+        Resilient {
+            store,
+            breaker: CircuitBreaker::new(config.breaker),
+            cache: (config.over_limit_cache > 0)
+                .then(|| OverLimitCache::new(config.over_limit_cache)),
+            local: MemoryStore::with_options(Clock::System, config.local_max_keys),
+            stats: ResilienceStats::default(),
+            config,
+        }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.store
+    }
+
+    /// The circuit breaker (its state is what `/ready` reports).
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ResilienceStats {
+        &self.stats
+    }
+
+    /// Keys held by the over-limit cache.
+    pub fn cached_keys(&self) -> usize {
+        self.cache.as_ref().map_or(0, OverLimitCache::len)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ResilienceConfig {
+        &self.config
+    }
+
+    /// Drop expired state from the local fallback store and the over-limit cache.
+    pub fn sweep(&self) {
+        self.local.sweep();
+        if let Some(cache) = &self.cache {
+            cache.sweep(system_now_us());
+        }
+    }
+
+    /// Decide without the store, by `on_error`.
+    fn fallback(&self, checks: &[Check<'_>], cost: u64, mode: Mode) -> StoreDecision {
+        self.stats.degraded.fetch_add(1, Ordering::Relaxed);
+        let retry_after_us = self.config.breaker.probe_interval.as_micros() as u64;
+        let fixed = |allowed: bool| -> Decisions {
+            checks
+                .iter()
+                .map(|c| {
+                    let limit = c.policy.capacity();
+                    Decision {
+                        allowed,
+                        limit,
+                        remaining: if allowed { limit - cost } else { 0 },
+                        reset_after_us: 0,
+                        retry_after_us: if allowed { 0 } else { retry_after_us },
+                    }
+                })
+                .collect()
+        };
+        let decisions = match self.config.on_error {
+            OnError::Allow => fixed(true),
+            OnError::Deny => fixed(false),
+            OnError::Local => self
+                .decide_locally(checks, cost, mode)
+                .unwrap_or_else(|| fixed(false)),
+        };
+        StoreDecision {
+            decisions,
+            degraded: true,
+        }
+    }
+
+    /// Decide on the local store with each policy's share of the limit. `None` when a share is
+    /// smaller than the cost or the local store is full (then the request is denied).
+    fn decide_locally(&self, checks: &[Check<'_>], cost: u64, mode: Mode) -> Option<Decisions> {
+        let shares: Vec<Policy> = checks
+            .iter()
+            .map(|c| local_share(c.policy, self.config.instances))
+            .collect::<Option<_>>()?;
+        if shares.iter().any(|p| p.validate_cost(cost).is_err()) {
+            return None;
+        }
+        let local_checks: Vec<Check<'_>> = checks
+            .iter()
+            .zip(&shares)
+            .map(|(c, policy)| Check { policy, ..*c })
+            .collect();
+        self.local.decide_now(&local_checks, cost, mode).ok()
+    }
+}
+
+/// `policy` with its limit (and burst) divided by `instances`, at least 1.
+pub fn local_share(policy: &Policy, instances: u32) -> Option<Policy> {
+    let n = u64::from(instances.max(1));
+    if n == 1 {
+        return Some(policy.clone());
+    }
+    let burst = policy
+        .algorithm()
+        .has_burst()
+        .then(|| (policy.burst() / n).max(1));
+    Policy::new(
+        policy.algorithm(),
+        (policy.limit() / n).max(1),
+        policy.period(),
+        burst,
+    )
+    .ok()
+}
+
+impl<S: Store> Store for Resilient<S> {
+    async fn decide(
+        &self,
+        checks: &[Check<'_>],
+        cost: u64,
+        mode: Mode,
+    ) -> Result<StoreDecision, StoreError> {
+        let sent_at = system_now_us();
+        if let (Some(cache), [check], Mode::Consume) = (&self.cache, checks, mode)
+            && let Some(decision) = cache.lookup(check.name, check.key, cost, sent_at)
+        {
+            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(StoreDecision {
+                decisions: Decisions::from_buf([decision]),
+                degraded: false,
+            });
+        }
+        let admission = self.breaker.admit();
+        if admission == Admission::Skip {
+            return Ok(self.fallback(checks, cost, mode));
+        }
+        match tokio::time::timeout(self.config.timeout, self.store.decide(checks, cost, mode)).await
+        {
+            Ok(Ok(answer)) => {
+                self.breaker.on_success(admission);
+                if let (Some(cache), Mode::Consume) = (&self.cache, mode) {
+                    for (check, decision) in checks.iter().zip(&answer.decisions) {
+                        // Only a policy that rejected on its own says how long it will refuse.
+                        if decision.retry_after_us > 0 {
+                            cache.remember(check.name, check.key, cost, sent_at, decision);
+                        }
+                    }
+                }
+                Ok(answer)
+            }
+            Ok(Err(error)) => {
+                self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                self.breaker.on_failure(admission);
+                tracing::debug!(%error, "store call failed");
+                Ok(self.fallback(checks, cost, mode))
+            }
+            Err(_elapsed) => {
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                self.breaker.on_failure(admission);
+                Ok(self.fallback(checks, cost, mode))
+            }
+        }
+    }
+
+    async fn reset(&self, checks: &[Check<'_>]) -> Result<(), StoreError> {
+        if let Some(cache) = &self.cache {
+            for check in checks {
+                cache.forget(check.name, check.key);
+            }
+        }
+        self.local.reset_now(checks);
+        match tokio::time::timeout(self.config.timeout, self.store.reset(checks)).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout(self.config.timeout)),
+        }
+    }
+}

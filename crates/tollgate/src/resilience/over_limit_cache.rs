@@ -1,0 +1,126 @@
+//! Remember keys the shared store rejected, until their `retry_after`, so a flood against an
+//! over-limit key costs no round trips.
+//!
+//! **Why this never rejects what the store would allow.** For every algorithm, `retry_after` is
+//! the earliest instant at which the same cost can pass *if nobody else consumes* (the property
+//! tests check it is exact to the microsecond). Consumption by other instances can only push that
+//! instant later, and a larger cost needs at least as long. So until `retry_after` has passed,
+//! the store would reject the same or a larger cost: the cache answers those. A smaller cost may
+//! fit earlier and goes to the store. The wait is measured from *before* the store was called, so
+//! the network round trip cannot stretch it. The one event that can free quota early is an admin
+//! reset: it clears this instance's entry; other instances keep theirs until it expires (at most
+//! one `retry_after`).
+
+use dashmap::DashMap;
+use smallvec::SmallVec;
+
+use crate::decision::Decision;
+
+/// One remembered rejection.
+#[derive(Debug, Clone, Copy)]
+struct Rejection {
+    /// Local µs (same clock as the caller's `now`) until which the store would reject.
+    until: u64,
+    /// The smallest cost rejected until then.
+    cost: u64,
+    /// The policy's capacity, for the decision reported.
+    limit: u64,
+    /// What was left when rejected (a floor: quota only grows while no one consumes).
+    remaining: u64,
+}
+
+/// The rejections remembered for one key, by policy name.
+type PolicyRejections = SmallVec<[(Box<str>, Rejection); 1]>;
+
+/// Bounded map `key -> [(policy, rejection)]`, looked up by `&str` without allocating.
+#[derive(Debug)]
+pub struct OverLimitCache {
+    entries: DashMap<Box<str>, PolicyRejections, foldhash::fast::RandomState>,
+    max_entries: usize,
+}
+
+impl OverLimitCache {
+    /// A cache holding at most `max_entries` keys (when full, new rejections are not cached
+    /// until expired ones are swept).
+    pub fn new(max_entries: usize) -> OverLimitCache {
+        OverLimitCache {
+            entries: DashMap::with_hasher(foldhash::fast::RandomState::default()),
+            max_entries,
+        }
+    }
+
+    /// A cached rejection of `cost` for `(policy, key)` at `now`, if one still holds.
+    pub fn lookup(&self, policy: &str, key: &str, cost: u64, now: u64) -> Option<Decision> {
+        let hit = self
+            .entries
+            .get(key)?
+            .iter()
+            .find(|(p, _)| &**p == policy)
+            .map(|(_, r)| *r)?;
+        (now < hit.until && cost >= hit.cost).then(|| Decision {
+            allowed: false,
+            limit: hit.limit,
+            remaining: hit.remaining,
+            reset_after_us: hit.until - now,
+            retry_after_us: hit.until - now,
+        })
+    }
+
+    /// Remember that the store rejected `cost` for `(policy, key)`; `sent_at` is the local time
+    /// just before the store was called.
+    pub fn remember(&self, policy: &str, key: &str, cost: u64, sent_at: u64, decision: &Decision) {
+        if decision.allowed || decision.retry_after_us == 0 {
+            return;
+        }
+        if self.entries.len() >= self.max_entries {
+            self.sweep(sent_at);
+            if self.entries.len() >= self.max_entries {
+                return;
+            }
+        }
+        let rejection = Rejection {
+            until: sent_at + decision.retry_after_us,
+            cost,
+            limit: decision.limit,
+            remaining: decision.remaining,
+        };
+        let mut slots = self.entries.entry(key.into()).or_default();
+        match slots.iter_mut().find(|(p, _)| &**p == policy) {
+            Some((_, r)) => {
+                // Keep what covers more: a smaller cost, or a later deadline for the same cost.
+                if r.until <= sent_at
+                    || cost < r.cost
+                    || (cost == r.cost && rejection.until > r.until)
+                {
+                    *r = rejection;
+                }
+            }
+            None => slots.push((policy.into(), rejection)),
+        }
+    }
+
+    /// Forget `(policy, key)` (after an admin reset).
+    pub fn forget(&self, policy: &str, key: &str) {
+        if let Some(mut slots) = self.entries.get_mut(key) {
+            slots.retain(|(p, _)| &**p != policy);
+        }
+    }
+
+    /// Drop expired entries.
+    pub fn sweep(&self, now: u64) {
+        self.entries.retain(|_, slots| {
+            slots.retain(|(_, r)| r.until > now);
+            !slots.is_empty()
+        });
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}

@@ -1,0 +1,181 @@
+//! The resilience wrapper around a store that can be made to fail or hang.
+//!
+//! The inner store here is the real memory store behind a switch; the fault tests against real
+//! Redis processes live in `tollgate-redis`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tollgate::resilience::{BreakerConfig, BreakerState};
+use tollgate::{
+    Algorithm, Check, Limiter, MemoryStore, Mode, OnError, Policy, ResilienceConfig, Resilient,
+    Store, StoreDecision, StoreError,
+};
+
+const OK: u8 = 0;
+const FAIL: u8 = 1;
+const HANG: u8 = 2;
+
+/// A memory store that can be told to fail or hang, and counts the calls that reach it.
+#[derive(Default)]
+struct Switched {
+    inner: MemoryStore,
+    mode: AtomicU8,
+    calls: AtomicU64,
+}
+
+impl Store for Switched {
+    async fn decide(
+        &self,
+        checks: &[Check<'_>],
+        cost: u64,
+        mode: Mode,
+    ) -> Result<StoreDecision, StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        match self.mode.load(Ordering::SeqCst) {
+            FAIL => Err(StoreError::Protocol("switched off".into())),
+            HANG => std::future::pending().await,
+            _ => self.inner.decide(checks, cost, mode).await,
+        }
+    }
+
+    async fn reset(&self, checks: &[Check<'_>]) -> Result<(), StoreError> {
+        self.inner.reset(checks).await
+    }
+}
+
+fn setup(on_error: OnError, instances: u32) -> (Arc<Switched>, Limiter<Resilient<Arc<Switched>>>) {
+    let switched = Arc::new(Switched::default());
+    let config = ResilienceConfig {
+        timeout: Duration::from_millis(50),
+        on_error,
+        instances,
+        breaker: BreakerConfig {
+            failure_threshold: 3,
+            probe_interval: Duration::from_millis(200),
+        },
+        ..ResilienceConfig::default()
+    };
+    let policy = Policy::new(Algorithm::FixedWindow, 10, Duration::from_secs(3600), None).unwrap();
+    let limiter = Limiter::new(Resilient::new(switched.clone(), config)).with_policy("p", policy);
+    (switched, limiter)
+}
+
+#[tokio::test]
+async fn failure_policies_decide_and_mark_degraded() {
+    for (on_error, expect_allowed) in [(OnError::Allow, true), (OnError::Deny, false)] {
+        let (switched, limiter) = setup(on_error, 1);
+        switched.mode.store(FAIL, Ordering::SeqCst);
+        let v = limiter.check_all(&["p"], "k", 1).await.unwrap();
+        assert!(v.degraded);
+        assert_eq!(v.allowed(), expect_allowed, "{on_error:?}");
+        if !expect_allowed {
+            assert!(v.decision.retry_after_us > 0);
+        }
+    }
+    // local: the limit of 10 shared by 3 instances is 3 here.
+    let (switched, limiter) = setup(OnError::Local, 3);
+    switched.mode.store(FAIL, Ordering::SeqCst);
+    let mut allowed = 0;
+    for _ in 0..10 {
+        let v = limiter.check_all(&["p"], "k", 1).await.unwrap();
+        assert!(v.degraded);
+        allowed += usize::from(v.allowed());
+    }
+    assert_eq!(allowed, 3);
+    assert_eq!(limiter.store().stats().degraded.load(Ordering::SeqCst), 10);
+}
+
+#[tokio::test]
+async fn a_hung_store_costs_at_most_the_timeout_then_the_breaker_skips_it() {
+    let (switched, limiter) = setup(OnError::Deny, 1);
+    switched.mode.store(HANG, Ordering::SeqCst);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let v = limiter.check_all(&["p"], "k", 1).await.unwrap();
+        assert!(v.degraded && !v.allowed());
+        assert!(
+            started.elapsed() < Duration::from_millis(50 + 100),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(limiter.store().breaker().state(), BreakerState::Open);
+    let calls = switched.calls.load(Ordering::SeqCst);
+    // Open: decisions are immediate and the store is not called.
+    let started = Instant::now();
+    for _ in 0..1000 {
+        assert!(limiter.check_all(&["p"], "k", 1).await.unwrap().degraded);
+    }
+    assert!(started.elapsed() < Duration::from_millis(100));
+    assert_eq!(switched.calls.load(Ordering::SeqCst), calls);
+
+    // Recovery: after the probe interval one probe reaches the store and closes the breaker.
+    switched.mode.store(OK, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let v = limiter.check_all(&["p"], "k", 1).await.unwrap();
+    assert!(!v.degraded && v.allowed());
+    assert_eq!(limiter.store().breaker().state(), BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn over_limit_cache_absorbs_a_flood_without_rejecting_what_the_store_allows() {
+    let (switched, limiter) = setup(OnError::Deny, 1);
+    for _ in 0..10 {
+        assert!(limiter.check("p", "hot").await.unwrap().allowed);
+    }
+    let before = switched.calls.load(Ordering::SeqCst);
+    for _ in 0..100_000 {
+        assert!(!limiter.check("p", "hot").await.unwrap().allowed);
+    }
+    let calls = switched.calls.load(Ordering::SeqCst) - before;
+    assert!(
+        calls < 100,
+        "{calls} store calls for a flood on one over-limit key"
+    );
+    assert!(limiter.store().stats().cache_hits.load(Ordering::SeqCst) > 99_900);
+
+    // A smaller cost than the one cached still goes to the store.
+    assert!(limiter.check_cost("p", "other", 9).await.unwrap().allowed);
+    assert!(!limiter.check_cost("p", "other", 2).await.unwrap().allowed);
+    assert!(limiter.check_cost("p", "other", 1).await.unwrap().allowed);
+}
+
+#[tokio::test]
+async fn cached_rejections_never_outlive_the_stores_own() {
+    // 4 per 100 ms: windows roll during the test, so cached entries must expire on time.
+    let switched = Arc::new(Switched::default());
+    let policy = Policy::new(Algorithm::SlidingLog, 4, Duration::from_millis(100), None).unwrap();
+    let limiter = Limiter::new(Resilient::new(
+        switched.clone(),
+        ResilienceConfig::default(),
+    ))
+    .with_policy("p", policy.clone());
+    let started = Instant::now();
+    let mut cache_rejections = 0;
+    let check = [Check {
+        name: "p",
+        policy: &policy,
+        key: "k",
+    }];
+    while started.elapsed() < Duration::from_millis(600) {
+        // What the store would answer now; quota only grows until the next check consumes, so
+        // if the store allows now, the check below must be allowed too.
+        let truth = switched.inner.decide_now(&check, 1, Mode::Peek).unwrap()[0];
+        let hits = limiter.store().stats().cache_hits.load(Ordering::SeqCst);
+        let d = limiter.check("p", "k").await.unwrap();
+        let from_cache = limiter.store().stats().cache_hits.load(Ordering::SeqCst) > hits;
+        if from_cache {
+            cache_rejections += 1;
+            assert!(
+                !truth.allowed,
+                "cache rejected what the store allows: {truth:?} {d:?}"
+            );
+        }
+        if truth.allowed {
+            assert!(d.allowed);
+        }
+    }
+    assert!(cache_rejections > 0);
+}
