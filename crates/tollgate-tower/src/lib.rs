@@ -70,3 +70,8 @@ pub use quota::Quota;
 pub use route::Route;
 pub use rule::{Policies, PolicyChoice, Rule, TierFn, Tiers};
 pub use service::{RateLimit, ResponseFuture};
+
+/// The README's Rust blocks compile as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
