@@ -125,7 +125,14 @@ impl Server {
             .await
             .unwrap();
         });
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        Server::from_task(addr, task, false)
+    }
+
+    /// A server some other way: `task` serves `addr`; `http2` for an HTTP/2-only server.
+    pub fn from_task(addr: SocketAddr, task: JoinHandle<()>, http2: bool) -> Server {
+        let client = Client::builder(TokioExecutor::new())
+            .http2_only(http2)
+            .build_http();
         Server { addr, client, task }
     }
 

@@ -4,4 +4,5 @@ mod common;
 mod docs;
 mod limits;
 mod proxies;
+mod stacks;
 mod store_errors;
