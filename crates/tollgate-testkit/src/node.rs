@@ -93,9 +93,10 @@ impl RedisNode {
             }
             // The port may have been taken by someone else between the check and the bind:
             // accept only the server whose process id is ours.
-            if let Ok(info) = self.query_string(&["INFO", "server"])
-                && info_field(&info, "process_id") == Some(pid.to_string().as_str())
-            {
+            let ours = self
+                .query_string(&["INFO", "server"])
+                .is_ok_and(|info| info_field(&info, "process_id") == Some(&*pid.to_string()));
+            if ours {
                 return Ok(());
             }
             if Instant::now() > deadline {

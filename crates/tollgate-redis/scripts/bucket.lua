@@ -1,0 +1,18 @@
+-- The arithmetic token bucket (code 4) and GCRA (code 5) share (bucket.rs): one token is P
+-- units and one microsecond refills L units, so the capacity is B*P units and refill never
+-- loses a fraction. `used` is the units taken at `now`.
+-- Returns allowed, remaining, reset_after_us, retry_after_us, and the units taken after the
+-- request when it consumes.
+local function bucket(used, cost, consume, limit, period, capacity)
+  -- room and need instead of used + need vs full: no sum can pass 2^53.
+  local room = capacity * period - used
+  local need = cost * period
+  if need <= room then
+    if consume then
+      local taken = used + need
+      return true, floor((room - need) / period), ceil(taken / limit), 0, taken
+    end
+    return true, floor(room / period), ceil(used / limit), 0, nil
+  end
+  return false, floor(max(room, 0) / period), ceil(used / limit), ceil((need - room) / limit), nil
+end

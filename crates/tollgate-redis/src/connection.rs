@@ -1,0 +1,520 @@
+//! Connections: one multiplexed connection per topology, reconnecting on its own.
+//!
+//! - standalone (`redis://`, `rediss://`, `valkey://`, `valkeys://`): a [`ConnectionManager`],
+//!   which pipelines concurrent calls on one socket and reconnects in the background;
+//! - Cluster (`redis+cluster://`, `rediss+cluster://`): the async cluster client, which
+//!   follows `MOVED`/`ASK` and refreshes its slot map after failovers;
+//! - Sentinel (`redis+sentinel://`, `rediss+sentinel://`): [`SentinelMaster`], a multiplexed
+//!   connection to the master the Sentinels name, asked again after connection or `READONLY`
+//!   errors (the client's own Sentinel connection never moves to a new master).
+//!
+//! Every topology connects lazily: a store can be built while Redis is down and starts working
+//! when it comes up.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, FromRedisValue, RedisError, RedisResult,
+    ScriptInvocation, TlsCertificates, TlsMode,
+};
+
+use crate::error::RedisStoreError;
+
+/// Files for TLS beyond the system's root certificates.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// PEM file of the CA that signed the server certificate (default: the system roots).
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for servers that require mutual TLS (with `client_key`).
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
+}
+
+/// How to connect, besides the URL.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+    /// Time allowed for a reply before the call fails.
+    pub response_timeout: Duration,
+    /// Extra TLS files (used by `rediss` URLs).
+    pub tls: Option<TlsFiles>,
+    /// Credentials for the Sentinels themselves, when they require them (the URL's user and
+    /// password are for the master).
+    pub sentinel_username: Option<String>,
+    /// See `sentinel_username`.
+    pub sentinel_password: Option<String>,
+}
+
+/// A connection to whichever topology the URL names.
+pub(crate) enum Connection {
+    Single(ConnectionManager),
+    Cluster(LazyCluster),
+    Sentinel(SentinelMaster),
+}
+
+impl Connection {
+    /// Parse `url` and prepare a lazy connection.
+    pub(crate) fn open(url: &str, options: &ConnectOptions) -> Result<Self, RedisStoreError> {
+        let invalid = |reason: String| RedisStoreError::InvalidUrl {
+            url: redact(url),
+            reason,
+        };
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| invalid("expected scheme://...".into()))?;
+        let certificates = options.tls.as_ref().map(read_tls_files).transpose()?;
+        if scheme.starts_with("rediss") {
+            // rustls needs a process-wide crypto provider; another crate may have installed one.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        match scheme {
+            "redis" | "rediss" | "valkey" | "valkeys" => {
+                let client = match certificates {
+                    Some(certs) => redis::Client::build_with_tls(url, certs),
+                    None => redis::Client::open(url),
+                }
+                .map_err(|e| invalid(e.to_string()))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(options.connect_timeout))
+                    .set_response_timeout(Some(options.response_timeout))
+                    .set_max_delay(Duration::from_secs(1));
+                let manager = ConnectionManager::new_lazy_with_config(client, config)
+                    .map_err(|e| invalid(e.to_string()))?;
+                Ok(Connection::Single(manager))
+            }
+            "redis+cluster" | "rediss+cluster" => {
+                let multi = MultiHost::parse(rest).map_err(invalid)?;
+                if !matches!(multi.path, "" | "/" | "/0") {
+                    return Err(invalid("a Cluster has no database number".into()));
+                }
+                let node_scheme = if scheme == "rediss+cluster" {
+                    "rediss"
+                } else {
+                    "redis"
+                };
+                let nodes: Vec<String> = multi
+                    .hosts
+                    .iter()
+                    .map(|host| format!("{node_scheme}://{}{host}", multi.userinfo))
+                    .collect();
+                let mut builder = ClusterClientBuilder::new(nodes)
+                    .connection_timeout(options.connect_timeout)
+                    .response_timeout(options.response_timeout);
+                if let Some(certs) = certificates {
+                    builder = builder.certs(certs);
+                }
+                let client = builder.build().map_err(|e| invalid(e.to_string()))?;
+                Ok(Connection::Cluster(LazyCluster {
+                    client,
+                    connection: tokio::sync::OnceCell::new(),
+                }))
+            }
+            "redis+sentinel" | "rediss+sentinel" => {
+                let tls = scheme == "rediss+sentinel";
+                let master =
+                    SentinelMaster::build(rest, tls, certificates, options).map_err(invalid)?;
+                Ok(Connection::Sentinel(master))
+            }
+            other => Err(invalid(format!(
+                "unknown scheme `{other}` (expected redis, rediss, valkey, valkeys, \
+                 redis+cluster, rediss+cluster, redis+sentinel or rediss+sentinel)"
+            ))),
+        }
+    }
+
+    /// Run the script invocation (EVALSHA, loading the script on NOSCRIPT).
+    pub(crate) async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> RedisResult<T> {
+        match self {
+            Connection::Single(manager) => invocation.invoke_async(&mut manager.clone()).await,
+            Connection::Cluster(cluster) => {
+                invocation
+                    .invoke_async(&mut cluster.connection().await?)
+                    .await
+            }
+            Connection::Sentinel(sentinel) => sentinel.invoke(invocation).await,
+        }
+    }
+
+    /// Run one command.
+    pub(crate) async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> RedisResult<T> {
+        match self {
+            Connection::Single(manager) => command.query_async(&mut manager.clone()).await,
+            Connection::Cluster(cluster) => {
+                command.query_async(&mut cluster.connection().await?).await
+            }
+            Connection::Sentinel(sentinel) => sentinel.query(command).await,
+        }
+    }
+}
+
+/// The async cluster connection, opened on first use (and again while that fails).
+pub(crate) struct LazyCluster {
+    client: redis::cluster::ClusterClient,
+    connection: tokio::sync::OnceCell<ClusterConnection>,
+}
+
+impl LazyCluster {
+    async fn connection(&self) -> RedisResult<ClusterConnection> {
+        self.connection
+            .get_or_try_init(|| self.client.get_async_connection())
+            .await
+            .cloned()
+    }
+}
+
+/// A multiplexed connection to the current Sentinel-named master.
+///
+/// After a failover the old connection fails (connection errors, or `READONLY` once the old
+/// master comes back as a replica); the connection of that generation is then dropped and the
+/// next call asks the Sentinels again. A call refused with `READONLY` did not write anything, so
+/// it is retried once on the new master; a call that failed on a broken connection is not
+/// retried (it may have run) and reports the error.
+pub(crate) struct SentinelMaster {
+    client: tokio::sync::Mutex<SentinelClient>,
+    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    generation: AtomicU64,
+    config: AsyncConnectionConfig,
+}
+
+impl SentinelMaster {
+    fn build(
+        rest: &str,
+        tls: bool,
+        certificates: Option<TlsCertificates>,
+        options: &ConnectOptions,
+    ) -> Result<Self, String> {
+        let multi = MultiHost::parse(rest)?;
+        let mut path = multi.path.trim_start_matches('/').split('/');
+        let master = path
+            .next()
+            .filter(|m| !m.is_empty())
+            .ok_or("missing the master name: redis+sentinel://host:port,.../<master-name>")?;
+        let db = match path.next() {
+            Some(db) if !db.is_empty() => Some(
+                db.parse::<i64>()
+                    .map_err(|_| format!("database `{db}` is not a number"))?,
+            ),
+            _ => None,
+        };
+        let addrs = multi
+            .hosts
+            .iter()
+            .map(|host| {
+                let (h, p) = host
+                    .rsplit_once(':')
+                    .ok_or_else(|| format!("sentinel `{host}` needs a port"))?;
+                let port = p
+                    .parse::<u16>()
+                    .map_err(|_| format!("bad port in `{host}`"))?;
+                let h = h.trim_start_matches('[').trim_end_matches(']').to_owned();
+                Ok(if tls {
+                    ConnectionAddr::TcpTls {
+                        host: h,
+                        port,
+                        insecure: false,
+                        tls_params: None,
+                    }
+                } else {
+                    ConnectionAddr::Tcp(h, port)
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let mut builder = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)
+            .map_err(|e| e.to_string())?;
+        if let Some(db) = db {
+            builder = builder.set_client_to_redis_db(db);
+        }
+        let (user, password) = multi.credentials()?;
+        if let Some(user) = user {
+            builder = builder.set_client_to_redis_username(user);
+        }
+        if let Some(password) = password {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        if let Some(user) = &options.sentinel_username {
+            builder = builder.set_client_to_sentinel_username(user);
+        }
+        if let Some(password) = &options.sentinel_password {
+            builder = builder.set_client_to_sentinel_password(password);
+        }
+        if tls {
+            builder = builder
+                .set_client_to_redis_tls_mode(TlsMode::Secure)
+                .set_client_to_sentinel_tls_mode(TlsMode::Secure);
+            if let Some(certs) = certificates {
+                builder = builder
+                    .set_client_to_redis_certificates(certs.clone())
+                    .set_client_to_sentinel_certificates(certs);
+            }
+        }
+        let client = builder.build().map_err(|e| e.to_string())?;
+        Ok(SentinelMaster {
+            client: tokio::sync::Mutex::new(client),
+            current: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            config: AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(options.connect_timeout))
+                .set_response_timeout(Some(options.response_timeout)),
+        })
+    }
+
+    fn cached(&self) -> Option<(u64, MultiplexedConnection)> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The current master's connection, asking the Sentinels when there is none.
+    async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
+        if let Some(current) = self.cached() {
+            return Ok(current);
+        }
+        // One caller asks the Sentinels; the others wait and take its connection.
+        let mut client = self.client.lock().await;
+        if let Some(current) = self.cached() {
+            return Ok(current);
+        }
+        let connection = client
+            .get_async_connection_with_config(&self.config)
+            .await?;
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((generation, connection.clone()));
+        Ok((generation, connection))
+    }
+
+    /// Forget the connection of `generation` if it is still the current one.
+    fn invalidate(&self, generation: u64) {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *current = None;
+        }
+    }
+
+    async fn invoke<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> RedisResult<T> {
+        let (generation, mut connection) = self.connection().await?;
+        match invocation.invoke_async(&mut connection).await {
+            Err(e) if is_read_only(&e) => {
+                self.invalidate(generation);
+                let (_, mut connection) = self.connection().await?;
+                invocation.invoke_async(&mut connection).await
+            }
+            Err(e) => {
+                if is_connection_error(&e) {
+                    self.invalidate(generation);
+                }
+                Err(e)
+            }
+            ok => ok,
+        }
+    }
+
+    async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> RedisResult<T> {
+        let (generation, mut connection) = self.connection().await?;
+        match command.query_async(&mut connection).await {
+            Err(e) if is_read_only(&e) => {
+                self.invalidate(generation);
+                let (_, mut connection) = self.connection().await?;
+                command.query_async(&mut connection).await
+            }
+            Err(e) => {
+                if is_connection_error(&e) {
+                    self.invalidate(generation);
+                }
+                Err(e)
+            }
+            ok => ok,
+        }
+    }
+}
+
+/// A write refused by a replica: the master moved.
+fn is_read_only(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+        || e.code() == Some("READONLY")
+        || e.to_string().contains("READONLY")
+}
+
+/// The connection is unusable: ask the Sentinels again next time.
+fn is_connection_error(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+}
+
+/// `[user[:password]@]host:port,host:port[/path]` of the multi-host schemes.
+struct MultiHost<'a> {
+    /// `user:password@` as given (empty when absent), prefixed to each node URL.
+    userinfo: &'a str,
+    hosts: Vec<&'a str>,
+    path: &'a str,
+}
+
+impl<'a> MultiHost<'a> {
+    fn parse(rest: &'a str) -> Result<Self, String> {
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let (userinfo, hosts) = match authority.rfind('@') {
+            Some(i) => (&authority[..=i], &authority[i + 1..]),
+            None => ("", authority),
+        };
+        let hosts: Vec<&str> = hosts.split(',').filter(|h| !h.is_empty()).collect();
+        if hosts.is_empty() {
+            return Err("expected at least one host:port".into());
+        }
+        Ok(MultiHost {
+            userinfo,
+            hosts,
+            path,
+        })
+    }
+
+    /// User and password from the userinfo, percent-decoded.
+    fn credentials(&self) -> Result<(Option<String>, Option<String>), String> {
+        let info = self.userinfo.trim_end_matches('@');
+        if info.is_empty() {
+            return Ok((None, None));
+        }
+        let (user, password) = match info.split_once(':') {
+            Some((u, p)) => (u, Some(p)),
+            None => (info, None),
+        };
+        let user = Some(percent_decode(user)?).filter(|u| !u.is_empty());
+        let password = password.map(percent_decode).transpose()?;
+        Ok((user, password))
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("bad percent-encoding in the credentials")?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "credentials are not UTF-8".into())
+}
+
+fn read_tls_files(files: &TlsFiles) -> Result<TlsCertificates, RedisStoreError> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|source| RedisStoreError::TlsFile {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let root_cert = files.ca_cert.as_ref().map(read).transpose()?;
+    let client_tls = match (&files.client_cert, &files.client_key) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert)?,
+            client_key: read(key)?,
+        }),
+        _ => None,
+    };
+    Ok(TlsCertificates {
+        client_tls,
+        root_cert,
+    })
+}
+
+/// `url` with the password replaced by `***`, for error messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_owned()
+            };
+            format!("{scheme}://{masked}{}", &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("redis://app:s3cret@127.0.0.1:6379/2"),
+            "redis://app:***@127.0.0.1:6379/2"
+        );
+        assert_eq!(redact("rediss://:s3cret@h:1"), "rediss://:***@h:1");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+        assert_eq!(
+            redact("redis+sentinel://u:p@a:1,b:2/mymaster"),
+            "redis+sentinel://u:***@a:1,b:2/mymaster"
+        );
+    }
+
+    #[test]
+    fn multi_host_urls_parse() {
+        let m = MultiHost::parse("u:p%40ss@a:1,b:2/mymaster/3").unwrap();
+        assert_eq!(m.hosts, ["a:1", "b:2"]);
+        assert_eq!(m.path, "/mymaster/3");
+        assert_eq!(
+            m.credentials().unwrap(),
+            (Some("u".into()), Some("p@ss".into()))
+        );
+        assert!(MultiHost::parse("/x").is_err());
+    }
+
+    #[tokio::test]
+    async fn bad_urls_are_typed_errors() {
+        let options = ConnectOptions {
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+            tls: None,
+            sentinel_username: None,
+            sentinel_password: None,
+        };
+        for url in [
+            "127.0.0.1:6379",
+            "http://127.0.0.1",
+            "redis+cluster://",
+            "redis+cluster://a:1/2",
+            "redis+sentinel://a:1",
+            "redis+sentinel://a/master",
+            "redis+sentinel://a:1/master/x",
+        ] {
+            assert!(
+                matches!(
+                    Connection::open(url, &options),
+                    Err(RedisStoreError::InvalidUrl { .. })
+                ),
+                "{url}"
+            );
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! Errors raised while setting a [`RedisStore`](crate::RedisStore) up.
+
+/// Why a [`RedisStore`](crate::RedisStore) could not be created or used.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisStoreError {
+    /// The URL is not one of the accepted forms.
+    #[error("invalid Redis URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL given, with any password masked.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A key prefix or policy name containing `{` or `}` would move the Cluster hash tag.
+    #[error("`{0}` must not contain `{{` or `}}` (it would change the key's Cluster hash tag)")]
+    Brace(String),
+    /// A TLS certificate or key file could not be read.
+    #[error("reading TLS file {path}: {source}")]
+    TlsFile {
+        /// The file.
+        path: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Redis refused or failed the connection (or the first command on it).
+    #[error("connecting to Redis at {url}: {source}")]
+    Connect {
+        /// The URL, with any password masked.
+        url: String,
+        /// The client's error.
+        #[source]
+        source: redis::RedisError,
+    },
+}

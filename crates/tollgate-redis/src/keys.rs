@@ -1,0 +1,123 @@
+//! The key layout: `<prefix>:<policy>:<algorithm>:{<identifier>}`.
+//!
+//! The identifier is the Cluster hash tag, so every policy of one identifier lives in one slot
+//! and a multi-policy check is one script call. Identifiers that could break that shape are
+//! replaced by a stable digest, so user input never picks a slot or forges another key.
+
+use std::borrow::Cow;
+use std::fmt::Write;
+
+use sha2::{Digest, Sha256};
+use tollgate::Algorithm;
+
+/// Longest identifier kept as it is, in bytes.
+pub const MAX_PLAIN_IDENTIFIER: usize = 128;
+
+/// What a hashed identifier starts with. Identifiers that start with it themselves are hashed
+/// too, so nobody can name another identifier's hashed form and share its limit.
+pub const HASHED_PREFIX: &str = "h:";
+
+/// The identifier as it appears inside the braces: itself when it is short and plain, else
+/// `h:` followed by the hex of the first 128 bits of its SHA-256.
+///
+/// ```
+/// use tollgate_redis::keys::hash_tag;
+/// assert_eq!(hash_tag("user-123"), "user-123");
+/// assert_eq!(hash_tag("a{b}").len(), 2 + 32);
+/// assert!(hash_tag("a{b}").starts_with("h:"));
+/// ```
+pub fn hash_tag(identifier: &str) -> Cow<'_, str> {
+    let odd = identifier.is_empty()
+        || identifier.len() > MAX_PLAIN_IDENTIFIER
+        || identifier.starts_with(HASHED_PREFIX)
+        || identifier
+            .bytes()
+            .any(|b| b == b'{' || b == b'}' || b.is_ascii_control());
+    if !odd {
+        return Cow::Borrowed(identifier);
+    }
+    let digest = Sha256::digest(identifier.as_bytes());
+    let mut tag = String::with_capacity(HASHED_PREFIX.len() + 32);
+    tag.push_str(HASHED_PREFIX);
+    for byte in &digest[..16] {
+        // Writing to a String cannot fail.
+        let _ = write!(tag, "{byte:02x}");
+    }
+    Cow::Owned(tag)
+}
+
+/// The Redis key of `policy` (by name) for `identifier`.
+///
+/// ```
+/// use tollgate::Algorithm;
+/// use tollgate_redis::keys::key;
+/// assert_eq!(key("tollgate", "api", Algorithm::Gcra, "user-1"), "tollgate:api:gcra:{user-1}");
+/// ```
+pub fn key(prefix: &str, policy: &str, algorithm: Algorithm, identifier: &str) -> String {
+    let tag = hash_tag(identifier);
+    let mut key =
+        String::with_capacity(prefix.len() + policy.len() + algorithm.name().len() + tag.len() + 5);
+    key.push_str(prefix);
+    key.push(':');
+    key.push_str(policy);
+    key.push(':');
+    key.push_str(algorithm.name());
+    key.push_str(":{");
+    key.push_str(&tag);
+    key.push('}');
+    key
+}
+
+/// Whether `part` (a prefix or a policy name) keeps the hash tag where it belongs.
+pub fn is_brace_free(part: &str) -> bool {
+    !part.contains(['{', '}'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_identifiers_stay_readable() {
+        for id in ["user-123", "203.0.113.7", "ключ", "a:b", &"x".repeat(128)] {
+            assert_eq!(hash_tag(id), id);
+        }
+    }
+
+    #[test]
+    fn odd_identifiers_are_hashed_stably() {
+        let long = "y".repeat(129);
+        for id in [
+            "",
+            "a{b",
+            "a}b",
+            "{x}",
+            "tab\there",
+            "nul\0",
+            "del\x7f",
+            &long,
+            "h:abc",
+        ] {
+            let tag = hash_tag(id);
+            assert!(tag.starts_with("h:"), "{id:?} -> {tag}");
+            assert_eq!(tag.len(), 34);
+            assert!(tag[2..].bytes().all(|b| b.is_ascii_hexdigit()));
+            assert_eq!(tag, hash_tag(id), "stable");
+        }
+        assert_ne!(hash_tag("a{b"), hash_tag("a}b"));
+        // SHA-256("{x}") starts with these 16 bytes: the form is fixed across versions.
+        assert_eq!(hash_tag("{x}"), "h:d3ebeaf9670d728f594bccba06375837");
+    }
+
+    #[test]
+    fn keys_have_the_contract_shape() {
+        assert_eq!(
+            key("tollgate", "login", Algorithm::SlidingLog, "alice"),
+            "tollgate:login:sliding-log:{alice}"
+        );
+        let odd = key("p", "api", Algorithm::TokenBucket, "}{");
+        assert!(odd.starts_with("p:api:token-bucket:{h:"));
+        assert_eq!(odd.matches('{').count(), 1);
+        assert_eq!(odd.matches('}').count(), 1);
+    }
+}

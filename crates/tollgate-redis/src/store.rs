@@ -1,0 +1,249 @@
+//! [`RedisStore`]: the `Store` whose state and decisions live in Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tollgate::{Check, Decisions, ManualClock, Mode, Store, StoreDecision, StoreError};
+
+use crate::connection::{ConnectOptions, Connection, TlsFiles, redact};
+use crate::error::RedisStoreError;
+use crate::keys;
+use crate::script::{self, SCRIPT};
+
+/// Default key prefix.
+pub const DEFAULT_PREFIX: &str = "tollgate";
+
+/// Settings of a [`RedisStore`] besides its URL.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// First part of every key (default `tollgate`); must not contain `{` or `}`.
+    pub prefix: String,
+    /// Time allowed to open a connection (default 1 s).
+    pub connect_timeout: Duration,
+    /// Time allowed for a reply (default 1 s). The limiter's own, shorter, store timeout
+    /// applies on top of this.
+    pub response_timeout: Duration,
+    /// CA and client certificates for `rediss` URLs (default: the system's roots, no client
+    /// certificate).
+    pub tls: Option<TlsFiles>,
+    /// Username for the Sentinels themselves (the URL's credentials are the master's).
+    pub sentinel_username: Option<String>,
+    /// Password for the Sentinels themselves.
+    pub sentinel_password: Option<String>,
+    /// **Tests only.** Send this clock's time with every call instead of letting the script
+    /// read Redis `TIME`. Production must leave it `None`: Redis time is what keeps instances
+    /// with skewed clocks in agreement.
+    pub clock_override: Option<ManualClock>,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            prefix: DEFAULT_PREFIX.to_owned(),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+            tls: None,
+            sentinel_username: None,
+            sentinel_password: None,
+            clock_override: None,
+        }
+    }
+}
+
+/// A [`Store`] in Redis: every decision is one `EVALSHA` of one Lua script that reads Redis
+/// `TIME`, runs the same transitions as the core, writes only when it consumes, and sets a TTL
+/// on every key it writes. A check over several policies is one call and all-or-nothing.
+///
+/// Cheap to clone: clones share the connection, so concurrent decisions pipeline on it.
+///
+/// ```no_run
+/// use tollgate::{Algorithm, Limiter, Policy};
+/// use tollgate_redis::{RedisOptions, RedisStore};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = RedisStore::connect("redis://127.0.0.1:6379", RedisOptions::default()).await?;
+/// let limiter = Limiter::new(store)
+///     .with_policy("api", Policy::builder(Algorithm::Gcra).rate("100/min").build()?);
+/// let decision = limiter.check("api", "user-123").await?;
+/// println!("allowed: {}, remaining: {}", decision.allowed, decision.remaining);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connection: Connection,
+    prefix: String,
+    clock: Option<ManualClock>,
+    url: String,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.inner.url)
+            .field("prefix", &self.inner.prefix)
+            .field("clock_override", &self.inner.clock.is_some())
+            .finish()
+    }
+}
+
+impl RedisStore {
+    /// Connect to `url` and check that Redis answers (`PING`).
+    ///
+    /// URLs: `redis://[user:pass@]host:port[/db]`, `rediss://...` (TLS), `valkey://`,
+    /// `valkeys://`, `redis+cluster://host:port,host:port,...`,
+    /// `redis+sentinel://[user:pass@]host:port,host:port/<master-name>[/db]` (and `rediss+`
+    /// forms of the last two). Must be called inside a Tokio runtime.
+    pub async fn connect(url: &str, options: RedisOptions) -> Result<RedisStore, RedisStoreError> {
+        let store = RedisStore::connect_lazy(url, options)?;
+        store
+            .ping()
+            .await
+            .map_err(|source| RedisStoreError::Connect {
+                url: redact(url),
+                source,
+            })?;
+        Ok(store)
+    }
+
+    /// Like [`Self::connect`], but without contacting Redis: the first call connects, and a
+    /// Redis that is down now is used as soon as it is up. Fails only on a malformed URL,
+    /// prefix or TLS file. Must be called inside a Tokio runtime.
+    pub fn connect_lazy(url: &str, options: RedisOptions) -> Result<RedisStore, RedisStoreError> {
+        if !keys::is_brace_free(&options.prefix) {
+            return Err(RedisStoreError::Brace(options.prefix));
+        }
+        let connect = ConnectOptions {
+            connect_timeout: options.connect_timeout,
+            response_timeout: options.response_timeout,
+            tls: options.tls,
+            sentinel_username: options.sentinel_username,
+            sentinel_password: options.sentinel_password,
+        };
+        let connection = Connection::open(url, &connect)?;
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                connection,
+                prefix: options.prefix,
+                clock: options.clock_override,
+                url: redact(url),
+            }),
+        })
+    }
+
+    /// `PING` the server (a Cluster: one node): for readiness probes.
+    pub async fn ping(&self) -> Result<(), redis::RedisError> {
+        let _: String = self.inner.connection.query(&redis::cmd("PING")).await?;
+        Ok(())
+    }
+
+    /// The Lua source every decision runs (for `redis-benchmark` and inspection).
+    pub fn script_source() -> &'static str {
+        script::SOURCE
+    }
+
+    /// The script's SHA-1, as `EVALSHA` takes it.
+    pub fn script_sha() -> &'static str {
+        SCRIPT.get_hash()
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The Redis key holding `check`'s state: `<prefix>:<policy>:<algorithm>:{<identifier>}`.
+    pub fn key(&self, check: &Check<'_>) -> String {
+        keys::key(
+            &self.inner.prefix,
+            check.name,
+            check.policy.algorithm(),
+            check.key,
+        )
+    }
+
+    fn keys_of(&self, checks: &[Check<'_>]) -> Result<Vec<String>, StoreError> {
+        checks
+            .iter()
+            .map(|check| {
+                if keys::is_brace_free(check.name) {
+                    Ok(self.key(check))
+                } else {
+                    Err(StoreError::Backend(Box::new(RedisStoreError::Brace(
+                        check.name.to_owned(),
+                    ))))
+                }
+            })
+            .collect()
+    }
+}
+
+fn backend(e: redis::RedisError) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+impl Store for RedisStore {
+    async fn decide(
+        &self,
+        checks: &[Check<'_>],
+        cost: u64,
+        mode: Mode,
+    ) -> Result<StoreDecision, StoreError> {
+        if checks.is_empty() {
+            return Ok(StoreDecision {
+                decisions: Decisions::new(),
+                degraded: false,
+            });
+        }
+        let keys = self.keys_of(checks)?;
+        let mut invocation = SCRIPT.prepare_invoke();
+        for key in &keys {
+            invocation.key(key.as_str());
+        }
+        let now = self.inner.clock.as_ref().map(ManualClock::now_us);
+        script::push_args(
+            &mut invocation,
+            mode,
+            cost,
+            now,
+            checks.iter().map(|c| c.policy),
+        );
+        let reply: Vec<i64> = self
+            .inner
+            .connection
+            .invoke(&invocation)
+            .await
+            .map_err(backend)?;
+        let decisions = script::parse_reply(&reply, checks.iter().map(|c| c.policy))
+            .map_err(StoreError::Protocol)?;
+        Ok(StoreDecision {
+            decisions,
+            degraded: false,
+        })
+    }
+
+    async fn reset(&self, checks: &[Check<'_>]) -> Result<(), StoreError> {
+        let keys = self.keys_of(checks)?;
+        // Keys of one identifier share a slot: one DEL. Others are deleted one by one, which a
+        // Cluster also accepts.
+        let one_identifier = checks.windows(2).all(|w| w[0].key == w[1].key);
+        let groups: Vec<&[String]> = if one_identifier {
+            vec![&keys[..]]
+        } else {
+            keys.chunks(1).collect()
+        };
+        for group in groups.into_iter().filter(|g| !g.is_empty()) {
+            let _: i64 = self
+                .inner
+                .connection
+                .query(redis::cmd("DEL").arg(group))
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+}
