@@ -13,7 +13,7 @@
 //! settings.listen = "127.0.0.1:0".parse()?;
 //! let server = Server::bind(settings).await?;
 //! println!("listening on {}", server.local_addr()?);
-//! server.run(shutdown_signal()).await?;
+//! server.run(shutdown_signal()?).await?;
 //! # Ok(())
 //! # }
 //! ```

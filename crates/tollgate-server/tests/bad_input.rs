@@ -1,0 +1,512 @@
+//! Bad input gets its documented 4xx and JSON error code, never a 5xx, and the server lives on.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{TestServer, read};
+use reqwest::Method;
+use serde_json::json;
+
+const CONFIG: &str = "policies:\n  api: { algorithm: gcra, rate: 10/min }\n  other: { algorithm: fixed-window, rate: 5/min }\n";
+
+/// `(method, path, content type, body) -> (status, code)`.
+type Case = (
+    Method,
+    &'static str,
+    Option<&'static str>,
+    String,
+    u16,
+    &'static str,
+);
+
+fn cases() -> Vec<Case> {
+    let json_ct = Some("application/json");
+    let post = |body: &str, status, code| {
+        (
+            Method::POST,
+            "/v1/check",
+            json_ct,
+            body.to_owned(),
+            status,
+            code,
+        )
+    };
+    let long_key = "k".repeat(1025);
+    vec![
+        post("{", 400, "invalid_request"),
+        post("", 400, "invalid_request"),
+        post("null", 400, "invalid_request"),
+        post("[1,2]", 400, "invalid_request"),
+        post(
+            r#"{"policy":"api","key":"k"} trailing"#,
+            400,
+            "invalid_request",
+        ),
+        post(r#"{"policy":"api","key":7}"#, 400, "invalid_request"),
+        post(r#"{"policy":1,"key":"k"}"#, 400, "invalid_request"),
+        post(
+            r#"{"policy":"api","key":"k","cost":"1"}"#,
+            400,
+            "invalid_request",
+        ),
+        post(
+            r#"{"policy":"api","key":"k","cost":-1}"#,
+            400,
+            "invalid_request",
+        ),
+        post(
+            r#"{"policy":"api","key":"k","cost":1.5}"#,
+            400,
+            "invalid_request",
+        ),
+        post(
+            r#"{"policy":"api","key":"k","cost":0}"#,
+            400,
+            "invalid_request",
+        ),
+        post(
+            r#"{"policy":"api","key":"k","cost":11}"#,
+            400,
+            "invalid_request",
+        ),
+        post(
+            r#"{"policy":"api","key":"k","cost":18446744073709551615}"#,
+            400,
+            "invalid_request",
+        ),
+        post(
+            r#"{"policy":"api","key":"k","cost":1e30}"#,
+            400,
+            "invalid_request",
+        ),
+        post(r#"{"policy":"api","key":""}"#, 400, "invalid_request"),
+        post(
+            &format!(r#"{{"policy":"api","key":"{long_key}"}}"#),
+            400,
+            "invalid_request",
+        ),
+        post(r#"{"policy":"api"}"#, 400, "invalid_request"),
+        post(r#"{"key":"k"}"#, 400, "invalid_request"),
+        post(
+            r#"{"policy":"api","policies":["other"],"key":"k"}"#,
+            400,
+            "invalid_request",
+        ),
+        post(r#"{"policies":[],"key":"k"}"#, 400, "invalid_request"),
+        post(
+            r#"{"policies":["api","api"],"key":"k"}"#,
+            400,
+            "invalid_request",
+        ),
+        post(r#"{"policies":"api","key":"k"}"#, 400, "invalid_request"),
+        post(
+            r#"{"policy":"api","key":"k","extra":true}"#,
+            400,
+            "invalid_request",
+        ),
+        post(
+            r#"{"policy":"api","policy":"api","key":"k"}"#,
+            400,
+            "invalid_request",
+        ),
+        post(
+            &format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000)),
+            400,
+            "invalid_request",
+        ),
+        post("\u{0}\u{1}\u{2}", 400, "invalid_request"),
+        post(r#"{"policy":"nope","key":"k"}"#, 404, "unknown_policy"),
+        post(
+            r#"{"policies":["api","nope"],"key":"k"}"#,
+            404,
+            "unknown_policy",
+        ),
+        (
+            Method::POST,
+            "/v1/check",
+            Some("text/plain"),
+            r#"{"policy":"api","key":"k"}"#.into(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            Method::POST,
+            "/v1/check",
+            Some("application/x-www-form-urlencoded"),
+            "policy=api".into(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            Method::POST,
+            "/v1/reset",
+            Some("text/plain"),
+            "{}".into(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            Method::POST,
+            "/v1/reset",
+            json_ct,
+            r#"{"policy":"api"}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/v1/reset",
+            json_ct,
+            r#"{"policy":"api","key":""}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/v1/reset",
+            json_ct,
+            r#"{"policy":"zzz","key":"k"}"#.into(),
+            404,
+            "unknown_policy",
+        ),
+        (
+            Method::GET,
+            "/v1/peek",
+            None,
+            String::new(),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/v1/peek?policy=api",
+            None,
+            String::new(),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/v1/peek?policy=api&key=k&cost=x",
+            None,
+            String::new(),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/v1/peek?policy=api&key=k&cost=0",
+            None,
+            String::new(),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/v1/peek?policy=api&key=k&cost=99",
+            None,
+            String::new(),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/v1/peek?policy=api&key=&cost=1",
+            None,
+            String::new(),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/v1/peek?policy=api&key=k&bogus=1",
+            None,
+            String::new(),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/v1/peek?policy=%ZZ&key=k",
+            None,
+            String::new(),
+            404,
+            "unknown_policy",
+        ),
+        (
+            Method::GET,
+            "/v1/peek?policy=nope&key=k",
+            None,
+            String::new(),
+            404,
+            "unknown_policy",
+        ),
+        (
+            Method::GET,
+            "/v1/check",
+            None,
+            String::new(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            Method::PUT,
+            "/v1/check",
+            json_ct,
+            "{}".into(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            Method::DELETE,
+            "/health",
+            None,
+            String::new(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            Method::POST,
+            "/v1/peek",
+            json_ct,
+            "{}".into(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            Method::GET,
+            "/v1/reset",
+            None,
+            String::new(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            Method::POST,
+            "/metrics",
+            None,
+            String::new(),
+            405,
+            "method_not_allowed",
+        ),
+        (Method::GET, "/", None, String::new(), 404, "not_found"),
+        (
+            Method::GET,
+            "/v1/nope",
+            None,
+            String::new(),
+            404,
+            "not_found",
+        ),
+        (
+            Method::POST,
+            "/v2/check",
+            json_ct,
+            "{}".into(),
+            404,
+            "not_found",
+        ),
+        (
+            Method::GET,
+            "/v1/check/",
+            None,
+            String::new(),
+            404,
+            "not_found",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_bad_input_gets_its_status_and_json_code() {
+    let server = TestServer::start(CONFIG).await;
+    for (method, path, content_type, body, status, code) in cases() {
+        let mut request = server.client.request(method.clone(), server.url(path));
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        if !body.is_empty() {
+            request = request.body(body.clone());
+        }
+        let reply = read(request.send().await.unwrap()).await;
+        let shown = &body[..body.len().min(60)];
+        assert_eq!(
+            (reply.status, reply.code()),
+            (status, code),
+            "{method} {path} {content_type:?} {shown:?}: {:?}",
+            reply.json
+        );
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        assert!(
+            reply.json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{method} {path}: error without a message"
+        );
+    }
+    assert_eq!(server.get("/health").await.status, 200);
+    // The server counted them and decides as before.
+    let ok = server.check(json!({"policy": "api", "key": "k"})).await;
+    assert_eq!((ok.status, ok.json["allowed"].as_bool()), (200, Some(true)));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_of_exactly_1024_bytes_and_a_missing_content_type_are_fine() {
+    let server = TestServer::start(CONFIG).await;
+    let reply = server
+        .check(json!({"policy": "api", "key": "k".repeat(1024)}))
+        .await;
+    assert_eq!(reply.status, 200);
+    let body = r#"{"policy":"api","key":"k","cost":null}"#;
+    let reply = read(
+        server
+            .client
+            .post(server.url("/v1/check"))
+            .body(body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, reply.json["remaining"].as_u64()),
+        (200, Some(9))
+    );
+    let reply = read(
+        server
+            .client
+            .post(server.url("/v1/check"))
+            .header("content-type", "application/json; charset=UTF-8")
+            .body(r#"{"policies":["api"],"key":"k\u0000x"}"#)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_64_kib_get_413() {
+    let server = TestServer::start(CONFIG).await;
+    let padding = " ".repeat(2 * 1024 * 1024);
+    let big = format!(r#"{{"policy":"api","key":"k"{padding}}}"#);
+    let reply = read(
+        server
+            .client
+            .post(server.url("/v1/check"))
+            .header("content-type", "application/json")
+            .body(big)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((reply.status, reply.code()), (413, "body_too_large"));
+
+    // Just over the limit; and exactly at it.
+    let over = format!(r#"{{"policy":"api","key":"k"}}{}"#, " ".repeat(64 * 1024));
+    let reply = read(
+        server
+            .client
+            .post(server.url("/v1/check"))
+            .body(over)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 413);
+    let exact = r#"{"policy":"api","key":"k"}"#;
+    let exact = format!("{exact}{}", " ".repeat(64 * 1024 - exact.len()));
+    let reply = read(
+        server
+            .client
+            .post(server.url("/v1/check"))
+            .body(exact)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+
+    // Chunked, with no Content-Length: the limit holds while reading.
+    let addr = server.addr;
+    let raw = tokio::task::spawn_blocking(move || chunked_post(addr, 2 * 1024 * 1024))
+        .await
+        .unwrap();
+    assert!(
+        raw.starts_with("HTTP/1.1 413"),
+        "{}",
+        &raw[..raw.len().min(200)]
+    );
+    assert!(raw.contains("body_too_large"));
+
+    assert_eq!(server.get("/health").await.status, 200);
+    server.stop().await;
+}
+
+/// POST a chunked body of `size` bytes over a raw socket; the response as text.
+fn chunked_post(addr: std::net::SocketAddr, size: usize) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head = "POST /v1/check HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    stream.write_all(head.as_bytes()).unwrap();
+    let chunk = vec![b' '; 16 * 1024];
+    let mut sent = 0;
+    while sent < size {
+        let header = format!("{:x}\r\n", chunk.len());
+        if stream.write_all(header.as_bytes()).is_err()
+            || stream.write_all(&chunk).is_err()
+            || stream.write_all(b"\r\n").is_err()
+        {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn garbage_on_the_socket_does_not_hurt() {
+    let server = TestServer::start(CONFIG).await;
+    let addr = server.addr;
+    tokio::task::spawn_blocking(move || {
+        for garbage in [
+            &b"GARBAGE\r\n\r\n"[..],
+            b"GET / HTTP/9.9\r\n\r\n",
+            b"POST /v1/check HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"POST /v1/check HTTP/1.1\r\nContent-Length: 10\r\n\r\n{",
+            &[0xff; 4096],
+        ] {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let _ = stream.write_all(garbage);
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response);
+            let text = String::from_utf8_lossy(&response);
+            assert!(
+                !text.starts_with("HTTP/1.1 5"),
+                "5xx for {garbage:?}: {text}"
+            );
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(server.get("/health").await.status, 200);
+    server.stop().await;
+}

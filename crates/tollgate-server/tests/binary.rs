@@ -1,0 +1,452 @@
+//! The built `tollgate` binary: CLI, config precedence, config check, signals.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+
+/// A `tollgate` command in `dir` with none of the TOLLGATE_* variables of the caller.
+fn tollgate(dir: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command.current_dir(dir);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("TOLLGATE_") {
+            command.env_remove(name);
+        }
+    }
+    command.env_remove("RUST_LOG");
+    command
+}
+
+/// A running `tollgate serve` whose stderr is read in the background.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    /// The startup log line.
+    startup: String,
+}
+
+impl Running {
+    /// Spawn and wait for the "tollgate listening" line.
+    fn spawn(mut command: Command) -> Running {
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tollgate starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if line.contains("tollgate listening") {
+                let addr = listen_addr(&line);
+                return Running {
+                    child,
+                    addr,
+                    startup: line,
+                };
+            }
+            seen.push(line);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("no startup line; stderr: {seen:#?}");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Send SIGTERM and wait for the exit.
+    fn terminate(mut self) -> ExitStatus {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        wait(&mut self.child, Duration::from_secs(15))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tollgate did not exit in {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The address in a startup line, text (`listen=ADDR`) or JSON (`"listen":"ADDR"`).
+fn listen_addr(line: &str) -> SocketAddr {
+    if let Ok(json) = serde_json::from_str::<Value>(line) {
+        return json["fields"]["listen"].as_str().unwrap().parse().unwrap();
+    }
+    let start = line.find("listen=").expect("listen= in startup line") + "listen=".len();
+    line[start..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Ports free right now (held together so they differ).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().expect("tollgate runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn blocking_client() -> BlockingClient {
+    BlockingClient(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+        reqwest::Client::new(),
+    )
+}
+
+/// A small synchronous wrapper over the async client.
+struct BlockingClient(tokio::runtime::Runtime, reqwest::Client);
+
+impl BlockingClient {
+    fn post(&self, url: &str, body: Value) -> (u16, Value) {
+        self.0.block_on(async {
+            let r = self.1.post(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json().await.unwrap())
+        })
+    }
+
+    fn get(&self, url: &str) -> u16 {
+        self.0
+            .block_on(async { self.1.get(url).send().await.unwrap().status().as_u16() })
+    }
+}
+
+#[test]
+fn version() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(tollgate(dir.path()).arg("--version"));
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.trim(),
+        format!("tollgate {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn serves_the_default_policy_without_config_and_exits_0_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::spawn({
+        let mut c = tollgate(dir.path());
+        c.args(["serve", "--listen", "127.0.0.1:0"]);
+        c
+    });
+    assert!(
+        server.startup.contains("policies=default"),
+        "{}",
+        server.startup
+    );
+    assert!(
+        server.startup.contains("store=memory"),
+        "{}",
+        server.startup
+    );
+    let client = blocking_client();
+    let (status, body) = client.post(
+        &server.url("/v1/check"),
+        json!({"policy": "default", "key": "first-user"}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(body["allowed"], true);
+    assert_eq!(body["limit"], 100);
+    assert_eq!(body["remaining"], 99);
+    let status = server.terminate();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+#[test]
+fn sigint_also_exits_0_and_json_logs_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Running::spawn({
+        let mut c = tollgate(dir.path());
+        c.args(["serve", "--listen", "127.0.0.1:0"])
+            .env("TOLLGATE_LOG", "json");
+        c
+    });
+    let line: Value = serde_json::from_str(&server.startup).expect("JSON startup line");
+    assert_eq!(line["fields"]["message"], "tollgate listening");
+    let pid = i32::try_from(server.child.id()).unwrap();
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let status = wait(&mut server.child, Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn flags_win_over_env_which_wins_over_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let [file_port, env_port, flag_port] = free_ports::<3>();
+    std::fs::write(
+        dir.path().join("tollgate.yaml"),
+        format!("listen: 127.0.0.1:{file_port}\npolicies:\n  fromfile: {{ algorithm: gcra, rate: 5/s }}\n"),
+    )
+    .unwrap();
+    let serve = |env: bool, flag: bool| {
+        let mut c = tollgate(dir.path());
+        c.arg("serve");
+        if env {
+            c.env("TOLLGATE_LISTEN", format!("127.0.0.1:{env_port}"));
+        }
+        if flag {
+            c.args(["--listen", &format!("127.0.0.1:{flag_port}")]);
+        }
+        Running::spawn(c)
+    };
+    let client = blocking_client();
+    for (env, flag, port) in [
+        (true, true, flag_port),
+        (true, false, env_port),
+        (false, false, file_port),
+    ] {
+        let server = serve(env, flag);
+        assert_eq!(server.addr.port(), port, "env {env}, flag {flag}");
+        // tollgate.yaml in the working directory was read.
+        assert!(
+            server.startup.contains("policies=fromfile"),
+            "{}",
+            server.startup
+        );
+        assert_eq!(client.get(&server.url("/health")), 200);
+        assert_eq!(server.terminate().code(), Some(0));
+    }
+
+    // The same order for the store URL and the config file itself.
+    let other = dir.path().join("other.yaml");
+    std::fs::write(
+        &other,
+        "store:\n  url: memory\npolicies:\n  fromother: { algorithm: gcra, rate: 5/s }\n",
+    )
+    .unwrap();
+    let output = run(tollgate(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("TOLLGATE_CONFIG", &other)
+        .env("TOLLGATE_STORE_URL", "redis://127.0.0.1:1"));
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("Redis store is not built"),
+        "{}",
+        stderr(&output)
+    );
+    let server = Running::spawn({
+        let mut c = tollgate(dir.path());
+        c.args(["serve", "--listen", "127.0.0.1:0", "--store", "memory"])
+            .env("TOLLGATE_CONFIG", &other)
+            .env("TOLLGATE_STORE_URL", "redis://127.0.0.1:1");
+        c
+    });
+    assert!(
+        server.startup.contains("policies=fromother"),
+        "{}",
+        server.startup
+    );
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+#[test]
+fn config_check_accepts_a_good_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("good.yaml");
+    std::fs::write(
+        &file,
+        "\
+listen: 127.0.0.1:8080
+grpc_listen: 127.0.0.1:8081
+store:
+  url: redis://127.0.0.1:6379
+  prefix: tollgate
+  timeout: 50ms
+  on_error: local
+  instances: 3
+  max_keys: 1000000
+policies:
+  api:   { algorithm: token-bucket, rate: 100/min, burst: 150 }
+  login: { algorithm: sliding-log, limit: 5, period: 15m }
+envoy:
+  config_dir: ./ratelimit
+admin_token: s3cret
+log: json
+",
+    )
+    .unwrap();
+    let output = run(tollgate(dir.path()).args(["config", "check"]).arg(&file));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.starts_with("ok: "), "{stdout}");
+    assert!(stdout.contains("2 policies (api, login)"), "{stdout}");
+    assert!(!stdout.contains("s3cret"));
+}
+
+#[test]
+fn config_check_names_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "policies:\n  ok: { algorithm: gcra, rate: 1/s }\n  api:\n    algorithm: gcra\n    rate: 100/fortnight\n",
+            "bad.yaml:5: policies.api.rate: invalid rate `100/fortnight`",
+        ),
+        (
+            "listen: 127.0.0.1:8080\nstore:\n  url: memory\n  colour: blue\n",
+            "bad.yaml:4: store.colour: unknown field `colour`",
+        ),
+        (
+            "policies:\n  api: { algorithm: fixed-window, limit: 0, period: 1m }\n",
+            "bad.yaml:2: policies.api.limit: must be at least 1",
+        ),
+        (
+            "policies:\n  api: { algorithm: gcra, limit: 5, period: 0s }\n",
+            "bad.yaml:2: policies.api.period: duration \"0s\" must be longer than zero",
+        ),
+        (
+            "policies:\n  api: { algorithm: gcra, rate: 5/s, burst: 0 }\n",
+            "bad.yaml:2: policies.api.burst: must be at least 1",
+        ),
+        (
+            "\npolicies:\n  api:\n    algorithm: sliding-log\n    rate: 5/s\n    burst: 9\n",
+            "bad.yaml:4: policies.api: burst applies only to token-bucket and gcra",
+        ),
+        (
+            "policies:\n  api:\n    algorithm: quantum\n    rate: 5/s\n",
+            "bad.yaml:3: policies.api.algorithm: unknown algorithm `quantum`",
+        ),
+        (
+            "policies:\n  api:\n    algorithm: gcra\n",
+            "bad.yaml:3: policies.api: missing limit",
+        ),
+        (
+            "policies:\n  api:\n    algorithm: gcra\n    rate: 5/s\n    limit: 5\n",
+            "bad.yaml:3: policies.api: give either `rate` or `limit` and `period`",
+        ),
+        (
+            "store:\n  on_error: maybe\n",
+            "bad.yaml:2: store.on_error: invalid on_error \"maybe\"",
+        ),
+        (
+            "store:\n  url: postgres://x\n",
+            "bad.yaml:2: store.url: invalid store URL",
+        ),
+        (
+            "store:\n  timeout: soon\n",
+            "bad.yaml:2: store.timeout: invalid duration \"soon\"",
+        ),
+        (
+            "log: loud\n",
+            "bad.yaml:1: log: invalid log format \"loud\"",
+        ),
+        ("listen: [1, 2]\n", "bad.yaml:1: listen:"),
+        (
+            "policies:\n  \"bad name!\": { algorithm: gcra, rate: 5/s }\n",
+            "invalid policy name \"bad name!\"",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let file = dir.path().join("bad.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let output = run(tollgate(dir.path()).args(["config", "check", "bad.yaml"]));
+        assert!(!output.status.success(), "accepted:\n{yaml}");
+        let err = stderr(&output);
+        assert!(err.contains(expected), "expected {expected:?}, got {err:?}");
+        assert!(output.stdout.is_empty());
+    }
+    let output = run(tollgate(dir.path()).args(["config", "check", "missing.yaml"]));
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("missing.yaml: cannot read"),
+        "{}",
+        stderr(&output)
+    );
+
+    // `serve` refuses the same file the same way.
+    std::fs::write(dir.path().join("tollgate.yaml"), "store:\n  colour: blue\n").unwrap();
+    let output = run(tollgate(dir.path()).args(["serve", "--listen", "127.0.0.1:0"]));
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("tollgate.yaml:2: store.colour"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn features_not_built_in_fail_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(tollgate(dir.path()).args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+    ]));
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("gRPC"), "{}", stderr(&output));
+    let output = run(tollgate(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("TOLLGATE_GRPC_LISTEN", "127.0.0.1:0"));
+    assert!(!output.status.success());
+    let output = run(tollgate(dir.path()).args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        "redis://u:hunter2@127.0.0.1:6379",
+    ]));
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(err.contains("Redis store is not built"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    let output = run(tollgate(dir.path()).args(["serve", "--listen", "nowhere"]));
+    assert!(!output.status.success());
+    let output = run(tollgate(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("TOLLGATE_LOG", "loud"));
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("TOLLGATE_LOG"),
+        "{}",
+        stderr(&output)
+    );
+}
