@@ -146,14 +146,22 @@ impl ClientIp {
     }
 
     /// The client's group as a key value: `203.0.113.7`, or `2001:db8:1:2::/64`.
-    pub(crate) fn key_value(&self, parts: &Parts) -> Option<String> {
-        let group = self.group(self.resolve(parts)?);
-        let full = if group.addr().is_ipv4() { 32 } else { 128 };
-        Some(if group.prefix() == full {
-            group.addr().to_string()
+    pub(crate) fn key_value(&self, parts: &Parts) -> Option<GroupKey> {
+        Some(GroupKey(self.group(self.resolve(parts)?)))
+    }
+}
+
+/// Displays a client group as its key value: a bare address for a single host, else the network.
+pub(crate) struct GroupKey(Cidr);
+
+impl fmt::Display for GroupKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let full = if self.0.addr().is_ipv4() { 32 } else { 128 };
+        if self.0.prefix() == full {
+            write!(f, "{}", self.0.addr())
         } else {
-            group.to_string()
-        })
+            write!(f, "{}", self.0)
+        }
     }
 }
 
@@ -252,12 +260,20 @@ mod tests {
     fn groups_ipv6_by_prefix() {
         let mut c = config(&[]);
         let p = parts("2001:db8:1:2:aaaa::1", &[]);
-        assert_eq!(c.key_value(&p).as_deref(), Some("2001:db8:1:2::/64"));
+        assert_eq!(
+            c.key_value(&p).map(|k| k.to_string()).as_deref(),
+            Some("2001:db8:1:2::/64")
+        );
         c.set_ipv6_prefix(128);
-        assert_eq!(c.key_value(&p).as_deref(), Some("2001:db8:1:2:aaaa::1"));
+        assert_eq!(
+            c.key_value(&p).map(|k| k.to_string()).as_deref(),
+            Some("2001:db8:1:2:aaaa::1")
+        );
         c.set_ipv4_prefix(24);
         assert_eq!(
-            c.key_value(&parts("1.2.3.4", &[])).as_deref(),
+            c.key_value(&parts("1.2.3.4", &[]))
+                .map(|k| k.to_string())
+                .as_deref(),
             Some("1.2.3.0/24")
         );
     }

@@ -6,6 +6,7 @@
 //! user who sends `X-User-ID: 203.0.113.7` cannot spend that address's quota.
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use http::HeaderName;
@@ -146,51 +147,48 @@ impl Key {
 impl Source {
     fn extract(&self, parts: &Parts, client_ip: &ClientIp) -> Option<String> {
         let value = match &self.kind {
-            Kind::Header(name) => Value::Borrowed(header_str(parts, name)?),
-            Kind::ApiKey(name) => {
-                let value = header_str(parts, name)?;
-                if name == AUTHORIZATION {
-                    Value::Borrowed(bearer_token(value)?)
-                } else {
-                    Value::Borrowed(value)
-                }
+            Kind::Header(name) => header_str(parts, name)?,
+            Kind::ApiKey(name) if name == AUTHORIZATION => bearer_token(header_str(parts, name)?)?,
+            Kind::ApiKey(name) => header_str(parts, name)?,
+            Kind::Fixed(value) => value,
+            Kind::ClientIp => {
+                // Formatted straight into the key: one allocation.
+                let group = client_ip.key_value(parts)?;
+                let mut key = self.start_key(48);
+                let _ = write!(key, "{group}");
+                return Some(key);
             }
-            Kind::ClientIp => Value::Owned(client_ip.key_value(parts)?),
-            Kind::Fixed(value) => Value::Borrowed(value),
-            Kind::Fn(f) => Value::Owned(f(parts)?),
+            Kind::Fn(f) => {
+                let value = f(parts)?;
+                if self.prefix.is_empty() {
+                    return (!value.is_empty() && value.len() <= tollgate::MAX_KEY_LEN)
+                        .then_some(value);
+                }
+                return self.labelled(&value);
+            }
             Kind::Invalid(_) => return None,
         };
-        let value = value.as_str();
+        self.labelled(value)
+    }
+
+    /// `prefix:value`, or `None` if the value is empty or the key would be too long.
+    fn labelled(&self, value: &str) -> Option<String> {
         if value.is_empty() {
             return None;
         }
-        if self.prefix.is_empty() {
-            return (value.len() <= tollgate::MAX_KEY_LEN).then(|| value.to_owned());
-        }
-        let len = self.prefix.len() + 1 + value.len();
-        if len > tollgate::MAX_KEY_LEN {
-            return None;
-        }
-        let mut key = String::with_capacity(len);
-        key.push_str(&self.prefix);
-        key.push(':');
+        let mut key = self.start_key(value.len());
         key.push_str(value);
-        Some(key)
+        (key.len() <= tollgate::MAX_KEY_LEN).then_some(key)
     }
-}
 
-/// A borrowed header value or an owned computed one, so headers are copied once.
-enum Value<'a> {
-    Borrowed(&'a str),
-    Owned(String),
-}
-
-impl Value<'_> {
-    fn as_str(&self) -> &str {
-        match self {
-            Value::Borrowed(s) => s,
-            Value::Owned(s) => s,
+    /// A key holding the label, with room for `value_len` more bytes.
+    fn start_key(&self, value_len: usize) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + 1 + value_len);
+        if !self.prefix.is_empty() {
+            key.push_str(&self.prefix);
+            key.push(':');
         }
+        key
     }
 }
 
