@@ -1,0 +1,133 @@
+//! How a matched descriptor becomes a tollgate check: a policy name and an identifier.
+//!
+//! Every instance derives both from the config and the request alone, so instances sharing a
+//! store share counters:
+//!
+//! - **policy name** `envoy/<rule>/<unit>`, where `<rule>` is the rule's path as upstream names
+//!   its stats (`<domain>.<key>_<value>.<key>`, the config's values, so wildcards stay `*`), or
+//!   `<domain>.(override)` for a request's limit override. The unit is part of the name: when a
+//!   reload changes a rule's unit its counters start afresh (as upstream, whose keys carry the
+//!   window), while a changed `requests_per_unit` keeps the count.
+//! - **identifier** `<domain>|<key>=<value>|<key>=<value>...`: the request's entries in order, the
+//!   value of a `share_threshold` entry replaced by its wildcard pattern so that every matching
+//!   value shares one counter.
+//!
+//! Characters outside a small safe set are percent-encoded (`%7C` for `|`), so no two different
+//! descriptors produce the same identifier and no name contains Redis hash-tag braces. Names
+//! longer than [`MAX_NAME_LEN`] and identifiers longer than [`MAX_IDENTIFIER_LEN`] are replaced by
+//! a SHA-256 digest (the Redis store further hashes identifiers over 128 bytes on its own).
+//!
+//! With the Redis store a key reads, for example:
+//! `tollgate:envoy/rl.remote_address/minute:fixed-window:{rl|remote_address=10.0.0.1}`.
+
+use std::fmt::Write as _;
+
+use sha2::{Digest, Sha256};
+
+use crate::unit::Unit;
+
+/// Longest policy name kept readable, in bytes.
+pub const MAX_NAME_LEN: usize = 200;
+/// Longest identifier kept readable, in bytes.
+pub const MAX_IDENTIFIER_LEN: usize = 512;
+
+/// Append `text`, percent-encoding every byte outside `[A-Za-z0-9_.*/()+@,;!~-]`, so the
+/// separators `|`, `=`, `:`, `%`, the braces, spaces and control bytes never appear unencoded.
+fn push_escaped(out: &mut String, text: &str) {
+    for byte in text.bytes() {
+        let safe = byte.is_ascii_alphanumeric()
+            || matches!(
+                byte,
+                b'_' | b'.' | b'*' | b'/' | b'(' | b')' | b'+' | b'@' | b',' | b';' | b'!'
+                    | b'~' | b'-'
+            );
+        if safe {
+            out.push(char::from(byte));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+}
+
+/// The first 128 bits of SHA-256 in hex.
+fn digest(text: &str) -> String {
+    let hash = Sha256::digest(text.as_bytes());
+    let mut hex = String::with_capacity(32);
+    for byte in &hash[..16] {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+/// The policy name of a rule (see the module docs). `rule` is the rule's stats key.
+pub fn policy_name(rule: &str, unit: Unit) -> String {
+    let mut name = String::with_capacity(rule.len() + 16);
+    name.push_str("envoy/");
+    push_escaped(&mut name, rule);
+    if name.len() > MAX_NAME_LEN {
+        name = format!("envoy/#{}", digest(rule));
+    }
+    name.push('/');
+    name.push_str(unit.name());
+    name
+}
+
+/// The identifier of a request descriptor in `domain` (see the module docs). `entries` yields
+/// each entry's key and the value to count under (the request's, or a shared wildcard pattern).
+pub fn identifier<'a>(domain: &str, entries: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut id = String::with_capacity(64);
+    push_escaped(&mut id, domain);
+    let domain_len = id.len();
+    for (key, value) in entries {
+        id.push('|');
+        push_escaped(&mut id, key);
+        id.push('=');
+        push_escaped(&mut id, value);
+    }
+    if id.len() > MAX_IDENTIFIER_LEN {
+        // `|#` followed by no `=` is not the shape of any plain entry list.
+        let hashed = format!("|#{}", digest(&id[domain_len..]));
+        id.truncate(domain_len);
+        id.push_str(&hashed);
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_readable_and_safe() {
+        assert_eq!(
+            policy_name("rl.remote_address", Unit::Minute),
+            "envoy/rl.remote_address/minute"
+        );
+        assert_eq!(
+            policy_name("rl.path_/api/*", Unit::Second),
+            "envoy/rl.path_/api/*/second"
+        );
+        let odd = policy_name("rl.k_{x}|y", Unit::Hour);
+        assert!(!odd.contains(['{', '}', '|']), "{odd}");
+        let long = policy_name(&"x".repeat(300), Unit::Day);
+        assert!(long.starts_with("envoy/#") && long.ends_with("/day") && long.len() < 64);
+    }
+
+    #[test]
+    fn identifiers_are_unambiguous() {
+        let id = |entries: &[(&str, &str)]| identifier("rl", entries.iter().copied());
+        assert_eq!(
+            id(&[("remote_address", "10.0.0.1")]),
+            "rl|remote_address=10.0.0.1"
+        );
+        // A separator inside a value cannot forge a second entry.
+        assert_ne!(id(&[("a", "b|c=d")]), id(&[("a", "b"), ("c", "d")]));
+        assert_ne!(id(&[("a=b", "")]), id(&[("a", "b")]));
+        assert_ne!(id(&[("a", "%7C")]), id(&[("a", "|")]));
+        assert!(!id(&[("k", "{tag}")]).contains(['{', '}']));
+        let long = id(&[("k", &"v".repeat(1000))]);
+        assert!(long.starts_with("rl|#") && long.len() < 64, "{long}");
+        assert_ne!(long, id(&[("k", &"v".repeat(1001))]));
+    }
+}

@@ -1,0 +1,534 @@
+//! `ShouldRateLimit`: from a request's descriptors to per-descriptor statuses and an overall code.
+//!
+//! As upstream, every descriptor is counted on its own, not all-or-nothing: one descriptor over
+//! its limit does not stop the others from counting the request. For each descriptor:
+//! - no rule (unknown domain, nothing matched, a descriptor deeper or shallower than its rule, or
+//!   a rule replaced by another matched rule's `replaces`): OK, no `current_limit`;
+//! - an `unlimited` rule: OK, `limit_remaining` = `u32::MAX`, nothing counted;
+//! - a limit (the request's `limit` override, else the rule's): `hits_addend` (the descriptor's,
+//!   else the request's, 0 meaning 1) is taken from the rule's counter in one atomic store
+//!   decision. A request over the limit consumes nothing (tollgate's rule; upstream counts it
+//!   anyway). `hits_addend` larger than the limit is over limit, never an error. A descriptor
+//!   `hits_addend` of 0 (or `is_negative_hits`, which tollgate cannot refund) only looks: over
+//!   limit when not even one hit is left.
+//! - `shadow_mode`: counted and reported in the stats, but the code is OK.
+//!
+//! The overall code is OVER_LIMIT when a descriptor that is not in quota mode is over its limit,
+//! or when every quota-mode descriptor is; the global shadow mode turns it OK.
+//!
+//! A store error that reaches this service (the store wrapper's failure policy did not decide)
+//! fails the call with `UNAVAILABLE`; Envoy then applies its `failure_mode_deny` setting, just as
+//! it does when upstream's Redis call fails.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::RateLimitOverride;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
+    Code, DescriptorStatus, RateLimit,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
+use tollgate::{Algorithm, Check, Decision, Mode, Store, StoreError};
+use tonic_health::server::HealthReporter;
+
+use crate::config::{self, Config, EnvoyConfigError, Limit, Rule};
+use crate::headers::{self, HeaderSource, ResponseHeaders};
+use crate::keys::identifier;
+use crate::matching::lookup;
+use crate::stats::{RuleStats, ServiceStats, StatsRegistry};
+use crate::unit::Unit;
+
+/// Settings of the service. Each maps to an upstream environment variable where one exists.
+#[derive(Debug, Clone)]
+pub struct EnvoyOptions {
+    /// RateLimit headers in the response (upstream: `LIMIT_RESPONSE_HEADERS_ENABLED`). Off.
+    pub response_headers: ResponseHeaders,
+    /// Share of the limit past which allowed hits count as near the limit
+    /// (upstream: `NEAR_LIMIT_RATIO`). 0.8.
+    pub near_limit_ratio: f64,
+    /// Answer OK whatever the limits say, still counting (upstream: `SHADOW_MODE`). Off.
+    pub global_shadow_mode: bool,
+    /// Let several files add to one domain (upstream: `MERGE_DOMAIN_CONFIG`). Off.
+    pub merge_domains: bool,
+    /// How long the watcher waits for a burst of file events to settle before reloading.
+    pub reload_debounce: Duration,
+    /// Bound on metric series created per request value (`detailed_metric`,
+    /// `value_to_metric`, limit overrides); past it hits count on the rule's own series.
+    pub max_detailed_series: usize,
+}
+
+impl Default for EnvoyOptions {
+    fn default() -> Self {
+        EnvoyOptions {
+            response_headers: ResponseHeaders::Off,
+            near_limit_ratio: 0.8,
+            global_shadow_mode: false,
+            merge_domains: false,
+            reload_debounce: Duration::from_millis(200),
+            max_detailed_series: 10_000,
+        }
+    }
+}
+
+/// The Envoy rate limit service over a tollgate store. Cheap to clone (one `Arc`).
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use tollgate::MemoryStore;
+/// use tollgate_envoy::{EnvoyOptions, EnvoyService};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let service = EnvoyService::new(Arc::new(MemoryStore::new()), "ratelimit", EnvoyOptions::default())?;
+/// let _reloader = service.spawn_reloader()?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
+/// service.serve(listener, std::future::pending()).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct EnvoyService<S> {
+    pub(crate) shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for EnvoyService<S> {
+    fn clone(&self) -> Self {
+        EnvoyService {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// What every clone shares.
+#[derive(Debug)]
+pub(crate) struct Shared<S> {
+    store: Arc<S>,
+    pub(crate) config_dir: PathBuf,
+    pub(crate) options: EnvoyOptions,
+    config: ArcSwap<Config>,
+    registry: StatsRegistry,
+    stats: ServiceStats,
+    pub(crate) health: HealthReporter,
+    /// Serializes reloads, so an older load never replaces a newer one.
+    reload_lock: Mutex<()>,
+}
+
+/// One descriptor's plan before the store is asked.
+struct Target {
+    rule: Arc<Rule>,
+    stats: Arc<RuleStats>,
+    identifier: String,
+    hits: u64,
+    /// Look without consuming (`hits_addend` 0 or negative hits).
+    look_only: bool,
+}
+
+/// One descriptor's answer.
+struct Answer {
+    status: DescriptorStatus,
+    over_limit: bool,
+    quota_mode: bool,
+    reset_secs: u64,
+}
+
+impl<S: Store> EnvoyService<S> {
+    /// Load `config_dir` and build the service on `store`. Fails if the directory cannot be read
+    /// or a file is invalid; an empty directory is a valid config with no domains.
+    pub fn new(
+        store: Arc<S>,
+        config_dir: impl Into<PathBuf>,
+        options: EnvoyOptions,
+    ) -> Result<EnvoyService<S>, EnvoyConfigError> {
+        let config_dir = config_dir.into();
+        let registry = StatsRegistry::new(options.max_detailed_series);
+        let files = config::read_dir(&config_dir)?;
+        let loaded = config::load(&files, options.merge_domains, &registry)?;
+        registry.register(loaded.staged);
+        let stats = ServiceStats::default();
+        ServiceStats::inc(&stats.config_load_success);
+        stats
+            .domains
+            .store(loaded.config.domains.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            dir = %config_dir.display(),
+            files = files.len(),
+            domains = loaded.config.domains.len(),
+            "envoy rate limit config loaded"
+        );
+        let service = EnvoyService {
+            shared: Arc::new(Shared {
+                store,
+                config_dir,
+                options,
+                config: ArcSwap::from_pointee(loaded.config),
+                registry,
+                stats,
+                health: HealthReporter::new(),
+                reload_lock: Mutex::new(()),
+            }),
+        };
+        service.init_health();
+        Ok(service)
+    }
+
+    /// The directory the config is loaded from.
+    pub fn config_dir(&self) -> &Path {
+        &self.shared.config_dir
+    }
+
+    /// The options.
+    pub fn options(&self) -> &EnvoyOptions {
+        &self.shared.options
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.config.load_full()
+    }
+
+    /// Load the directory again and put it in force if it is valid; otherwise log the error,
+    /// count it, keep the config in force, and return the error.
+    pub fn reload(&self) -> Result<(), EnvoyConfigError> {
+        let shared = &self.shared;
+        let _serial = shared.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let loaded = config::read_dir(&shared.config_dir).and_then(|files| {
+            config::load(&files, shared.options.merge_domains, &shared.registry)
+        });
+        match loaded {
+            Ok(loaded) => {
+                shared.registry.register(loaded.staged);
+                let domains = loaded.config.domains.len();
+                shared.config.store(Arc::new(loaded.config));
+                ServiceStats::inc(&shared.stats.config_load_success);
+                shared
+                    .stats
+                    .domains
+                    .store(domains as u64, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(dir = %shared.config_dir.display(), domains, "envoy rate limit config reloaded");
+                Ok(())
+            }
+            Err(error) => {
+                ServiceStats::inc(&shared.stats.config_load_error);
+                tracing::error!(%error, "envoy rate limit config not reloaded; the previous config stays in force");
+                Err(error)
+            }
+        }
+    }
+
+    /// Append every `tollgate_envoy_…` series as Prometheus text.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.shared.stats.render(out);
+        self.shared.registry.render(out);
+    }
+
+    /// Answer one `ShouldRateLimit` request (what the gRPC method calls).
+    pub async fn check(
+        &self,
+        request: &RateLimitRequest,
+    ) -> Result<RateLimitResponse, tonic::Status> {
+        let shared = &*self.shared;
+        let targets = match self.plan(request) {
+            Ok(targets) => targets,
+            Err(status) => {
+                ServiceStats::inc(&shared.stats.invalid);
+                return Err(status);
+            }
+        };
+        let decisions = futures_util::future::join_all(
+            targets
+                .iter()
+                .map(|target| self.decide(target.as_ref())),
+        )
+        .await;
+        let mut answers = Vec::with_capacity(targets.len());
+        for (target, decision) in targets.iter().zip(decisions) {
+            match decision {
+                Ok(decision) => answers.push(self.answer(target.as_ref(), decision)),
+                Err(error) => {
+                    ServiceStats::inc(&shared.stats.store_errors);
+                    tracing::warn!(%error, domain = %request.domain, "store error answering ShouldRateLimit");
+                    return Err(tonic::Status::unavailable(format!(
+                        "rate limit store unavailable: {error}"
+                    )));
+                }
+            }
+        }
+        Ok(self.respond(&targets, answers))
+    }
+
+    /// Match every descriptor, apply `replaces`, and work out what to ask the store.
+    fn plan(&self, request: &RateLimitRequest) -> Result<Vec<Option<Target>>, tonic::Status> {
+        if request.domain.is_empty() {
+            return Err(tonic::Status::invalid_argument(
+                "rate limit domain must not be empty",
+            ));
+        }
+        if request.descriptors.is_empty() {
+            return Err(tonic::Status::invalid_argument(
+                "rate limit descriptor list must not be empty",
+            ));
+        }
+        let config = self.shared.config.load();
+        let Some(root) = config.domains.get(request.domain.as_str()) else {
+            ServiceStats::inc(&self.shared.stats.unknown_domain);
+            return Ok(request.descriptors.iter().map(|_| None).collect());
+        };
+        let mut targets = Vec::with_capacity(request.descriptors.len());
+        for (index, descriptor) in request.descriptors.iter().enumerate() {
+            let hits = match &descriptor.hits_addend {
+                Some(addend) => addend.value,
+                None => u64::from(request.hits_addend.max(1)),
+            };
+            let look_only = hits == 0 || descriptor.is_negative_hits;
+            let target = if let Some(limit) = &descriptor.limit {
+                let rule = self.override_rule(&request.domain, index, limit)?;
+                let stats = self.shared.registry.detailed(
+                    &descriptor_key(&request.domain, descriptor),
+                    &rule.stats,
+                );
+                Some(Target {
+                    identifier: identifier(
+                        &request.domain,
+                        descriptor.entries.iter().map(|e| (&*e.key, &*e.value)),
+                    ),
+                    rule,
+                    stats,
+                    hits,
+                    look_only,
+                })
+            } else {
+                lookup(
+                    &request.domain,
+                    root,
+                    &descriptor.entries,
+                    &self.shared.registry,
+                )
+                .map(|matched| Target {
+                    identifier: identifier(
+                        &request.domain,
+                        descriptor
+                            .entries
+                            .iter()
+                            .enumerate()
+                            .map(|(i, e)| (&*e.key, matched.value_of(i, e))),
+                    ),
+                    rule: matched.rule.clone(),
+                    stats: matched.stats,
+                    hits,
+                    look_only,
+                })
+            };
+            targets.push(target);
+        }
+        // `replaces`: a limit named by any matched rule's `replaces` is not applied.
+        let replaced: Vec<Box<str>> = targets
+            .iter()
+            .flatten()
+            .flat_map(|t| t.rule.replaces.iter().cloned())
+            .collect();
+        if !replaced.is_empty() {
+            for slot in &mut targets {
+                let drop = slot.as_ref().is_some_and(|t| {
+                    t.rule.limit.is_some()
+                        && !t.rule.name.is_empty()
+                        && replaced.iter().any(|name| **name == *t.rule.name)
+                });
+                if drop {
+                    *slot = None;
+                }
+            }
+        }
+        Ok(targets)
+    }
+
+    /// The rule of a request's limit override (fixed window, no shadow mode, unnamed).
+    fn override_rule(
+        &self,
+        domain: &str,
+        index: usize,
+        limit: &RateLimitOverride,
+    ) -> Result<Arc<Rule>, tonic::Status> {
+        let unit = Unit::from_proto(limit.unit).ok_or_else(|| {
+            tonic::Status::invalid_argument(format!(
+                "descriptor {index}: limit override has an unknown unit ({})",
+                limit.unit
+            ))
+        })?;
+        let stats_key = format!("{domain}.(override)");
+        let limit = Limit::new(
+            &stats_key,
+            unit,
+            limit.requests_per_unit,
+            Algorithm::FixedWindow,
+            None,
+        )
+        .map_err(|e| tonic::Status::invalid_argument(format!("descriptor {index}: {e}")))?;
+        Ok(Arc::new(Rule {
+            stats: self.shared.registry.series(&stats_key),
+            stats_key: stats_key.into(),
+            name: Arc::from(""),
+            replaces: Box::default(),
+            shadow_mode: false,
+            quota_mode: false,
+            detailed_metric: false,
+            limit: Some(limit),
+        }))
+    }
+
+    /// Ask the store about one descriptor. `None` target or no limit: nothing to ask.
+    async fn decide(&self, target: Option<&Target>) -> Result<Option<Decision>, StoreError> {
+        let Some(target) = target else {
+            return Ok(None);
+        };
+        let Some(limit) = &target.rule.limit else {
+            return Ok(None);
+        };
+        let Some(policy) = &limit.policy else {
+            // `requests_per_unit: 0`: every hit is over the limit; there is no window to report.
+            return Ok(Some(Decision::default()));
+        };
+        let check = Check {
+            name: &limit.policy_name,
+            policy,
+            key: &target.identifier,
+        };
+        let too_many = target.hits > policy.capacity();
+        if target.look_only || too_many {
+            // Look with a cost of one: "is there room left at all".
+            let mut decision = self.shared.store.decide(&[check], 1, Mode::Peek).await?;
+            let mut decision = decision.decisions.pop().unwrap_or_default();
+            if too_many {
+                decision.allowed = false;
+            }
+            return Ok(Some(decision));
+        }
+        let mut answer = self
+            .shared
+            .store
+            .decide(&[check], target.hits, Mode::Consume)
+            .await?;
+        Ok(Some(answer.decisions.pop().unwrap_or_default()))
+    }
+
+    /// Turn a decision into a status, recording the rule's stats.
+    fn answer(&self, target: Option<&Target>, decision: Option<Decision>) -> Answer {
+        let no_limit = |remaining| Answer {
+            status: DescriptorStatus {
+                code: Code::Ok as i32,
+                current_limit: None,
+                limit_remaining: remaining,
+                duration_until_reset: None,
+                quota: None,
+            },
+            over_limit: false,
+            quota_mode: false,
+            reset_secs: 0,
+        };
+        let Some(target) = target else {
+            return no_limit(0);
+        };
+        let (Some(limit), Some(decision)) = (&target.rule.limit, decision) else {
+            return no_limit(u32::MAX);
+        };
+        let rule = &target.rule;
+        if !target.look_only {
+            if decision.allowed {
+                let near = (decision.limit as f64 * self.shared.options.near_limit_ratio).floor();
+                let used = decision.limit.saturating_sub(decision.remaining);
+                target.stats.record_allowed(target.hits, used, near as u64);
+            } else {
+                target.stats.record_rejected(target.hits, rule.shadow_mode);
+            }
+        }
+        let over = !decision.allowed && !rule.shadow_mode;
+        let reset_us = if decision.allowed {
+            decision.reset_after_us
+        } else {
+            decision.reset_after_us.max(decision.retry_after_us)
+        };
+        // Whole seconds, rounded up, as upstream reports them (never 0 while a reset is due).
+        let reset_secs = reset_us.div_ceil(1_000_000);
+        Answer {
+            status: DescriptorStatus {
+                code: if over { Code::OverLimit } else { Code::Ok } as i32,
+                current_limit: Some(RateLimit {
+                    name: rule.name.to_string(),
+                    requests_per_unit: limit.requests_per_unit,
+                    unit: limit.unit.to_proto(),
+                }),
+                limit_remaining: u32::try_from(decision.remaining).unwrap_or(u32::MAX),
+                duration_until_reset: limit.policy.as_ref().map(|_| ProtoDuration {
+                    seconds: i64::try_from(reset_secs).unwrap_or(i64::MAX),
+                    nanos: 0,
+                }),
+                quota: None,
+            },
+            over_limit: over,
+            quota_mode: rule.quota_mode,
+            reset_secs,
+        }
+    }
+
+    /// The overall code, headers and counters of a request's answers.
+    fn respond(&self, targets: &[Option<Target>], answers: Vec<Answer>) -> RateLimitResponse {
+        let stats = &self.shared.stats;
+        let failed = answers.iter().any(|a| a.over_limit && !a.quota_mode);
+        let quota = answers.iter().filter(|a| a.quota_mode);
+        let quota_total = quota.clone().count();
+        let quota_failed = quota.filter(|a| a.over_limit).count();
+        let mut over = failed || (quota_total > 0 && quota_total == quota_failed);
+        if over && self.shared.options.global_shadow_mode {
+            over = false;
+            ServiceStats::inc(&stats.global_shadow_mode);
+        }
+        ServiceStats::inc(if over { &stats.over_limit } else { &stats.ok });
+        let kind = self.shared.options.response_headers;
+        let response_headers_to_add = if kind == ResponseHeaders::Off {
+            Vec::new()
+        } else {
+            let sources = targets.iter().zip(&answers).filter_map(|(target, answer)| {
+                let target = target.as_ref()?;
+                let limit = answer.status.current_limit.as_ref()?;
+                let name = if target.rule.name.is_empty() {
+                    &*target.rule.stats_key
+                } else {
+                    &*target.rule.name
+                };
+                Some(HeaderSource {
+                    name,
+                    quota: u64::from(limit.requests_per_unit),
+                    window_secs: Unit::from_proto(limit.unit).map_or(0, Unit::seconds),
+                    remaining: u64::from(answer.status.limit_remaining),
+                    reset_secs: answer.reset_secs,
+                    over_limit: answer.over_limit && !answer.quota_mode,
+                })
+            });
+            headers::choose(sources)
+                .map(|source| headers::render(kind, &source))
+                .unwrap_or_default()
+        };
+        RateLimitResponse {
+            overall_code: if over { Code::OverLimit } else { Code::Ok } as i32,
+            statuses: answers.into_iter().map(|a| a.status).collect(),
+            response_headers_to_add,
+            ..RateLimitResponse::default()
+        }
+    }
+}
+
+/// Upstream's stats key of a limit override: `<domain>.<key>_<value>.<key>...`.
+fn descriptor_key(domain: &str, descriptor: &RateLimitDescriptor) -> String {
+    let mut key = String::from(domain);
+    for entry in &descriptor.entries {
+        key.push('.');
+        key.push_str(&entry.key);
+        if !entry.value.is_empty() {
+            key.push('_');
+            key.push_str(&entry.value);
+        }
+    }
+    key
+}
