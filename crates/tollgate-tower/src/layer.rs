@@ -13,6 +13,7 @@ use crate::client_ip::{ClientIp, ForwardedHeader};
 use crate::error::BuildError;
 use crate::headers::HeaderOptions;
 use crate::key::Key;
+use crate::log_throttle::LogThrottle;
 use crate::policy_set::PolicySet;
 use crate::quota::Quota;
 use crate::route::Route;
@@ -323,6 +324,7 @@ impl<S: Store> RateLimitBuilder<S> {
                 missing_key,
                 on_store_error,
                 headers,
+                store_error_log: LogThrottle::new(),
             }),
         })
     }
@@ -388,6 +390,9 @@ pub(crate) struct Shared<S> {
     pub(crate) missing_key: MissingKey,
     pub(crate) on_store_error: OnStoreError,
     pub(crate) headers: HeaderOptions,
+    /// Store failures are logged at most once a second (keys are never logged: they may be
+    /// API keys).
+    pub(crate) store_error_log: LogThrottle,
 }
 
 impl<S> Shared<S> {

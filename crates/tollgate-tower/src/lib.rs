@@ -53,6 +53,7 @@ mod forwarded;
 pub mod headers;
 mod key;
 mod layer;
+mod log_throttle;
 mod policy_set;
 mod quota;
 mod route;

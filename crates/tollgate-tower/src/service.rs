@@ -123,12 +123,24 @@ where
         Err(LimitError::Store(error)) => {
             return match shared.on_store_error {
                 OnStoreError::FailOpen => {
-                    tracing::warn!(%error, %key, "rate limiter store failed; request let through");
+                    if let Some(suppressed) = shared.store_error_log.admit() {
+                        tracing::warn!(
+                            %error,
+                            suppressed,
+                            "rate limiter store failed; requests let through (fail open)"
+                        );
+                    }
                     let response = inner.call(req).await?;
                     Ok(response.map(ResponseBody::inner))
                 }
                 OnStoreError::FailClosed => {
-                    tracing::warn!(%error, %key, "rate limiter store failed; request refused");
+                    if let Some(suppressed) = shared.store_error_log.admit() {
+                        tracing::warn!(
+                            %error,
+                            suppressed,
+                            "rate limiter store failed; requests refused with 503 (fail closed)"
+                        );
+                    }
                     Ok(error_response(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "rate_limiter_unavailable",
@@ -139,7 +151,7 @@ where
         }
         Err(error) => {
             // The configuration was checked at build time, so this is a bug, not bad input.
-            tracing::error!(%error, %key, "rate limiter refused a check");
+            tracing::error!(%error, "rate limiter refused a check");
             return Ok(error_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
