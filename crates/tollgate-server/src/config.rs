@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
+pub use tollgate::OnError;
 use tollgate::{Algorithm, Policy, PolicyError, Rate};
 
 /// Where `tollgate serve` listens for HTTP when nothing says otherwise.
@@ -89,44 +90,6 @@ impl FromStr for LogFormat {
                 "invalid log format \"{other}\" (expected text or json)"
             )),
         }
-    }
-}
-
-/// What a failed store call decides (DESIGN §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnError {
-    /// Fail open: allow the request.
-    Allow,
-    /// Fail closed: reject the request.
-    Deny,
-    /// Decide on a local memory store with the limit divided by `instances` (the default). On
-    /// the memory store itself there is nothing more local to fall back to, so it denies.
-    #[default]
-    Local,
-}
-
-impl FromStr for OnError {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "allow" => Ok(OnError::Allow),
-            "deny" => Ok(OnError::Deny),
-            "local" => Ok(OnError::Local),
-            other => Err(format!(
-                "invalid on_error \"{other}\" (expected allow, deny or local)"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for OnError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            OnError::Allow => "allow",
-            OnError::Deny => "deny",
-            OnError::Local => "local",
-        })
     }
 }
 
@@ -312,9 +275,29 @@ fn opt_positive<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error
     }
 }
 
+fn opt_positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    match u32::deserialize(d)? {
+        0 => Err(de::Error::custom("must be at least 1")),
+        n => Ok(Some(n)),
+    }
+}
+
+fn algorithm<'de, D: Deserializer<'de>>(d: D) -> Result<Algorithm, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|_| {
+        de::Error::custom(format!(
+            "unknown algorithm \"{s}\" (expected fixed-window, sliding-log, sliding-window, token-bucket, gcra or leaky-bucket)"
+        ))
+    })
+}
+
 fn opt_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Rate>, D::Error> {
     let s = String::deserialize(d)?;
-    let rate: Rate = s.parse().map_err(de::Error::custom)?;
+    let rate: Rate = s.parse().map_err(|_| {
+        de::Error::custom(format!(
+            "invalid rate \"{s}\" (expected N/unit with unit s, min, h or d, or N/duration like 10/15m)"
+        ))
+    })?;
     if rate.limit == 0 {
         return Err(de::Error::custom(format!(
             "invalid rate \"{s}\": {}",
@@ -368,8 +351,8 @@ pub struct FileStore {
     #[serde(default, deserialize_with = "opt_parse_str")]
     pub on_error: Option<OnError>,
     /// Instances sharing the limit (divides it under `on_error: local`).
-    #[serde(default, deserialize_with = "opt_positive")]
-    pub instances: Option<u64>,
+    #[serde(default, deserialize_with = "opt_positive_u32")]
+    pub instances: Option<u32>,
     /// Bound on identifiers held by the memory store.
     #[serde(default, deserialize_with = "opt_positive")]
     pub max_keys: Option<u64>,
@@ -392,7 +375,7 @@ pub struct FilePolicy(pub Policy);
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
-    #[serde(deserialize_with = "parse_str")]
+    #[serde(deserialize_with = "algorithm")]
     algorithm: Algorithm,
     #[serde(default, deserialize_with = "opt_rate")]
     rate: Option<Rate>,
@@ -482,7 +465,7 @@ pub struct StoreSettings {
     /// What a failed store call decides.
     pub on_error: OnError,
     /// Instances sharing the limit.
-    pub instances: u64,
+    pub instances: u32,
     /// Bound on identifiers held by the memory store.
     pub max_keys: usize,
 }
@@ -665,7 +648,7 @@ envoy:
         let yaml = "policies:\n  ok: { algorithm: gcra, rate: 1/s }\n  api:\n    algorithm: gcra\n    rate: 100/fortnight\n";
         let e = parse_err(yaml);
         assert!(
-            e.starts_with("t.yaml:5: policies.api.rate: invalid rate `100/fortnight`"),
+            e.starts_with("t.yaml:5: policies.api.rate: invalid rate \"100/fortnight\""),
             "{e}"
         );
         let e = parse_err("store:\n  url: memory\n  bogus: 1\n");

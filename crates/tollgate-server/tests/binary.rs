@@ -327,7 +327,7 @@ fn config_check_names_file_line_and_field() {
     let cases = [
         (
             "policies:\n  ok: { algorithm: gcra, rate: 1/s }\n  api:\n    algorithm: gcra\n    rate: 100/fortnight\n",
-            "bad.yaml:5: policies.api.rate: invalid rate `100/fortnight`",
+            "bad.yaml:5: policies.api.rate: invalid rate \"100/fortnight\"",
         ),
         (
             "listen: 127.0.0.1:8080\nstore:\n  url: memory\n  colour: blue\n",
@@ -351,7 +351,7 @@ fn config_check_names_file_line_and_field() {
         ),
         (
             "policies:\n  api:\n    algorithm: quantum\n    rate: 5/s\n",
-            "bad.yaml:3: policies.api.algorithm: unknown algorithm `quantum`",
+            "bad.yaml:3: policies.api.algorithm: unknown algorithm \"quantum\"",
         ),
         (
             "policies:\n  api:\n    algorithm: gcra\n",
@@ -363,7 +363,7 @@ fn config_check_names_file_line_and_field() {
         ),
         (
             "store:\n  on_error: maybe\n",
-            "bad.yaml:2: store.on_error: invalid on_error \"maybe\"",
+            "bad.yaml:2: store.on_error: unknown on_error `maybe`",
         ),
         (
             "store:\n  url: postgres://x\n",
