@@ -448,6 +448,20 @@ async fn bodies_over_64_kib_get_413() {
     );
     assert!(raw.contains("body_too_large"));
 
+    // A client that waits for `100 Continue` is answered without sending its body.
+    let raw = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let head = "POST /v1/check HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 2097152\r\nExpect: 100-continue\r\n\r\n";
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        String::from_utf8_lossy(&response).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
+
     assert_eq!(server.get("/health").await.status, 200);
     server.stop().await;
 }

@@ -41,7 +41,12 @@ pub async fn read_json(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiErro
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        if declared.is_some_and(|n| n <= MAX_DRAIN_BYTES) {
+        // A client waiting for `100 Continue` has sent nothing yet: answer without asking for
+        // the body. Otherwise the body is on its way; take it off the wire if it is not huge.
+        let expects_continue = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !expects_continue && declared.is_some_and(|n| n <= MAX_DRAIN_BYTES) {
             drain(body, 0).await;
         }
         return Err(too_large());
