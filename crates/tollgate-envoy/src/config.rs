@@ -271,10 +271,9 @@ pub fn load(
         }
         let exists = config.domains.contains_key(root.domain.as_str());
         if exists && !merge_domains {
-            return Err(builder.invalid(format!(
-                "duplicate domain '{}' in config file",
-                root.domain
-            )));
+            return Err(
+                builder.invalid(format!("duplicate domain '{}' in config file", root.domain))
+            );
         }
         let node = config
             .domains
@@ -333,9 +332,7 @@ impl Builder<'_> {
             };
             let path = format!("{parent}{composite}");
             if node.children.contains_key(composite.as_str()) {
-                return Err(self.invalid(format!(
-                    "duplicate descriptor composite key '{path}'"
-                )));
+                return Err(self.invalid(format!("duplicate descriptor composite key '{path}'")));
             }
             if descriptor.metadata.is_some() {
                 tracing::debug!(file = self.file, descriptor = %path, "`metadata` is accepted and not used by tollgate");
@@ -375,7 +372,9 @@ impl Builder<'_> {
         let unit = Unit::from_config(&rate_limit.unit);
         let limit = if rate_limit.unlimited {
             if unit.is_some() {
-                return Err(self.invalid("should not specify rate limit unit when unlimited".into()));
+                return Err(
+                    self.invalid("should not specify rate limit unit when unlimited".into())
+                );
             }
             if rate_limit.algorithm.is_some() || rate_limit.burst.is_some() {
                 return Err(self.invalid(format!(
@@ -385,10 +384,7 @@ impl Builder<'_> {
             None
         } else {
             let Some(unit) = unit else {
-                return Err(self.invalid(format!(
-                    "invalid rate limit unit '{}'",
-                    rate_limit.unit
-                )));
+                return Err(self.invalid(format!("invalid rate limit unit '{}'", rate_limit.unit)));
             };
             let algorithm = match &rate_limit.algorithm {
                 Some(name) => name

@@ -33,7 +33,9 @@ impl<S: Store> RateLimitService for EnvoyService<S> {
         &self,
         request: tonic::Request<RateLimitRequest>,
     ) -> Result<tonic::Response<RateLimitResponse>, tonic::Status> {
-        self.check(request.get_ref()).await.map(tonic::Response::new)
+        self.check(request.get_ref())
+            .await
+            .map(tonic::Response::new)
     }
 }
 

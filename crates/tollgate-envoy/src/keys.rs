@@ -38,8 +38,18 @@ fn push_escaped(out: &mut String, text: &str) {
         let safe = byte.is_ascii_alphanumeric()
             || matches!(
                 byte,
-                b'_' | b'.' | b'*' | b'/' | b'(' | b')' | b'+' | b'@' | b',' | b';' | b'!'
-                    | b'~' | b'-'
+                b'_' | b'.'
+                    | b'*'
+                    | b'/'
+                    | b'('
+                    | b')'
+                    | b'+'
+                    | b'@'
+                    | b','
+                    | b';'
+                    | b'!'
+                    | b'~'
+                    | b'-'
             );
         if safe {
             out.push(char::from(byte));

@@ -82,7 +82,7 @@ pub fn lookup<'c>(
                 .find(|w| w.matches(&composite))
                 .and_then(|w| {
                     let child = node.children.get(&w.composite)?;
-                    Some((How::Wildcard(&*w.composite), child))
+                    Some((How::Wildcard(&w.composite), child))
                 });
         }
         if next.is_none() {

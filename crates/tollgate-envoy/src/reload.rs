@@ -39,17 +39,18 @@ impl<S: Store> EnvoyService<S> {
             source,
         };
         let (changed, mut changes) = mpsc::unbounded_channel::<()>();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            match event {
-                // Reading the files (our own reload among them) is not a change.
-                Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
-                Ok(_) => {
-                    let _ = changed.send(());
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                match event {
+                    // Reading the files (our own reload among them) is not a change.
+                    Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
+                    Ok(_) => {
+                        let _ = changed.send(());
+                    }
+                    Err(error) => tracing::warn!(%error, "config directory watch error"),
                 }
-                Err(error) => tracing::warn!(%error, "config directory watch error"),
-            }
-        })
-        .map_err(watch_error)?;
+            })
+            .map_err(watch_error)?;
         watcher
             .watch(&dir, RecursiveMode::NonRecursive)
             .map_err(watch_error)?;

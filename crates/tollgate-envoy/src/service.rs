@@ -149,9 +149,10 @@ impl<S: Store> EnvoyService<S> {
         registry.register(loaded.staged);
         let stats = ServiceStats::default();
         ServiceStats::inc(&stats.config_load_success);
-        stats
-            .domains
-            .store(loaded.config.domains.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        stats.domains.store(
+            loaded.config.domains.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         tracing::info!(
             dir = %config_dir.display(),
             files = files.len(),
@@ -194,9 +195,8 @@ impl<S: Store> EnvoyService<S> {
     pub fn reload(&self) -> Result<(), EnvoyConfigError> {
         let shared = &self.shared;
         let _serial = shared.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let loaded = config::read_dir(&shared.config_dir).and_then(|files| {
-            config::load(&files, shared.options.merge_domains, &shared.registry)
-        });
+        let loaded = config::read_dir(&shared.config_dir)
+            .and_then(|files| config::load(&files, shared.options.merge_domains, &shared.registry));
         match loaded {
             Ok(loaded) => {
                 shared.registry.register(loaded.staged);
@@ -238,9 +238,7 @@ impl<S: Store> EnvoyService<S> {
             }
         };
         let decisions = futures_util::future::join_all(
-            targets
-                .iter()
-                .map(|target| self.decide(target.as_ref())),
+            targets.iter().map(|target| self.decide(target.as_ref())),
         )
         .await;
         let mut answers = Vec::with_capacity(targets.len());
@@ -285,10 +283,10 @@ impl<S: Store> EnvoyService<S> {
             let look_only = hits == 0 || descriptor.is_negative_hits;
             let target = if let Some(limit) = &descriptor.limit {
                 let rule = self.override_rule(&request.domain, index, limit)?;
-                let stats = self.shared.registry.detailed(
-                    &descriptor_key(&request.domain, descriptor),
-                    &rule.stats,
-                );
+                let stats = self
+                    .shared
+                    .registry
+                    .detailed(&descriptor_key(&request.domain, descriptor), &rule.stats);
                 Some(Target {
                     identifier: identifier(
                         &request.domain,

@@ -69,7 +69,10 @@ impl RuleStats {
 /// Stat names in render order, matching [`RuleStats::snapshot`].
 const RULE_STATS: [(&str, &str); 5] = [
     ("total_hits", "Hits of requests that matched the rule."),
-    ("over_limit", "Hits over the rule's limit (shadow mode included)."),
+    (
+        "over_limit",
+        "Hits over the rule's limit (shadow mode included).",
+    ),
     (
         "near_limit",
         "Allowed hits past the near-limit ratio of the rule's limit.",

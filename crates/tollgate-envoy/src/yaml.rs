@@ -10,8 +10,8 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 
 /// One file: one domain and its descriptors.
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,77 @@
+//! Every scenario of `common/scenarios.rs` over the real gRPC server on the memory store.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::scenarios;
+use tollgate::MemoryStore;
+
+fn store() -> Arc<MemoryStore> {
+    Arc::new(MemoryStore::new())
+}
+
+macro_rules! on_memory {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                scenarios::$name(store()).await;
+            }
+        )*
+    };
+}
+
+on_memory!(
+    exact_match,
+    wildcard_and_key_only_precedence,
+    nested_depth,
+    shadow_mode,
+    replaces,
+    hits_addend,
+    limit_override,
+    several_descriptors,
+    unknown_and_invalid,
+    unlimited_and_zero,
+    algorithm_extension,
+    quota_mode,
+    response_headers,
+    reload,
+    health,
+);
+
+/// All scenarios at once on one shared store: unique domains keep them apart.
+#[tokio::test]
+async fn scenarios_share_one_store() {
+    let shared = store();
+    scenarios::exact_match(shared.clone()).await;
+    scenarios::exact_match(shared.clone()).await;
+    scenarios::hits_addend(shared).await;
+}
+
+/// A store error that reaches the service is UNAVAILABLE (Envoy's `failure_mode_deny` then
+/// decides). A memory store bounded to one identifier fails the second with `Full`.
+#[tokio::test]
+async fn store_errors_are_unavailable() {
+    let bounded = Arc::new(MemoryStore::with_options(tollgate::Clock::System, 1));
+    let h = common::start(
+        bounded,
+        &[("e.yaml", "domain: e-{d}\ndescriptors:\n  - key: k\n    rate_limit: { unit: hour, requests_per_unit: 5 }\n")],
+        tollgate_envoy::EnvoyOptions::default(),
+    )
+    .await;
+    let (_, first) = h.one("e", common::desc(&[("k", "a")])).await;
+    assert_eq!(first.limit_remaining, 4);
+    let second = h
+        .call(common::request(
+            &h.domain("e"),
+            vec![common::desc(&[("k", "b")])],
+            0,
+        ))
+        .await;
+    assert_eq!(second.unwrap_err().code(), tonic::Code::Unavailable);
+    assert_eq!(
+        h.metric("tollgate_envoy_request_errors_total{kind=\"store\"}"),
+        Some(1)
+    );
+}
