@@ -275,6 +275,26 @@ fn opt_positive<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error
     }
 }
 
+fn opt_admin_token<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AdminToken>, D::Error> {
+    let token = String::deserialize(d)?;
+    AdminToken::new(token).map(Some).ok_or_else(|| {
+        de::Error::custom("must not be empty (remove the key to leave /v1/reset open)")
+    })
+}
+
+/// A key prefix: it starts every key in a shared store, so no spaces, control bytes, or the
+/// braces that delimit Redis Cluster hash tags.
+fn opt_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let prefix = String::deserialize(d)?;
+    let valid = |c: char| !c.is_whitespace() && !c.is_control() && c != '{' && c != '}';
+    if prefix.is_empty() || prefix.len() > 64 || !prefix.chars().all(valid) {
+        return Err(de::Error::custom(format!(
+            "invalid prefix \"{prefix}\" (1 to 64 characters, no spaces, control characters or braces)"
+        )));
+    }
+    Ok(Some(prefix))
+}
+
 fn opt_positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     match u32::deserialize(d)? {
         0 => Err(de::Error::custom("must be at least 1")),
@@ -327,8 +347,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub envoy: Option<FileEnvoy>,
     /// Bearer token required by `POST /v1/reset`.
-    #[serde(default)]
-    pub admin_token: Option<String>,
+    #[serde(default, deserialize_with = "opt_admin_token")]
+    pub admin_token: Option<AdminToken>,
     /// `text` or `json`.
     #[serde(default, deserialize_with = "opt_parse_str")]
     pub log: Option<LogFormat>,
@@ -342,7 +362,7 @@ pub struct FileStore {
     #[serde(default, deserialize_with = "opt_parse_str")]
     pub url: Option<StoreUrl>,
     /// Key prefix in shared stores.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_prefix")]
     pub prefix: Option<String>,
     /// Store call timeout.
     #[serde(default, deserialize_with = "opt_duration")]
@@ -589,9 +609,7 @@ impl Settings {
             },
             policies,
             envoy_config_dir: file.envoy.and_then(|e| e.config_dir),
-            admin_token: overrides
-                .admin_token
-                .or_else(|| file.admin_token.and_then(AdminToken::new)),
+            admin_token: overrides.admin_token.or(file.admin_token),
             log: overrides.log.or(file.log).unwrap_or_default(),
         }
     }
@@ -680,6 +698,16 @@ envoy:
         assert!(e.contains("invalid policy name \"a b\""), "{e}");
         let e = parse_err("listen: nowhere\n");
         assert!(e.starts_with("t.yaml:1: listen: invalid address"), "{e}");
+        let e = parse_err("admin_token: \"\"\n");
+        assert!(
+            e.starts_with("t.yaml:1: admin_token: must not be empty"),
+            "{e}"
+        );
+        let e = parse_err("store:\n  prefix: \"a{b}\"\n");
+        assert!(
+            e.starts_with("t.yaml:2: store.prefix: invalid prefix"),
+            "{e}"
+        );
         let e = parse_err("store:\n  timeout: 0s\n");
         assert!(e.starts_with("t.yaml:2: store.timeout: duration"), "{e}");
     }
