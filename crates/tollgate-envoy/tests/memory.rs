@@ -38,6 +38,7 @@ on_memory!(
     response_headers,
     reload,
     health,
+    detailed_metrics,
 );
 
 /// All scenarios at once on one shared store: unique domains keep them apart.

@@ -690,3 +690,47 @@ pub async fn health<S: Store>(store: Arc<S>) {
         .into_inner();
     assert_eq!(response.status, ServingStatus::NotServing as i32);
 }
+
+/// `detailed_metric` and `value_to_metric` name series after the request's values, as upstream.
+pub async fn detailed_metrics<S: Store>(store: Arc<S>) {
+    let h = start(
+        store,
+        &[(
+            "dm.yaml",
+            r#"
+domain: dm-{d}
+descriptors:
+  - key: user
+    detailed_metric: true
+    rate_limit: { unit: hour, requests_per_unit: 10 }
+  - key: route
+    value: api*
+    value_to_metric: true
+    descriptors:
+      - key: method
+        rate_limit: { unit: hour, requests_per_unit: 10 }
+  - key: plain
+    rate_limit: { unit: hour, requests_per_unit: 10 }
+"#,
+        )],
+        EnvoyOptions::default(),
+    )
+    .await;
+    let d = h.domain("dm");
+    h.one("dm", desc(&[("user", "alice")])).await;
+    h.one("dm", desc(&[("user", "alice")])).await;
+    h.one("dm", desc(&[("route", "api/v1"), ("method", "GET")]))
+        .await;
+    h.one("dm", desc(&[("plain", "x")])).await;
+    h.one("dm", desc(&[("plain", "y")])).await;
+    let hits = |rule: &str| {
+        h.metric(&format!(
+            "tollgate_envoy_rule_total_hits_total{{rule=\"{d}.{rule}\"}}"
+        ))
+    };
+    assert_eq!(hits("user_alice"), Some(2));
+    assert_eq!(hits("user"), Some(0), "the rule's own series stays");
+    assert_eq!(hits("route_api/v1.method"), Some(1));
+    assert_eq!(hits("plain"), Some(2));
+    assert_eq!(hits("plain_x"), None);
+}
