@@ -94,7 +94,7 @@ impl Server {
         tracing::info!(
             listen = %addr,
             store = %self.service.store(),
-            on_error = self.settings.store.on_error.name(),
+            on_error = %self.settings.store.on_error.name(),
             policies = %policies.join(","),
             config = %self.settings.config_file.as_ref().map_or("(none)".into(), |p| p.display().to_string()),
             "tollgate listening"

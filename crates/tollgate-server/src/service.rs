@@ -243,7 +243,7 @@ impl Service {
         self.metrics.record_store_error(error);
         let second = self.started.elapsed().as_secs();
         if self.last_store_warning.swap(second, Ordering::Relaxed) != second {
-            tracing::warn!(%error, on_error = self.on_error.name(), "store call failed; deciding degraded");
+            tracing::warn!(%error, on_error = %self.on_error.name(), "store call failed; deciding degraded");
         }
     }
 }
