@@ -276,3 +276,30 @@ async fn a_full_store_applies_on_error_and_marks_degraded() {
         server.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checks_of_one_key_never_overshoot() {
+    let server = std::sync::Arc::new(TestServer::start(TEN_OF_EACH).await);
+    for policy in ["fixed", "log", "sliding", "bucket", "gcra"] {
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let server = server.clone();
+                tokio::spawn(async move {
+                    server
+                        .check(json!({"policy": policy, "key": "race"}))
+                        .await
+                        .json["allowed"]
+                        == true
+                })
+            })
+            .collect();
+        let mut allowed = 0;
+        for task in tasks {
+            allowed += usize::from(task.await.unwrap());
+        }
+        assert_eq!(
+            allowed, 10,
+            "{policy}: {allowed} of 40 concurrent checks allowed"
+        );
+    }
+}
