@@ -5,27 +5,22 @@
 //! - Cluster (`redis+cluster://`, `rediss+cluster://`): the async cluster client, which
 //!   follows `MOVED`/`ASK` and refreshes its slot map after failovers;
 //! - Sentinel (`redis+sentinel://`, `rediss+sentinel://`): [`SentinelMaster`], a multiplexed
-//!   connection to the master the Sentinels name, asked again after connection or `READONLY`
-//!   errors (the client's own Sentinel connection never moves to a new master).
+//!   connection to the master the Sentinels name, resolved again after connection or
+//!   `READONLY` errors.
 //!
 //! Every topology connects lazily: a store can be built while Redis is down and starts working
 //! when it comes up.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{
-    AsyncConnectionConfig, ConnectionAddr, FromRedisValue, RedisError, RedisResult,
-    ScriptInvocation, TlsCertificates, TlsMode,
-};
+use redis::{FromRedisValue, RedisResult, ScriptInvocation, TlsCertificates};
 
 use crate::error::RedisStoreError;
+use crate::sentinel::SentinelMaster;
 
 /// Files for TLS beyond the system's root certificates.
 #[derive(Debug, Clone, Default)]
@@ -174,195 +169,16 @@ impl LazyCluster {
     }
 }
 
-/// A multiplexed connection to the current Sentinel-named master.
-///
-/// After a failover the old connection fails (connection errors, or `READONLY` once the old
-/// master comes back as a replica); the connection of that generation is then dropped and the
-/// next call asks the Sentinels again. A call refused with `READONLY` did not write anything, so
-/// it is retried once on the new master; a call that failed on a broken connection is not
-/// retried (it may have run) and reports the error.
-pub(crate) struct SentinelMaster {
-    client: tokio::sync::Mutex<SentinelClient>,
-    current: Mutex<Option<(u64, MultiplexedConnection)>>,
-    generation: AtomicU64,
-    config: AsyncConnectionConfig,
-}
-
-impl SentinelMaster {
-    fn build(
-        rest: &str,
-        tls: bool,
-        certificates: Option<TlsCertificates>,
-        options: &ConnectOptions,
-    ) -> Result<Self, String> {
-        let multi = MultiHost::parse(rest)?;
-        let mut path = multi.path.trim_start_matches('/').split('/');
-        let master = path
-            .next()
-            .filter(|m| !m.is_empty())
-            .ok_or("missing the master name: redis+sentinel://host:port,.../<master-name>")?;
-        let db = match path.next() {
-            Some(db) if !db.is_empty() => Some(
-                db.parse::<i64>()
-                    .map_err(|_| format!("database `{db}` is not a number"))?,
-            ),
-            _ => None,
-        };
-        let addrs = multi
-            .hosts
-            .iter()
-            .map(|host| {
-                let (h, p) = host
-                    .rsplit_once(':')
-                    .ok_or_else(|| format!("sentinel `{host}` needs a port"))?;
-                let port = p
-                    .parse::<u16>()
-                    .map_err(|_| format!("bad port in `{host}`"))?;
-                let h = h.trim_start_matches('[').trim_end_matches(']').to_owned();
-                Ok(if tls {
-                    ConnectionAddr::TcpTls {
-                        host: h,
-                        port,
-                        insecure: false,
-                        tls_params: None,
-                    }
-                } else {
-                    ConnectionAddr::Tcp(h, port)
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        let mut builder = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)
-            .map_err(|e| e.to_string())?;
-        if let Some(db) = db {
-            builder = builder.set_client_to_redis_db(db);
-        }
-        let (user, password) = multi.credentials()?;
-        if let Some(user) = user {
-            builder = builder.set_client_to_redis_username(user);
-        }
-        if let Some(password) = password {
-            builder = builder.set_client_to_redis_password(password);
-        }
-        if let Some(user) = &options.sentinel_username {
-            builder = builder.set_client_to_sentinel_username(user);
-        }
-        if let Some(password) = &options.sentinel_password {
-            builder = builder.set_client_to_sentinel_password(password);
-        }
-        if tls {
-            builder = builder
-                .set_client_to_redis_tls_mode(TlsMode::Secure)
-                .set_client_to_sentinel_tls_mode(TlsMode::Secure);
-            if let Some(certs) = certificates {
-                builder = builder
-                    .set_client_to_redis_certificates(certs.clone())
-                    .set_client_to_sentinel_certificates(certs);
-            }
-        }
-        let client = builder.build().map_err(|e| e.to_string())?;
-        Ok(SentinelMaster {
-            client: tokio::sync::Mutex::new(client),
-            current: Mutex::new(None),
-            generation: AtomicU64::new(0),
-            config: AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(options.connect_timeout))
-                .set_response_timeout(Some(options.response_timeout)),
-        })
-    }
-
-    fn cached(&self) -> Option<(u64, MultiplexedConnection)> {
-        self.current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// The current master's connection, asking the Sentinels when there is none.
-    async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
-        if let Some(current) = self.cached() {
-            return Ok(current);
-        }
-        // One caller asks the Sentinels; the others wait and take its connection.
-        let mut client = self.client.lock().await;
-        if let Some(current) = self.cached() {
-            return Ok(current);
-        }
-        let connection = client
-            .get_async_connection_with_config(&self.config)
-            .await?;
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((generation, connection.clone()));
-        Ok((generation, connection))
-    }
-
-    /// Forget the connection of `generation` if it is still the current one.
-    fn invalidate(&self, generation: u64) {
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
-            *current = None;
-        }
-    }
-
-    async fn invoke<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> RedisResult<T> {
-        let (generation, mut connection) = self.connection().await?;
-        match invocation.invoke_async(&mut connection).await {
-            Err(e) if is_read_only(&e) => {
-                self.invalidate(generation);
-                let (_, mut connection) = self.connection().await?;
-                invocation.invoke_async(&mut connection).await
-            }
-            Err(e) => {
-                if is_connection_error(&e) {
-                    self.invalidate(generation);
-                }
-                Err(e)
-            }
-            ok => ok,
-        }
-    }
-
-    async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> RedisResult<T> {
-        let (generation, mut connection) = self.connection().await?;
-        match command.query_async(&mut connection).await {
-            Err(e) if is_read_only(&e) => {
-                self.invalidate(generation);
-                let (_, mut connection) = self.connection().await?;
-                command.query_async(&mut connection).await
-            }
-            Err(e) => {
-                if is_connection_error(&e) {
-                    self.invalidate(generation);
-                }
-                Err(e)
-            }
-            ok => ok,
-        }
-    }
-}
-
-/// A write refused by a replica: the master moved.
-fn is_read_only(e: &RedisError) -> bool {
-    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
-        || e.code() == Some("READONLY")
-        || e.to_string().contains("READONLY")
-}
-
-/// The connection is unusable: ask the Sentinels again next time.
-fn is_connection_error(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
-}
-
 /// `[user[:password]@]host:port,host:port[/path]` of the multi-host schemes.
-struct MultiHost<'a> {
+pub(crate) struct MultiHost<'a> {
     /// `user:password@` as given (empty when absent), prefixed to each node URL.
-    userinfo: &'a str,
-    hosts: Vec<&'a str>,
-    path: &'a str,
+    pub(crate) userinfo: &'a str,
+    pub(crate) hosts: Vec<&'a str>,
+    pub(crate) path: &'a str,
 }
 
 impl<'a> MultiHost<'a> {
-    fn parse(rest: &'a str) -> Result<Self, String> {
+    pub(crate) fn parse(rest: &'a str) -> Result<Self, String> {
         let (authority, path) = match rest.find('/') {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
@@ -383,7 +199,7 @@ impl<'a> MultiHost<'a> {
     }
 
     /// User and password from the userinfo, percent-decoded.
-    fn credentials(&self) -> Result<(Option<String>, Option<String>), String> {
+    pub(crate) fn credentials(&self) -> Result<(Option<String>, Option<String>), String> {
         let info = self.userinfo.trim_end_matches('@');
         if info.is_empty() {
             return Ok((None, None));

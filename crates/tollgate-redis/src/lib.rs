@@ -29,6 +29,7 @@ mod connection;
 mod error;
 pub mod keys;
 pub mod script;
+mod sentinel;
 mod store;
 
 pub use connection::{TlsFiles, redact};

@@ -29,6 +29,8 @@ impl RedisCluster {
         let config = [
             ("save", String::new()),
             ("appendonly", "no".into()),
+            // Replicas sync at once instead of after the default 5 s wait for more replicas.
+            ("repl-diskless-sync-delay", "0".into()),
             ("cluster-enabled", "yes".into()),
             ("cluster-config-file", "nodes.conf".into()),
             ("cluster-node-timeout", NODE_TIMEOUT_MS.to_string()),

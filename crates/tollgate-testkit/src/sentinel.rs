@@ -28,7 +28,12 @@ impl RedisSentinel {
     /// Start the master, the replica and three Sentinels; wait until the replica is in sync
     /// and every Sentinel knows the replica and the two other Sentinels.
     pub fn start() -> Result<RedisSentinel, Error> {
-        let base = [("save", String::new()), ("appendonly", "no".into())];
+        let base = [
+            ("save", String::new()),
+            ("appendonly", "no".into()),
+            // Replicas sync at once instead of after the default 5 s wait for more replicas.
+            ("repl-diskless-sync-delay", "0".into()),
+        ];
         let master = RedisNode::start(Role::Server, "sentinel-master", &base)?;
         let mut replica_config = base.to_vec();
         replica_config.push(("replicaof", format!("127.0.0.1 {}", master.port())));
