@@ -32,7 +32,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
-use tollgate::{Algorithm, Check, Decision, Mode, Store, StoreError};
+use tollgate::{Algorithm, Check, Decision, Mode, Store, StoreDecision, StoreError};
 use tonic_health::server::HealthReporter;
 
 use crate::config::{self, Config, EnvoyConfigError, Limit, Rule};
@@ -396,8 +396,8 @@ impl<S: Store> EnvoyService<S> {
         let too_many = target.hits > policy.capacity();
         if target.look_only || too_many {
             // Look with a cost of one: "is there room left at all".
-            let mut decision = self.shared.store.decide(&[check], 1, Mode::Peek).await?;
-            let mut decision = decision.decisions.pop().unwrap_or_default();
+            let mut looked = self.shared.store.decide(&[check], 1, Mode::Peek).await?;
+            let mut decision = first(&mut looked)?;
             if too_many {
                 decision.allowed = false;
             }
@@ -408,7 +408,7 @@ impl<S: Store> EnvoyService<S> {
             .store
             .decide(&[check], target.hits, Mode::Consume)
             .await?;
-        Ok(Some(answer.decisions.pop().unwrap_or_default()))
+        first(&mut answer).map(Some)
     }
 
     /// Turn a decision into a status, recording the rule's stats.
@@ -515,6 +515,14 @@ impl<S: Store> EnvoyService<S> {
             ..RateLimitResponse::default()
         }
     }
+}
+
+/// The one decision of a one-check store answer.
+fn first(answer: &mut StoreDecision) -> Result<Decision, StoreError> {
+    answer
+        .decisions
+        .pop()
+        .ok_or_else(|| StoreError::Protocol("no decision for one check".into()))
 }
 
 /// Upstream's stats key of a limit override: `<domain>.<key>_<value>.<key>...`.
