@@ -78,10 +78,14 @@ impl Connection {
                     None => redis::Client::open(url),
                 }
                 .map_err(|e| invalid(e.to_string()))?;
+                // Few retries per reconnection: every call that finds the connection broken
+                // starts another, so a long retry series would only make failures slow.
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(options.connect_timeout))
                     .set_response_timeout(Some(options.response_timeout))
-                    .set_max_delay(Duration::from_secs(1));
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(500));
                 let manager = ConnectionManager::new_lazy_with_config(client, config)
                     .map_err(|e| invalid(e.to_string()))?;
                 Ok(Connection::Single(manager))
