@@ -4,7 +4,10 @@
 //! symlink, is several events): the directory is reloaded once the events have been quiet for
 //! [`EnvoyOptions::reload_debounce`](crate::EnvoyOptions::reload_debounce). A valid config is
 //! swapped in atomically (requests in flight finish on the config they started with); an invalid
-//! one is logged and counted, and the config in force stays.
+//! one is logged and counted, and the config in force stays. A symlink swapped above the
+//! directory (so the path now leads elsewhere) is noticed within [`RETARGET_CHECK`].
+
+use std::time::Duration;
 
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
@@ -17,7 +20,7 @@ use crate::service::EnvoyService;
 /// A running watcher. Dropping it stops watching.
 #[derive(Debug)]
 pub struct Reloader {
-    _watcher: notify::RecommendedWatcher,
+    /// The task owning the file watcher.
     task: JoinHandle<()>,
 }
 
@@ -56,14 +59,30 @@ impl<S: Store> EnvoyService<S> {
             .map_err(watch_error)?;
         let service = self.clone();
         let debounce = self.options().reload_debounce;
+        // The directory the path leads to now: a symlink above it may be swapped to another.
+        let mut target = std::fs::canonicalize(&dir).ok();
         let task = runtime.spawn(async move {
-            while changes.recv().await.is_some() {
-                // Wait until no event arrived for `debounce`.
-                loop {
-                    match tokio::time::timeout(debounce, changes.recv()).await {
-                        Ok(Some(())) => continue,
-                        Ok(None) => return,
-                        Err(_quiet) => break,
+            let mut retarget = tokio::time::interval(RETARGET_CHECK);
+            retarget.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    event = changes.recv() => {
+                        if event.is_none() || !settle(&mut changes, debounce).await {
+                            return;
+                        }
+                    }
+                    _ = retarget.tick() => {
+                        let now = std::fs::canonicalize(service.config_dir()).ok();
+                        if now == target {
+                            continue;
+                        }
+                        target = now;
+                        // Watch the new directory; the old one's events no longer matter.
+                        let dir = service.config_dir();
+                        let _ = watcher.unwatch(dir);
+                        if let Err(error) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+                            tracing::warn!(%error, dir = %dir.display(), "cannot watch the config directory");
+                        }
                     }
                 }
                 let service = service.clone();
@@ -73,9 +92,21 @@ impl<S: Store> EnvoyService<S> {
             }
         });
         tracing::info!(dir = %dir.display(), "watching the envoy rate limit config for changes");
-        Ok(Reloader {
-            _watcher: watcher,
-            task,
-        })
+        Ok(Reloader { task })
+    }
+}
+
+/// How often the watcher checks whether the config path now leads to another directory
+/// (upstream's `RUNTIME_WATCH_ROOT` style: a symlink above the directory swapped atomically).
+pub const RETARGET_CHECK: Duration = Duration::from_secs(1);
+
+/// Wait until no event arrived for `debounce`. False if the watcher is gone.
+async fn settle(changes: &mut mpsc::UnboundedReceiver<()>, debounce: Duration) -> bool {
+    loop {
+        match tokio::time::timeout(debounce, changes.recv()).await {
+            Ok(Some(())) => continue,
+            Ok(None) => return false,
+            Err(_quiet) => return true,
+        }
     }
 }
