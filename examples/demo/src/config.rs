@@ -68,7 +68,10 @@ impl Settings {
             None => DEFAULT_PORT,
         };
         let host = match get("HOST")? {
-            Some(h) => h.trim().parse::<IpAddr>().map_err(|_| ConfigError::Host(h))?,
+            Some(h) => h
+                .trim()
+                .parse::<IpAddr>()
+                .map_err(|_| ConfigError::Host(h))?,
             None => IpAddr::V4(Ipv4Addr::LOCALHOST),
         };
         let addr = SocketAddr::new(host, port);
