@@ -1,10 +1,10 @@
 -- The arithmetic token bucket (code 4) and GCRA (code 5) share (bucket.rs): one token is P
 -- units and one microsecond refills L units, so the capacity is B*P units and refill never
 -- loses a fraction. `used` is the units taken at `now`.
--- Returns allowed, remaining, reset_after_us, retry_after_us, and the units taken after the
--- request when it consumes.
+-- Returns allowed, remaining, reset_after_us, retry_after_us, and — when `consume` and
+-- allowed — the units taken after the request.
 local function bucket(used, cost, consume, limit, period, capacity)
-  -- room and need instead of used + need vs full: no sum can pass 2^53.
+  -- room and need rather than used + need against full: no sum can pass 2^53.
   local room = capacity * period - used
   local need = cost * period
   if need <= room then
