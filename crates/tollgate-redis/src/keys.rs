@@ -107,6 +107,8 @@ mod tests {
         assert_ne!(hash_tag("a{b"), hash_tag("a}b"));
         // SHA-256("{x}") starts with these 16 bytes: the form is fixed across versions.
         assert_eq!(hash_tag("{x}"), "h:d3ebeaf9670d728f594bccba06375837");
+        // The README's example.
+        assert_eq!(hash_tag("alice{x}"), "h:f2a10a424f921fe059dda0c2b9c3bd61");
     }
 
     #[test]
