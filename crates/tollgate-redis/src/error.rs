@@ -23,6 +23,9 @@ pub enum RedisStoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The store was created outside a Tokio runtime, which its connections run on.
+    #[error("a RedisStore must be created inside a Tokio runtime")]
+    NoRuntime,
     /// Redis refused or failed the connection (or the first command on it).
     #[error("connecting to Redis at {url}: {source}")]
     Connect {

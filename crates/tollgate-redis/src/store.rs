@@ -112,8 +112,12 @@ impl RedisStore {
 
     /// Like [`Self::connect`], but without contacting Redis: the first call connects, and a
     /// Redis that is down now is used as soon as it is up. Fails only on a malformed URL,
-    /// prefix or TLS file. Must be called inside a Tokio runtime.
+    /// prefix or TLS file, or outside a Tokio runtime.
     pub fn connect_lazy(url: &str, options: RedisOptions) -> Result<RedisStore, RedisStoreError> {
+        // The connections spawn tasks: without a runtime they would panic.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(RedisStoreError::NoRuntime);
+        }
         if !keys::is_brace_free(&options.prefix) {
             return Err(RedisStoreError::Brace(options.prefix));
         }

@@ -332,30 +332,42 @@ fn three_processes_admit_exactly_the_limit_on_cluster() {
     assert_exact(&outcome);
 }
 
-/// Make `faketime` available (Debian's package); `None` with the reason when it cannot be.
-fn faketime() -> Option<()> {
-    let works = || {
-        Command::new("faketime")
-            .args(["-f", "+40s", "true"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if works() {
-        return Some(());
-    }
-    let installed = Command::new("apt-get")
-        .args(["install", "-y", "-qq", "faketime"])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if installed && works() {
-        return Some(());
-    }
-    eprintln!(
-        "SKIPPED: `faketime` is not installed and apt-get could not install it \
-         (install Debian's `faketime` package to run the clock-skew tests)"
-    );
-    None
+/// Make `faketime` available (Debian's package): `false`, after saying so, when it cannot be.
+/// Checked once per test binary, so two tests never run apt-get at the same time.
+fn faketime() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let works = || {
+            Command::new("faketime")
+                .args(["-f", "+40s", "true"])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let apt = |args: &[&str]| {
+            Command::new("apt-get")
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if works() {
+            return true;
+        }
+        // The package lists may be missing on a fresh machine: update once, then install.
+        if !apt(&["install", "-y", "-qq", "faketime"]) {
+            apt(&["update", "-qq"]);
+            apt(&["install", "-y", "-qq", "faketime"]);
+        }
+        if works() {
+            return true;
+        }
+        eprintln!(
+            "SKIPPED: `faketime` is not installed and apt-get could not install it \
+             (install Debian's `faketime` package to run the clock-skew tests)"
+        );
+        false
+    })
 }
 
 /// Windows of 30 s: a 40 s skew moves a client-clock process into another window entirely.
@@ -367,7 +379,7 @@ const SKEW_WINDOW: Duration = Duration::from_secs(30);
 
 #[test]
 fn processes_with_clocks_40s_apart_admit_exactly_the_limit() {
-    if faketime().is_none() {
+    if !faketime() {
         return;
     }
     let server = shared_standalone();
@@ -391,7 +403,7 @@ fn processes_with_clocks_40s_apart_admit_exactly_the_limit() {
 /// above passes because time comes from Redis, not by luck.
 #[test]
 fn client_clocks_40s_apart_would_over_admit() {
-    if faketime().is_none() {
+    if !faketime() {
         return;
     }
     let server = shared_standalone();

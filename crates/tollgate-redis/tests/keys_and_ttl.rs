@@ -322,6 +322,15 @@ async fn reset_deletes_the_state() {
     );
 }
 
+#[test]
+fn a_store_outside_a_runtime_is_an_error_not_a_panic() {
+    let url = shared_standalone().url();
+    assert!(matches!(
+        RedisStore::connect_lazy(&url, RedisOptions::default()),
+        Err(tollgate_redis::RedisStoreError::NoRuntime)
+    ));
+}
+
 #[tokio::test]
 async fn braces_in_names_are_refused_not_hashed_into_another_slot() {
     let server = shared_standalone();
