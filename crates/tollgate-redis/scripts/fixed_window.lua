@@ -9,7 +9,8 @@ local function fixed_window(key, now, cost, consume, limit, period)
     count = 0
   end
   local until_end = max((window + 1) * period - now, 0)
-  local allowed = count + cost <= limit
+  -- cost <= limit - count rather than count + cost <= limit: the sum could pass 2^53.
+  local allowed = cost <= limit - count
   if allowed and consume then
     count = count + cost
     redis.call('SET', key, int(window) .. ':' .. int(count), 'PX', ttl_ms(until_end))

@@ -58,7 +58,8 @@ local function sliding_log(key, now, cost, consume, limit, period)
     expired_cost = expired_cost + c
   end
   local in_window = total - expired_cost
-  local allowed = in_window + cost <= limit
+  -- Differences, not sums: in_window + cost could pass 2^53.
+  local allowed = cost <= limit - in_window
   local remaining, retry = max(limit - in_window, 0), 0
   local newest, newest_cost = log_last(log)
 
@@ -88,7 +89,7 @@ local function sliding_log(key, now, cost, consume, limit, period)
     redis.call('PEXPIRE', key, ttl_ms(newest + period - now))
   elseif not allowed then
     -- Wait until enough of the oldest entries leave the window.
-    local to_free = in_window + cost - limit
+    local to_free = cost - (limit - in_window)
     local i = expired + 1
     while true do
       local at, c = log_entry(log, i)
