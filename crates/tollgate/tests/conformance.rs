@@ -21,7 +21,7 @@ async fn tables_pass_on_memory() {
 #[tokio::test]
 async fn differential_traces_match_the_model_on_memory() {
     let (store, clock) = store();
-    for seed in 0..40 {
+    for seed in 0..300 {
         run_differential(&store, &clock, seed, 2_000, "d:")
             .await
             .unwrap();

@@ -24,7 +24,7 @@ pub fn decide(used: u64, policy: &Policy, cost: u64) -> (Option<u64>, Decision) 
         let decision = Decision {
             allowed: false,
             limit: capacity,
-            remaining: (full - used) / period,
+            remaining: full.saturating_sub(used) / period,
             reset_after_us: used.div_ceil(limit),
             retry_after_us: (wanted - full).div_ceil(limit),
         };
@@ -38,7 +38,7 @@ pub fn peek(used: u64, policy: &Policy, cost: u64) -> Decision {
     let mut decision = decide(used, policy, cost).1;
     if decision.allowed {
         let period = policy.period_us();
-        decision.remaining = (policy.capacity() * period - used) / period;
+        decision.remaining = (policy.capacity() * period).saturating_sub(used) / period;
         decision.reset_after_us = used.div_ceil(policy.limit());
     }
     decision

@@ -31,7 +31,7 @@ impl SlidingLog {
         let in_window = self.total - expired_cost;
         let allowed = in_window + cost <= limit;
         let mut retry_after_us = 0;
-        let mut remaining = limit - in_window;
+        let mut remaining = limit.saturating_sub(in_window);
         if allowed && mode == Mode::Consume {
             self.entries.drain(..expired);
             self.total = in_window + cost;
