@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use crate::config::Settings;
 use crate::service::Service;
 use crate::store::{AnyStore, OpenError};
+use tollgate_envoy::{EnvoyOptions, EnvoyService};
 
 /// How often expired state is dropped from the memory store.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -21,11 +22,14 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// `grpc_listen` was asked for; this build has no gRPC server yet.
+    /// `grpc_listen` without `envoy.config_dir`: there would be no rules to serve.
     #[error(
-        "grpc_listen {0}: the gRPC (Envoy rate limit service) server is not built into this version of tollgate yet; remove --grpc-listen, TOLLGATE_GRPC_LISTEN or grpc_listen"
+        "grpc_listen {0}: the Envoy rate limit service (gRPC) needs envoy.config_dir (a directory of envoyproxy/ratelimit YAML files)"
     )]
-    GrpcNotBuiltIn(SocketAddr),
+    NoEnvoyConfigDir(SocketAddr),
+    /// The Envoy config directory is invalid.
+    #[error("envoy.config_dir: {0}")]
+    Envoy(#[from] tollgate_envoy::EnvoyConfigError),
     /// The store cannot be opened.
     #[error(transparent)]
     Store(#[from] OpenError),
@@ -49,16 +53,34 @@ pub struct Server {
     listener: TcpListener,
     service: Arc<Service>,
     settings: Settings,
+    /// The Envoy rate limit service and its listener, when `grpc_listen` is set.
+    grpc: Option<(EnvoyService<AnyStore>, TcpListener)>,
 }
 
 impl Server {
     /// Open the store and bind the listen address of `settings`.
     pub async fn bind(settings: Settings) -> Result<Server, ServeError> {
-        if let Some(addr) = settings.grpc_listen {
-            return Err(ServeError::GrpcNotBuiltIn(addr));
-        }
-        let store = AnyStore::open(&settings.store)?;
-        let service = Arc::new(Service::new(&settings, store));
+        let store = Arc::new(AnyStore::open(&settings.store)?);
+        let mut service = Service::new(&settings, store.clone());
+        let grpc = match (settings.grpc_listen, &settings.envoy_config_dir) {
+            (Some(addr), Some(dir)) => {
+                let envoy = EnvoyService::new(store, dir.clone(), EnvoyOptions::default())?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Bind { addr, source })?;
+                service = service.with_envoy(envoy.clone());
+                Some((envoy, listener))
+            }
+            (Some(addr), None) => return Err(ServeError::NoEnvoyConfigDir(addr)),
+            (None, Some(dir)) => {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "envoy.config_dir is set but grpc_listen is not: the Envoy rate limit service is off"
+                );
+                None
+            }
+            (None, None) => None,
+        };
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -68,9 +90,17 @@ impl Server {
                 })?;
         Ok(Server {
             listener,
-            service,
+            service: Arc::new(service),
             settings,
+            grpc,
         })
+    }
+
+    /// The gRPC address actually bound, when the Envoy service is on.
+    pub fn grpc_local_addr(&self) -> Option<SocketAddr> {
+        self.grpc
+            .as_ref()
+            .and_then(|(_, listener)| listener.local_addr().ok())
     }
 
     /// The address actually bound (useful with port 0).
@@ -101,6 +131,32 @@ impl Server {
         );
         let sweeper = tokio::spawn(sweep(self.service.clone()));
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        // Both front ends stop on the same signal.
+        let (stop_grpc_tx, stop_grpc_rx) = tokio::sync::watch::channel(false);
+        let grpc = match self.grpc {
+            Some((envoy, listener)) => {
+                let reloader = envoy.spawn_reloader()?;
+                tracing::info!(
+                    grpc_listen = %listener.local_addr().map_err(ServeError::Serve)?,
+                    config_dir = %envoy.config_dir().display(),
+                    "envoy rate limit service (gRPC) listening"
+                );
+                let mut stop = stop_grpc_rx;
+                let task = tokio::spawn(async move {
+                    let result = envoy
+                        .serve(listener, async move {
+                            let _ = stop.wait_for(|stopping| *stopping).await;
+                            envoy_stopping().await;
+                        })
+                        .await;
+                    if let Err(error) = result {
+                        tracing::error!(%error, "gRPC server failed");
+                    }
+                });
+                Some((task, reloader))
+            }
+            None => None,
+        };
         let listener = self.listener.tap_io(|tcp| {
             // Decisions are small request/response pairs: never wait to coalesce them.
             let _ = tcp.set_nodelay(true);
@@ -109,6 +165,7 @@ impl Server {
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: finishing in-flight requests");
+                let _ = stop_grpc_tx.send(true);
                 let _ = stopping_tx.send(());
             });
         let deadline = async {
@@ -126,10 +183,17 @@ impl Server {
             }
         };
         sweeper.abort();
+        if let Some((task, reloader)) = grpc {
+            drop(reloader);
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, task).await;
+        }
         tracing::info!("stopped");
         result
     }
 }
+
+/// Nothing more to do before the gRPC server stops accepting (a hook for symmetry with HTTP).
+async fn envoy_stopping() {}
 
 /// Drop expired memory-store state every [`SWEEP_INTERVAL`], off the request threads (a sweep
 /// walks every key).

@@ -18,6 +18,8 @@ use crate::config::{AdminToken, OnError, Settings};
 use crate::failure::fallback;
 use crate::metrics::{self, Metrics};
 use crate::store::AnyStore;
+use std::sync::Arc;
+use tollgate_envoy::EnvoyService;
 
 /// One configured policy.
 #[derive(Debug)]
@@ -50,7 +52,9 @@ impl Outcome {
 /// Policies, store, failure policy and metrics.
 #[derive(Debug)]
 pub struct Service {
-    store: AnyStore,
+    store: Arc<AnyStore>,
+    /// The Envoy rate limit service sharing the store, when gRPC is on (for its metrics).
+    envoy: Option<EnvoyService<AnyStore>>,
     policies: Box<[PolicyEntry]>,
     by_name: HashMap<Box<str>, usize>,
     on_error: OnError,
@@ -63,7 +67,7 @@ pub struct Service {
 
 impl Service {
     /// A service deciding `settings.policies` on `store`.
-    pub fn new(settings: &Settings, store: AnyStore) -> Service {
+    pub fn new(settings: &Settings, store: Arc<AnyStore>) -> Service {
         let policies: Box<[PolicyEntry]> = settings
             .policies
             .iter()
@@ -80,6 +84,7 @@ impl Service {
         let metrics = Metrics::new(policies.iter().map(|p| &*p.name));
         Service {
             store,
+            envoy: None,
             policies,
             by_name,
             on_error: settings.store.on_error,
@@ -98,6 +103,17 @@ impl Service {
     /// The store.
     pub fn store(&self) -> &AnyStore {
         &self.store
+    }
+
+    /// The store, shared (the gRPC front end decides on the same one).
+    pub fn shared_store(&self) -> Arc<AnyStore> {
+        self.store.clone()
+    }
+
+    /// Attach the Envoy service whose metrics `/metrics` also renders.
+    pub fn with_envoy(mut self, envoy: EnvoyService<AnyStore>) -> Service {
+        self.envoy = Some(envoy);
+        self
     }
 
     /// The metrics.
@@ -183,6 +199,12 @@ impl Service {
                 memory.max_keys() as u64,
             );
         }
+        if let Some(redis) = self.store.resilience() {
+            render_resilience(&mut out, redis);
+        }
+        if let Some(envoy) = &self.envoy {
+            envoy.render_metrics(&mut out);
+        }
         metrics::header(
             &mut out,
             "tollgate_build_info",
@@ -246,4 +268,67 @@ impl Service {
             tracing::warn!(%error, on_error = %self.on_error.name(), "store call failed; deciding degraded");
         }
     }
+}
+
+/// Breaker state, degraded decisions and over-limit cache figures of the Redis store's
+/// resilience layer.
+fn render_resilience<S: tollgate::Store>(out: &mut String, redis: &tollgate::Resilient<S>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    use tollgate::resilience::BreakerState;
+    let state = redis.breaker().state();
+    metrics::header(
+        out,
+        "tollgate_store_breaker_state",
+        "gauge",
+        "Circuit breaker around the store: 1 for the current state.",
+    );
+    for candidate in [
+        BreakerState::Closed,
+        BreakerState::Open,
+        BreakerState::HalfOpen,
+    ] {
+        let _ = writeln!(
+            out,
+            "tollgate_store_breaker_state{{state=\"{}\"}} {}",
+            candidate.name(),
+            u8::from(candidate == state)
+        );
+    }
+    let stats = redis.stats();
+    for (name, help, value) in [
+        (
+            "tollgate_store_breaker_opened_total",
+            "Times the circuit breaker opened.",
+            redis.breaker().times_opened(),
+        ),
+        (
+            "tollgate_store_degraded_total",
+            "Decisions made without the shared store (timeout, error or open breaker).",
+            stats.degraded.load(Relaxed),
+        ),
+        (
+            "tollgate_store_timeouts_total",
+            "Store calls that exceeded store.timeout.",
+            stats.timeouts.load(Relaxed),
+        ),
+        (
+            "tollgate_store_call_errors_total",
+            "Store calls that failed.",
+            stats.store_errors.load(Relaxed),
+        ),
+        (
+            "tollgate_over_limit_cache_hits_total",
+            "Rejections answered by the over-limit cache without a store call.",
+            stats.cache_hits.load(Relaxed),
+        ),
+    ] {
+        metrics::header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    metrics::gauge(
+        out,
+        "tollgate_over_limit_cache_keys",
+        "Keys held by the over-limit cache.",
+        redis.cached_keys() as u64,
+    );
 }

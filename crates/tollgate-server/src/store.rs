@@ -4,22 +4,26 @@
 //! each `match`: the rest of the server only sees [`AnyStore`] through the [`Store`] trait.
 
 use std::fmt;
+use std::time::Duration;
 
 use tollgate::memory::MemoryStore;
-use tollgate::{Check, Clock, Mode, Store, StoreDecision, StoreError};
+use tollgate::resilience::BreakerState;
+use tollgate::{Check, Clock, Mode, ResilienceConfig, Resilient, Store, StoreDecision, StoreError};
+use tollgate_redis::{RedisOptions, RedisStore, RedisStoreError};
 
 use crate::config::{StoreSettings, StoreUrl};
 
 /// Why the configured store cannot be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    /// A store kind this build does not contain.
-    #[error(
-        "store {url}: the Redis store is not built into this version of tollgate yet; use --store memory (or store.url: memory)"
-    )]
-    NotBuiltIn {
+    /// The Redis URL or its options are invalid.
+    #[error("store {url}: {source}")]
+    Redis {
         /// The configured URL, password redacted.
         url: String,
+        /// What is wrong.
+        #[source]
+        source: RedisStoreError,
     },
 }
 
@@ -28,34 +32,71 @@ pub enum OpenError {
 pub enum AnyStore {
     /// The in-process memory store.
     Memory(MemoryStore),
+    /// Redis (standalone, Cluster or Sentinel) behind the timeout, circuit breaker, failure
+    /// policy and over-limit cache of [`Resilient`].
+    Redis(Resilient<RedisStore>),
 }
 
 impl AnyStore {
-    /// Open the store `settings` describe. Never falls back silently to another kind.
+    /// Open the store `settings` describe. Never falls back silently to another kind. A Redis
+    /// store connects lazily: the server starts while Redis is down (`/ready` says so) and the
+    /// failure policy decides until it is back.
     pub fn open(settings: &StoreSettings) -> Result<AnyStore, OpenError> {
         match &settings.url {
             StoreUrl::Memory => Ok(AnyStore::Memory(MemoryStore::with_options(
                 Clock::System,
                 settings.max_keys,
             ))),
-            url @ StoreUrl::Redis(_) => Err(OpenError::NotBuiltIn {
-                url: url.to_string(),
-            }),
+            url @ StoreUrl::Redis(raw) => {
+                let options = RedisOptions {
+                    prefix: settings.prefix.clone(),
+                    ..RedisOptions::default()
+                };
+                let redis =
+                    RedisStore::connect_lazy(raw, options).map_err(|source| OpenError::Redis {
+                        url: url.to_string(),
+                        source,
+                    })?;
+                let resilience = ResilienceConfig {
+                    timeout: settings.timeout,
+                    on_error: settings.on_error,
+                    instances: settings.instances,
+                    local_max_keys: settings.max_keys,
+                    ..ResilienceConfig::default()
+                };
+                Ok(AnyStore::Redis(Resilient::new(redis, resilience)))
+            }
         }
     }
 
-    /// Drop expired state (the server calls it every second). A no-op for stores that expire
-    /// state themselves.
+    /// Drop expired state (the server calls it every second): the memory store's, or the local
+    /// fallback's and over-limit cache's in front of Redis.
     pub fn sweep(&self) -> usize {
         match self {
             AnyStore::Memory(memory) => memory.sweep(),
+            AnyStore::Redis(redis) => {
+                redis.sweep();
+                0
+            }
         }
     }
 
-    /// Whether the store can answer now (`GET /ready`).
+    /// Whether the store can answer now (`GET /ready`): for Redis, the breaker is not open and
+    /// a PING answers within the store timeout.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             AnyStore::Memory(_) => Ok(()),
+            AnyStore::Redis(redis) => {
+                if redis.breaker().state() != BreakerState::Closed {
+                    return Err(StoreError::CircuitOpen);
+                }
+                let timeout = redis.config().timeout.max(Duration::from_millis(250));
+                match tokio::time::timeout(timeout, redis.inner().ping()).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(StoreError::Backend(Box::new(e))),
+                    Err(_) => Err(StoreError::Timeout(timeout)),
+                }
+            }
         }
     }
 
@@ -63,6 +104,15 @@ impl AnyStore {
     pub fn as_memory(&self) -> Option<&MemoryStore> {
         match self {
             AnyStore::Memory(memory) => Some(memory),
+            AnyStore::Redis(_) => None,
+        }
+    }
+
+    /// The resilience layer in front of a shared store (for its metrics).
+    pub fn resilience(&self) -> Option<&Resilient<RedisStore>> {
+        match self {
+            AnyStore::Memory(_) => None,
+            AnyStore::Redis(redis) => Some(redis),
         }
     }
 }
@@ -72,6 +122,14 @@ impl fmt::Display for AnyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AnyStore::Memory(memory) => write!(f, "memory (max_keys {})", memory.max_keys()),
+            AnyStore::Redis(redis) => write!(
+                f,
+                "redis (prefix {}, timeout {:?}, on_error {}, instances {})",
+                redis.inner().prefix(),
+                redis.config().timeout,
+                redis.config().on_error.name(),
+                redis.config().instances
+            ),
         }
     }
 }
@@ -85,12 +143,14 @@ impl Store for AnyStore {
     ) -> Result<StoreDecision, StoreError> {
         match self {
             AnyStore::Memory(memory) => memory.decide(checks, cost, mode).await,
+            AnyStore::Redis(redis) => redis.decide(checks, cost, mode).await,
         }
     }
 
     async fn reset(&self, checks: &[Check<'_>]) -> Result<(), StoreError> {
         match self {
             AnyStore::Memory(memory) => memory.reset(checks).await,
+            AnyStore::Redis(redis) => redis.reset(checks).await,
         }
     }
 }
@@ -100,13 +160,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redis_urls_fail_loudly() {
+    fn bad_redis_urls_fail_loudly_without_the_password() {
         let settings = StoreSettings {
-            url: "redis://u:pw@127.0.0.1:6379".parse().unwrap(),
+            url: "redis://u:pw@127.0.0.1:notaport".parse().unwrap(),
             ..StoreSettings::default()
         };
         let err = AnyStore::open(&settings).unwrap_err().to_string();
-        assert!(err.contains("not built into"), "{err}");
         assert!(!err.contains("pw"), "{err}");
         let memory = AnyStore::open(&StoreSettings::default()).unwrap();
         assert!(memory.to_string().starts_with("memory"));

@@ -1,0 +1,85 @@
+//! `tollgate serve` with `grpc_listen`: the Envoy rate limit service beside the HTTP API, on the
+//! same store, through a real gRPC client.
+
+use std::time::Duration;
+
+use tollgate_envoy::envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use tollgate_envoy::envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+use tollgate_envoy::envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+use tollgate_envoy::envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
+use tollgate_envoy::envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use tollgate_server::config::{FileConfig, Overrides, Settings};
+use tollgate_server::server::{ServeError, Server};
+
+fn settings(yaml: &str) -> Settings {
+    let file = FileConfig::parse(yaml, "test.yaml").expect("test config is valid");
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        grpc_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Overrides::default()
+    };
+    Settings::merge(file, None, overrides)
+}
+
+#[tokio::test]
+async fn envoy_service_answers_over_grpc_and_reports_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("edge.yaml"),
+        "domain: edge\ndescriptors:\n  - key: remote_address\n    rate_limit: { unit: minute, requests_per_unit: 2 }\n",
+    )
+    .unwrap();
+    let yaml = format!("envoy:\n  config_dir: {}\n", dir.path().display());
+    let server = Server::bind(settings(&yaml)).await.expect("binds");
+    let http = server.local_addr().unwrap();
+    let grpc = server.grpc_local_addr().expect("gRPC is on");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    let mut client = RateLimitServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .expect("gRPC connects");
+    let request = || RateLimitRequest {
+        domain: "edge".into(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: vec![Entry {
+                key: "remote_address".into(),
+                value: "10.0.0.1".into(),
+            }],
+            ..RateLimitDescriptor::default()
+        }],
+        hits_addend: 0,
+    };
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let answer = client.should_rate_limit(request()).await.expect("answers");
+        codes.push(answer.into_inner().overall_code);
+    }
+    assert_eq!(
+        codes,
+        vec![Code::Ok as i32, Code::Ok as i32, Code::OverLimit as i32]
+    );
+
+    let metrics = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("tollgate_envoy_"), "{metrics}");
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("server stops")
+        .expect("task")
+        .expect("clean exit");
+}
+
+#[tokio::test]
+async fn grpc_listen_without_a_config_dir_is_an_error() {
+    let err = Server::bind(settings("{}\n")).await.unwrap_err();
+    assert!(matches!(err, ServeError::NoEnvoyConfigDir(_)), "{err}");
+}
