@@ -179,3 +179,95 @@ async fn cached_rejections_never_outlive_the_stores_own() {
     }
     assert!(cache_rejections > 0);
 }
+
+#[tokio::test]
+async fn a_probe_dropped_by_its_caller_does_not_leave_the_breaker_half_open() {
+    let (switched, limiter) = setup(OnError::Deny, 1);
+    switched.mode.store(HANG, Ordering::SeqCst);
+    for _ in 0..3 {
+        limiter.check_all(&["p"], "k", 1).await.unwrap();
+    }
+    assert_eq!(limiter.store().breaker().state(), BreakerState::Open);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // The probe's caller gives up before the store timeout (an HTTP client disconnecting).
+    let dropped =
+        tokio::time::timeout(Duration::from_millis(5), limiter.check_all(&["p"], "k", 1)).await;
+    assert!(dropped.is_err(), "the probe should still be in flight");
+    assert_ne!(limiter.store().breaker().state(), BreakerState::HalfOpen);
+
+    // The store is back: the very next call probes it and closes the breaker.
+    switched.mode.store(OK, Ordering::SeqCst);
+    let v = limiter.check_all(&["p"], "k", 1).await.unwrap();
+    assert!(!v.degraded && v.allowed());
+    assert_eq!(limiter.store().breaker().state(), BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn cached_rejections_are_dropped_when_the_store_comes_back_after_an_outage() {
+    let (switched, limiter) = setup(OnError::Deny, 1);
+    for _ in 0..10 {
+        assert!(limiter.check("p", "hot").await.unwrap().allowed);
+    }
+    assert!(!limiter.check("p", "hot").await.unwrap().allowed);
+    assert_eq!(limiter.store().cached_keys(), 1);
+
+    // The store goes down and comes back without its state (a restart without persistence).
+    switched.mode.store(FAIL, Ordering::SeqCst);
+    for _ in 0..3 {
+        assert!(
+            limiter
+                .check_all(&["p"], "other", 1)
+                .await
+                .unwrap()
+                .degraded
+        );
+    }
+    assert_eq!(limiter.store().breaker().state(), BreakerState::Open);
+    let policy = limiter.policy("p").unwrap().clone();
+    switched
+        .inner
+        .reset(&[Check {
+            name: "p",
+            policy: &policy,
+            key: "hot",
+        }])
+        .await
+        .unwrap();
+    switched.mode.store(OK, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // The probe closes the breaker and empties the cache: the key is asked of the store again,
+    // which now allows it.
+    let probe = limiter.check_all(&["p"], "other", 1).await.unwrap();
+    assert!(!probe.degraded);
+    assert_eq!(limiter.store().cached_keys(), 0);
+    let d = limiter.check("p", "hot").await.unwrap();
+    assert!(d.allowed, "{d:?}");
+}
+
+#[tokio::test]
+async fn a_cached_rejection_does_not_outlive_a_change_of_its_policy() {
+    let switched = Arc::new(Switched::default());
+    let store = Arc::new(Resilient::new(
+        switched.clone(),
+        ResilienceConfig::default(),
+    ));
+    let hour = Duration::from_secs(3600);
+    let strict = Policy::new(Algorithm::FixedWindow, 2, hour, None).unwrap();
+    let limiter = Limiter::from_shared(store.clone()).with_policy("p", strict);
+    for expected in [true, true, false] {
+        assert_eq!(limiter.check("p", "k").await.unwrap().allowed, expected);
+    }
+    let calls = switched.calls.load(Ordering::SeqCst);
+    assert!(!limiter.check("p", "k").await.unwrap().allowed);
+    assert_eq!(
+        switched.calls.load(Ordering::SeqCst),
+        calls,
+        "answered by the cache"
+    );
+
+    // A reload raises the limit under the same name: the store is asked, and allows.
+    let relaxed = Policy::new(Algorithm::FixedWindow, 5, hour, None).unwrap();
+    let reloaded = Limiter::from_shared(store).with_policy("p", relaxed);
+    assert!(reloaded.check("p", "k").await.unwrap().allowed);
+    assert_eq!(switched.calls.load(Ordering::SeqCst), calls + 1);
+}

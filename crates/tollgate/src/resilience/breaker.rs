@@ -161,6 +161,20 @@ impl CircuitBreaker {
         }
     }
 
+    /// Report a call whose caller went away before it finished (its future was dropped, e.g.
+    /// an HTTP client disconnected). Nothing is learnt about the store; a probe gives its turn
+    /// back so the next caller probes at once, instead of leaving the breaker half-open for good.
+    pub fn on_abandoned(&self, admission: Admission) {
+        if admission == Admission::Probe {
+            self.probe_at.store(system_now_us(), Ordering::Release);
+            self.state.store(1, Ordering::Release);
+            tracing::debug!(
+                state = "open",
+                "store circuit breaker probe abandoned by its caller"
+            );
+        }
+    }
+
     fn open(&self, why: &str) {
         self.schedule_probe();
         self.state.store(1, Ordering::Release);
@@ -206,5 +220,27 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Closed);
         assert_eq!(b.admit(), Admission::Call);
         assert_eq!(b.times_opened(), 1);
+    }
+
+    #[test]
+    fn an_abandoned_probe_lets_the_next_caller_probe() {
+        let b = CircuitBreaker::new(BreakerConfig {
+            failure_threshold: 1,
+            probe_interval: Duration::from_millis(20),
+        });
+        b.on_failure(b.admit());
+        std::thread::sleep(Duration::from_millis(25));
+        let probe = b.admit();
+        assert_eq!(probe, Admission::Probe);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        b.on_abandoned(probe);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(b.admit(), Admission::Probe, "no wait for another interval");
+        b.on_abandoned(Admission::Call);
+        assert_eq!(
+            b.state(),
+            BreakerState::HalfOpen,
+            "a plain call changes nothing"
+        );
     }
 }

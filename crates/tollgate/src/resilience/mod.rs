@@ -9,6 +9,14 @@
 //! 4. a failed, timed-out or skipped call is decided by [`OnError`]: `deny`, `allow`, or `local`
 //!    (an in-process [`MemoryStore`] with each limit divided by the number of instances). Such
 //!    decisions are marked `degraded`.
+//!
+//! A call that times out is not cancelled in the store: the request may already be on its way
+//! (or queued in a frozen server) and may still consume there. Such a degraded decision can thus
+//! count in the store too; that only ever makes the shared limit stricter. A call whose caller
+//! goes away (its future dropped) is reported to the breaker, so an abandoned probe never leaves
+//! it half-open. When a probe closes the breaker the over-limit cache is emptied, because the
+//! store may have come back without the state its rejections came from. `docs/resilience.md`
+//! explains the guarantees in full.
 
 pub mod breaker;
 pub mod over_limit_cache;
@@ -237,6 +245,30 @@ pub fn local_share(policy: &Policy, instances: u32) -> Option<Policy> {
     .ok()
 }
 
+/// A store call in progress. If its future is dropped before the call finishes (the caller went
+/// away), the breaker hears of it, so a dropped probe cannot leave it half-open for good.
+struct InFlight<'a> {
+    breaker: &'a CircuitBreaker,
+    admission: Admission,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(breaker: &'a CircuitBreaker, admission: Admission) -> InFlight<'a> {
+        InFlight { breaker, admission }
+    }
+
+    /// The call returned (or timed out): its outcome is reported by the caller.
+    fn finished(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.breaker.on_abandoned(self.admission);
+    }
+}
+
 impl<S: Store> Store for Resilient<S> {
     async fn decide(
         &self,
@@ -246,7 +278,7 @@ impl<S: Store> Store for Resilient<S> {
     ) -> Result<StoreDecision, StoreError> {
         let sent_at = system_now_us();
         if let (Some(cache), [check], Mode::Consume) = (&self.cache, checks, mode)
-            && let Some(decision) = cache.lookup(check.name, check.key, cost, sent_at)
+            && let Some(decision) = cache.lookup(check, cost, sent_at)
         {
             self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(StoreDecision {
@@ -258,15 +290,25 @@ impl<S: Store> Store for Resilient<S> {
         if admission == Admission::Skip {
             return Ok(self.fallback(checks, cost, mode));
         }
-        match tokio::time::timeout(self.config.timeout, self.store.decide(checks, cost, mode)).await
-        {
+        let in_flight = InFlight::new(&self.breaker, admission);
+        let outcome =
+            tokio::time::timeout(self.config.timeout, self.store.decide(checks, cost, mode)).await;
+        in_flight.finished();
+        match outcome {
             Ok(Ok(answer)) => {
                 self.breaker.on_success(admission);
-                if let (Some(cache), Mode::Consume) = (&self.cache, mode) {
-                    for (check, decision) in checks.iter().zip(&answer.decisions) {
-                        // Only a policy that rejected on its own says how long it will refuse.
-                        if decision.retry_after_us > 0 {
-                            cache.remember(check.name, check.key, cost, sent_at, decision);
+                if let Some(cache) = &self.cache {
+                    if admission == Admission::Probe {
+                        // Back after an outage: the store may have restarted or failed over and
+                        // lost the state earlier rejections came from.
+                        cache.clear();
+                    }
+                    if mode == Mode::Consume {
+                        for (check, decision) in checks.iter().zip(&answer.decisions) {
+                            // Only a policy that rejected on its own says how long it will refuse.
+                            if decision.retry_after_us > 0 {
+                                cache.remember(check, cost, sent_at, decision);
+                            }
                         }
                     }
                 }

@@ -9,15 +9,19 @@
 //! fit earlier and goes to the store. The wait is measured from *before* the store was called, so
 //! the network round trip cannot stretch it. The one event that can free quota early is an admin
 //! reset: it clears this instance's entry; other instances keep theirs until it expires (at most
-//! one `retry_after`).
+//! one `retry_after`). An entry also records the policy's configuration (algorithm, limit, period,
+//! burst): after a reload that changes the policy under the same name, the old rejection no
+//! longer applies and the store is asked again.
 
 use dashmap::DashMap;
 use smallvec::SmallVec;
 
 use crate::decision::Decision;
+use crate::policy::Policy;
+use crate::store::Check;
 
 /// One remembered rejection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Rejection {
     /// Local µs (same clock as the caller's `now`) until which the store would reject.
     until: u64,
@@ -27,6 +31,8 @@ struct Rejection {
     limit: u64,
     /// What was left when rejected (a floor: quota only grows while no one consumes).
     remaining: u64,
+    /// The policy the rejection was decided under.
+    policy: Policy,
 }
 
 /// The rejections remembered for one key, by policy name.
@@ -49,15 +55,12 @@ impl OverLimitCache {
         }
     }
 
-    /// A cached rejection of `cost` for `(policy, key)` at `now`, if one still holds.
-    pub fn lookup(&self, policy: &str, key: &str, cost: u64, now: u64) -> Option<Decision> {
-        let hit = self
-            .entries
-            .get(key)?
-            .iter()
-            .find(|(p, _)| &**p == policy)
-            .map(|(_, r)| *r)?;
-        (now < hit.until && cost >= hit.cost).then(|| Decision {
+    /// A cached rejection of `cost` for `check` at `now`, if one still holds for the same
+    /// policy configuration.
+    pub fn lookup(&self, check: &Check<'_>, cost: u64, now: u64) -> Option<Decision> {
+        let slots = self.entries.get(check.key)?;
+        let (_, hit) = slots.iter().find(|(p, _)| &**p == check.name)?;
+        (now < hit.until && cost >= hit.cost && hit.policy == *check.policy).then(|| Decision {
             allowed: false,
             limit: hit.limit,
             remaining: hit.remaining,
@@ -66,9 +69,9 @@ impl OverLimitCache {
         })
     }
 
-    /// Remember that the store rejected `cost` for `(policy, key)`; `sent_at` is the local time
-    /// just before the store was called.
-    pub fn remember(&self, policy: &str, key: &str, cost: u64, sent_at: u64, decision: &Decision) {
+    /// Remember that the store rejected `cost` for `check`; `sent_at` is the local time just
+    /// before the store was called.
+    pub fn remember(&self, check: &Check<'_>, cost: u64, sent_at: u64, decision: &Decision) {
         if decision.allowed || decision.retry_after_us == 0 {
             return;
         }
@@ -83,19 +86,22 @@ impl OverLimitCache {
             cost,
             limit: decision.limit,
             remaining: decision.remaining,
+            policy: check.policy.clone(),
         };
-        let mut slots = self.entries.entry(key.into()).or_default();
-        match slots.iter_mut().find(|(p, _)| &**p == policy) {
+        let mut slots = self.entries.entry(check.key.into()).or_default();
+        match slots.iter_mut().find(|(p, _)| &**p == check.name) {
             Some((_, r)) => {
-                // Keep what covers more: a smaller cost, or a later deadline for the same cost.
+                // Keep what covers more: a smaller cost, or a later deadline for the same cost;
+                // a rejection under another configuration of the policy is replaced.
                 if r.until <= sent_at
+                    || r.policy != *check.policy
                     || cost < r.cost
                     || (cost == r.cost && rejection.until > r.until)
                 {
                     *r = rejection;
                 }
             }
-            None => slots.push((policy.into(), rejection)),
+            None => slots.push((check.name.into(), rejection)),
         }
     }
 
@@ -104,6 +110,11 @@ impl OverLimitCache {
         if let Some(mut slots) = self.entries.get_mut(key) {
             slots.retain(|(p, _)| &**p != policy);
         }
+    }
+
+    /// Forget everything (the store may have lost the state the rejections came from).
+    pub fn clear(&self) {
+        self.entries.clear();
     }
 
     /// Drop expired entries.
