@@ -146,6 +146,20 @@ impl Connection {
         }
     }
 
+    /// Run a pipeline on one connection (on a Cluster: to the node of its keys' slot).
+    pub(crate) async fn pipeline<T: FromRedisValue>(
+        &self,
+        pipeline: &redis::Pipeline,
+    ) -> RedisResult<T> {
+        match self {
+            Connection::Single(manager) => pipeline.query_async(&mut manager.clone()).await,
+            Connection::Cluster(cluster) => {
+                pipeline.query_async(&mut cluster.connection().await?).await
+            }
+            Connection::Sentinel(sentinel) => sentinel.pipeline(pipeline).await,
+        }
+    }
+
     /// Run one command.
     pub(crate) async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> RedisResult<T> {
         match self {

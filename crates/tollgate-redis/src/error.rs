@@ -35,4 +35,14 @@ pub enum RedisStoreError {
         #[source]
         source: redis::RedisError,
     },
+    /// A decision wrote, but fewer replicas than [`ReplicaAck::replicas`](crate::ReplicaAck)
+    /// acknowledged the write in time: it is not reported as made by the shared store (it may
+    /// still count there, and may be lost if the master fails now).
+    #[error("the write reached {acked} of {wanted} replicas in time")]
+    NotReplicated {
+        /// Replicas that acknowledged.
+        acked: u32,
+        /// Replicas asked for.
+        wanted: u32,
+    },
 }

@@ -34,4 +34,4 @@ mod store;
 
 pub use connection::{TlsFiles, redact};
 pub use error::RedisStoreError;
-pub use store::{DEFAULT_PREFIX, RedisOptions, RedisStore};
+pub use store::{DEFAULT_PREFIX, RedisOptions, RedisStore, ReplicaAck};

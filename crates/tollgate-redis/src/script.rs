@@ -41,30 +41,49 @@ pub const fn code(algorithm: Algorithm) -> u8 {
     }
 }
 
+/// Where script arguments go: a [`redis::ScriptInvocation`], or a plain `EVALSHA`
+/// [`redis::Cmd`] (for a pipeline).
+pub trait ScriptArgs {
+    /// Append one argument.
+    fn arg_of<T: redis::ToRedisArgs>(&mut self, arg: T) -> &mut Self;
+}
+
+impl ScriptArgs for redis::ScriptInvocation<'_> {
+    fn arg_of<T: redis::ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        self.arg(arg)
+    }
+}
+
+impl ScriptArgs for redis::Cmd {
+    fn arg_of<T: redis::ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        self.arg(arg)
+    }
+}
+
 /// Add `ARGV` to an invocation: mode, cost, injected time (or empty for Redis `TIME`), then
 /// code, limit, period and capacity of each policy.
 pub fn push_args<'p>(
-    invocation: &mut redis::ScriptInvocation<'_>,
+    invocation: &mut impl ScriptArgs,
     mode: Mode,
     cost: u64,
     now_us: Option<u64>,
     policies: impl Iterator<Item = &'p Policy>,
 ) {
-    invocation.arg(match mode {
+    invocation.arg_of(match mode {
         Mode::Consume => "c",
         Mode::Peek => "p",
     });
-    invocation.arg(cost);
+    invocation.arg_of(cost);
     match now_us {
-        Some(now) => invocation.arg(now),
-        None => invocation.arg(""),
+        Some(now) => invocation.arg_of(now),
+        None => invocation.arg_of(""),
     };
     for policy in policies {
         invocation
-            .arg(code(policy.algorithm()))
-            .arg(policy.limit())
-            .arg(policy.period_us())
-            .arg(policy.capacity());
+            .arg_of(code(policy.algorithm()))
+            .arg_of(policy.limit())
+            .arg_of(policy.period_us())
+            .arg_of(policy.capacity());
     }
 }
 

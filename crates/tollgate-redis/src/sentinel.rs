@@ -256,6 +256,29 @@ impl SentinelMaster {
     }
 }
 
+impl SentinelMaster {
+    /// Run a pipeline on the master (retried once on a new master after `READONLY`, like
+    /// [`Self::query`]: the refused script wrote nothing).
+    pub(crate) async fn pipeline<T: FromRedisValue>(
+        &self,
+        pipeline: &redis::Pipeline,
+    ) -> RedisResult<T> {
+        let (generation, mut connection) = self.connection().await?;
+        let first = pipeline.query_async(&mut connection).await;
+        if let Err(e) = &first {
+            if is_read_only(e) {
+                self.invalidate(generation);
+                let (_, mut connection) = self.connection().await?;
+                return pipeline.query_async(&mut connection).await;
+            }
+            if is_connection_error(e) {
+                self.invalidate(generation);
+            }
+        }
+        first
+    }
+}
+
 /// A write refused by a replica: the master moved.
 fn is_read_only(e: &RedisError) -> bool {
     e.kind() == ErrorKind::Server(redis::ServerErrorKind::ReadOnly)

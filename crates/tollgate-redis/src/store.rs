@@ -34,6 +34,27 @@ pub struct RedisOptions {
     /// read Redis `TIME`. Production must leave it `None`: Redis time is what keeps instances
     /// with skewed clocks in agreement.
     pub clock_override: Option<ManualClock>,
+    /// Count a decision that writes only once this many replicas hold the write (default: off).
+    /// See [`ReplicaAck`].
+    pub replica_ack: Option<ReplicaAck>,
+}
+
+/// Acknowledgement by replicas before a consuming decision counts: the script call and
+/// `WAIT <replicas> <timeout>` go in one pipeline (still one round trip). A decision that wrote
+/// but reached fewer replicas in time fails with [`RedisStoreError::NotReplicated`] (the
+/// limiter's failure policy then decides it, marked degraded). So every decision reported as
+/// made by Redis survives a failover that promotes a replica that acknowledged it (with one
+/// replica per master, as Sentinel and Cluster pick the most up-to-date one: any failover).
+///
+/// The price: a replica round trip on every consuming decision, and a master left without
+/// enough replicas (after a failover, until the old master is back as a replica) answers no
+/// consuming decision at all. Keep `timeout` well under the limiter's store timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaAck {
+    /// Replicas that must acknowledge (1 for the usual one replica per master).
+    pub replicas: u32,
+    /// Longest wait for them (rounded up to whole milliseconds, at least 1).
+    pub timeout: Duration,
 }
 
 impl Default for RedisOptions {
@@ -46,6 +67,7 @@ impl Default for RedisOptions {
             sentinel_username: None,
             sentinel_password: None,
             clock_override: None,
+            replica_ack: None,
         }
     }
 }
@@ -79,6 +101,7 @@ struct Inner {
     prefix: String,
     clock: Option<ManualClock>,
     url: String,
+    replica_ack: Option<ReplicaAck>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -135,6 +158,7 @@ impl RedisStore {
                 prefix: options.prefix,
                 clock: options.clock_override,
                 url: redact(url),
+                replica_ack: options.replica_ack,
             }),
         })
     }
@@ -186,6 +210,72 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// The script call and `WAIT` in one pipeline; `NotReplicated` when the decision wrote and
+    /// fewer replicas than asked acknowledged. After `NOSCRIPT` (a restarted or newly promoted
+    /// node) the pipeline is sent again with `EVAL` and the source, which caches the script there.
+    async fn invoke_acknowledged(
+        &self,
+        keys: &[String],
+        checks: &[Check<'_>],
+        cost: u64,
+        now: Option<u64>,
+        ack: ReplicaAck,
+    ) -> Result<Decisions, StoreError> {
+        let pipeline = |by_source: bool| {
+            let mut eval = if by_source {
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(script::SOURCE);
+                eval
+            } else {
+                let mut eval = redis::cmd("EVALSHA");
+                eval.arg(SCRIPT.get_hash());
+                eval
+            };
+            eval.arg(keys.len()).arg(keys);
+            script::push_args(
+                &mut eval,
+                Mode::Consume,
+                cost,
+                now,
+                checks.iter().map(|c| c.policy),
+            );
+            let wait_ms = u64::try_from(ack.timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let mut pipeline = redis::pipe();
+            pipeline
+                .add_command(eval)
+                .cmd("WAIT")
+                .arg(ack.replicas)
+                .arg(wait_ms);
+            pipeline
+        };
+        let connection = &self.inner.connection;
+        let (reply, acked): (Vec<i64>, i64) = match connection.pipeline(&pipeline(false)).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                connection.pipeline(&pipeline(true)).await
+            }
+            other => other,
+        }
+        .map_err(backend)?;
+        let decisions = script::parse_reply(&reply, checks.iter().map(|c| c.policy))
+            .map_err(StoreError::Protocol)?;
+        // The script writes only when every policy allows.
+        let wrote = decisions.iter().all(|d| d.allowed);
+        let acked = u32::try_from(acked).unwrap_or(0);
+        if wrote && acked < ack.replicas {
+            return Err(StoreError::Backend(Box::new(
+                RedisStoreError::NotReplicated {
+                    acked,
+                    wanted: ack.replicas,
+                },
+            )));
+        }
+        Ok(decisions)
+    }
+}
+
 fn backend(e: redis::RedisError) -> StoreError {
     StoreError::Backend(Box::new(e))
 }
@@ -204,11 +294,20 @@ impl Store for RedisStore {
             });
         }
         let keys = self.keys_of(checks)?;
+        let now = self.inner.clock.as_ref().map(ManualClock::now_us);
+        if let (Some(ack), Mode::Consume) = (self.inner.replica_ack, mode) {
+            let decisions = self
+                .invoke_acknowledged(&keys, checks, cost, now, ack)
+                .await?;
+            return Ok(StoreDecision {
+                decisions,
+                degraded: false,
+            });
+        }
         let mut invocation = SCRIPT.prepare_invoke();
         for key in &keys {
             invocation.key(key.as_str());
         }
-        let now = self.inner.clock.as_ref().map(ManualClock::now_us);
         script::push_args(
             &mut invocation,
             mode,
