@@ -219,6 +219,7 @@ async fn a_frozen_redis_is_decided_by_policy_within_the_timeout_then_used_again(
     // Within about a probe interval every limiter is back on Redis, with no restart.
     for (on_error, limiter) in &limiters {
         let (v, took) = until_not_degraded(limiter, on_error.name(), Duration::from_secs(5)).await;
+        println!("{on_error:?}: back on Redis {took:?} after SIGCONT");
         assert!(took < Duration::from_millis(2500), "{on_error:?}: {took:?}");
         assert_eq!(limiter.store().breaker().state(), BreakerState::Closed);
         assert!(!v.degraded);
@@ -234,6 +235,9 @@ async fn a_frozen_redis_is_decided_by_policy_within_the_timeout_then_used_again(
     let answered = 2;
     let timed_out = limiter.store().stats().timeouts.load(Ordering::SeqCst);
     let count = stored_count(&server, &key);
+    println!(
+        "deny key: count {count} in Redis for {answered} answered and {timed_out} timed-out calls"
+    );
     assert!(
         (answered..=answered + timed_out).contains(&count),
         "count {count}, answered {answered}, timed out {timed_out}"
@@ -268,6 +272,7 @@ async fn a_killed_and_restarted_redis_is_used_again_by_the_same_limiter() {
 
     server.restart().unwrap();
     let (v, took) = until_not_degraded(&limiter, "k", Duration::from_secs(5)).await;
+    println!("back on Redis {took:?} after the restart");
     assert!(took < Duration::from_millis(2500), "{took:?}");
     assert_eq!(limiter.store().breaker().state(), BreakerState::Closed);
     // The server kept nothing on disk: the limit starts over, and is exact again.
