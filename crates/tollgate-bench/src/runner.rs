@@ -17,7 +17,7 @@ use crate::workload::Workload;
 /// Redis counters read before and after the timed phase.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RedisCounters {
-    /// Every command Redis executed (sum of `calls` in INFO commandstats).
+    /// Commands the store sent (round trips), not counting those a script runs inside.
     pub calls: u64,
     /// Calls of the decision script (`evalsha` + `eval`).
     pub script_calls: u64,
@@ -189,9 +189,8 @@ pub async fn run<T: Target>(
         rejected_frac: total.rejected as f64 / decisions.max(1) as f64,
         concurrency,
         elapsed_s: elapsed.as_secs_f64(),
-        // The INFO call that reads the counters after the run counts itself once.
         redis_calls_per_decision: redis
-            .map(|(b, a)| a.calls.saturating_sub(b.calls + 1) as f64 / decisions as f64),
+            .map(|(b, a)| a.calls.saturating_sub(b.calls) as f64 / decisions as f64),
         redis_usec_per_call: redis.and_then(|(b, a)| {
             let calls = a.script_calls.saturating_sub(b.script_calls);
             (calls > 0).then(|| a.script_usec.saturating_sub(b.script_usec) as f64 / calls as f64)

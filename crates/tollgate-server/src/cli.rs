@@ -37,6 +37,8 @@ pub enum Command {
     /// Work with config files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Measure decisions/s and latency against a store, a running server or an Envoy service.
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// `tollgate config ...`.

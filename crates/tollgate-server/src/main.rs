@@ -13,6 +13,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Config(ConfigCommand::Check { file }) => check_config(&file),
+        Command::Bench(args) => bench(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -39,6 +40,14 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         let server = Server::bind(settings).await.map_err(|e| e.to_string())?;
         server.run(shutdown).await.map_err(|e| e.to_string())
     })
+}
+
+fn bench(args: tollgate_server::bench::BenchArgs) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(tollgate_server::bench::bench(args))
 }
 
 fn check_config(file: &std::path::Path) -> Result<(), String> {

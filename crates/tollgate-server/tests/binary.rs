@@ -467,3 +467,31 @@ fn features_not_built_in_fail_loudly() {
         stderr(&output)
     );
 }
+
+#[test]
+fn bench_counts_what_the_store_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(tollgate(dir.path()).args([
+        "bench",
+        "--algorithm",
+        "fixed-window",
+        "--limit",
+        "5",
+        "--period",
+        "1h",
+        "--keys",
+        "10",
+        "--requests",
+        "1000",
+        "--concurrency",
+        "4",
+        "--json",
+    ]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let line: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+    assert_eq!(line["bench"], "tollgate");
+    assert_eq!(line["allowed"], 50, "{line}");
+    assert_eq!(line["rejected"], 950, "{line}");
+    let output = run(tollgate(dir.path()).args(["bench", "--algorithm", "nope"]));
+    assert!(!output.status.success());
+}

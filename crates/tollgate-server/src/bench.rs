@@ -1,0 +1,307 @@
+//! `tollgate bench`: the load generator of `tollgate-bench` pointed at a store (the library path,
+//! in-process), a running `tollgate serve` (HTTP) or an Envoy rate limit service (gRPC).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tollgate::memory::MemoryStore;
+use tollgate::{Algorithm, Clock, Limiter, OnError, Policy, ResilienceConfig, Resilient};
+use tollgate_bench::runner::RedisCounters;
+use tollgate_bench::{CommandCounter, HttpTarget, Outcome, Report, StoreTarget, Target, TargetError, Workload, run};
+use tollgate_envoy::envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use tollgate_envoy::envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+use tollgate_envoy::envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+use tollgate_envoy::envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
+use tollgate_envoy::envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use tollgate_redis::{RedisOptions, RedisStore};
+
+use crate::config::StoreUrl;
+
+/// Flags of `tollgate bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Decide in-process on this store: `memory` or a Redis URL [default: memory].
+    #[arg(long, value_name = "URL", conflicts_with_all = ["http", "grpc"])]
+    pub store: Option<StoreUrl>,
+    /// Send `POST /v1/check` to a running `tollgate serve` at this base URL.
+    #[arg(long, value_name = "URL", conflicts_with = "grpc")]
+    pub http: Option<String>,
+    /// Call an Envoy rate limit service (`ShouldRateLimit`) at this address (host:port).
+    #[arg(long, value_name = "ADDR")]
+    pub grpc: Option<String>,
+    /// gRPC domain; each request sends one descriptor `key = <key>`.
+    #[arg(long, default_value = "bench")]
+    pub grpc_domain: String,
+    /// Descriptor key of gRPC requests.
+    #[arg(long, default_value = "key")]
+    pub grpc_descriptor: String,
+    /// Policy name (for --http: the server's policy; for --store: the name of the one built
+    /// from --algorithm/--limit/--period/--burst).
+    #[arg(long, default_value = "bench")]
+    pub policy: String,
+    /// Algorithm of the in-process policy.
+    #[arg(long, default_value = "gcra")]
+    pub algorithm: Algorithm,
+    /// Limit of the in-process policy.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub limit: u64,
+    /// Period of the in-process policy.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub period: Duration,
+    /// Burst of the in-process policy (token bucket and GCRA).
+    #[arg(long)]
+    pub burst: Option<u64>,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: usize,
+    /// Key distribution: uniform, zipf or zipf:S.
+    #[arg(long, default_value = "uniform")]
+    pub distribution: tollgate_bench::Distribution,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 50)]
+    pub concurrency: usize,
+    /// Timed requests.
+    #[arg(long, default_value_t = 200_000)]
+    pub requests: u64,
+    /// Stop after this long even if requests remain (e.g. 10s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Cost of each request.
+    #[arg(long, default_value_t = 1)]
+    pub cost: u64,
+    /// Exhaust every key first, so the timed part measures rejections.
+    #[arg(long)]
+    pub exhaust_first: bool,
+    /// Store timeout for Redis stores (the resilience layer's).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Keep the over-limit cache in front of Redis (the server's default); off measures every
+    /// decision in Redis.
+    #[arg(long, default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
+    pub over_limit_cache: bool,
+    /// Key prefix of this run.
+    #[arg(long, default_value = "bench:")]
+    pub key_prefix: String,
+    /// Label of the run in the report.
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// Print one JSON line instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Draw a progress bar on stderr.
+    #[arg(long)]
+    pub progress: bool,
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        other => Err(format!("expected on or off, got `{other}`")),
+    }
+}
+
+/// Run the benchmark `args` describe and print its report.
+pub async fn bench(args: BenchArgs) -> Result<(), String> {
+    let workload = Workload {
+        keys: args.keys,
+        distribution: args.distribution,
+        concurrency: args.concurrency,
+        requests: args.requests,
+        duration: args.duration,
+        cost: args.cost,
+        exhaust_first: args.exhaust_first,
+        key_prefix: args.key_prefix.clone(),
+        ..Workload::default()
+    };
+    let report = if let Some(base) = &args.http {
+        let target = Arc::new(HttpTarget::new(base, &args.policy).map_err(|e| e.to_string())?);
+        let variant = args
+            .variant
+            .clone()
+            .unwrap_or_else(|| format!("http {}", args.policy));
+        run(target, &workload, variant, args.progress, None).await
+    } else if let Some(addr) = &args.grpc {
+        let target =
+            Arc::new(GrpcTarget::connect(addr, &args.grpc_domain, &args.grpc_descriptor).await?);
+        let variant = args
+            .variant
+            .clone()
+            .unwrap_or_else(|| format!("grpc {}", args.grpc_domain));
+        run(target, &workload, variant, args.progress, None).await
+    } else {
+        bench_store(&args, &workload).await?
+    };
+    if args.json {
+        println!("{}", report.json_line());
+    } else {
+        print!("{report}");
+    }
+    if report.errors > 0 && report.allowed + report.rejected == 0 {
+        return Err(format!(
+            "every request failed: {}",
+            report.first_error.unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+/// The library path: a `Limiter` on the memory store or on Redis behind the resilience layer.
+async fn bench_store(args: &BenchArgs, workload: &Workload) -> Result<Report, String> {
+    let policy = Policy::new(args.algorithm, args.limit, args.period, args.burst)
+        .map_err(|e| format!("policy: {e}"))?;
+    let store = args.store.clone().unwrap_or(StoreUrl::Memory);
+    let variant = args.variant.clone().unwrap_or_else(|| {
+        let kind = match store {
+            StoreUrl::Memory => "memory",
+            StoreUrl::Redis(_) => "redis",
+        };
+        format!("{kind} {}", args.algorithm)
+    });
+    match &store {
+        StoreUrl::Memory => {
+            let limiter = Limiter::new(MemoryStore::with_options(Clock::System, usize::MAX))
+                .with_policy(args.policy.as_str(), policy);
+            let target = Arc::new(StoreTarget::new(limiter, &args.policy, "memory"));
+            Ok(run(target, workload, variant, args.progress, None).await)
+        }
+        StoreUrl::Redis(url) => {
+            let redis = RedisStore::connect(url, RedisOptions::default())
+                .await
+                .map_err(|e| format!("store {store}: {e}"))?;
+            let resilience = ResilienceConfig {
+                timeout: args.timeout,
+                on_error: OnError::Deny,
+                over_limit_cache: if args.over_limit_cache { 100_000 } else { 0 },
+                ..ResilienceConfig::default()
+            };
+            let limiter = Limiter::new(Resilient::new(redis, resilience))
+                .with_policy(args.policy.as_str(), policy);
+            let target = Arc::new(StoreTarget::new(limiter, &args.policy, "redis"));
+            let counter = command_counter(url);
+            Ok(run(target, workload, variant, args.progress, counter).await)
+        }
+    }
+}
+
+/// Reads `INFO commandstats` of a standalone Redis (`redis://`, `rediss://`); other topologies
+/// report no Redis counters.
+fn command_counter(url: &str) -> Option<CommandCounter> {
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return None;
+    }
+    let client = redis::Client::open(url).ok()?;
+    Some(Arc::new(move || {
+        let client = client.clone();
+        Box::pin(async move {
+            let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async(&mut connection)
+                .await
+                .ok()?;
+            Some(parse_commandstats(&info))
+        })
+    }))
+}
+
+/// The commands the store sends from the client (`evalsha`, `eval`, `script|load`): Redis also
+/// counts the commands a script runs inside (`GET`, `SET`, `TIME`…), which are not round trips.
+pub fn parse_commandstats(info: &str) -> RedisCounters {
+    let mut counters = RedisCounters::default();
+    for line in info.lines() {
+        let Some((name, fields)) = line
+            .trim()
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        let field = |key: &str| {
+            fields
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        match name {
+            "evalsha" | "eval" => {
+                counters.calls += field("calls");
+                counters.script_calls += field("calls");
+                counters.script_usec += field("usec");
+            }
+            "script|load" => counters.calls += field("calls"),
+            _ => {}
+        }
+    }
+    counters
+}
+
+/// An Envoy rate limit service: one descriptor `descriptor = <key>` per request.
+struct GrpcTarget {
+    client: RateLimitServiceClient<tonic::transport::Channel>,
+    domain: String,
+    descriptor: String,
+}
+
+impl GrpcTarget {
+    async fn connect(addr: &str, domain: &str, descriptor: &str) -> Result<GrpcTarget, String> {
+        let uri = if addr.contains("://") {
+            addr.to_owned()
+        } else {
+            format!("http://{addr}")
+        };
+        let client = RateLimitServiceClient::connect(uri)
+            .await
+            .map_err(|e| format!("gRPC {addr}: {e}"))?;
+        Ok(GrpcTarget {
+            client,
+            domain: domain.to_owned(),
+            descriptor: descriptor.to_owned(),
+        })
+    }
+}
+
+impl Target for GrpcTarget {
+    async fn decide(&self, key: &str, cost: u64) -> Result<Outcome, TargetError> {
+        let request = RateLimitRequest {
+            domain: self.domain.clone(),
+            descriptors: vec![RateLimitDescriptor {
+                entries: vec![Entry {
+                    key: self.descriptor.clone(),
+                    value: key.to_owned(),
+                }],
+                ..RateLimitDescriptor::default()
+            }],
+            hits_addend: u32::try_from(cost).unwrap_or(u32::MAX),
+        };
+        let answer = self
+            .client
+            .clone()
+            .should_rate_limit(request)
+            .await
+            .map_err(|status| TargetError::Answer(status.to_string()))?
+            .into_inner();
+        Ok(Outcome {
+            allowed: answer.overall_code != Code::OverLimit as i32,
+            degraded: false,
+        })
+    }
+
+    fn label(&self) -> String {
+        "grpc".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commandstats_are_summed() {
+        let info = "# Commandstats\r\ncmdstat_evalsha:calls=10,usec=150,usec_per_call=15.00,rejected_calls=0,failed_calls=0\r\ncmdstat_get:calls=10,usec=5\r\ncmdstat_script|load:calls=1,usec=30\r\ncmdstat_info:calls=2,usec=40,usec_per_call=20.00\r\n";
+        let c = parse_commandstats(info);
+        assert_eq!((c.calls, c.script_calls, c.script_usec), (11, 10, 150));
+    }
+}
