@@ -45,3 +45,8 @@ pub use memory::MemoryStore;
 pub use policy::{Algorithm, Policy, PolicyBuilder, Rate};
 pub use resilience::{OnError, ResilienceConfig, Resilient};
 pub use store::{Check, Decisions, Store, StoreDecision};
+
+/// The README's Rust examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
