@@ -25,6 +25,40 @@ pub struct RedisCounters {
     pub script_usec: u64,
 }
 
+impl RedisCounters {
+    /// The commands the store sends from the client (`evalsha`, `eval`, `script|load`): Redis also
+    /// counts the commands a script runs inside (`GET`, `SET`, `TIME`…), which are not round trips.
+    pub fn from_commandstats(info: &str) -> RedisCounters {
+        let mut counters = RedisCounters::default();
+        for line in info.lines() {
+            let Some((name, fields)) = line
+                .trim()
+                .strip_prefix("cmdstat_")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            let field = |key: &str| {
+                fields
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            match name {
+                "evalsha" | "eval" => {
+                    counters.calls += field("calls");
+                    counters.script_calls += field("calls");
+                    counters.script_usec += field("usec");
+                }
+                "script|load" => counters.calls += field("calls"),
+                _ => {}
+            }
+        }
+        counters
+    }
+}
+
 /// Reads [`RedisCounters`] (a Redis target provides one; others pass `None`).
 pub type CommandCounter =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Option<RedisCounters>> + Send>> + Send + Sync>;
@@ -225,5 +259,17 @@ async fn exhaust<T: Target>(
     }
     for task in tasks {
         let _ = task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_round_trips_are_counted() {
+        let info = "# Commandstats\r\ncmdstat_evalsha:calls=10,usec=150,usec_per_call=15.00,rejected_calls=0,failed_calls=0\r\ncmdstat_get:calls=10,usec=5\r\ncmdstat_script|load:calls=1,usec=30\r\ncmdstat_info:calls=2,usec=40,usec_per_call=20.00\r\n";
+        let c = RedisCounters::from_commandstats(info);
+        assert_eq!((c.calls, c.script_calls, c.script_usec), (11, 10, 150));
     }
 }

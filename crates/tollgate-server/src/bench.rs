@@ -201,41 +201,9 @@ fn command_counter(url: &str) -> Option<CommandCounter> {
                 .query_async(&mut connection)
                 .await
                 .ok()?;
-            Some(parse_commandstats(&info))
+            Some(RedisCounters::from_commandstats(&info))
         })
     }))
-}
-
-/// The commands the store sends from the client (`evalsha`, `eval`, `script|load`): Redis also
-/// counts the commands a script runs inside (`GET`, `SET`, `TIME`…), which are not round trips.
-pub fn parse_commandstats(info: &str) -> RedisCounters {
-    let mut counters = RedisCounters::default();
-    for line in info.lines() {
-        let Some((name, fields)) = line
-            .trim()
-            .strip_prefix("cmdstat_")
-            .and_then(|l| l.split_once(':'))
-        else {
-            continue;
-        };
-        let field = |key: &str| {
-            fields
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        match name {
-            "evalsha" | "eval" => {
-                counters.calls += field("calls");
-                counters.script_calls += field("calls");
-                counters.script_usec += field("usec");
-            }
-            "script|load" => counters.calls += field("calls"),
-            _ => {}
-        }
-    }
-    counters
 }
 
 /// An Envoy rate limit service: one descriptor `descriptor = <key>` per request.
@@ -291,17 +259,5 @@ impl Target for GrpcTarget {
 
     fn label(&self) -> String {
         "grpc".into()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn commandstats_are_summed() {
-        let info = "# Commandstats\r\ncmdstat_evalsha:calls=10,usec=150,usec_per_call=15.00,rejected_calls=0,failed_calls=0\r\ncmdstat_get:calls=10,usec=5\r\ncmdstat_script|load:calls=1,usec=30\r\ncmdstat_info:calls=2,usec=40,usec_per_call=20.00\r\n";
-        let c = parse_commandstats(info);
-        assert_eq!((c.calls, c.script_calls, c.script_usec), (11, 10, 150));
     }
 }
