@@ -48,7 +48,8 @@ pub struct RedisOptions {
 ///
 /// The price: a replica round trip on every consuming decision, and a master left without
 /// enough replicas (after a failover, until the old master is back as a replica) answers no
-/// consuming decision at all. Keep `timeout` well under the limiter's store timeout.
+/// consuming decision at all. Keep `timeout` well under the limiter's store timeout (and under
+/// [`RedisOptions::response_timeout`]), or calls time out before `WAIT` can answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplicaAck {
     /// Replicas that must acknowledge (1 for the usual one replica per master).

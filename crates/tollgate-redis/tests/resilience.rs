@@ -15,7 +15,7 @@ use tollgate::{
     Algorithm, Check, Limiter, Mode, OnError, Policy, ResilienceConfig, Resilient, Store,
     StoreDecision, StoreError, Verdict,
 };
-use tollgate_redis::{RedisOptions, RedisStore, ReplicaAck};
+use tollgate_redis::{RedisOptions, RedisStore, RedisStoreError, ReplicaAck};
 use tollgate_testkit::{RedisCluster, RedisNode, RedisSentinel, RedisServer, info_field};
 
 /// The store timeout under test (the default).
@@ -294,6 +294,81 @@ async fn a_killed_and_restarted_redis_is_used_again_by_the_same_limiter() {
         let v = check(&limiter, "k").await;
         assert!(!v.allowed() && !v.degraded);
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// Replica acknowledgement (`ReplicaAck`) on a master and its replica.
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_decision_is_on_the_replica_when_it_is_answered() {
+    let _busy = CPU.read().await;
+    let master = RedisServer::start_with(&[("repl-diskless-sync-delay", "0".into())]).unwrap();
+    let replica = RedisServer::start_with(&[
+        ("replicaof", format!("127.0.0.1 {}", master.port())),
+        ("repl-diskless-sync-delay", "0".into()),
+    ])
+    .unwrap();
+    // Nothing else runs yet: waiting on this thread blocks no one.
+    wait_synced(&replica);
+    // A long wait (the replica shares two cores with the rest of this binary), under the
+    // client's 1 s response timeout.
+    let wait = Duration::from_millis(500);
+    let options = RedisOptions {
+        replica_ack: Some(ReplicaAck {
+            replicas: 1,
+            timeout: wait,
+        }),
+        ..options("ack")
+    };
+    let store = RedisStore::connect(&master.url(), options).await.unwrap();
+    let policy = per_hour(Algorithm::FixedWindow, 1000);
+    let checks = [Check {
+        name: "p",
+        policy: &policy,
+        key: "k",
+    }];
+    let key = store.key(&checks[0]);
+
+    // Each answered decision is already on the replica: read it there at once.
+    for count in 1..=20 {
+        let answer = store.decide(&checks, 1, Mode::Consume).await.unwrap();
+        assert_eq!(answer.decisions[0].remaining, 1000 - count);
+        assert_eq!(stored_count(&replica, &key), count);
+        if count == 10 {
+            // A node without the script (restarted, newly promoted) is sent its source.
+            let _: String = master.query(&["SCRIPT", "FLUSH"]).unwrap();
+        }
+    }
+
+    // With the replica frozen, a write cannot be acknowledged: the decision fails, and says so.
+    replica.pause().unwrap();
+    let started = Instant::now();
+    let refused = store.decide(&checks, 1, Mode::Consume).await;
+    let took = started.elapsed();
+    let peek = store.decide(&checks, 1, Mode::Peek).await;
+    replica.resume().unwrap();
+    match refused {
+        Err(StoreError::Backend(e)) => assert!(
+            matches!(
+                e.downcast_ref::<RedisStoreError>(),
+                Some(RedisStoreError::NotReplicated {
+                    acked: 0,
+                    wanted: 1
+                })
+            ),
+            "{e}"
+        ),
+        other => panic!("expected NotReplicated, got {other:?}"),
+    }
+    assert!(took >= wait, "{took:?}");
+    // It still counted on the master (it will reach the replica once it thaws); a peek writes
+    // nothing, so it needs no acknowledgement.
+    assert_eq!(stored_count(&master, &key), 21);
+    assert_eq!(peek.unwrap().decisions[0].remaining, 1000 - 21);
+    let answer = store.decide(&checks, 1, Mode::Consume).await.unwrap();
+    assert_eq!(answer.decisions[0].remaining, 1000 - 22);
+    assert_eq!(stored_count(&replica, &key), 22);
 }
 
 // ------------------------------------------------------------------------------------------
