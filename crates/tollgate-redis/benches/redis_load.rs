@@ -1,0 +1,185 @@
+//! The Redis store under load, in-process, and tollgate's own script for `redis-benchmark`.
+//!
+//! `scripts/bench.sh` uses it to hand `redis-benchmark` the exact script every decision runs,
+//! and it is the quickest way to profile the library path (`perf record -g` on this binary)
+//! without the `tollgate` binary around it:
+//!
+//! ```sh
+//! cargo bench -p tollgate-redis --bench redis_load -- script > tollgate.lua   # the Lua source
+//! cargo bench -p tollgate-redis --bench redis_load -- sha                     # its SHA-1
+//! cargo bench -p tollgate-redis --bench redis_load -- load redis://127.0.0.1:6390 \
+//!     [--algorithm gcra] [--limit 1000000] [--period-us 60000000] [--keys 10000] \
+//!     [--concurrency 50] [--requests 200000] [--resilient] [--exhaust-first] [--variant LABEL]
+//! ```
+//!
+//! `load` prints the same JSON line as `tollgate bench --json` (rps, p50/p99, outcomes, Redis
+//! commands per decision and script CPU µs per call from `INFO commandstats`). `--resilient`
+//! puts the server's wrapper in front (timeout, circuit breaker, over-limit cache), as
+//! `tollgate serve` runs it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tollgate::{Algorithm, Limiter, Policy, ResilienceConfig, Resilient, Store};
+use tollgate_bench::runner::RedisCounters;
+use tollgate_bench::{CommandCounter, StoreTarget, Workload, run};
+use tollgate_redis::{RedisOptions, RedisStore};
+
+/// What `load` was asked to do.
+struct LoadArgs {
+    url: String,
+    algorithm: Algorithm,
+    limit: u64,
+    period_us: u64,
+    workload: Workload,
+    resilient: bool,
+    variant: Option<String>,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: redis_load script | sha | load URL [--algorithm A] [--limit N] [--period-us N] \
+         [--keys N] [--concurrency N] [--requests N] [--resilient] [--exhaust-first] \
+         [--variant LABEL]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_load(mut args: impl Iterator<Item = String>) -> Result<LoadArgs, String> {
+    let url = args.next().ok_or("load needs a Redis URL")?;
+    let mut load = LoadArgs {
+        url,
+        algorithm: Algorithm::Gcra,
+        limit: 1_000_000,
+        period_us: 60_000_000,
+        workload: Workload::default(),
+        resilient: false,
+        variant: None,
+    };
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
+        let number = |v: String| v.parse::<u64>().map_err(|e| format!("{flag} {v}: {e}"));
+        match flag.as_str() {
+            "--algorithm" => load.algorithm = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--limit" => load.limit = number(value()?)?,
+            "--period-us" => load.period_us = number(value()?)?,
+            "--keys" => load.workload.keys = number(value()?)? as usize,
+            "--concurrency" => load.workload.concurrency = number(value()?)? as usize,
+            "--requests" => load.workload.requests = number(value()?)?,
+            "--resilient" => load.resilient = true,
+            "--exhaust-first" => load.workload.exhaust_first = true,
+            "--variant" => load.variant = Some(value()?),
+            // cargo bench appends --bench to the arguments.
+            "--bench" => {}
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    Ok(load)
+}
+
+/// `INFO commandstats` as counters: every call, and the script's calls and CPU µs.
+fn command_counter(client: redis::Client) -> CommandCounter {
+    Arc::new(move || {
+        let client = client.clone();
+        Box::pin(async move {
+            let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async(&mut connection)
+                .await
+                .ok()?;
+            Some(parse_commandstats(&info))
+        })
+    })
+}
+
+/// Sum `calls` over every command, and `calls`/`usec` of `evalsha` and `eval`.
+fn parse_commandstats(info: &str) -> RedisCounters {
+    let mut counters = RedisCounters::default();
+    for line in info.lines() {
+        let Some((name, fields)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        let field = |key: &str| {
+            fields
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let calls = field("calls");
+        counters.calls += calls;
+        if name == "evalsha" || name == "eval" {
+            counters.script_calls += calls;
+            counters.script_usec += field("usec");
+        }
+    }
+    counters
+}
+
+async fn drive<S: Store>(store: S, load: &LoadArgs, policy: Policy, counter: CommandCounter) {
+    let label = load.variant.clone().unwrap_or_else(|| {
+        format!(
+            "redis {} c{}{}",
+            load.algorithm.name(),
+            load.workload.concurrency,
+            if load.resilient { " resilient" } else { "" }
+        )
+    });
+    let limiter = Limiter::new(store).with_policy("bench", policy);
+    let target = Arc::new(StoreTarget::new(limiter, "bench", "redis"));
+    let report = run(target, &load.workload, label, false, Some(counter)).await;
+    println!("{}", report.json_line());
+}
+
+async fn load(load: LoadArgs) -> Result<(), String> {
+    let burst = load.algorithm.has_burst().then_some(load.limit);
+    let policy = Policy::new(
+        load.algorithm,
+        load.limit,
+        Duration::from_micros(load.period_us),
+        burst,
+    )
+    .map_err(|e| e.to_string())?;
+    let store = RedisStore::connect(&load.url, RedisOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let counter =
+        command_counter(redis::Client::open(load.url.as_str()).map_err(|e| e.to_string())?);
+    if load.resilient {
+        let store = Resilient::new(store, ResilienceConfig::default());
+        drive(store, &load, policy, counter).await;
+    } else {
+        drive(store, &load, policy, counter).await;
+    }
+    Ok(())
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
+    match args.next().as_deref() {
+        Some("script") => print!("{}", RedisStore::script_source()),
+        Some("sha") => println!("{}", RedisStore::script_sha()),
+        Some("load") => {
+            let parsed = parse_load(args).unwrap_or_else(|e| {
+                eprintln!("redis_load: {e}");
+                usage()
+            });
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| {
+                    eprintln!("redis_load: tokio runtime: {e}");
+                    std::process::exit(1)
+                });
+            if let Err(e) = runtime.block_on(load(parsed)) {
+                eprintln!("redis_load: {e}");
+                std::process::exit(1);
+            }
+        }
+        _ => usage(),
+    }
+}
