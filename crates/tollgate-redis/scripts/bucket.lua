@@ -10,9 +10,9 @@ local function bucket(used, cost, consume, limit, period, capacity)
   if need <= room then
     if consume then
       local taken = used + need
-      return true, floor((room - need) / period), ceil(taken / limit), 0, taken
+      return true, math.floor((room - need) / period), math.ceil(taken / limit), 0, taken
     end
-    return true, floor(room / period), ceil(used / limit), 0, nil
+    return true, math.floor(room / period), math.ceil(used / limit), 0, nil
   end
-  return false, floor(max(room, 0) / period), ceil(used / limit), ceil((need - room) / limit), nil
+  return false, math.floor(math.max(room, 0) / period), math.ceil(used / limit), math.ceil((need - room) / limit), nil
 end

@@ -20,16 +20,30 @@ if not now then
   now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 end
 
--- Decide policy i into reply slots 4i-3 .. 4i.
-local reply = {}
+-- Decide policy i: allowed, remaining, reset_after_us, retry_after_us.
 local function decide(i, consume_it)
   local base = 4 * i
   local algorithm = ALGORITHMS[tonumber(ARGV[base])]
   if not algorithm then
     error({ err = 'TOLLGATE unknown algorithm code ' .. tostring(ARGV[base]) })
   end
-  local allowed, remaining, reset, retry = algorithm(KEYS[i], now, cost, consume_it,
+  return algorithm(KEYS[i], now, cost, consume_it,
     tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3]))
+end
+
+local count = #KEYS
+if count == 1 then
+  -- The common case: the reply in one constructor (filling a table slot by slot makes Lua
+  -- grow it three times).
+  local allowed, remaining, reset, retry = decide(1, consume)
+  return { allowed and 1 or 0, remaining, reset, retry }
+end
+
+-- Several policies: policy i's answer goes to reply slots 4i-3 .. 4i.
+local reply = {}
+local function decide_into_reply(i, consume_it)
+  local allowed, remaining, reset, retry = decide(i, consume_it)
+  local base = 4 * i
   reply[base - 3] = allowed and 1 or 0
   reply[base - 2] = remaining
   reply[base - 1] = reset
@@ -37,20 +51,19 @@ local function decide(i, consume_it)
   return allowed
 end
 
-local count = #KEYS
-if count == 1 or not consume then
+if not consume then
   for i = 1, count do
-    decide(i, consume)
+    decide_into_reply(i, false)
   end
   return reply
 end
 local all_allowed = true
 for i = 1, count do
-  all_allowed = decide(i, false) and all_allowed
+  all_allowed = decide_into_reply(i, false) and all_allowed
 end
 if all_allowed then
   for i = 1, count do
-    decide(i, true)
+    decide_into_reply(i, true)
   end
 else
   for i = 1, count do

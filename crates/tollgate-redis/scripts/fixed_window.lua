@@ -1,14 +1,14 @@
 -- Fixed window (code 1): a counter per window [k*P, (k+1)*P) aligned to the Unix epoch.
--- State: "window:count", window = floor(t / P) of the count (so decisions never depend on when
+-- State: "window:count", window = math.floor(t / P) of the count (so decisions never depend on when
 -- the key expires).
 local function fixed_window(key, now, cost, consume, limit, period)
   local stored, count = read_pair(key)
   -- A clock that steps back never reopens a window already counted.
-  local window = max(floor(now / period), stored)
+  local window = math.max(math.floor(now / period), stored)
   if window ~= stored then
     count = 0
   end
-  local until_end = max((window + 1) * period - now, 0)
+  local until_end = math.max((window + 1) * period - now, 0)
   -- cost <= limit - count rather than count + cost <= limit: the sum could pass 2^53.
   local allowed = cost <= limit - count
   if allowed and consume then
@@ -22,5 +22,5 @@ local function fixed_window(key, now, cost, consume, limit, period)
   if not allowed then
     retry = until_end
   end
-  return allowed, max(limit - count, 0), reset, retry
+  return allowed, math.max(limit - count, 0), reset, retry
 end

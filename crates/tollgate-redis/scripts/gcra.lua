@@ -11,10 +11,10 @@ local function gcra(key, now, cost, consume, limit, period, capacity)
   local allowed, remaining, reset, retry, taken =
     bucket(used, cost, consume, limit, period, capacity)
   if taken then
-    -- Full again at the new TAT: ceil(taken / L) from now.
-    local whole = floor(taken / limit)
+    -- Full again at the new TAT: math.ceil(taken / L) from now.
+    local whole = math.floor(taken / limit)
     redis.call('SET', key, int(now + whole) .. ':' .. int(taken - whole * limit), 'PX',
-      ttl_ms(ceil(taken / limit)))
+      ttl_ms(math.ceil(taken / limit)))
   end
   return allowed, remaining, reset, retry
 end

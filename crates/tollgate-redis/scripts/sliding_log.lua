@@ -60,12 +60,12 @@ local function sliding_log(key, now, cost, consume, limit, period)
   local in_window = total - expired_cost
   -- Differences, not sums: in_window + cost could pass 2^53.
   local allowed = cost <= limit - in_window
-  local remaining, retry = max(limit - in_window, 0), 0
+  local remaining, retry = math.max(limit - in_window, 0), 0
   local newest, newest_cost = log_last(log)
 
   if allowed and consume then
     total = in_window + cost
-    remaining = max(limit - total, 0)
+    remaining = math.max(limit - total, 0)
     if #items == 0 then
       redis.call('RPUSH', key, int(total), int(now), int(cost))
       newest = now
@@ -97,7 +97,7 @@ local function sliding_log(key, now, cost, consume, limit, period)
         break
       end
       if c >= to_free then
-        retry = max(at + period - now, 0)
+        retry = math.max(at + period - now, 0)
         break
       end
       to_free = to_free - c

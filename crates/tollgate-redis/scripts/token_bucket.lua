@@ -3,8 +3,8 @@
 local function token_bucket(key, now, cost, consume, limit, period, capacity)
   local used, last = read_pair(key)
   -- Refill L units per µs since `last`, down to a full bucket (drain in bucket.rs).
-  local elapsed = max(now - last, 0)
-  if elapsed >= ceil(used / limit) then
+  local elapsed = math.max(now - last, 0)
+  if elapsed >= math.ceil(used / limit) then
     used = 0
   else
     used = used - elapsed * limit
@@ -12,9 +12,9 @@ local function token_bucket(key, now, cost, consume, limit, period, capacity)
   local allowed, remaining, reset, retry, taken =
     bucket(used, cost, consume, limit, period, capacity)
   if taken then
-    last = max(now, last)
+    last = math.max(now, last)
     -- Full again once `taken` has drained from `last`.
-    local ttl = ttl_ms(last + ceil(taken / limit) - now)
+    local ttl = ttl_ms(last + math.ceil(taken / limit) - now)
     redis.call('SET', key, int(taken) .. ':' .. int(last), 'PX', ttl)
   end
   return allowed, remaining, reset, retry
