@@ -271,3 +271,50 @@ async fn a_cached_rejection_does_not_outlive_a_change_of_its_policy() {
     assert!(reloaded.check("p", "k").await.unwrap().allowed);
     assert_eq!(switched.calls.load(Ordering::SeqCst), calls + 1);
 }
+
+/// A readiness ping on the switched store.
+async fn ping(switched: &Arc<Switched>) -> Result<(), StoreError> {
+    match switched.mode.load(Ordering::SeqCst) {
+        OK => Ok(()),
+        HANG => std::future::pending().await,
+        _ => Err(StoreError::Protocol("switched off".into())),
+    }
+}
+
+#[tokio::test]
+async fn a_readiness_ping_probes_an_open_breaker_so_an_idle_instance_recovers() {
+    let (switched, limiter) = setup(OnError::Deny, 1);
+    let store = limiter.store();
+    assert!(store.ready(ping).await.is_ok());
+
+    // Failed pings count like failed calls, and a hung one costs the timeout.
+    switched.mode.store(HANG, Ordering::SeqCst);
+    assert!(matches!(
+        store.ready(ping).await,
+        Err(StoreError::Timeout(_))
+    ));
+    switched.mode.store(FAIL, Ordering::SeqCst);
+    for _ in 0..2 {
+        assert!(matches!(
+            store.ready(ping).await,
+            Err(StoreError::Backend(_))
+        ));
+    }
+    assert_eq!(store.breaker().state(), BreakerState::Open);
+    // Open, no probe due yet: not ready, without asking the store.
+    assert!(matches!(
+        store.ready(ping).await,
+        Err(StoreError::CircuitOpen)
+    ));
+
+    // The store comes back while no request arrives: the next due ping closes the breaker.
+    switched.mode.store(OK, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(store.ready(ping).await.is_ok());
+    assert_eq!(store.breaker().state(), BreakerState::Closed);
+    assert_eq!(
+        switched.calls.load(Ordering::SeqCst),
+        0,
+        "no decision was needed"
+    );
+}

@@ -6,6 +6,7 @@ use crate::policy::Policy;
 
 /// Decide a request of `cost` against `used` units already taken at this instant.
 /// Returns the units taken after the request when it is allowed (`None` when rejected).
+#[inline]
 pub fn decide(used: u64, policy: &Policy, cost: u64) -> (Option<u64>, Decision) {
     let (limit, period) = (policy.limit(), policy.period_us());
     let capacity = policy.capacity();
@@ -45,6 +46,7 @@ pub fn peek(used: u64, policy: &Policy, cost: u64) -> Decision {
 }
 
 /// Units still taken `elapsed` µs after `used` were taken (refill `L` units per µs, floor 0).
+#[inline]
 pub fn drain(used: u64, elapsed: u64, policy: &Policy) -> u64 {
     let limit = policy.limit();
     if elapsed >= used.div_ceil(limit) {

@@ -15,6 +15,7 @@ pub struct FixedWindow {
 
 impl FixedWindow {
     /// Allow if `count + cost <= limit`; a rejected request waits for the next window.
+    #[inline]
     pub fn decide(&mut self, now: u64, policy: &Policy, cost: u64, mode: Mode) -> Decision {
         let (limit, period) = (policy.limit(), policy.period_us());
         // A clock that steps back never reopens a window already counted.

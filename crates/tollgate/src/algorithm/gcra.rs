@@ -17,6 +17,7 @@ pub struct Gcra {
 
 impl Gcra {
     /// Allow if `max(TAT, now) + cost·T − now <= B·T`.
+    #[inline]
     pub fn decide(&mut self, now: u64, policy: &Policy, cost: u64, mode: Mode) -> Decision {
         // (TAT − now) in units of 1/L µs: exactly the token bucket's `used`.
         let used = if self.tat_us >= now {

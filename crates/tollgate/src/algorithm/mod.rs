@@ -73,6 +73,7 @@ impl State {
     /// Apply one request of `cost` at `now` (µs). The cost must already be validated against
     /// the policy (`1 <= cost <= capacity`), and the state must be of the policy's algorithm
     /// (a mismatch is treated as a fresh key).
+    #[inline]
     pub fn decide(&mut self, now: u64, policy: &Policy, cost: u64, mode: Mode) -> Decision {
         if self.algorithm() != policy.algorithm() {
             *self = State::fresh(policy.algorithm());

@@ -19,6 +19,7 @@ pub struct SlidingWindow {
 
 impl SlidingWindow {
     /// Allow if the weighted count plus `cost` stays within the limit.
+    #[inline]
     pub fn decide(&mut self, now: u64, policy: &Policy, cost: u64, mode: Mode) -> Decision {
         let (limit, period) = (policy.limit(), policy.period_us());
         let window = (now / period).max(self.window);

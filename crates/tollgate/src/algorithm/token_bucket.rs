@@ -16,6 +16,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// Refill since `last`, then take `cost` tokens if they are there.
+    #[inline]
     pub fn decide(&mut self, now: u64, policy: &Policy, cost: u64, mode: Mode) -> Decision {
         let used = bucket::drain(self.used, now.saturating_sub(self.last), policy);
         match mode {

@@ -167,6 +167,62 @@ impl<S: Store> Resilient<S> {
         &self.config
     }
 
+    /// For readiness checks (`GET /ready`): `Ok` when `ping` (a cheap call on the store, such as
+    /// `PING`) answers within the timeout and the breaker lets it through.
+    ///
+    /// The ping takes part in the breaker like a decision: while the breaker is open and a probe
+    /// is due, the ping *is* the probe, and its success closes the breaker. So an instance that a
+    /// load balancer took out of rotation (no requests, hence no probes) still finds out that the
+    /// store is back. While a probe is in flight or none is due yet, the answer is
+    /// [`StoreError::CircuitOpen`] at once; a failed or timed-out ping counts as a failed call.
+    ///
+    /// ```
+    /// use tollgate::{MemoryStore, ResilienceConfig, Resilient, StoreError};
+    ///
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    /// # rt.block_on(async {
+    /// let store = Resilient::new(MemoryStore::new(), ResilienceConfig::default());
+    /// let ready = store.ready(async |_memory| Ok::<(), StoreError>(())).await;
+    /// assert!(ready.is_ok());
+    /// # });
+    /// ```
+    pub async fn ready<E>(
+        &self,
+        ping: impl AsyncFnOnce(&S) -> Result<(), E>,
+    ) -> Result<(), StoreError>
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let admission = self.breaker.admit();
+        if admission == Admission::Skip {
+            return Err(StoreError::CircuitOpen);
+        }
+        let in_flight = InFlight::new(&self.breaker, admission);
+        let outcome = tokio::time::timeout(self.config.timeout, ping(&self.store)).await;
+        in_flight.finished();
+        match outcome {
+            Ok(Ok(())) => {
+                self.breaker.on_success(admission);
+                if admission == Admission::Probe
+                    && let Some(cache) = &self.cache
+                {
+                    cache.clear();
+                }
+                Ok(())
+            }
+            Ok(Err(error)) => {
+                self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                self.breaker.on_failure(admission);
+                Err(StoreError::Backend(error.into()))
+            }
+            Err(_elapsed) => {
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                self.breaker.on_failure(admission);
+                Err(StoreError::Timeout(self.config.timeout))
+            }
+        }
+    }
+
     /// Drop expired state from the local fallback store and the over-limit cache.
     pub fn sweep(&self) {
         self.local.sweep();
