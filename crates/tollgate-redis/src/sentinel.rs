@@ -254,9 +254,7 @@ impl SentinelMaster {
         }
         first
     }
-}
 
-impl SentinelMaster {
     /// Run a pipeline on the master (retried once on a new master after `READONLY`, like
     /// [`Self::query`]: the refused script wrote nothing).
     pub(crate) async fn pipeline<T: FromRedisValue>(

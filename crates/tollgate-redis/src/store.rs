@@ -209,9 +209,7 @@ impl RedisStore {
             })
             .collect()
     }
-}
 
-impl RedisStore {
     /// The script call and `WAIT` in one pipeline; `NotReplicated` when the decision wrote and
     /// fewer replicas than asked acknowledged. After `NOSCRIPT` (a restarted or newly promoted
     /// node) the pipeline is sent again with `EVAL` and the source, which caches the script there.
