@@ -1,10 +1,19 @@
 -- Fixed window (code 1): a counter per window [k*P, (k+1)*P) aligned to the Unix epoch.
 -- State: "window:count", window = math.floor(t / P) of the count (so decisions never depend on when
 -- the key expires).
+-- The window a state stored for window `stored` is in at window `current` (fixed_window.rs
+-- current_window): a clock that steps back never reopens a window already counted; a stored
+-- window more than one ahead was counted under a longer period (the policy changed) and is stale.
+local function current_window(current, stored)
+  if stored <= current + 1 then
+    return math.max(current, stored)
+  end
+  return current
+end
+
 local function fixed_window(key, now, cost, consume, limit, period)
   local stored, count = read_pair(key)
-  -- A clock that steps back never reopens a window already counted.
-  local window = math.max(math.floor(now / period), stored)
+  local window = current_window(math.floor(now / period), stored)
   if window ~= stored then
     count = 0
   end

@@ -24,7 +24,7 @@ local function sliding_window(key, now, cost, consume, limit, period)
     end
     stored, stored_curr, stored_prev = tonumber(w), tonumber(c), tonumber(p)
   end
-  local window = math.max(math.floor(now / period), stored)
+  local window = current_window(math.floor(now / period), stored)
   local prev, curr = 0, 0
   if window == stored then
     prev, curr = stored_prev, stored_curr

@@ -139,3 +139,24 @@ proptest! {
         }
     }
 }
+
+/// A policy whose period grows (a config change on a shared store) finds state stored under the
+/// old period: it must decide as a fresh window, not lock the key for centuries or overflow.
+#[test]
+fn a_longer_period_does_not_lock_window_keys() {
+    for algorithm in [Algorithm::FixedWindow, Algorithm::SlidingWindow] {
+        let short = policy(algorithm, 10, 1_000_000);
+        let long = policy(algorithm, 10, 86_400_000_000);
+        let now = 1_700_000_000_123_456u64;
+        let mut state = State::fresh(algorithm);
+        for _ in 0..10 {
+            assert!(state.decide(now, &short, 1, Mode::Consume).allowed);
+        }
+        let d = state.decide(now + 1, &long, 1, Mode::Consume);
+        assert!(d.allowed, "{algorithm}: {d:?}");
+        assert!(d.reset_after_us <= 2 * 86_400_000_000, "{algorithm}: {d:?}");
+        // And back to the short period: the long window's state is in the past, also fresh.
+        let d = state.decide(now + 2, &short, 10, Mode::Consume);
+        assert!(d.allowed, "{algorithm}: {d:?}");
+    }
+}

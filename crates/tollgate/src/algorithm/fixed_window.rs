@@ -18,8 +18,7 @@ impl FixedWindow {
     #[inline]
     pub fn decide(&mut self, now: u64, policy: &Policy, cost: u64, mode: Mode) -> Decision {
         let (limit, period) = (policy.limit(), policy.period_us());
-        // A clock that steps back never reopens a window already counted.
-        let window = (now / period).max(self.window);
+        let window = current_window(now / period, self.window);
         let count = if window == self.window { self.count } else { 0 };
         let until_end = ((window + 1) * period).saturating_sub(now);
         let allowed = count + cost <= limit;
@@ -37,5 +36,18 @@ impl FixedWindow {
             reset_after_us: if used > 0 { until_end } else { 0 },
             retry_after_us: if allowed { 0 } else { until_end },
         }
+    }
+}
+
+/// The window a state stored for window `stored` is in at window `current`. A clock that steps
+/// back never reopens a window already counted (the stored one, even one ahead, is kept); a
+/// stored window more than one ahead was counted under a longer period (the policy changed), so
+/// it is stale and `current` starts afresh. Shared with the sliding window.
+#[inline]
+pub fn current_window(current: u64, stored: u64) -> u64 {
+    if stored <= current + 1 {
+        current.max(stored)
+    } else {
+        current
     }
 }

@@ -3,6 +3,7 @@
 //! there is no rounding anywhere (the policy keeps `L·P` below 2^53).
 
 use crate::algorithm::Mode;
+use crate::algorithm::fixed_window::current_window;
 use crate::decision::Decision;
 use crate::policy::Policy;
 
@@ -22,7 +23,7 @@ impl SlidingWindow {
     #[inline]
     pub fn decide(&mut self, now: u64, policy: &Policy, cost: u64, mode: Mode) -> Decision {
         let (limit, period) = (policy.limit(), policy.period_us());
-        let window = (now / period).max(self.window);
+        let window = current_window(now / period, self.window);
         let (prev, curr) = if window == self.window {
             (self.prev, self.curr)
         } else if window == self.window + 1 {
