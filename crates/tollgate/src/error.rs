@@ -20,6 +20,14 @@ pub enum PolicyError {
         /// The limit given.
         limit: u64,
     },
+    /// A sliding log longer than [`crate::policy::MAX_SLIDING_LOG_LIMIT`].
+    #[error(
+        "sliding-log limit {limit} is too large (at most 100000: the log keeps an entry per request instant); use sliding-window for large limits"
+    )]
+    LogTooLong {
+        /// The limit given.
+        limit: u64,
+    },
     /// `burst: 0`.
     #[error("burst must be at least 1")]
     ZeroBurst,

@@ -12,6 +12,10 @@ use crate::error::PolicyError;
 /// Largest integer a Lua (double) number holds exactly: every intermediate value stays below it.
 pub const MAX_EXACT: u64 = 1 << 53;
 
+/// Largest `limit` of a sliding-log policy: its log keeps one entry per distinct instant, up to
+/// the limit, and a rejection may walk it, so the limit bounds memory and work per key.
+pub const MAX_SLIDING_LOG_LIMIT: u64 = 100_000;
+
 /// The rate-limit algorithm of a policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
@@ -142,6 +146,9 @@ impl Policy {
         }
         if limit >= MAX_EXACT {
             return Err(PolicyError::LimitTooLarge { limit });
+        }
+        if algorithm == Algorithm::SlidingLog && limit > MAX_SLIDING_LOG_LIMIT {
+            return Err(PolicyError::LogTooLong { limit });
         }
         let burst = match burst {
             Some(_) if !algorithm.has_burst() => {
@@ -335,6 +342,10 @@ mod tests {
             p(Algorithm::TokenBucket, 1_000_000_000, 86_400, None),
             Err(PolicyError::TooPrecise { .. })
         ));
+        assert_eq!(
+            p(Algorithm::SlidingLog, 100_001, 60, None),
+            Err(PolicyError::LogTooLong { limit: 100_001 })
+        );
         // Fixed window needs no products: a billion a day is fine.
         assert!(p(Algorithm::FixedWindow, 1_000_000_000, 86_400, None).is_ok());
         assert_eq!("leaky-bucket".parse::<Algorithm>(), Ok(Algorithm::Gcra));
