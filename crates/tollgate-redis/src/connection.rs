@@ -278,8 +278,9 @@ pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    // The last `@` of the whole URL ends the userinfo: a password may itself contain `/` or `@`
+    // (an unparseable URL is still printed in errors), and hosts never contain `@`.
+    match rest.rfind('@') {
         Some(at) => {
             let userinfo = &rest[..at];
             let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
@@ -297,6 +298,16 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_with_slashes_are_masked_too() {
+        let shown = redact("redis://:ab/cd@host:6379");
+        assert!(
+            !shown.contains("ab/cd") && !shown.contains("cd@"),
+            "{shown}"
+        );
+        assert_eq!(redact("redis://u:p/q@h:1/2"), "redis://u:***@h:1/2");
+    }
 
     #[test]
     fn passwords_never_reach_messages() {

@@ -120,7 +120,7 @@ impl FromStr for StoreUrl {
         } else {
             Err(format!(
                 "invalid store URL \"{}\" (expected memory, redis://, rediss://, redis+cluster:// or redis+sentinel://)",
-                redact_url(s)
+                tollgate_redis::redact(s)
             ))
         }
     }
@@ -131,7 +131,7 @@ impl fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreUrl::Memory => f.write_str("memory"),
-            StoreUrl::Redis(url) => f.write_str(&redact_url(url)),
+            StoreUrl::Redis(url) => f.write_str(&tollgate_redis::redact(url)),
         }
     }
 }
@@ -139,21 +139,6 @@ impl fmt::Display for StoreUrl {
 impl fmt::Debug for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
-    }
-}
-
-/// `scheme://user:secret@host` -> `scheme://user:***@host`.
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***{}", &rest[at..])
-        }
-        None => url.to_owned(),
     }
 }
 
