@@ -42,6 +42,10 @@ use crate::matching::lookup;
 use crate::stats::{RuleStats, ServiceStats, StatsRegistry};
 use crate::unit::Unit;
 
+/// Most descriptors one request may carry: each is a store call, so an unbounded list would let
+/// one request cost any number of round trips. Envoy sends a handful per request.
+pub const MAX_DESCRIPTORS: usize = 256;
+
 /// Settings of the service. Each maps to an upstream environment variable where one exists.
 #[derive(Debug, Clone)]
 pub struct EnvoyOptions {
@@ -268,6 +272,12 @@ impl<S: Store> EnvoyService<S> {
             return Err(tonic::Status::invalid_argument(
                 "rate limit descriptor list must not be empty",
             ));
+        }
+        if request.descriptors.len() > MAX_DESCRIPTORS {
+            return Err(tonic::Status::invalid_argument(format!(
+                "{} descriptors in one request; at most {MAX_DESCRIPTORS}",
+                request.descriptors.len()
+            )));
         }
         let config = self.shared.config.load();
         let Some(root) = config.domains.get(request.domain.as_str()) else {

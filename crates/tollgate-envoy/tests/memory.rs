@@ -76,3 +76,19 @@ async fn store_errors_are_unavailable() {
         Some(1)
     );
 }
+
+/// One request cannot fan out into unbounded store calls.
+#[tokio::test]
+async fn too_many_descriptors_are_invalid() {
+    let h = common::start(
+        store(),
+        &[("m.yaml", "domain: m-{d}\ndescriptors:\n  - key: k\n    rate_limit: { unit: hour, requests_per_unit: 5 }\n")],
+        tollgate_envoy::EnvoyOptions::default(),
+    )
+    .await;
+    let many = (0..=tollgate_envoy::service::MAX_DESCRIPTORS)
+        .map(|i| common::desc(&[("k", &i.to_string())]))
+        .collect();
+    let answer = h.call(common::request(&h.domain("m"), many, 0)).await;
+    assert_eq!(answer.unwrap_err().code(), tonic::Code::InvalidArgument);
+}
