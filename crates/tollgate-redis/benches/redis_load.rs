@@ -77,7 +77,7 @@ fn parse_load(mut args: impl Iterator<Item = String>) -> Result<LoadArgs, String
     Ok(load)
 }
 
-/// `INFO commandstats` as counters: every call, and the script's calls and CPU µs.
+/// `INFO commandstats` before and after: round trips, and the script's calls and CPU µs.
 fn command_counter(client: redis::Client) -> CommandCounter {
     Arc::new(move || {
         let client = client.clone();
@@ -88,36 +88,9 @@ fn command_counter(client: redis::Client) -> CommandCounter {
                 .query_async(&mut connection)
                 .await
                 .ok()?;
-            Some(parse_commandstats(&info))
+            Some(RedisCounters::from_commandstats(&info))
         })
     })
-}
-
-/// Sum `calls` over every command, and `calls`/`usec` of `evalsha` and `eval`.
-fn parse_commandstats(info: &str) -> RedisCounters {
-    let mut counters = RedisCounters::default();
-    for line in info.lines() {
-        let Some((name, fields)) = line
-            .strip_prefix("cmdstat_")
-            .and_then(|l| l.split_once(':'))
-        else {
-            continue;
-        };
-        let field = |key: &str| {
-            fields
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        let calls = field("calls");
-        counters.calls += calls;
-        if name == "evalsha" || name == "eval" {
-            counters.script_calls += calls;
-            counters.script_usec += field("usec");
-        }
-    }
-    counters
 }
 
 async fn drive<S: Store>(store: S, load: &LoadArgs, policy: Policy, counter: CommandCounter) {
