@@ -18,8 +18,17 @@ async fn a_longer_period_starts_window_keys_afresh() {
     for algorithm in [Algorithm::FixedWindow, Algorithm::SlidingWindow] {
         let short = Policy::new(algorithm, 10, Duration::from_secs(1), None).unwrap();
         let long = Policy::new(algorithm, 10, Duration::from_secs(86_400), None).unwrap();
-        let check = |policy| [Check { name: "p", policy, key: "k" }];
-        let spent = store.decide(&check(&short), 10, Mode::Consume).await.unwrap();
+        let check = |policy| {
+            [Check {
+                name: "p",
+                policy,
+                key: "k",
+            }]
+        };
+        let spent = store
+            .decide(&check(&short), 10, Mode::Consume)
+            .await
+            .unwrap();
         assert!(spent.decisions[0].allowed);
         let after = store.decide(&check(&long), 1, Mode::Consume).await.unwrap();
         let d = after.decisions[0];
@@ -27,6 +36,9 @@ async fn a_longer_period_starts_window_keys_afresh() {
         assert!(d.reset_after_us <= 2 * 86_400_000_000, "{algorithm}: {d:?}");
         let key = store.key(&check(&long)[0]);
         let ttl_ms: i64 = redis.query(&["PTTL", &key]).unwrap();
-        assert!((0..=2 * 86_400_000 + 1000).contains(&ttl_ms), "{algorithm}: PTTL {ttl_ms}");
+        assert!(
+            (0..=2 * 86_400_000 + 1000).contains(&ttl_ms),
+            "{algorithm}: PTTL {ttl_ms}"
+        );
     }
 }

@@ -50,7 +50,12 @@ fn edge_policies() -> Vec<Policy> {
             None,
         ),
         p(Algorithm::FixedWindow, MAX_EXACT - 1, 86_400_000_000, None),
-        p(Algorithm::SlidingLog, tollgate::policy::MAX_SLIDING_LOG_LIMIT, 3_600_000_000, None),
+        p(
+            Algorithm::SlidingLog,
+            tollgate::policy::MAX_SLIDING_LOG_LIMIT,
+            3_600_000_000,
+            None,
+        ),
         p(Algorithm::FixedWindow, 3, MAX_EXACT / 4 - 1, None),
     ]
 }
