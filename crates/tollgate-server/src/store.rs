@@ -4,10 +4,8 @@
 //! each `match`: the rest of the server only sees [`AnyStore`] through the [`Store`] trait.
 
 use std::fmt;
-use std::time::Duration;
 
 use tollgate::memory::MemoryStore;
-use tollgate::resilience::BreakerState;
 use tollgate::{Check, Clock, Mode, ResilienceConfig, Resilient, Store, StoreDecision, StoreError};
 use tollgate_redis::{RedisOptions, RedisStore, RedisStoreError};
 
@@ -86,17 +84,9 @@ impl AnyStore {
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             AnyStore::Memory(_) => Ok(()),
-            AnyStore::Redis(redis) => {
-                if redis.breaker().state() != BreakerState::Closed {
-                    return Err(StoreError::CircuitOpen);
-                }
-                let timeout = redis.config().timeout.max(Duration::from_millis(250));
-                match tokio::time::timeout(timeout, redis.inner().ping()).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(StoreError::Backend(Box::new(e))),
-                    Err(_) => Err(StoreError::Timeout(timeout)),
-                }
-            }
+            // The readiness PING is also the breaker's probe when one is due: an instance a
+            // load balancer took out of rotation gets no decisions to probe with.
+            AnyStore::Redis(redis) => redis.ready(async |store| store.ping().await).await,
         }
     }
 

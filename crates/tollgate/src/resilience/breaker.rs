@@ -142,14 +142,19 @@ impl CircuitBreaker {
             Admission::Probe => self.open("probe failed"),
             Admission::Call => {
                 let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
-                if failures >= self.config.failure_threshold
-                    && self
-                        .state
-                        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
+                if failures < self.config.failure_threshold || self.state() != BreakerState::Closed
+                {
+                    return;
+                }
+                // The probe time is set before the state says open, so no caller can see an open
+                // breaker with a stale probe time and probe at once.
+                self.schedule_probe();
+                if self
+                    .state
+                    .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
                 {
                     self.opened.fetch_add(1, Ordering::Relaxed);
-                    self.schedule_probe();
                     tracing::warn!(
                         state = "open",
                         failures,

@@ -13,6 +13,8 @@
 //! burst): after a reload that changes the policy under the same name, the old rejection no
 //! longer applies and the store is asked again.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use dashmap::DashMap;
 use smallvec::SmallVec;
 
@@ -25,6 +27,9 @@ use crate::store::Check;
 struct Rejection {
     /// Local µs (same clock as the caller's `now`) until which the store would reject.
     until: u64,
+    /// Local µs at which the key is back to a full quota if nobody consumes (reported as
+    /// `reset_after`).
+    reset_at: u64,
     /// The smallest cost rejected until then.
     cost: u64,
     /// The policy's capacity, for the decision reported.
@@ -43,7 +48,12 @@ type PolicyRejections = SmallVec<[(Box<str>, Rejection); 1]>;
 pub struct OverLimitCache {
     entries: DashMap<Box<str>, PolicyRejections, foldhash::fast::RandomState>,
     max_entries: usize,
+    /// When a full cache last swept itself (µs), to sweep at most every 100 ms.
+    last_forced_sweep: AtomicU64,
 }
+
+/// Minimum time between two sweeps forced by a full cache, µs.
+const FORCED_SWEEP_INTERVAL_US: u64 = 100_000;
 
 impl OverLimitCache {
     /// A cache holding at most `max_entries` keys (when full, new rejections are not cached
@@ -52,6 +62,7 @@ impl OverLimitCache {
         OverLimitCache {
             entries: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             max_entries,
+            last_forced_sweep: AtomicU64::new(0),
         }
     }
 
@@ -64,7 +75,7 @@ impl OverLimitCache {
             allowed: false,
             limit: hit.limit,
             remaining: hit.remaining,
-            reset_after_us: hit.until - now,
+            reset_after_us: hit.reset_at.saturating_sub(now).max(hit.until - now),
             retry_after_us: hit.until - now,
         })
     }
@@ -76,13 +87,23 @@ impl OverLimitCache {
             return;
         }
         if self.entries.len() >= self.max_entries {
-            self.sweep(sent_at);
+            // A full cache of live entries would otherwise rescan itself on every rejection.
+            let last = self.last_forced_sweep.load(Ordering::Relaxed);
+            if sent_at.saturating_sub(last) >= FORCED_SWEEP_INTERVAL_US
+                && self
+                    .last_forced_sweep
+                    .compare_exchange(last, sent_at, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.sweep(sent_at);
+            }
             if self.entries.len() >= self.max_entries {
                 return;
             }
         }
         let rejection = Rejection {
             until: sent_at + decision.retry_after_us,
+            reset_at: sent_at + decision.reset_after_us.max(decision.retry_after_us),
             cost,
             limit: decision.limit,
             remaining: decision.remaining,
