@@ -263,7 +263,7 @@ def table(paths: list[str]) -> str:
     ]
     for key, rs in groups.items():
         section, who, variant = key
-        if "evalsha_per_decision" in rs[0]:
+        if "evalsha_per_decision" in rs[0] or "instructions_per_decision" in rs[0]:
             continue
         if "allowed" in rs[0] and "rps" not in rs[0]:
             continue

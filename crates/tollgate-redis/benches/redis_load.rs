@@ -9,13 +9,15 @@
 //! cargo bench -p tollgate-redis --bench redis_load -- sha                     # its SHA-1
 //! cargo bench -p tollgate-redis --bench redis_load -- load redis://127.0.0.1:6390 \
 //!     [--algorithm gcra] [--limit 1000000] [--period-us 60000000] [--keys 10000] \
-//!     [--concurrency 50] [--requests 200000] [--resilient] [--exhaust-first] [--variant LABEL]
+//!     [--concurrency 50] [--requests 200000] [--resilient] [--exhaust-first] [--current-thread]
+//!     [--variant LABEL]
 //! ```
 //!
 //! `load` prints the same JSON line as `tollgate bench --json` (rps, p50/p99, outcomes, Redis
 //! commands per decision and script CPU µs per call from `INFO commandstats`). `--resilient`
 //! puts the server's wrapper in front (timeout, circuit breaker, over-limit cache), as
-//! `tollgate serve` runs it.
+//! `tollgate serve` runs it; `--current-thread` runs the client on one thread instead of Tokio's
+//! multi-thread runtime (no cross-thread wake-ups between the tasks and the connection).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +35,7 @@ struct LoadArgs {
     period_us: u64,
     workload: Workload,
     resilient: bool,
+    current_thread: bool,
     variant: Option<String>,
 }
 
@@ -40,7 +43,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: redis_load script | sha | load URL [--algorithm A] [--limit N] [--period-us N] \
          [--keys N] [--concurrency N] [--requests N] [--resilient] [--exhaust-first] \
-         [--variant LABEL]"
+         [--current-thread] [--variant LABEL]"
     );
     std::process::exit(2)
 }
@@ -54,6 +57,7 @@ fn parse_load(mut args: impl Iterator<Item = String>) -> Result<LoadArgs, String
         period_us: 60_000_000,
         workload: Workload::default(),
         resilient: false,
+        current_thread: false,
         variant: None,
     };
     while let Some(flag) = args.next() {
@@ -67,6 +71,7 @@ fn parse_load(mut args: impl Iterator<Item = String>) -> Result<LoadArgs, String
             "--concurrency" => load.workload.concurrency = number(value()?)? as usize,
             "--requests" => load.workload.requests = number(value()?)?,
             "--resilient" => load.resilient = true,
+            "--current-thread" => load.current_thread = true,
             "--exhaust-first" => load.workload.exhaust_first = true,
             "--variant" => load.variant = Some(value()?),
             // cargo bench appends --bench to the arguments.
@@ -141,13 +146,15 @@ fn main() {
                 eprintln!("redis_load: {e}");
                 usage()
             });
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .unwrap_or_else(|e| {
-                    eprintln!("redis_load: tokio runtime: {e}");
-                    std::process::exit(1)
-                });
+            let mut builder = if parsed.current_thread {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+            };
+            let runtime = builder.enable_all().build().unwrap_or_else(|e| {
+                eprintln!("redis_load: tokio runtime: {e}");
+                std::process::exit(1)
+            });
             if let Err(e) = runtime.block_on(load(parsed)) {
                 eprintln!("redis_load: {e}");
                 std::process::exit(1);
