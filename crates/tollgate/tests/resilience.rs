@@ -323,15 +323,21 @@ async fn a_readiness_ping_probes_an_open_breaker_so_an_idle_instance_recovers() 
 async fn cached_rejections_report_the_time_until_full_not_until_retry() {
     let switched = Arc::new(Switched::default());
     let policy = Policy::new(Algorithm::Gcra, 10, Duration::from_secs(3600), None).unwrap();
-    let limiter = Limiter::new(Resilient::new(switched.clone(), ResilienceConfig::default()))
-        .with_policy("p", policy);
+    let limiter = Limiter::new(Resilient::new(
+        switched.clone(),
+        ResilienceConfig::default(),
+    ))
+    .with_policy("p", policy);
     for _ in 0..10 {
         assert!(limiter.check("p", "k").await.unwrap().allowed);
     }
     let from_store = limiter.check("p", "k").await.unwrap();
     let hits = limiter.store().stats().cache_hits.load(Ordering::SeqCst);
     let cached = limiter.check("p", "k").await.unwrap();
-    assert_eq!(limiter.store().stats().cache_hits.load(Ordering::SeqCst), hits + 1);
+    assert_eq!(
+        limiter.store().stats().cache_hits.load(Ordering::SeqCst),
+        hits + 1
+    );
     assert!(!cached.allowed);
     // One token back in 6 minutes; the whole bucket in an hour.
     assert!(cached.retry_after_us <= from_store.retry_after_us);
