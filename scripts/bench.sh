@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole speed comparison of tollgate, in one run on this machine, as one table.
 #
-#   scripts/bench.sh                 # REPEAT=3, about 8-9 minutes once everything is built
+#   scripts/bench.sh                 # REPEAT=3: under 10 minutes once everything is built
 #   REPEAT=1 scripts/bench.sh        # a quick pass (about 3 minutes)
 #   PARTS=redis,http scripts/bench.sh
 #
@@ -29,7 +29,7 @@
 # it would pass BUDGET_S. Contenders alternate within each repetition, so drift on this shared
 # machine hits them alike: compare ratios from the same run, not absolute numbers.
 #
-# Knobs: REPEAT=3 BUDGET_S=540 PARTS=... PEERS_DIR=../shared/peers REQUESTS=200000 DUR=5
+# Knobs: REPEAT=3 BUDGET_S=480 PARTS=... PEERS_DIR=../shared/peers REQUESTS=150000 DUR=5
 #        OUT=bench/results/<UTC stamp>
 # Output: $OUT/results.jsonl (one line per measurement), $OUT/table.md (printed at the end),
 #         $OUT/env.txt (machine, versions, load), $OUT/raw/ (every tool's output).
@@ -39,10 +39,10 @@ ROOT=$PWD
 T0=$(date +%s)
 
 REPEAT=${REPEAT:-3}
-BUDGET_S=${BUDGET_S:-540}
+BUDGET_S=${BUDGET_S:-480}
 PARTS=${PARTS:-core,redis,algorithms,flood,accuracy,http,callgrind}
 PEERS_DIR=$(cd "${PEERS_DIR:-$ROOT/../shared/peers}" 2>/dev/null && pwd || true)
-REQUESTS=${REQUESTS:-200000}
+REQUESTS=${REQUESTS:-150000}
 DUR=${DUR:-5}
 KEYS=10000
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -406,7 +406,7 @@ part_http() {
 part_callgrind() {
   command -v valgrind >/dev/null || { log "skipped callgrind: valgrind not installed"; return 0; }
   log "callgrind: memory store, instructions per decision (difference of two run lengths)"
-  local n1=10000 n2=60000 d=$RUN/cg
+  local n1=5000 n2=30000 d=$RUN/cg
   mkdir -p "$d"
   cg_total() { sed -n 's/^summary: *//p; s/^totals: *//p' "$1" | head -1 | awk '{print $1}'; }
   local algo
@@ -432,19 +432,19 @@ part_callgrind() {
   for _ in $(seq 100); do redis-cli -p "$cport" ping >/dev/null 2>&1 && break; sleep 0.2; done
   local tsha
   tsha=$(redis-cli -p "$cport" -x script load <"$RUN/tollgate.lua")
-  cg_script() { # label sha keyspec args... : Ir per call of 20,000 calls after 2,000 unmeasured
+  cg_script() { # label sha keyspec args... : Ir per call of 10,000 calls after 2,000 unmeasured
     local label=$1 sha=$2
     shift 2
     timeout 300 redis-benchmark -p "$cport" -c 4 -n 2000 -r $KEYS -q evalsha "$sha" "$@" >/dev/null 2>&1
     callgrind_control -z "$vpid" >/dev/null 2>&1
-    timeout 300 redis-benchmark -p "$cport" -c 4 -n 20000 -r $KEYS -q evalsha "$sha" "$@" >/dev/null 2>&1
+    timeout 300 redis-benchmark -p "$cport" -c 4 -n 10000 -r $KEYS -q evalsha "$sha" "$@" >/dev/null 2>&1
     callgrind_control -d "$vpid" >/dev/null 2>&1
     local f ir
     f=$(ls -t "$d"/redis.*.* 2>/dev/null | head -1)
     ir=$(cg_total "$f")
     rm -f "$f"
-    echo "{\"section\": \"callgrind\", \"contender\": \"redis-server, $label\", \"variant\": \"EVALSHA, 4 clients\", \"rep\": 1, \"instructions_per_decision\": $((ir / 20000))}" >>"$JSONL"
-    log "  $label: $((ir / 20000)) instructions per call"
+    echo "{\"section\": \"callgrind\", \"contender\": \"redis-server, $label\", \"variant\": \"EVALSHA, 4 clients\", \"rep\": 1, \"instructions_per_decision\": $((ir / 10000))}" >>"$JSONL"
+    log "  $label: $((ir / 10000)) instructions per call"
   }
   for algo in gcra token-bucket fixed-window sliding-window sliding-log; do
     cg_script "tollgate $algo allow" "$tsha" 1 "tollgate:cg:$algo:{__rand_int__}" c 1 "" "$(code_of "$algo")" \
@@ -456,6 +456,19 @@ part_callgrind() {
     cg_script "peers lua/gcra.lua allow" "$(redis-cli -p "$cport" -x script load <"$PEERS_DIR/lua/gcra.lua")" 1 "gcra:a:__rand_int__" 1000000 1000000 60 1
     cg_script "peers lua/fixed_window.lua" "$(redis-cli -p "$cport" -x script load <"$PEERS_DIR/lua/fixed_window.lua")" 1 "fw:__rand_int__" 1 60
   fi
+  # the Rust peers' scripts: raw-evalsha's token bucket (rust-peers/src/main.rs) and
+  # tower-rate-limit-redis's GCRA (from the cargo registry, once rust-peers is built)
+  if [ -f "$PEERS_DIR/rust-peers/src/main.rs" ]; then
+    sed -n '/pub const TOKEN_BUCKET_LUA: &str = r#"/,/^"#;/p' "$PEERS_DIR/rust-peers/src/main.rs" | sed '1d;$d' >"$d/raw.lua"
+    if [ -s "$d/raw.lua" ]; then
+      cg_script "rust-peers raw-evalsha token bucket" "$(redis-cli -p "$cport" -x script load <"$d/raw.lua")" 1 "raw:__rand_int__" 1000000000 1000 60000
+    fi
+  fi
+  local tower
+  tower=$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/tower-rate-limit-redis-1.0.2/scripts/rate_limit.lua 2>/dev/null | head -1 || true)
+  if [ -n "$tower" ]; then
+    cg_script "tower-rate-limit-redis GCRA" "$(redis-cli -p "$cport" -x script load <"$tower")" 1 "user-__rand_int__" 65535 1
+  fi
   cg_script "return 1 (EVALSHA floor)" "$(redis-cli -p "$cport" script load 'return 1')" 1 "k:__rand_int__"
   redis-cli -p "$cport" shutdown nosave >/dev/null 2>&1 || true
   wait "$vpid" 2>/dev/null || true
@@ -464,9 +477,11 @@ part_callgrind() {
 # ---------------------------------------------------------------- repetitions
 T_START=$(date +%s)
 rep_s=0
+reserve=0 # seconds kept for the callgrind part at the end
+if has_part callgrind; then reserve=70; fi
 for REP in $(seq "$REPEAT"); do
   now=$(date +%s)
-  if [ "$REP" -gt 1 ] && [ $((now - T_START + rep_s * 11 / 10)) -gt "$BUDGET_S" ]; then
+  if [ "$REP" -gt 1 ] && [ $((now - T_START + rep_s * 11 / 10 + reserve)) -gt "$BUDGET_S" ]; then
     log "time budget ($BUDGET_S s) reached: stopping after $((REP - 1)) repetition(s)"
     break
   fi
