@@ -130,8 +130,22 @@ impl Connection {
         }
     }
 
-    /// Run the script invocation (EVALSHA, loading the script on NOSCRIPT).
+    /// Run the script invocation (EVALSHA, loading the script on NOSCRIPT). A `SCRIPT FLUSH`
+    /// landing between the load and the retry (another client, or a node being replaced) would
+    /// fail the call, so a NOSCRIPT that survives the reload is tried once more.
     pub(crate) async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> RedisResult<T> {
+        match self.invoke_once(invocation).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.invoke_once(invocation).await
+            }
+            other => other,
+        }
+    }
+
+    async fn invoke_once<T: FromRedisValue>(
         &self,
         invocation: &ScriptInvocation<'_>,
     ) -> RedisResult<T> {
