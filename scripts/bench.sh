@@ -88,8 +88,11 @@ for l in sys.stdin:
         print(m["executable"])' "$2" | tail -1
 }
 REDIS_LOAD=$(bench_exe tollgate-redis redis_load)
-CORE_BENCH=""
+CORE_BENCH="" KEYED_LOOP=""
 has_part core && CORE_BENCH=$(bench_exe tollgate core)
+if has_part callgrind && timeout 1800 cargo build --release --quiet -p tollgate --example keyed_loop; then
+  KEYED_LOOP=$ROOT/target/release/examples/keyed_loop
+fi
 T_BUILT=$(date +%s)
 log "built in $((T_BUILT - T0)) s; the timed budget ($BUDGET_S s) starts now"
 
@@ -110,7 +113,7 @@ missing=()
 [ -n "$PY" ] || missing+=("python limits (cd $PEERS_DIR/py && python3 -m venv .venv && .venv/bin/pip install -r requirements.txt)")
 command -v wrk >/dev/null || missing+=("wrk (apt-get install wrk)")
 for m in "${missing[@]}"; do log "skipped, not built: $m"; done
-printf 'skipped (not built): %s\n' "${missing[@]}" >>"$OUT/env.txt"
+if [ "${#missing[@]}" -gt 0 ]; then printf 'skipped (not built): %s\n' "${missing[@]}" >>"$OUT/env.txt"; fi
 
 # ---------------------------------------------------------------- private Redis, servers, cleanup
 PIDS=()
@@ -405,25 +408,28 @@ part_http() {
 # ---------------------------------------------------------------- callgrind (once)
 part_callgrind() {
   command -v valgrind >/dev/null || { log "skipped callgrind: valgrind not installed"; return 0; }
-  log "callgrind: memory store, instructions per decision (difference of two run lengths)"
-  local n1=5000 n2=30000 d=$RUN/cg
+  log "callgrind: memory store vs governor, instructions per check (difference of two run lengths)"
+  local d=$RUN/cg
   mkdir -p "$d"
   cg_total() { sed -n 's/^summary: *//p; s/^totals: *//p' "$1" | head -1 | awk '{print $1}'; }
-  local algo
-  for algo in gcra token-bucket fixed-window sliding-window sliding-log; do
-    local ir1 ir2
-    timeout 300 valgrind --tool=callgrind --callgrind-out-file="$d/mem1.out" "$TOLLGATE" bench --store memory --json \
-      --algorithm "$algo" --limit "$(limit_of "$algo")" --concurrency 1 --requests $n1 >/dev/null 2>&1
-    timeout 300 valgrind --tool=callgrind --callgrind-out-file="$d/mem2.out" "$TOLLGATE" bench --store memory --json \
-      --algorithm "$algo" --limit "$(limit_of "$algo")" --concurrency 1 --requests $n2 >/dev/null 2>&1
-    ir1=$(cg_total "$d/mem1.out")
-    ir2=$(cg_total "$d/mem2.out")
-    echo "{\"section\": \"callgrind\", \"contender\": \"tollgate memory store (tollgate bench, 1 in flight)\", \"variant\": \"$algo allow\", \"rep\": 1, \"instructions_per_decision\": $(((ir2 - ir1) / (n2 - n1)))}" >>"$JSONL"
-    log "  memory $algo: $(((ir2 - ir1) / (n2 - n1))) instructions per decision"
-  done
+  # crates/tollgate/examples/keyed_loop.rs: one thread, 10,000 String keys in a fixed order, GCRA
+  # 1e6/min, MemoryStore::decide_now or governor's check_key. Two lengths, both long past
+  # inserting every key: the difference is the cost of a check on an existing key.
+  local n1=200000 n2=700000 who
+  if [ -n "$KEYED_LOOP" ]; then
+    for who in tollgate governor; do
+      local ir1 ir2
+      timeout 300 valgrind --tool=callgrind --callgrind-out-file="$d/k1.out" "$KEYED_LOOP" "$who" $n1 >/dev/null 2>&1
+      timeout 300 valgrind --tool=callgrind --callgrind-out-file="$d/k2.out" "$KEYED_LOOP" "$who" $n2 >/dev/null 2>&1
+      ir1=$(cg_total "$d/k1.out")
+      ir2=$(cg_total "$d/k2.out")
+      echo "{\"section\": \"callgrind\", \"contender\": \"$who keyed check (examples/keyed_loop, 1 thread, 10,000 keys)\", \"variant\": \"gcra allow\", \"rep\": 1, \"instructions_per_decision\": $(((ir2 - ir1) / (n2 - n1)))}" >>"$JSONL"
+      log "  $who: $(((ir2 - ir1) / (n2 - n1))) instructions per check"
+    done
+  fi
 
   log "callgrind: redis-server instructions per script call (tollgate's script per algorithm, the peers' scripts)"
-  local cport vpid
+  local cport vpid algo
   cport=$(free_port)
   (cd "$d" && exec valgrind --tool=callgrind --callgrind-out-file="$d/redis.%p" redis-server --port "$cport" \
     --bind 127.0.0.1 --save "" --appendonly no --dir "$d" >"$d/vg.log" 2>&1) &
