@@ -63,6 +63,23 @@ impl RedisCounters {
 pub type CommandCounter =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Option<RedisCounters>> + Send>> + Send + Sync>;
 
+/// A [`CommandCounter`] reading `INFO commandstats` of the Redis `client` points at (a
+/// standalone server: on a Cluster, INFO answers for one node only).
+pub fn redis_command_counter(client: redis::Client) -> CommandCounter {
+    Arc::new(move || {
+        let client = client.clone();
+        Box::pin(async move {
+            let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async(&mut connection)
+                .await
+                .ok()?;
+            Some(RedisCounters::from_commandstats(&info))
+        })
+    })
+}
+
 /// Per-task tallies.
 struct Tally {
     latency_ns: Histogram<u64>,

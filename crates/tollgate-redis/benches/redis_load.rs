@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tollgate::{Algorithm, Limiter, Policy, ResilienceConfig, Resilient, Store};
-use tollgate_bench::runner::RedisCounters;
 use tollgate_bench::{CommandCounter, StoreTarget, Workload, run};
 use tollgate_redis::{RedisOptions, RedisStore};
 
@@ -82,22 +81,6 @@ fn parse_load(mut args: impl Iterator<Item = String>) -> Result<LoadArgs, String
     Ok(load)
 }
 
-/// `INFO commandstats` before and after: round trips, and the script's calls and CPU µs.
-fn command_counter(client: redis::Client) -> CommandCounter {
-    Arc::new(move || {
-        let client = client.clone();
-        Box::pin(async move {
-            let mut connection = client.get_multiplexed_async_connection().await.ok()?;
-            let info: String = redis::cmd("INFO")
-                .arg("commandstats")
-                .query_async(&mut connection)
-                .await
-                .ok()?;
-            Some(RedisCounters::from_commandstats(&info))
-        })
-    })
-}
-
 async fn drive<S: Store>(store: S, load: &LoadArgs, policy: Policy, counter: CommandCounter) {
     let label = load.variant.clone().unwrap_or_else(|| {
         format!(
@@ -125,8 +108,9 @@ async fn load(load: LoadArgs) -> Result<(), String> {
     let store = RedisStore::connect(&load.url, RedisOptions::default())
         .await
         .map_err(|e| e.to_string())?;
-    let counter =
-        command_counter(redis::Client::open(load.url.as_str()).map_err(|e| e.to_string())?);
+    let counter = tollgate_bench::redis_command_counter(
+        redis::Client::open(load.url.as_str()).map_err(|e| e.to_string())?,
+    );
     if load.resilient {
         let store = Resilient::new(store, ResilienceConfig::default());
         drive(store, &load, policy, counter).await;

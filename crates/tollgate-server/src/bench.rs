@@ -7,8 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use tollgate::memory::MemoryStore;
 use tollgate::{Algorithm, Clock, Limiter, OnError, Policy, ResilienceConfig, Resilient};
-use tollgate_bench::runner::RedisCounters;
-use tollgate_bench::{CommandCounter, HttpTarget, Outcome, Report, StoreTarget, Target, TargetError, Workload, run};
+use tollgate_bench::{CommandCounter, redis_command_counter, HttpTarget, Outcome, Report, StoreTarget, Target, TargetError, Workload, run};
 use tollgate_envoy::envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use tollgate_envoy::envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
 use tollgate_envoy::envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
@@ -191,19 +190,7 @@ fn command_counter(url: &str) -> Option<CommandCounter> {
     if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
         return None;
     }
-    let client = redis::Client::open(url).ok()?;
-    Some(Arc::new(move || {
-        let client = client.clone();
-        Box::pin(async move {
-            let mut connection = client.get_multiplexed_async_connection().await.ok()?;
-            let info: String = redis::cmd("INFO")
-                .arg("commandstats")
-                .query_async(&mut connection)
-                .await
-                .ok()?;
-            Some(RedisCounters::from_commandstats(&info))
-        })
-    }))
+    redis::Client::open(url).ok().map(redis_command_counter)
 }
 
 /// An Envoy rate limit service: one descriptor `descriptor = <key>` per request.
