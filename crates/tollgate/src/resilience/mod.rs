@@ -235,21 +235,7 @@ impl<S: Store> Resilient<S> {
     fn fallback(&self, checks: &[Check<'_>], cost: u64, mode: Mode) -> StoreDecision {
         self.stats.degraded.fetch_add(1, Ordering::Relaxed);
         let retry_after_us = self.config.breaker.probe_interval.as_micros() as u64;
-        let fixed = |allowed: bool| -> Decisions {
-            checks
-                .iter()
-                .map(|c| {
-                    let limit = c.policy.capacity();
-                    Decision {
-                        allowed,
-                        limit,
-                        remaining: if allowed { limit - cost } else { 0 },
-                        reset_after_us: 0,
-                        retry_after_us: if allowed { 0 } else { retry_after_us },
-                    }
-                })
-                .collect()
-        };
+        let fixed = |allowed| fixed_decisions(allowed, checks, cost, retry_after_us);
         let decisions = match self.config.on_error {
             OnError::Allow => fixed(true),
             OnError::Deny => fixed(false),
@@ -280,6 +266,35 @@ impl<S: Store> Resilient<S> {
             .collect();
         self.local.decide_now(&local_checks, cost, mode).ok()
     }
+}
+
+/// Decisions made knowing nothing of the keys' state (`allow` / `deny` without a store): allowed
+/// ones report a full quota less `cost`; rejected ones say to come back after `wait_us`, which is
+/// also how long the rejection is expected to last.
+pub fn fixed_decisions(allowed: bool, checks: &[Check<'_>], cost: u64, wait_us: u64) -> Decisions {
+    checks
+        .iter()
+        .map(|check| {
+            let limit = check.policy.capacity();
+            if allowed {
+                Decision {
+                    allowed,
+                    limit,
+                    remaining: limit.saturating_sub(cost),
+                    reset_after_us: 0,
+                    retry_after_us: 0,
+                }
+            } else {
+                Decision {
+                    allowed,
+                    limit,
+                    remaining: 0,
+                    reset_after_us: wait_us,
+                    retry_after_us: wait_us,
+                }
+            }
+        })
+        .collect()
 }
 
 /// `policy` with its limit (and burst) divided by `instances`, at least 1.
