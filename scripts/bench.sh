@@ -141,16 +141,17 @@ for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break;
 log "private Redis on 127.0.0.1:$REDIS_PORT (pid $(cat "$RUN/redis.pid"))"
 rcli() { timeout 30 redis-cli -p "$REDIS_PORT" "$@"; }
 
-# tollgate's own script, loaded under its SHA (exactly what RedisStore sends)
-"$REDIS_LOAD" script >"$RUN/tollgate.lua"
-SHA=$(rcli -x script load <"$RUN/tollgate.lua")
-[ "$SHA" = "$("$REDIS_LOAD" sha)" ] || { log "script SHA mismatch"; exit 1; }
-TG=("$TOLLGATE" bench --store "$REDIS_URL" --json --duration 20s)
-RB=(redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" --csv)
-peer_env=(env REDIS_HOST=127.0.0.1 REDIS_PORT="$REDIS_PORT")
-# allow-path limits: 1e6 per minute, except the sliding log (one entry per instant: at most 1e5)
+# tollgate's own scripts (one per algorithm for one-policy checks), each loaded under its SHA
+# (exactly what RedisStore sends); script_sha ALGORITHM prints the loaded SHA.
+declare -A SHAS
+for algo in gcra token-bucket fixed-window sliding-window sliding-log; do
+  "$REDIS_LOAD" script "$algo" >"$RUN/tollgate-$algo.lua"
+  SHAS[$algo]=$(rcli -x script load <"$RUN/tollgate-$algo.lua")
+  [ "${SHAS[$algo]}" = "$("$REDIS_LOAD" sha "$algo")" ] || { log "script SHA mismatch ($algo)"; exit 1; }
+done
+SHA=${SHAS[gcra]}
+"$REDIS_LOAD" script several >"$RUN/tollgate-several.lua"
 limit_of() { if [ "$1" = sliding-log ]; then echo 100000; else echo 1000000; fi; }
-code_of() { case $1 in fixed-window) echo 1;; sliding-log) echo 2;; sliding-window) echo 3;; token-bucket) echo 4;; gcra) echo 5;; esac; }
 
 # ---------------------------------------------------------------- measuring one thing
 SEQ=0
@@ -217,10 +218,10 @@ part_redis() {
       --extra ratio_to "redis|redis-benchmark EVALSHA tollgate script|c$c -P 1|redis-benchmark" -- \
       "${TG[@]}" --concurrency "$c" --requests "$n" --variant "c$c"
     measure rb redis "redis-benchmark EVALSHA tollgate script" "c$c -P 1" 60 --redis --requests "$n" -- \
-      "${RB[@]}" -c "$c" -P 1 -n "$n" -r $KEYS evalsha "$SHA" 1 "tollgate:rb:gcra:{__rand_int__}" c 1 "" 5 1000000 60000000 1000000
+      "${RB[@]}" -c "$c" -P 1 -n "$n" -r $KEYS evalsha "$SHA" 1 "tollgate:rb:gcra:{__rand_int__}" 1 1000000 60000000 1000000
   done
   measure rb redis "redis-benchmark EVALSHA tollgate script" "c50 -P 16" 60 --redis --requests $((REQUESTS * 2)) -- \
-    "${RB[@]}" -c 50 -P 16 -n $((REQUESTS * 2)) -r $KEYS evalsha "$SHA" 1 "tollgate:rb16:gcra:{__rand_int__}" c 1 "" 5 1000000 60000000 1000000
+    "${RB[@]}" -c 50 -P 16 -n $((REQUESTS * 2)) -r $KEYS evalsha "$SHA" 1 "tollgate:rb16:gcra:{__rand_int__}" 1 1000000 60000000 1000000
   # the c50 row against -P 16 and against the peers, all from this repetition
   local refs="redis|redis-benchmark EVALSHA tollgate script|c50 -P 1|redis-benchmark -P 1;redis|redis-benchmark EVALSHA tollgate script|c50 -P 16|redis-benchmark -P 16"
   if [ -n "$RUST_PEERS" ]; then
@@ -260,11 +261,11 @@ part_algorithms() {
     measure rb algorithms "peers lua/gcra.lua (redis-benchmark)" "c50 allow" 60 --redis --requests "$n" -- \
       "${RB[@]}" -c 50 -P 1 -n "$n" -r $KEYS evalsha "$g" 1 "gcra:a$REP:__rand_int__" 1000000 1000000 60 1
     measure rb algorithms "tollgate gcra script (redis-benchmark)" "c50 allow" 60 --redis --requests "$n" -- \
-      "${RB[@]}" -c 50 -P 1 -n "$n" -r $KEYS evalsha "$SHA" 1 "tollgate:alg:gcra:{__rand_int__}" c 1 "" 5 1000000 60000000 1000000
+      "${RB[@]}" -c 50 -P 1 -n "$n" -r $KEYS evalsha "$SHA" 1 "tollgate:alg:gcra:{__rand_int__}" 1 1000000 60000000 1000000
     measure rb algorithms "peers lua/fixed_window.lua (redis-benchmark)" "c50 allow" 60 --redis --requests "$n" -- \
       "${RB[@]}" -c 50 -P 1 -n "$n" -r $KEYS evalsha "$f" 1 "fw$REP:__rand_int__" 1 60
     measure rb algorithms "tollgate fixed-window script (redis-benchmark)" "c50 allow" 60 --redis --requests "$n" -- \
-      "${RB[@]}" -c 50 -P 1 -n "$n" -r $KEYS evalsha "$SHA" 1 "tollgate:alg:fixed-window:{__rand_int__}" c 1 "" 1 1000000 60000000 1000000
+      "${RB[@]}" -c 50 -P 1 -n "$n" -r $KEYS evalsha "${SHAS[fixed-window]}" 1 "tollgate:alg:fixed-window:{__rand_int__}" 1 1000000 60000000 1000000
   fi
 }
 
@@ -436,8 +437,8 @@ part_callgrind() {
   vpid=$!
   PIDS+=($vpid)
   for _ in $(seq 100); do redis-cli -p "$cport" ping >/dev/null 2>&1 && break; sleep 0.2; done
-  local tsha
-  tsha=$(redis-cli -p "$cport" -x script load <"$RUN/tollgate.lua")
+  local tsha several
+  several=$(redis-cli -p "$cport" -x script load <"$RUN/tollgate-several.lua")
   cg_script() { # label sha keyspec args... : Ir per call of 10,000 calls after 2,000 unmeasured
     local label=$1 sha=$2
     shift 2
@@ -453,11 +454,16 @@ part_callgrind() {
     log "  $label: $((ir / 10000)) instructions per call"
   }
   for algo in gcra token-bucket fixed-window sliding-window sliding-log; do
-    cg_script "tollgate $algo allow" "$tsha" 1 "tollgate:cg:$algo:{__rand_int__}" c 1 "" "$(code_of "$algo")" \
+    tsha=$(redis-cli -p "$cport" -x script load <"$RUN/tollgate-$algo.lua")
+    cg_script "tollgate $algo allow" "$tsha" 1 "tollgate:cg:$algo:{__rand_int__}" 1 \
       "$(limit_of "$algo")" 60000000 "$(limit_of "$algo")"
   done
-  # rejections: 10 per 60 s, the keys used up by the 2,000 unmeasured calls (and the first ones)
-  cg_script "tollgate gcra reject" "$tsha" 1 "tollgate:cgr:gcra:{__rand_int__}" c 1 "" 5 1 60000000 1
+  # rejections: 1 per 60 s, the keys used up by the 2,000 unmeasured calls (and the first ones)
+  tsha=$(redis-cli -p "$cport" -x script load <"$RUN/tollgate-gcra.lua")
+  cg_script "tollgate gcra reject" "$tsha" 1 "tollgate:cgr:gcra:{__rand_int__}" 1 1 60000000 1
+  # the several-policies script with two GCRA policies of one identifier (two passes)
+  cg_script "tollgate several, 2 x gcra allow" "$several" 2 "tollgate:cg2:a:{__rand_int__}" \
+    "tollgate:cg2:b:{__rand_int__}" 1 5 1000000 60000000 1000000 5 1000000 60000000 1000000
   if [ -n "$PEERS_DIR" ] && [ -f "$PEERS_DIR/lua/gcra.lua" ]; then
     cg_script "peers lua/gcra.lua allow" "$(redis-cli -p "$cport" -x script load <"$PEERS_DIR/lua/gcra.lua")" 1 "gcra:a:__rand_int__" 1000000 1000000 60 1
     cg_script "peers lua/fixed_window.lua" "$(redis-cli -p "$cport" -x script load <"$PEERS_DIR/lua/fixed_window.lua")" 1 "fw:__rand_int__" 1 60

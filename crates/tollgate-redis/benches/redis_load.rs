@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use tollgate::{Algorithm, Limiter, Policy, ResilienceConfig, Resilient, Store};
 use tollgate_bench::{CommandCounter, StoreTarget, Workload, run};
+use tollgate_redis::script::Shape;
 use tollgate_redis::{RedisOptions, RedisStore};
 
 /// What `load` was asked to do.
@@ -40,11 +41,26 @@ struct LoadArgs {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: redis_load script | sha | load URL [--algorithm A] [--limit N] [--period-us N] \
+        "usage: redis_load script ALGORITHM|several | sha ALGORITHM|several | load URL [--algorithm A] [--limit N] [--period-us N] \
          [--keys N] [--concurrency N] [--requests N] [--resilient] [--exhaust-first] \
          [--current-thread] [--variant LABEL]"
     );
     std::process::exit(2)
+}
+
+/// `several` or an algorithm's name: the script of that shape.
+fn parse_shape(arg: Option<String>) -> Shape {
+    match arg.as_deref() {
+        Some("several") => Shape::SeveralPolicies,
+        Some(name) => match name.parse::<Algorithm>() {
+            Ok(algorithm) => Shape::OnePolicy(algorithm),
+            Err(e) => {
+                eprintln!("redis_load: {e}");
+                usage()
+            }
+        },
+        None => usage(),
+    }
 }
 
 fn parse_load(mut args: impl Iterator<Item = String>) -> Result<LoadArgs, String> {
@@ -123,8 +139,8 @@ async fn load(load: LoadArgs) -> Result<(), String> {
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     match args.next().as_deref() {
-        Some("script") => print!("{}", RedisStore::script_source()),
-        Some("sha") => println!("{}", RedisStore::script_sha()),
+        Some("script") => print!("{}", RedisStore::script_source(parse_shape(args.next()))),
+        Some("sha") => println!("{}", RedisStore::script_sha(parse_shape(args.next()))),
         Some("load") => {
             let parsed = parse_load(args).unwrap_or_else(|e| {
                 eprintln!("redis_load: {e}");

@@ -1,20 +1,23 @@
 -- GCRA, alias leaky bucket (code 5): the theoretical arrival time TAT, advanced by T = P / L
 -- per unit of cost, burst tolerance B*T. Same decisions as the token bucket.
--- State: "tat_us:tat_rem", TAT = tat_us + tat_rem / L microseconds (0 <= tat_rem < L).
-local function gcra(key, now, cost, consume, limit, period, capacity)
-  local tat, rem = read_pair(key)
-  -- (TAT - now) in units of 1/L µs: exactly the token bucket's `used`.
-  local used = 0
-  if tat >= now then
-    used = (tat - now) * limit + rem
+-- State: tat_us, tat_rem: TAT = tat_us + tat_rem / L microseconds (0 <= tat_rem < L).
+local tat, rem = 0, 0
+local value = redis.call('GET', key)
+if value then
+  if #value ~= 16 then
+    error({ err = MALFORMED .. key })
   end
-  local allowed, remaining, reset, retry, taken =
-    bucket(used, cost, consume, limit, period, capacity)
-  if taken then
-    -- Full again at the new TAT: math.ceil(taken / L) from now.
-    local whole = math.floor(taken / limit)
-    redis.call('SET', key, int(now + whole) .. ':' .. int(taken - whole * limit), 'PX',
-      ttl_ms(math.ceil(taken / limit)))
-  end
-  return allowed, remaining, reset, retry
+  tat, rem = struct.unpack('<dd', value)
+end
+-- (TAT - now) in units of 1/L µs: exactly the token bucket's `used`.
+local used = 0
+if tat >= now then
+  used = (tat - now) * limit + rem
+end
+local taken
+allowed, remaining, reset, retry, taken = bucket(used, cost, consume, limit, period, capacity)
+if taken then
+  -- Full again at the new TAT: math.ceil(taken / L) from now.
+  local whole = math.floor(taken / limit)
+  state, ttl_us = struct.pack('<dd', now + whole, taken - whole * limit), math.ceil(taken / limit)
 end

@@ -1,36 +1,126 @@
-//! The Lua script: the per-algorithm files and the dispatcher, concatenated at compile time into
-//! one script so a check over several policies (of any algorithms) is one atomic call.
+//! The Lua scripts: per-algorithm blocks (scripts/*.lua) pasted into frames at compile time.
+//!
+//! - [`Shape::OnePolicy`]: one script per algorithm, the block of that algorithm alone (the
+//!   common check, so the cheapest to run);
+//! - [`Shape::SeveralPolicies`]: one script with every block, deciding all the policies of one
+//!   identifier in one atomic, all-or-nothing call.
+//!
+//! Both shapes run the same blocks on the same state; scripts/prelude.lua says why blocks
+//! rather than Lua functions (Redis instructions per call).
 
 use std::sync::LazyLock;
 
 use tollgate::{Algorithm, Decision, Decisions, Mode, Policy};
 
-/// The whole script, as sent with `SCRIPT LOAD` / `EVAL`.
-pub const SOURCE: &str = concat!(
+/// Which script a check runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One policy of this algorithm.
+    OnePolicy(Algorithm),
+    /// Several policies (of any algorithms) of one identifier.
+    SeveralPolicies,
+}
+
+impl Shape {
+    /// The shape for these policies (at least one).
+    pub fn of<'p>(mut policies: impl ExactSizeIterator<Item = &'p Policy>) -> Shape {
+        match (policies.len(), policies.next()) {
+            (1, Some(policy)) => Shape::OnePolicy(policy.algorithm()),
+            _ => Shape::SeveralPolicies,
+        }
+    }
+
+    /// The Lua source, as sent with `SCRIPT LOAD` / `EVAL`.
+    pub fn source(self) -> &'static str {
+        match self {
+            Shape::OnePolicy(algorithm) => ONE_POLICY_SOURCES[index(algorithm)],
+            Shape::SeveralPolicies => SEVERAL_POLICIES_SOURCE,
+        }
+    }
+
+    /// The script, with its SHA-1 (as `EVALSHA` takes it) computed once.
+    pub fn script(self) -> &'static redis::Script {
+        match self {
+            Shape::OnePolicy(algorithm) => &SCRIPTS.one_policy[index(algorithm)],
+            Shape::SeveralPolicies => &SCRIPTS.several_policies,
+        }
+    }
+}
+
+/// The one-policy script of an algorithm: its block (and the helper it needs) in the
+/// one-policy frame.
+macro_rules! one_policy_source {
+    ($block:literal $(, $helper:literal)?) => {
+        concat!(
+            include_str!("../scripts/prelude.lua"),
+            $(include_str!($helper),)?
+            include_str!("../scripts/one_policy.lua"),
+            include_str!($block),
+            include_str!("../scripts/write.lua"),
+            include_str!("../scripts/one_policy_end.lua"),
+        )
+    };
+}
+
+/// One-policy sources, in [`ALGORITHMS`] order.
+const ONE_POLICY_SOURCES: [&str; 5] = [
+    one_policy_source!("../scripts/fixed_window.lua"),
+    one_policy_source!("../scripts/sliding_log.lua"),
+    one_policy_source!("../scripts/sliding_window.lua"),
+    one_policy_source!("../scripts/token_bucket.lua", "../scripts/bucket.lua"),
+    one_policy_source!("../scripts/gcra.lua", "../scripts/bucket.lua"),
+];
+
+/// The several-policies script: every block, chosen by the code argument. The branches
+/// compare it as text (interned strings: a pointer comparison) with [`code`]'s values.
+const SEVERAL_POLICIES_SOURCE: &str = concat!(
     include_str!("../scripts/prelude.lua"),
-    "\n",
-    include_str!("../scripts/fixed_window.lua"),
-    "\n",
-    include_str!("../scripts/sliding_log.lua"),
-    "\n",
-    include_str!("../scripts/sliding_window.lua"),
-    "\n",
     include_str!("../scripts/bucket.lua"),
-    "\n",
-    include_str!("../scripts/token_bucket.lua"),
-    "\n",
+    include_str!("../scripts/several_policies.lua"),
+    "if code == '5' then\n",
     include_str!("../scripts/gcra.lua"),
-    "\n",
-    include_str!("../scripts/dispatch.lua"),
+    "elseif code == '4' then\n",
+    include_str!("../scripts/token_bucket.lua"),
+    "elseif code == '1' then\n",
+    include_str!("../scripts/fixed_window.lua"),
+    "elseif code == '3' then\n",
+    include_str!("../scripts/sliding_window.lua"),
+    "elseif code == '2' then\n",
+    include_str!("../scripts/sliding_log.lua"),
+    "else\n",
+    "  error({ err = 'TOLLGATE unknown algorithm code ' .. tostring(code) })\n",
+    "end\n",
+    include_str!("../scripts/write.lua"),
+    include_str!("../scripts/several_policies_end.lua"),
 );
 
-/// The script with its SHA-1 computed once.
-pub static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(SOURCE));
+/// Every algorithm, in the order of [`ONE_POLICY_SOURCES`].
+pub const ALGORITHMS: [Algorithm; 5] = [
+    Algorithm::FixedWindow,
+    Algorithm::SlidingLog,
+    Algorithm::SlidingWindow,
+    Algorithm::TokenBucket,
+    Algorithm::Gcra,
+];
 
-/// Integers the script returns per policy.
+const fn index(algorithm: Algorithm) -> usize {
+    code(algorithm) as usize - 1
+}
+
+struct Scripts {
+    one_policy: [redis::Script; 5],
+    several_policies: redis::Script,
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    one_policy: ONE_POLICY_SOURCES.map(redis::Script::new),
+    several_policies: redis::Script::new(SEVERAL_POLICIES_SOURCE),
+});
+
+/// Integers the scripts return per policy.
 pub const REPLY_WIDTH: usize = 4;
 
-/// The algorithm's code in `ARGV` (its index in the script's `ALGORITHMS`).
+/// The algorithm's code in the several-policies script's `ARGV` (the branch that runs it).
 pub const fn code(algorithm: Algorithm) -> u8 {
     match algorithm {
         Algorithm::FixedWindow => 1,
@@ -60,30 +150,36 @@ impl ScriptArgs for redis::Cmd {
     }
 }
 
-/// Add `ARGV` to an invocation: mode, cost, injected time (or empty for Redis `TIME`), then
-/// code, limit, period and capacity of each policy.
+/// Add `ARGV` for `shape` to an invocation: cost, then per policy limit, period and capacity
+/// (with the algorithm's code before them for [`Shape::SeveralPolicies`]), then mode and
+/// injected time only when needed. A consuming decision on Redis `TIME`, the production case,
+/// sends neither: every argument costs Redis a string and often a parse.
 pub fn push_args<'p>(
     invocation: &mut impl ScriptArgs,
+    shape: Shape,
     mode: Mode,
     cost: u64,
     now_us: Option<u64>,
     policies: impl Iterator<Item = &'p Policy>,
 ) {
-    invocation.arg_of(match mode {
-        Mode::Consume => "c",
-        Mode::Peek => "p",
-    });
     invocation.arg_of(cost);
-    match now_us {
-        Some(now) => invocation.arg_of(now),
-        None => invocation.arg_of(""),
-    };
     for policy in policies {
+        if shape == Shape::SeveralPolicies {
+            invocation.arg_of(code(policy.algorithm()));
+        }
         invocation
-            .arg_of(code(policy.algorithm()))
             .arg_of(policy.limit())
             .arg_of(policy.period_us())
             .arg_of(policy.capacity());
+    }
+    if mode == Mode::Peek || now_us.is_some() {
+        invocation.arg_of(match mode {
+            Mode::Consume => "c",
+            Mode::Peek => "p",
+        });
+    }
+    if let Some(now) = now_us {
+        invocation.arg_of(now);
     }
 }
 
@@ -132,20 +228,28 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn every_algorithm_file_is_in_the_script() {
-        for needle in [
-            "local function fixed_window",
-            "local function sliding_log",
-            "local function sliding_window",
-            "local function token_bucket",
-            "local function gcra",
-            "local function bucket",
-            "local ALGORITHMS = { fixed_window, sliding_log, sliding_window, token_bucket, gcra }",
-            "redis.call('TIME')",
-        ] {
-            assert!(SOURCE.contains(needle), "{needle}");
+    fn every_script_has_its_blocks() {
+        let several = Shape::SeveralPolicies.source();
+        for algorithm in ALGORITHMS {
+            let branch = format!("if code == '{}' then", code(algorithm));
+            assert!(several.contains(&branch), "{branch}");
+            let one = Shape::OnePolicy(algorithm).source();
+            assert!(one.contains("redis.call('TIME')"));
+            assert!(one.contains("return { allowed and 1 or 0"));
+            let is_bucket = matches!(algorithm, Algorithm::TokenBucket | Algorithm::Gcra);
+            assert_eq!(
+                one.contains("local function bucket"),
+                is_bucket,
+                "{algorithm:?}"
+            );
+            assert_eq!(Shape::OnePolicy(algorithm).script().get_hash().len(), 40);
         }
-        assert_eq!(SCRIPT.get_hash().len(), 40);
+        let shas: std::collections::HashSet<_> = ALGORITHMS
+            .map(|a| Shape::OnePolicy(a).script().get_hash())
+            .into_iter()
+            .chain([Shape::SeveralPolicies.script().get_hash()])
+            .collect();
+        assert_eq!(shas.len(), 6);
     }
 
     #[test]

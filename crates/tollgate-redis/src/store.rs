@@ -8,7 +8,7 @@ use tollgate::{Check, Decisions, ManualClock, Mode, Store, StoreDecision, StoreE
 use crate::connection::{ConnectOptions, Connection, TlsFiles, redact};
 use crate::error::RedisStoreError;
 use crate::keys;
-use crate::script::{self, SCRIPT};
+use crate::script::{self, Shape};
 
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "tollgate";
@@ -170,14 +170,14 @@ impl RedisStore {
         Ok(())
     }
 
-    /// The Lua source every decision runs (for `redis-benchmark` and inspection).
-    pub fn script_source() -> &'static str {
-        script::SOURCE
+    /// The Lua source a check of this shape runs (for `redis-benchmark` and inspection).
+    pub fn script_source(shape: Shape) -> &'static str {
+        shape.source()
     }
 
-    /// The script's SHA-1, as `EVALSHA` takes it.
-    pub fn script_sha() -> &'static str {
-        SCRIPT.get_hash()
+    /// That script's SHA-1, as `EVALSHA` takes it.
+    pub fn script_sha(shape: Shape) -> &'static str {
+        shape.script().get_hash()
     }
 
     /// The key prefix.
@@ -221,19 +221,21 @@ impl RedisStore {
         now: Option<u64>,
         ack: ReplicaAck,
     ) -> Result<Decisions, StoreError> {
+        let shape = Shape::of(checks.iter().map(|c| c.policy));
         let pipeline = |by_source: bool| {
             let mut eval = if by_source {
                 let mut eval = redis::cmd("EVAL");
-                eval.arg(script::SOURCE);
+                eval.arg(shape.source());
                 eval
             } else {
                 let mut eval = redis::cmd("EVALSHA");
-                eval.arg(SCRIPT.get_hash());
+                eval.arg(shape.script().get_hash());
                 eval
             };
             eval.arg(keys.len()).arg(keys);
             script::push_args(
                 &mut eval,
+                shape,
                 Mode::Consume,
                 cost,
                 now,
@@ -303,12 +305,14 @@ impl Store for RedisStore {
                 degraded: false,
             });
         }
-        let mut invocation = SCRIPT.prepare_invoke();
+        let shape = Shape::of(checks.iter().map(|c| c.policy));
+        let mut invocation = shape.script().prepare_invoke();
         for key in &keys {
             invocation.key(key.as_str());
         }
         script::push_args(
             &mut invocation,
+            shape,
             mode,
             cost,
             now,

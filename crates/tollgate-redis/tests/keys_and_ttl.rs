@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use tollgate::{Algorithm, Check, Mode, Policy, Store, StoreError};
+use tollgate_redis::script::Shape;
 use tollgate_redis::{RedisOptions, RedisStore};
 use tollgate_testkit::{RedisNode, shared_cluster, shared_standalone};
 
@@ -253,7 +254,7 @@ async fn noscript_is_reloaded_transparently() {
             .decisions[0]
             .allowed
     );
-    let sha = RedisStore::script_sha();
+    let sha = RedisStore::script_sha(Shape::OnePolicy(Algorithm::Gcra));
     let _: String = server.query(&["SCRIPT", "FLUSH"]).unwrap();
     let exists: Vec<i64> = server.query(&["SCRIPT", "EXISTS", sha]).unwrap();
     assert_eq!(exists, [0]);
@@ -353,4 +354,38 @@ async fn braces_in_names_are_refused_not_hashed_into_another_slot() {
         store.decide(&check, 1, Mode::Consume).await,
         Err(StoreError::Backend(_))
     ));
+}
+
+/// A key holding something that is not tollgate's state (another program's value, or state in
+/// an older format) fails the decision loudly instead of reading as a fresh quota, with one
+/// policy and with several.
+#[tokio::test]
+async fn foreign_values_are_errors_not_fresh_quotas() {
+    let server = shared_standalone();
+    let store = store(&server.url(), "foreign").await;
+    let policies = policies();
+    for (name, policy) in &policies {
+        let check = Check {
+            name,
+            policy,
+            key: "victim",
+        };
+        let key = store.key(&check);
+        let foreign = if policy.algorithm() == Algorithm::SlidingLog {
+            // A list whose length is even: no total in front.
+            let _: i64 = server.query(&["RPUSH", &key, "1", "2"]).unwrap();
+            "a list without its total"
+        } else {
+            let _: String = server.query(&["SET", &key, "1700000000000000:3"]).unwrap();
+            "a text value"
+        };
+        for checks in [vec![check], vec![check, check]] {
+            let result = store.decide(&checks, 1, Mode::Consume).await;
+            let message = match result {
+                Err(StoreError::Backend(e)) => e.to_string(),
+                other => panic!("{name}: {foreign} gave {other:?}"),
+            };
+            assert!(message.contains("malformed"), "{name}: {message}");
+        }
+    }
 }

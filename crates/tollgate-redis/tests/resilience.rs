@@ -90,12 +90,13 @@ async fn until_not_degraded<S: Store>(
     }
 }
 
-/// The count a fixed-window key holds (`window:count`), 0 when absent.
+/// The count a fixed-window key holds (window and count, two little-endian doubles), 0 when
+/// absent.
 fn stored_count(node: &RedisNode, key: &str) -> u64 {
-    let value: Option<String> = node.query(&["GET", key]).unwrap();
+    let value: Option<Vec<u8>> = node.query(&["GET", key]).unwrap();
     value.map_or(0, |v| {
-        let (_, count) = v.split_once(':').expect("window:count");
-        count.parse().unwrap()
+        let count: [u8; 8] = v[8..16].try_into().expect("window, count");
+        f64::from_le_bytes(count) as u64
     })
 }
 
