@@ -17,7 +17,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{FromRedisValue, RedisResult, ScriptInvocation, TlsCertificates};
+use redis::{FromRedisValue, RedisResult, TlsCertificates};
 
 use crate::error::RedisStoreError;
 use crate::sentinel::SentinelMaster;
@@ -127,36 +127,6 @@ impl Connection {
                 "unknown scheme `{other}` (expected redis, rediss, valkey, valkeys, \
                  redis+cluster, rediss+cluster, redis+sentinel or rediss+sentinel)"
             ))),
-        }
-    }
-
-    /// Run the script invocation (EVALSHA, loading the script on NOSCRIPT). A `SCRIPT FLUSH`
-    /// landing between the load and the retry (another client, or a node being replaced) would
-    /// fail the call, so a NOSCRIPT that survives the reload is tried once more.
-    pub(crate) async fn invoke<T: FromRedisValue>(
-        &self,
-        invocation: &ScriptInvocation<'_>,
-    ) -> RedisResult<T> {
-        match self.invoke_once(invocation).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.invoke_once(invocation).await
-            }
-            other => other,
-        }
-    }
-
-    async fn invoke_once<T: FromRedisValue>(
-        &self,
-        invocation: &ScriptInvocation<'_>,
-    ) -> RedisResult<T> {
-        match self {
-            Connection::Single(manager) => invocation.invoke_async(&mut manager.clone()).await,
-            Connection::Cluster(cluster) => {
-                invocation
-                    .invoke_async(&mut cluster.connection().await?)
-                    .await
-            }
-            Connection::Sentinel(sentinel) => sentinel.invoke(invocation).await,
         }
     }
 

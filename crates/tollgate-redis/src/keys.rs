@@ -5,7 +5,8 @@
 //! replaced by a stable digest, so user input never picks a slot or forges another key.
 
 use std::borrow::Cow;
-use std::fmt::Write;
+use std::fmt::{self, Write as _};
+use std::io::Write as _;
 
 use sha2::{Digest, Sha256};
 use tollgate::Algorithm;
@@ -54,18 +55,66 @@ pub fn hash_tag(identifier: &str) -> Cow<'_, str> {
 /// assert_eq!(key("tollgate", "api", Algorithm::Gcra, "user-1"), "tollgate:api:gcra:{user-1}");
 /// ```
 pub fn key(prefix: &str, policy: &str, algorithm: Algorithm, identifier: &str) -> String {
-    let tag = hash_tag(identifier);
-    let mut key =
-        String::with_capacity(prefix.len() + policy.len() + algorithm.name().len() + tag.len() + 5);
-    key.push_str(prefix);
-    key.push(':');
-    key.push_str(policy);
-    key.push(':');
-    key.push_str(algorithm.name());
-    key.push_str(":{");
-    key.push_str(&tag);
-    key.push('}');
-    key
+    Key::new(prefix, policy, algorithm, identifier).to_string()
+}
+
+/// A key as its parts: printed as [`key`] gives it, and written straight into a command's
+/// arguments (a Redis argument without a `String` of its own per decision).
+#[derive(Debug, Clone)]
+pub struct Key<'a> {
+    prefix: &'a str,
+    policy: &'a str,
+    algorithm: Algorithm,
+    tag: Cow<'a, str>,
+}
+
+impl<'a> Key<'a> {
+    /// The key of `policy` (by name) for `identifier`.
+    pub fn new(
+        prefix: &'a str,
+        policy: &'a str,
+        algorithm: Algorithm,
+        identifier: &'a str,
+    ) -> Self {
+        Key {
+            prefix,
+            policy,
+            algorithm,
+            tag: hash_tag(identifier),
+        }
+    }
+
+    /// `<prefix>:<policy>:<algorithm>:{<tag>}`, in pieces.
+    fn pieces(&self) -> [&str; 8] {
+        [
+            self.prefix,
+            ":",
+            self.policy,
+            ":",
+            self.algorithm.name(),
+            ":{",
+            &self.tag,
+            "}",
+        ]
+    }
+}
+
+impl fmt::Display for Key<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.pieces()
+            .iter()
+            .try_for_each(|piece| f.write_str(piece))
+    }
+}
+
+impl redis::ToRedisArgs for Key<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        let mut arg = out.writer_for_next_arg();
+        for piece in self.pieces() {
+            // The writer appends to the command's buffer: it cannot fail.
+            let _ = arg.write_all(piece.as_bytes());
+        }
+    }
 }
 
 /// Whether `part` (a prefix or a policy name) keeps the hash tag where it belongs.

@@ -131,75 +131,62 @@ pub const fn code(algorithm: Algorithm) -> u8 {
     }
 }
 
-/// Where script arguments go: a [`redis::ScriptInvocation`], or a plain `EVALSHA`
-/// [`redis::Cmd`] (for a pipeline).
-pub trait ScriptArgs {
-    /// Append one argument.
-    fn arg_of<T: redis::ToRedisArgs>(&mut self, arg: T) -> &mut Self;
-}
-
-impl ScriptArgs for redis::ScriptInvocation<'_> {
-    fn arg_of<T: redis::ToRedisArgs>(&mut self, arg: T) -> &mut Self {
-        self.arg(arg)
-    }
-}
-
-impl ScriptArgs for redis::Cmd {
-    fn arg_of<T: redis::ToRedisArgs>(&mut self, arg: T) -> &mut Self {
-        self.arg(arg)
-    }
-}
-
-/// Add `ARGV` for `shape` to an invocation: cost, then per policy limit, period and capacity
+/// Add `ARGV` for `shape` to a script call: cost, then per policy limit, period and capacity
 /// (with the algorithm's code before them for [`Shape::SeveralPolicies`]), then mode and
 /// injected time only when needed. A consuming decision on Redis `TIME`, the production case,
 /// sends neither: every argument costs Redis a string and often a parse.
 pub fn push_args<'p>(
-    invocation: &mut impl ScriptArgs,
+    call: &mut redis::Cmd,
     shape: Shape,
     mode: Mode,
     cost: u64,
     now_us: Option<u64>,
     policies: impl Iterator<Item = &'p Policy>,
 ) {
-    invocation.arg_of(cost);
+    call.arg(cost);
     for policy in policies {
         if shape == Shape::SeveralPolicies {
-            invocation.arg_of(code(policy.algorithm()));
+            call.arg(code(policy.algorithm()));
         }
-        invocation
-            .arg_of(policy.limit())
-            .arg_of(policy.period_us())
-            .arg_of(policy.capacity());
+        call.arg(policy.limit())
+            .arg(policy.period_us())
+            .arg(policy.capacity());
     }
     if mode == Mode::Peek || now_us.is_some() {
-        invocation.arg_of(match mode {
+        call.arg(match mode {
             Mode::Consume => "c",
             Mode::Peek => "p",
         });
     }
     if let Some(now) = now_us {
-        invocation.arg_of(now);
+        call.arg(now);
     }
 }
 
-/// Turn the script's flat reply into one decision per policy, checking its shape.
+/// Turn a script's reply (an array of integers) into one decision per policy, checking its
+/// shape.
 pub fn parse_reply<'p>(
-    reply: &[i64],
+    reply: &redis::Value,
     policies: impl ExactSizeIterator<Item = &'p Policy>,
 ) -> Result<Decisions, String> {
-    if reply.len() != policies.len() * REPLY_WIDTH {
+    let redis::Value::Array(items) = reply else {
+        return Err(format!("script returned {reply:?}, not an array"));
+    };
+    if items.len() != policies.len() * REPLY_WIDTH {
         return Err(format!(
-            "script returned {} integers for {} policies",
-            reply.len(),
+            "script returned {} values for {} policies",
+            items.len(),
             policies.len()
         ));
     }
-    let non_negative = |v: i64| u64::try_from(v).map_err(|_| format!("negative value {v}"));
+    let non_negative = |v: &redis::Value| match v {
+        redis::Value::Int(i) => u64::try_from(*i).map_err(|_| format!("negative value {i}")),
+        other => Err(format!("{other:?} where an integer belongs")),
+    };
     policies
-        .zip(reply.chunks_exact(REPLY_WIDTH))
+        .zip(items.chunks_exact(REPLY_WIDTH))
         .map(|(policy, r)| {
-            let allowed = match r[0] {
+            let allowed = match non_negative(&r[0])? {
                 0 => false,
                 1 => true,
                 other => return Err(format!("allowed flag {other}")),
@@ -207,9 +194,9 @@ pub fn parse_reply<'p>(
             let decision = Decision {
                 allowed,
                 limit: policy.capacity(),
-                remaining: non_negative(r[1])?,
-                reset_after_us: non_negative(r[2])?,
-                retry_after_us: non_negative(r[3])?,
+                remaining: non_negative(&r[1])?,
+                reset_after_us: non_negative(&r[2])?,
+                retry_after_us: non_negative(&r[3])?,
             };
             if decision.remaining > decision.limit {
                 return Err(format!(
@@ -254,8 +241,10 @@ mod tests {
 
     #[test]
     fn replies_are_checked() {
+        use redis::Value;
+        let reply = |values: &[i64]| Value::Array(values.iter().map(|v| Value::Int(*v)).collect());
         let p = Policy::new(Algorithm::Gcra, 5, Duration::from_secs(1), Some(7)).unwrap();
-        let d = parse_reply(&[1, 6, 200_000, 0], [&p].into_iter()).unwrap();
+        let d = parse_reply(&reply(&[1, 6, 200_000, 0]), [&p].into_iter()).unwrap();
         assert_eq!(
             d[0],
             Decision {
@@ -266,9 +255,20 @@ mod tests {
                 retry_after_us: 0
             }
         );
-        assert!(parse_reply(&[1, 6, 200_000], [&p].into_iter()).is_err());
-        assert!(parse_reply(&[2, 6, 0, 0], [&p].into_iter()).is_err());
-        assert!(parse_reply(&[0, -1, 0, 0], [&p].into_iter()).is_err());
-        assert!(parse_reply(&[1, 8, 0, 0], [&p].into_iter()).is_err());
+        for bad in [
+            reply(&[1, 6, 200_000]),
+            reply(&[2, 6, 0, 0]),
+            reply(&[0, -1, 0, 0]),
+            reply(&[1, 8, 0, 0]),
+            Value::Int(1),
+            Value::Array(vec![
+                Value::Nil,
+                Value::Int(6),
+                Value::Int(0),
+                Value::Int(0),
+            ]),
+        ] {
+            assert!(parse_reply(&bad, [&p].into_iter()).is_err(), "{bad:?}");
+        }
     }
 }

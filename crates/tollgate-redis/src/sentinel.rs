@@ -16,7 +16,7 @@ use std::sync::{Mutex, PoisonError};
 use redis::aio::MultiplexedConnection;
 use redis::{
     AsyncConnectionConfig, ConnectionAddr, ErrorKind, FromRedisValue, IntoConnectionInfo,
-    RedisConnectionInfo, RedisError, RedisResult, ScriptInvocation, TlsCertificates, Value,
+    RedisConnectionInfo, RedisError, RedisResult, TlsCertificates, Value,
 };
 
 use crate::connection::{ConnectOptions, MultiHost};
@@ -216,26 +216,6 @@ impl SentinelMaster {
         if current.as_ref().is_some_and(|(g, _)| *g == generation) {
             *current = None;
         }
-    }
-
-    /// Run the script on the master.
-    pub(crate) async fn invoke<T: FromRedisValue>(
-        &self,
-        invocation: &ScriptInvocation<'_>,
-    ) -> RedisResult<T> {
-        let (generation, mut connection) = self.connection().await?;
-        let first = invocation.invoke_async(&mut connection).await;
-        if let Err(e) = &first {
-            if is_read_only(e) {
-                self.invalidate(generation);
-                let (_, mut connection) = self.connection().await?;
-                return invocation.invoke_async(&mut connection).await;
-            }
-            if is_connection_error(e) {
-                self.invalidate(generation);
-            }
-        }
-        first
     }
 
     /// Run one command on the master.

@@ -7,7 +7,7 @@ use tollgate::{Check, Decisions, ManualClock, Mode, Store, StoreDecision, StoreE
 
 use crate::connection::{ConnectOptions, Connection, TlsFiles, redact};
 use crate::error::RedisStoreError;
-use crate::keys;
+use crate::keys::{self, Key};
 use crate::script::{self, Shape};
 
 /// Default key prefix.
@@ -195,6 +195,53 @@ impl RedisStore {
         )
     }
 
+    /// The script call deciding `checks`: `EVALSHA <sha>`, or with `by_source` `EVAL <source>`
+    /// (after `NOSCRIPT`: it runs the script and caches it on that node). Keys are written
+    /// straight into the command.
+    fn script_call(
+        &self,
+        checks: &[Check<'_>],
+        cost: u64,
+        mode: Mode,
+        by_source: bool,
+    ) -> Result<redis::Cmd, StoreError> {
+        let shape = Shape::of(checks.iter().map(|c| c.policy));
+        let mut call = if by_source {
+            let mut call = redis::cmd("EVAL");
+            call.arg(shape.source());
+            call
+        } else {
+            let mut call = redis::cmd("EVALSHA");
+            call.arg(shape.script().get_hash());
+            call
+        };
+        call.arg(checks.len());
+        for check in checks {
+            if !keys::is_brace_free(check.name) {
+                return Err(StoreError::Backend(Box::new(RedisStoreError::Brace(
+                    check.name.to_owned(),
+                ))));
+            }
+            call.arg(Key::new(
+                &self.inner.prefix,
+                check.name,
+                check.policy.algorithm(),
+                check.key,
+            ));
+        }
+        let now = self.inner.clock.as_ref().map(ManualClock::now_us);
+        script::push_args(
+            &mut call,
+            shape,
+            mode,
+            cost,
+            now,
+            checks.iter().map(|c| c.policy),
+        );
+        Ok(call)
+    }
+
+    /// The keys of `checks`, for commands other than the script.
     fn keys_of(&self, checks: &[Check<'_>]) -> Result<Vec<String>, StoreError> {
         checks
             .iter()
@@ -211,55 +258,32 @@ impl RedisStore {
     }
 
     /// The script call and `WAIT` in one pipeline; `NotReplicated` when the decision wrote and
-    /// fewer replicas than asked acknowledged. After `NOSCRIPT` (a restarted or newly promoted
-    /// node) the pipeline is sent again with `EVAL` and the source, which caches the script there.
-    async fn invoke_acknowledged(
+    /// fewer replicas than asked acknowledged.
+    async fn decide_acknowledged(
         &self,
-        keys: &[String],
         checks: &[Check<'_>],
         cost: u64,
-        now: Option<u64>,
         ack: ReplicaAck,
     ) -> Result<Decisions, StoreError> {
-        let shape = Shape::of(checks.iter().map(|c| c.policy));
-        let pipeline = |by_source: bool| {
-            let mut eval = if by_source {
-                let mut eval = redis::cmd("EVAL");
-                eval.arg(shape.source());
-                eval
-            } else {
-                let mut eval = redis::cmd("EVALSHA");
-                eval.arg(shape.script().get_hash());
-                eval
-            };
-            eval.arg(keys.len()).arg(keys);
-            script::push_args(
-                &mut eval,
-                shape,
-                Mode::Consume,
-                cost,
-                now,
-                checks.iter().map(|c| c.policy),
-            );
-            let wait_ms = u64::try_from(ack.timeout.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1);
+        let wait_ms = u64::try_from(ack.timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let pipeline = |by_source: bool| -> Result<redis::Pipeline, StoreError> {
             let mut pipeline = redis::pipe();
             pipeline
-                .add_command(eval)
+                .add_command(self.script_call(checks, cost, Mode::Consume, by_source)?)
                 .cmd("WAIT")
                 .arg(ack.replicas)
                 .arg(wait_ms);
-            pipeline
+            Ok(pipeline)
         };
         let connection = &self.inner.connection;
-        let (reply, acked): (Vec<i64>, i64) = match connection.pipeline(&pipeline(false)).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                connection.pipeline(&pipeline(true)).await
+        let (reply, acked): (redis::Value, i64) =
+            match connection.pipeline(&pipeline(false)?).await {
+                Err(e) if is_noscript(&e) => connection.pipeline(&pipeline(true)?).await,
+                other => other,
             }
-            other => other,
-        }
-        .map_err(backend)?;
+            .map_err(backend)?;
         let decisions = script::parse_reply(&reply, checks.iter().map(|c| c.policy))
             .map_err(StoreError::Protocol)?;
         // The script writes only when every policy allows.
@@ -275,6 +299,11 @@ impl RedisStore {
         }
         Ok(decisions)
     }
+}
+
+/// The node does not have the script (restarted, newly promoted, or `SCRIPT FLUSH`).
+fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
 
 fn backend(e: redis::RedisError) -> StoreError {
@@ -294,36 +323,26 @@ impl Store for RedisStore {
                 degraded: false,
             });
         }
-        let keys = self.keys_of(checks)?;
-        let now = self.inner.clock.as_ref().map(ManualClock::now_us);
         if let (Some(ack), Mode::Consume) = (self.inner.replica_ack, mode) {
-            let decisions = self
-                .invoke_acknowledged(&keys, checks, cost, now, ack)
-                .await?;
+            let decisions = self.decide_acknowledged(checks, cost, ack).await?;
             return Ok(StoreDecision {
                 decisions,
                 degraded: false,
             });
         }
-        let shape = Shape::of(checks.iter().map(|c| c.policy));
-        let mut invocation = shape.script().prepare_invoke();
-        for key in &keys {
-            invocation.key(key.as_str());
-        }
-        script::push_args(
-            &mut invocation,
-            shape,
-            mode,
-            cost,
-            now,
-            checks.iter().map(|c| c.policy),
-        );
-        let reply: Vec<i64> = self
-            .inner
-            .connection
-            .invoke(&invocation)
+        let connection = &self.inner.connection;
+        let reply: redis::Value = match connection
+            .query(&self.script_call(checks, cost, mode, false)?)
             .await
-            .map_err(backend)?;
+        {
+            Err(e) if is_noscript(&e) => {
+                connection
+                    .query(&self.script_call(checks, cost, mode, true)?)
+                    .await
+            }
+            other => other,
+        }
+        .map_err(backend)?;
         let decisions = script::parse_reply(&reply, checks.iter().map(|c| c.policy))
             .map_err(StoreError::Protocol)?;
         Ok(StoreDecision {
