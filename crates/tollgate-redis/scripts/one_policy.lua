@@ -4,7 +4,7 @@
 -- ARGV: cost, limit, period_us, capacity (burst for token bucket and GCRA, else limit); then,
 --       both optional: mode ('c' consume, the default, or 'p' peek) and now in µs (tests
 --       inject time; production never does, and Redis TIME is read).
--- Returns allowed (1/0), remaining, reset_after_us, retry_after_us.
+-- Returns allowed (1/0), remaining, reset_after_us, retry_after_us (one_policy_end.lua).
 local key = KEYS[1]
 local cost, limit, period, capacity =
   tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])

@@ -4,7 +4,8 @@
 -- ARGV: cost; then per policy: algorithm code ('1' fixed window, '2' sliding log, '3' sliding
 --       window, '4' token bucket, '5' GCRA), limit, period_us, capacity; then, both optional:
 --       mode ('c' consume, the default, or 'p' peek) and now in µs (as in one_policy.lua).
--- Returns 4 integers per policy: allowed (1/0), remaining, reset_after_us, retry_after_us.
+-- Returns 4 integers per policy: allowed (1/0), remaining, reset_after_us, retry_after_us
+-- (several_policies_end.lua).
 --
 -- A consuming check first decides every policy without writing; only if all allow are they
 -- decided again, consuming (memory.rs Entry::decide). Otherwise nothing is written and every

@@ -1,10 +1,11 @@
 //! # tollgate-redis
 //!
 //! A [`tollgate::Store`] in Redis, so any number of instances share one limit per identifier.
-//! Each decision is one `EVALSHA` of one Lua script (loaded again transparently after
-//! `NOSCRIPT`) that runs the same integer transitions as the core, reads time from Redis
-//! (`TIME`), decides every policy of a check atomically (all-or-nothing), writes only when it
-//! consumes, and sets a TTL on every key it writes.
+//! Each decision is one `EVALSHA` of one Lua script (the algorithm's own for a one-policy
+//! check; sent again as `EVAL` with its source after `NOSCRIPT`) that runs the same integer
+//! transitions as the core, reads time from Redis (`TIME`), decides every policy of a check
+//! atomically (all-or-nothing), writes only when it consumes, and sets a TTL on every key it
+//! writes.
 //!
 //! Works on standalone Redis (and Valkey), Redis Cluster and Sentinel; see [`RedisStore::connect`]
 //! for the URLs and the crate README for the key layout, TTLs and memory per key.

@@ -163,30 +163,41 @@ pub fn push_args<'p>(
     }
 }
 
-/// Turn a script's reply (an array of integers) into one decision per policy, checking its
-/// shape.
+/// Bytes of the reply per policy: four little-endian doubles.
+pub const REPLY_BYTES: usize = 8 * REPLY_WIDTH;
+
+/// Turn a script's reply (four little-endian doubles per policy, one bulk string) into one
+/// decision per policy, checking its shape: every value a non-negative integer, `allowed` 0 or
+/// 1, `remaining` at most the limit.
 pub fn parse_reply<'p>(
     reply: &redis::Value,
     policies: impl ExactSizeIterator<Item = &'p Policy>,
 ) -> Result<Decisions, String> {
-    let redis::Value::Array(items) = reply else {
-        return Err(format!("script returned {reply:?}, not an array"));
+    let redis::Value::BulkString(bytes) = reply else {
+        return Err(format!("script returned {reply:?}, not a bulk string"));
     };
-    if items.len() != policies.len() * REPLY_WIDTH {
+    if bytes.len() != policies.len() * REPLY_BYTES {
         return Err(format!(
-            "script returned {} values for {} policies",
-            items.len(),
+            "script returned {} bytes for {} policies",
+            bytes.len(),
             policies.len()
         ));
     }
-    let non_negative = |v: &redis::Value| match v {
-        redis::Value::Int(i) => u64::try_from(*i).map_err(|_| format!("negative value {i}")),
-        other => Err(format!("{other:?} where an integer belongs")),
+    let integer = |at: &[u8]| -> Result<u64, String> {
+        let mut le = [0; 8];
+        le.copy_from_slice(at);
+        let value = f64::from_le_bytes(le);
+        // Every value the script computes is an integer in [0, 2^53).
+        if (0.0..9_007_199_254_740_992.0).contains(&value) && value.fract() == 0.0 {
+            Ok(value as u64)
+        } else {
+            Err(format!("{value} where a non-negative integer belongs"))
+        }
     };
     policies
-        .zip(items.chunks_exact(REPLY_WIDTH))
+        .zip(bytes.chunks_exact(REPLY_BYTES))
         .map(|(policy, r)| {
-            let allowed = match non_negative(&r[0])? {
+            let allowed = match integer(&r[..8])? {
                 0 => false,
                 1 => true,
                 other => return Err(format!("allowed flag {other}")),
@@ -194,9 +205,9 @@ pub fn parse_reply<'p>(
             let decision = Decision {
                 allowed,
                 limit: policy.capacity(),
-                remaining: non_negative(&r[1])?,
-                reset_after_us: non_negative(&r[2])?,
-                retry_after_us: non_negative(&r[3])?,
+                remaining: integer(&r[8..16])?,
+                reset_after_us: integer(&r[16..24])?,
+                retry_after_us: integer(&r[24..32])?,
             };
             if decision.remaining > decision.limit {
                 return Err(format!(
@@ -222,7 +233,7 @@ mod tests {
             assert!(several.contains(&branch), "{branch}");
             let one = Shape::OnePolicy(algorithm).source();
             assert!(one.contains("redis.call('TIME')"));
-            assert!(one.contains("return { allowed and 1 or 0"));
+            assert!(one.contains("return struct.pack('<dddd', allowed and 1 or 0"));
             let is_bucket = matches!(algorithm, Algorithm::TokenBucket | Algorithm::Gcra);
             assert_eq!(
                 one.contains("local function bucket"),
@@ -242,9 +253,11 @@ mod tests {
     #[test]
     fn replies_are_checked() {
         use redis::Value;
-        let reply = |values: &[i64]| Value::Array(values.iter().map(|v| Value::Int(*v)).collect());
+        let reply = |values: &[f64]| {
+            Value::BulkString(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        };
         let p = Policy::new(Algorithm::Gcra, 5, Duration::from_secs(1), Some(7)).unwrap();
-        let d = parse_reply(&reply(&[1, 6, 200_000, 0]), [&p].into_iter()).unwrap();
+        let d = parse_reply(&reply(&[1.0, 6.0, 200_000.0, 0.0]), [&p].into_iter()).unwrap();
         assert_eq!(
             d[0],
             Decision {
@@ -255,14 +268,22 @@ mod tests {
                 retry_after_us: 0
             }
         );
+        let exact = parse_reply(
+            &reply(&[0.0, 0.0, 9e15, 2f64.powi(53) - 1.0]),
+            [&p].into_iter(),
+        );
+        assert_eq!(exact.unwrap()[0].retry_after_us, (1 << 53) - 1);
         for bad in [
-            reply(&[1, 6, 200_000]),
-            reply(&[2, 6, 0, 0]),
-            reply(&[0, -1, 0, 0]),
-            reply(&[1, 8, 0, 0]),
+            reply(&[1.0, 6.0, 200_000.0]),
+            reply(&[2.0, 6.0, 0.0, 0.0]),
+            reply(&[0.0, -1.0, 0.0, 0.0]),
+            reply(&[1.0, 8.0, 0.0, 0.0]),
+            reply(&[1.0, 0.5, 0.0, 0.0]),
+            reply(&[1.0, f64::NAN, 0.0, 0.0]),
+            reply(&[0.0, 0.0, 2f64.powi(53), 0.0]),
             Value::Int(1),
             Value::Array(vec![
-                Value::Nil,
+                Value::Int(1),
                 Value::Int(6),
                 Value::Int(0),
                 Value::Int(0),
