@@ -55,18 +55,19 @@ impl Entry {
     #[inline]
     fn slot(&mut self, check: &Check<'_>) -> &mut Slot {
         let algorithm = check.policy.algorithm();
-        let index = match self.slots.iter().position(|s| &*s.policy == check.name) {
-            Some(i) => i,
+        let found = self.slots.iter().position(|s| &*s.policy == check.name);
+        let slot = match found {
+            Some(i) => &mut self.slots[i],
             None => {
                 self.slots.push(Slot {
                     policy: check.name.into(),
                     state: State::fresh(algorithm),
                     expires_at: 0,
                 });
-                self.slots.len() - 1
+                let last = self.slots.len() - 1;
+                return &mut self.slots[last];
             }
         };
-        let slot = &mut self.slots[index];
         // A state past its expiry decides exactly as a fresh one would, so it is kept until a
         // sweep drops it (as Redis keeps a key until its TTL): were it replaced here, a clock
         // stepping back would find a fresh quota where the transitions would remember.
