@@ -95,8 +95,10 @@ async fn a_hung_store_costs_at_most_the_timeout_then_the_breaker_skips_it() {
         let started = Instant::now();
         let v = limiter.check_all(&["p"], "k", 1).await.unwrap();
         assert!(v.degraded && !v.allowed());
+        // The store never answers: any bound proves the 50 ms timeout cut it short. A generous
+        // one, since this machine's two cores may be busy with other builds.
         assert!(
-            started.elapsed() < Duration::from_millis(50 + 100),
+            started.elapsed() < Duration::from_millis(50 + 950),
             "{:?}",
             started.elapsed()
         );
