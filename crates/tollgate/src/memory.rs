@@ -28,6 +28,14 @@ use crate::store::{Check, Decisions, Store, StoreDecision};
 /// Default bound on identifiers kept.
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 
+/// Shards of the map: 32 per CPU (DashMap's default is 4). A decision holds its shard's write
+/// lock for a few dozen nanoseconds; with many shards two threads rarely want the same one, and
+/// a thread descheduled while holding one (a busy machine) stalls few others.
+fn shard_amount() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    (cpus * 32).next_power_of_two().clamp(64, 1024)
+}
+
 /// Minimum time between two sweeps forced by a full store, µs.
 const FULL_SWEEP_INTERVAL_US: u64 = 100_000;
 
@@ -164,7 +172,10 @@ impl MemoryStore {
     /// A store on `clock` holding at most `max_keys` identifiers (at least 1).
     pub fn with_options(clock: Clock, max_keys: usize) -> MemoryStore {
         MemoryStore {
-            entries: DashMap::with_hasher(foldhash::fast::RandomState::default()),
+            entries: DashMap::with_hasher_and_shard_amount(
+                foldhash::fast::RandomState::default(),
+                shard_amount(),
+            ),
             clock,
             max_keys: max_keys.max(1),
             len: AtomicUsize::new(0),
