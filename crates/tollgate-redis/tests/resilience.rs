@@ -103,7 +103,7 @@ fn stored_count(node: &RedisNode, key: &str) -> u64 {
 /// Store calls that failed or timed out.
 fn failed_calls<S: Store>(resilient: &Resilient<S>) -> u64 {
     let stats = resilient.stats();
-    stats.timeouts.load(Ordering::SeqCst) + stats.store_errors.load(Ordering::SeqCst)
+    stats.timeouts.get() + stats.store_errors.get()
 }
 
 // ------------------------------------------------------------------------------------------
@@ -175,10 +175,7 @@ async fn a_frozen_redis_is_decided_by_policy_within_the_timeout_then_used_again(
         }
         // The first THRESHOLD calls waited for the timeout; then the breaker opened.
         assert_eq!(resilient.breaker().state(), BreakerState::Open);
-        assert_eq!(
-            resilient.stats().timeouts.load(Ordering::SeqCst),
-            u64::from(THRESHOLD)
-        );
+        assert_eq!(resilient.stats().timeouts.get(), u64::from(THRESHOLD));
 
         // Open: decisions are immediate, and the store is not called (at most one probe, if
         // one fell due meanwhile). 200 waits for the timeout would take 10 s.
@@ -195,7 +192,7 @@ async fn a_frozen_redis_is_decided_by_policy_within_the_timeout_then_used_again(
         );
         let probes = failed_calls(resilient) - calls;
         assert!(probes <= 1, "{probes} store calls while open");
-        assert_eq!(resilient.stats().degraded.load(Ordering::SeqCst), 220);
+        assert_eq!(resilient.stats().degraded.get(), 220);
     }
 
     // What `/ready` reports: open while Redis is frozen, half-open while a probe is in flight.
@@ -240,7 +237,7 @@ async fn a_frozen_redis_is_decided_by_policy_within_the_timeout_then_used_again(
         key: "deny",
     });
     let answered = 2;
-    let timed_out = limiter.store().stats().timeouts.load(Ordering::SeqCst);
+    let timed_out = limiter.store().stats().timeouts.get();
     let count = stored_count(&server, &key);
     println!(
         "deny key: count {count} in Redis for {answered} answered and {timed_out} timed-out calls"
@@ -469,7 +466,7 @@ async fn a_flood_on_an_over_limit_key_costs_under_100_redis_calls_for_every_algo
             assert_eq!(v.allowed(), i < LIMIT, "{algorithm} check {i}: {v:?}");
         }
         let calls = script_calls(&server) - before;
-        let hits = limiter.store().stats().cache_hits.load(Ordering::SeqCst);
+        let hits = limiter.store().stats().cache_hits.get();
         println!(
             "flood {algorithm}: {FLOOD} checks, {calls} Redis script calls, {hits} cache hits, {:?}",
             started.elapsed()

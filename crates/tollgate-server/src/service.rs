@@ -273,7 +273,6 @@ impl Service {
 /// Breaker state, degraded decisions and over-limit cache figures of the Redis store's
 /// resilience layer.
 fn render_resilience<S: tollgate::Store>(out: &mut String, redis: &tollgate::Resilient<S>) {
-    use std::sync::atomic::Ordering::Relaxed;
     use tollgate::resilience::BreakerState;
     let state = redis.breaker().state();
     metrics::header(
@@ -304,22 +303,22 @@ fn render_resilience<S: tollgate::Store>(out: &mut String, redis: &tollgate::Res
         (
             "tollgate_store_degraded_total",
             "Decisions made without the shared store (timeout, error or open breaker).",
-            stats.degraded.load(Relaxed),
+            stats.degraded.get(),
         ),
         (
             "tollgate_store_timeouts_total",
             "Store calls that exceeded store.timeout.",
-            stats.timeouts.load(Relaxed),
+            stats.timeouts.get(),
         ),
         (
             "tollgate_store_call_errors_total",
             "Store calls that failed.",
-            stats.store_errors.load(Relaxed),
+            stats.store_errors.get(),
         ),
         (
             "tollgate_over_limit_cache_hits_total",
             "Rejections answered by the over-limit cache without a store call.",
-            stats.cache_hits.load(Relaxed),
+            stats.cache_hits.get(),
         ),
     ] {
         metrics::header(out, name, "counter", help);

@@ -109,8 +109,15 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         let now = system_now_us();
         let after = wall(SystemTime::now());
-        assert!(now >= last + 15_000, "20 ms of sleep advanced it by {} µs", now - last);
+        assert!(
+            now >= last + 15_000,
+            "20 ms of sleep advanced it by {} µs",
+            now - last
+        );
         // Anchored on the wall clock: within 100 ms of it (the anchor may predate `before`).
-        assert!(now + 100_000 >= before && now <= after + 100_000, "{before} {now} {after}");
+        assert!(
+            now + 100_000 >= before && now <= after + 100_000,
+            "{before} {now} {after}"
+        );
     }
 }

@@ -31,7 +31,7 @@ pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 /// Shards of the map: 32 per CPU (DashMap's default is 4). A decision holds its shard's write
 /// lock for a few dozen nanoseconds; with many shards two threads rarely want the same one, and
 /// a thread descheduled while holding one (a busy machine) stalls few others.
-fn shard_amount() -> usize {
+pub(crate) fn shard_amount() -> usize {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     (cpus * 32).next_power_of_two().clamp(64, 1024)
 }

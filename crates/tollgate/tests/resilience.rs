@@ -84,7 +84,7 @@ async fn failure_policies_decide_and_mark_degraded() {
         allowed += usize::from(v.allowed());
     }
     assert_eq!(allowed, 3);
-    assert_eq!(limiter.store().stats().degraded.load(Ordering::SeqCst), 10);
+    assert_eq!(limiter.store().stats().degraded.get(), 10);
 }
 
 #[tokio::test]
@@ -136,7 +136,7 @@ async fn over_limit_cache_absorbs_a_flood_without_rejecting_what_the_store_allow
         calls < 100,
         "{calls} store calls for a flood on one over-limit key"
     );
-    assert!(limiter.store().stats().cache_hits.load(Ordering::SeqCst) > 99_900);
+    assert!(limiter.store().stats().cache_hits.get() > 99_900);
 
     // A smaller cost than the one cached still goes to the store.
     assert!(limiter.check_cost("p", "other", 9).await.unwrap().allowed);
@@ -165,9 +165,9 @@ async fn cached_rejections_never_outlive_the_stores_own() {
         // What the store would answer now; quota only grows until the next check consumes, so
         // if the store allows now, the check below must be allowed too.
         let truth = switched.inner.decide_now(&check, 1, Mode::Peek).unwrap()[0];
-        let hits = limiter.store().stats().cache_hits.load(Ordering::SeqCst);
+        let hits = limiter.store().stats().cache_hits.get();
         let d = limiter.check("p", "k").await.unwrap();
-        let from_cache = limiter.store().stats().cache_hits.load(Ordering::SeqCst) > hits;
+        let from_cache = limiter.store().stats().cache_hits.get() > hits;
         if from_cache {
             cache_rejections += 1;
             assert!(
@@ -334,12 +334,9 @@ async fn cached_rejections_report_the_time_until_full_not_until_retry() {
         assert!(limiter.check("p", "k").await.unwrap().allowed);
     }
     let from_store = limiter.check("p", "k").await.unwrap();
-    let hits = limiter.store().stats().cache_hits.load(Ordering::SeqCst);
+    let hits = limiter.store().stats().cache_hits.get();
     let cached = limiter.check("p", "k").await.unwrap();
-    assert_eq!(
-        limiter.store().stats().cache_hits.load(Ordering::SeqCst),
-        hits + 1
-    );
+    assert_eq!(limiter.store().stats().cache_hits.get(), hits + 1);
     assert!(!cached.allowed);
     // One token back in 6 minutes; the whole bucket in an hour.
     assert!(cached.retry_after_us <= from_store.retry_after_us);

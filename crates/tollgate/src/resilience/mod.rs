@@ -19,10 +19,10 @@
 //! explains the guarantees in full.
 
 pub mod breaker;
+pub mod counter;
 pub mod over_limit_cache;
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::algorithm::Mode;
@@ -32,6 +32,7 @@ use crate::error::StoreError;
 use crate::memory::{DEFAULT_MAX_KEYS, MemoryStore};
 use crate::policy::Policy;
 use crate::store::{Check, Decisions, Store, StoreDecision};
+use counter::Counter;
 
 pub use breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
 pub use over_limit_cache::OverLimitCache;
@@ -108,13 +109,13 @@ impl Default for ResilienceConfig {
 #[derive(Debug, Default)]
 pub struct ResilienceStats {
     /// Decisions made without the store.
-    pub degraded: AtomicU64,
+    pub degraded: Counter,
     /// Decisions answered by the over-limit cache.
-    pub cache_hits: AtomicU64,
+    pub cache_hits: Counter,
     /// Store calls that failed.
-    pub store_errors: AtomicU64,
+    pub store_errors: Counter,
     /// Store calls that timed out.
-    pub timeouts: AtomicU64,
+    pub timeouts: Counter,
 }
 
 /// A store made safe to depend on. See the module docs.
@@ -125,7 +126,8 @@ pub struct Resilient<S> {
     breaker: CircuitBreaker,
     cache: Option<OverLimitCache>,
     local: MemoryStore,
-    stats: ResilienceStats,
+    /// Boxed: its counters take a cache line per thread.
+    stats: Box<ResilienceStats>,
 }
 
 impl<S: Store> Resilient<S> {
@@ -137,7 +139,7 @@ impl<S: Store> Resilient<S> {
             cache: (config.over_limit_cache > 0)
                 .then(|| OverLimitCache::new(config.over_limit_cache)),
             local: MemoryStore::with_options(Clock::System, config.local_max_keys),
-            stats: ResilienceStats::default(),
+            stats: Box::default(),
             config,
         }
     }
@@ -211,12 +213,12 @@ impl<S: Store> Resilient<S> {
                 Ok(())
             }
             Ok(Err(error)) => {
-                self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.store_errors.add(1);
                 self.breaker.on_failure(admission);
                 Err(StoreError::Backend(error.into()))
             }
             Err(_elapsed) => {
-                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                self.stats.timeouts.add(1);
                 self.breaker.on_failure(admission);
                 Err(StoreError::Timeout(self.config.timeout))
             }
@@ -233,7 +235,7 @@ impl<S: Store> Resilient<S> {
 
     /// Decide without the store, by `on_error`.
     fn fallback(&self, checks: &[Check<'_>], cost: u64, mode: Mode) -> StoreDecision {
-        self.stats.degraded.fetch_add(1, Ordering::Relaxed);
+        self.stats.degraded.add(1);
         let retry_after_us = self.config.breaker.probe_interval.as_micros() as u64;
         let fixed = |allowed| fixed_decisions(allowed, checks, cost, retry_after_us);
         let decisions = match self.config.on_error {
@@ -351,7 +353,7 @@ impl<S: Store> Store for Resilient<S> {
         if let (Some(cache), [check], Mode::Consume) = (&self.cache, checks, mode)
             && let Some(decision) = cache.lookup(check, cost, sent_at)
         {
-            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            self.stats.cache_hits.add(1);
             return Ok(StoreDecision {
                 decisions: Decisions::from_buf([decision]),
                 degraded: false,
@@ -386,13 +388,13 @@ impl<S: Store> Store for Resilient<S> {
                 Ok(answer)
             }
             Ok(Err(error)) => {
-                self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.store_errors.add(1);
                 self.breaker.on_failure(admission);
                 tracing::debug!(%error, "store call failed");
                 Ok(self.fallback(checks, cost, mode))
             }
             Err(_elapsed) => {
-                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                self.stats.timeouts.add(1);
                 self.breaker.on_failure(admission);
                 Ok(self.fallback(checks, cost, mode))
             }

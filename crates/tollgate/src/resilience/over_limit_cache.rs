@@ -60,7 +60,11 @@ impl OverLimitCache {
     /// until expired ones are swept).
     pub fn new(max_entries: usize) -> OverLimitCache {
         OverLimitCache {
-            entries: DashMap::with_hasher(foldhash::fast::RandomState::default()),
+            // As many shards as the memory store: a flood reads this map from every core.
+            entries: DashMap::with_hasher_and_shard_amount(
+                foldhash::fast::RandomState::default(),
+                crate::memory::shard_amount(),
+            ),
             max_entries,
             last_forced_sweep: AtomicU64::new(0),
         }
