@@ -1,12 +1,13 @@
-//! Prometheus metrics: plain atomics indexed by policy, rendered as text on `GET /metrics`.
+//! Prometheus metrics: counters indexed by policy, rendered as text on `GET /metrics`.
 //!
 //! Policies are fixed at startup, so every series exists from the start (at zero) and recording
-//! a decision is a couple of relaxed atomic adds: no label lookup, no lock on the hot path.
+//! a decision is a couple of relaxed atomic adds to this thread's cells
+//! ([`tollgate::resilience::counter::Counter`]): no label lookup, no lock, no shared cache line.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tollgate::resilience::counter::Counter;
 use tollgate::{Mode, StoreError};
 
 /// The error codes of the HTTP API, as they appear in `{"error":{"code":...}}`.
@@ -106,19 +107,20 @@ const LATENCY_BUCKETS: [(u64, &str); 18] = [
 #[derive(Debug, Default)]
 struct PolicyCounters {
     name: Box<str>,
-    allowed: AtomicU64,
-    rejected: AtomicU64,
-    peek_allowed: AtomicU64,
-    peek_rejected: AtomicU64,
-    degraded: AtomicU64,
+    allowed: Counter,
+    rejected: Counter,
+    peek_allowed: Counter,
+    peek_rejected: Counter,
+    degraded: Counter,
 }
 
-/// A fixed-bucket histogram on atomics.
+/// A fixed-bucket histogram on per-thread counters (one shared atomic per request would bounce
+/// between the server's worker threads).
 #[derive(Debug, Default)]
 struct Histogram {
     /// Per-bucket (not cumulative) counts; the last slot is `+Inf`.
-    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    sum_ns: AtomicU64,
+    counts: [Counter; LATENCY_BUCKETS.len() + 1],
+    sum_ns: Counter,
 }
 
 impl Histogram {
@@ -128,8 +130,8 @@ impl Histogram {
             .iter()
             .position(|&(bound, _)| ns <= bound)
             .unwrap_or(LATENCY_BUCKETS.len());
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.counts[bucket].add(1);
+        self.sum_ns.add(ns);
     }
 }
 
@@ -137,8 +139,8 @@ impl Histogram {
 #[derive(Debug)]
 pub struct Metrics {
     policies: Box<[PolicyCounters]>,
-    errors: [AtomicU64; ErrorCode::ALL.len()],
-    store_errors: [AtomicU64; STORE_ERROR_KINDS.len()],
+    errors: [Counter; ErrorCode::ALL.len()],
+    store_errors: [Counter; STORE_ERROR_KINDS.len()],
     latency: Histogram,
 }
 
@@ -171,9 +173,9 @@ impl Metrics {
             (Mode::Peek, true) => &policy.peek_allowed,
             (Mode::Peek, false) => &policy.peek_rejected,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.add(1);
         if degraded {
-            policy.degraded.fetch_add(1, Ordering::Relaxed);
+            policy.degraded.add(1);
         }
     }
 
@@ -185,19 +187,19 @@ impl Metrics {
 
     /// A failed store call.
     pub fn record_store_error(&self, error: &StoreError) {
-        self.store_errors[store_error_index(error)].fetch_add(1, Ordering::Relaxed);
+        self.store_errors[store_error_index(error)].add(1);
     }
 
     /// An error response.
     pub fn record_error(&self, code: ErrorCode) {
         if let Some(i) = ErrorCode::ALL.iter().position(|&c| c == code) {
-            self.errors[i].fetch_add(1, Ordering::Relaxed);
+            self.errors[i].add(1);
         }
     }
 
     /// Append the Prometheus text exposition of every metric to `out`.
     pub fn render(&self, out: &mut String) {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let load = Counter::get;
 
         header(
             out,
