@@ -142,7 +142,7 @@ log "private Redis on 127.0.0.1:$REDIS_PORT (pid $(cat "$RUN/redis.pid"))"
 rcli() { timeout 30 redis-cli -p "$REDIS_PORT" "$@"; }
 
 # tollgate's own scripts (one per algorithm for one-policy checks), each loaded under its SHA
-# (exactly what RedisStore sends); script_sha ALGORITHM prints the loaded SHA.
+# (exactly what RedisStore sends); `redis_load sha ALGORITHM` prints the SHA it uses.
 declare -A SHAS
 for algo in gcra token-bucket fixed-window sliding-window sliding-log; do
   "$REDIS_LOAD" script "$algo" >"$RUN/tollgate-$algo.lua"
@@ -151,6 +151,10 @@ for algo in gcra token-bucket fixed-window sliding-window sliding-log; do
 done
 SHA=${SHAS[gcra]}
 "$REDIS_LOAD" script several >"$RUN/tollgate-several.lua"
+TG=("$TOLLGATE" bench --store "$REDIS_URL" --json --duration 20s)
+RB=(redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" --csv)
+peer_env=(env REDIS_HOST=127.0.0.1 REDIS_PORT="$REDIS_PORT")
+# allow-path limits: 1e6 per minute, except the sliding log (one entry per instant: at most 1e5)
 limit_of() { if [ "$1" = sliding-log ]; then echo 100000; else echo 1000000; fi; }
 
 # ---------------------------------------------------------------- measuring one thing
