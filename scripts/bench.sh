@@ -107,8 +107,8 @@ if [ -n "$PEERS_DIR" ]; then
 fi
 missing=()
 [ -n "$FLOOR_BIN" ] || missing+=("axum floor (cd $PEERS_DIR/http-floor && cargo build --release --manifest-path axum-floor/Cargo.toml)")
-[ -n "$TC_BIN" ] || missing+=("throttlecrab-server (cd $PEERS_DIR/http-floor && cargo install throttlecrab-server --version 0.4.40 --locked --root tc)")
-[ -n "$RUST_PEERS" ] || missing+=("rust-peers (cd $PEERS_DIR/rust-peers && CARGO_TARGET_DIR=\$PWD/target cargo build --release; about 16 min cold)")
+[ -n "$TC_BIN" ] || missing+=("throttlecrab-server (apt-get install protobuf-compiler; cd $PEERS_DIR/http-floor && cargo install throttlecrab-server --version 0.4.40 --locked --root tc)")
+[ -n "$RUST_PEERS" ] || missing+=("rust-peers (apt-get install libclang-dev clang; cd $PEERS_DIR/rust-peers && CARGO_TARGET_DIR=\$PWD/target cargo build --release; about 16 min cold)")
 [ -n "$NODE_OK" ] || missing+=("rate-limiter-flexible (cd $PEERS_DIR/node && npm ci)")
 [ -n "$PY" ] || missing+=("python limits (cd $PEERS_DIR/py && python3 -m venv .venv && .venv/bin/pip install -r requirements.txt)")
 command -v wrk >/dev/null || missing+=("wrk (apt-get install wrk)")
