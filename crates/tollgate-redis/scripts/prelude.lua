@@ -11,7 +11,7 @@
 --
 -- Why blocks and not functions: Redis runs a script's whole chunk on every call, so every
 -- `local function` here would be a new closure per call (measured with callgrind: about 1,000
--- Redis instructions each, while a whole GCRA decision costs about 70,000). Each algorithm file
+-- Redis instructions each, while a whole GCRA decision costs about 65,000). Each algorithm file
 -- is therefore a block, pasted into a frame by script.rs, that reads
 --   key, now, cost, consume, limit, period, capacity
 -- and sets
