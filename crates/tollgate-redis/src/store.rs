@@ -217,11 +217,7 @@ impl RedisStore {
         }
         call.arg(checks.len());
         for check in checks {
-            if !keys::is_brace_free(check.name) {
-                return Err(StoreError::Backend(Box::new(RedisStoreError::Brace(
-                    check.name.to_owned(),
-                ))));
-            }
+            brace_free(check.name)?;
             call.arg(Key::new(
                 &self.inner.prefix,
                 check.name,
@@ -245,15 +241,7 @@ impl RedisStore {
     fn keys_of(&self, checks: &[Check<'_>]) -> Result<Vec<String>, StoreError> {
         checks
             .iter()
-            .map(|check| {
-                if keys::is_brace_free(check.name) {
-                    Ok(self.key(check))
-                } else {
-                    Err(StoreError::Backend(Box::new(RedisStoreError::Brace(
-                        check.name.to_owned(),
-                    ))))
-                }
-            })
+            .map(|check| brace_free(check.name).map(|()| self.key(check)))
             .collect()
     }
 
@@ -298,6 +286,18 @@ impl RedisStore {
             )));
         }
         Ok(decisions)
+    }
+}
+
+/// A policy name with a brace would move the key's hash tag: refused, never hashed into
+/// another slot.
+fn brace_free(name: &str) -> Result<(), StoreError> {
+    if keys::is_brace_free(name) {
+        Ok(())
+    } else {
+        Err(StoreError::Backend(Box::new(RedisStoreError::Brace(
+            name.to_owned(),
+        ))))
     }
 }
 
