@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod algorithm;
+mod bounded_map;
 pub mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;

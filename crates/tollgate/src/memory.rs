@@ -13,13 +13,14 @@
 //! default denies). Existing identifiers are never evicted early: evicting live state would
 //! hand its owner a fresh quota, which is exactly what a flood of unique keys would aim for.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use compact_str::CompactString;
 use dashmap::DashMap;
 use smallvec::SmallVec;
 
 use crate::algorithm::{Mode, State};
+use crate::bounded_map::{SweepGate, shard_amount};
 use crate::clock::Clock;
 use crate::decision::Decision;
 use crate::error::StoreError;
@@ -27,17 +28,6 @@ use crate::store::{Check, Decisions, Store, StoreDecision};
 
 /// Default bound on identifiers kept.
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
-
-/// Shards of the map: 32 per CPU (DashMap's default is 4). A decision holds its shard's write
-/// lock for a few dozen nanoseconds; with many shards two threads rarely want the same one, and
-/// a thread descheduled while holding one (a busy machine) stalls few others.
-pub(crate) fn shard_amount() -> usize {
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    (cpus * 32).next_power_of_two().clamp(64, 1024)
-}
-
-/// Minimum time between two sweeps forced by a full store, µs.
-const FULL_SWEEP_INTERVAL_US: u64 = 100_000;
 
 /// One policy's state for one identifier.
 #[derive(Debug)]
@@ -154,7 +144,7 @@ pub struct MemoryStore {
     clock: Clock,
     max_keys: usize,
     len: AtomicUsize,
-    last_forced_sweep: AtomicU64,
+    forced_sweeps: SweepGate,
 }
 
 impl Default for MemoryStore {
@@ -179,7 +169,7 @@ impl MemoryStore {
             clock,
             max_keys: max_keys.max(1),
             len: AtomicUsize::new(0),
-            last_forced_sweep: AtomicU64::new(0),
+            forced_sweeps: SweepGate::default(),
         }
     }
 
@@ -253,13 +243,7 @@ impl MemoryStore {
         if self.len() < self.max_keys {
             return Ok(());
         }
-        let last = self.last_forced_sweep.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= FULL_SWEEP_INTERVAL_US
-            && self
-                .last_forced_sweep
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.forced_sweeps.claim(now) {
             self.sweep();
         }
         if self.len() < self.max_keys {

@@ -13,11 +13,12 @@
 //! burst): after a reload that changes the policy under the same name, the old rejection no
 //! longer applies and the store is asked again.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use smallvec::SmallVec;
 
+use crate::bounded_map::{SweepGate, shard_amount};
 use crate::decision::Decision;
 use crate::policy::Policy;
 use crate::store::Check;
@@ -48,12 +49,10 @@ type PolicyRejections = SmallVec<[(Box<str>, Rejection); 1]>;
 pub struct OverLimitCache {
     entries: DashMap<Box<str>, PolicyRejections, foldhash::fast::RandomState>,
     max_entries: usize,
-    /// When a full cache last swept itself (µs), to sweep at most every 100 ms.
-    last_forced_sweep: AtomicU64,
+    /// Keys held, counted here: `DashMap::len` would lock every shard on each rejection.
+    len: AtomicUsize,
+    forced_sweeps: SweepGate,
 }
-
-/// Minimum time between two sweeps forced by a full cache, µs.
-const FORCED_SWEEP_INTERVAL_US: u64 = 100_000;
 
 impl OverLimitCache {
     /// A cache holding at most `max_entries` keys (when full, new rejections are not cached
@@ -63,10 +62,11 @@ impl OverLimitCache {
             // As many shards as the memory store: a flood reads this map from every core.
             entries: DashMap::with_hasher_and_shard_amount(
                 foldhash::fast::RandomState::default(),
-                crate::memory::shard_amount(),
+                shard_amount(),
             ),
             max_entries,
-            last_forced_sweep: AtomicU64::new(0),
+            len: AtomicUsize::new(0),
+            forced_sweeps: SweepGate::default(),
         }
     }
 
@@ -90,18 +90,11 @@ impl OverLimitCache {
         if decision.allowed || decision.retry_after_us == 0 {
             return;
         }
-        if self.entries.len() >= self.max_entries {
-            // A full cache of live entries would otherwise rescan itself on every rejection.
-            let last = self.last_forced_sweep.load(Ordering::Relaxed);
-            if sent_at.saturating_sub(last) >= FORCED_SWEEP_INTERVAL_US
-                && self
-                    .last_forced_sweep
-                    .compare_exchange(last, sent_at, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
+        if self.len() >= self.max_entries {
+            if self.forced_sweeps.claim(sent_at) {
                 self.sweep(sent_at);
             }
-            if self.entries.len() >= self.max_entries {
+            if self.len() >= self.max_entries {
                 return;
             }
         }
@@ -113,7 +106,10 @@ impl OverLimitCache {
             remaining: decision.remaining,
             policy: check.policy.clone(),
         };
-        let mut slots = self.entries.entry(check.key.into()).or_default();
+        let mut slots = self.entries.entry(check.key.into()).or_insert_with(|| {
+            self.len.fetch_add(1, Ordering::Relaxed);
+            PolicyRejections::new()
+        });
         match slots.iter_mut().find(|(p, _)| &**p == check.name) {
             Some((_, r)) => {
                 // Keep what covers more: a smaller cost, or a later deadline for the same cost;
@@ -139,24 +135,76 @@ impl OverLimitCache {
 
     /// Forget everything (the store may have lost the state the rejections came from).
     pub fn clear(&self) {
-        self.entries.clear();
+        self.retain(|_| false);
     }
 
     /// Drop expired entries.
     pub fn sweep(&self, now: u64) {
-        self.entries.retain(|_, slots| {
+        self.retain(|slots| {
             slots.retain(|(_, r)| r.until > now);
             !slots.is_empty()
         });
     }
 
-    /// Entries held.
+    /// Keep the keys `keep` says to, counting the others out.
+    fn retain(&self, mut keep: impl FnMut(&mut PolicyRejections) -> bool) {
+        let mut dropped = 0;
+        self.entries.retain(|_, slots| {
+            let kept = keep(slots);
+            dropped += usize::from(!kept);
+            kept
+        });
+        self.len.fetch_sub(dropped, Ordering::Relaxed);
+    }
+
+    /// Keys held.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len.load(Ordering::Relaxed)
     }
 
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Algorithm;
+    use std::time::Duration;
+
+    /// The count of keys follows insertions, sweeps and `clear`, and holds the bound.
+    #[test]
+    fn the_bound_holds_and_the_count_follows() {
+        let policy = Policy::new(Algorithm::Gcra, 1, Duration::from_secs(1), None).unwrap();
+        let rejected = Decision {
+            allowed: false,
+            limit: 1,
+            remaining: 0,
+            reset_after_us: 1_000_000,
+            retry_after_us: 1_000_000,
+        };
+        let cache = OverLimitCache::new(3);
+        let check = |key| Check {
+            name: "p",
+            policy: &policy,
+            key,
+        };
+        for key in ["a", "b", "c", "d"] {
+            cache.remember(&check(key), 1, 0, &rejected);
+        }
+        cache.remember(&check("a"), 1, 0, &rejected); // an existing key: no new entry
+        assert_eq!(cache.len(), 3);
+        assert!(
+            cache.lookup(&check("d"), 1, 1).is_none(),
+            "full: not cached"
+        );
+        // Expired by now: the full cache sweeps itself and takes the new key.
+        cache.remember(&check("d"), 1, 2_000_000, &rejected);
+        assert_eq!(cache.len(), 1);
+        assert!(cache.lookup(&check("d"), 1, 2_000_001).is_some());
+        cache.clear();
+        assert!(cache.is_empty());
     }
 }
