@@ -73,6 +73,11 @@ impl OverLimitCache {
     /// A cached rejection of `cost` for `check` at `now`, if one still holds for the same
     /// policy configuration.
     pub fn lookup(&self, check: &Check<'_>, cost: u64, now: u64) -> Option<Decision> {
+        // Every store decision asks first: with nothing cached, skip hashing the key and
+        // locking its shard.
+        if self.is_empty() {
+            return None;
+        }
         let slots = self.entries.get(check.key)?;
         let (_, hit) = slots.iter().find(|(p, _)| &**p == check.name)?;
         (now < hit.until && cost >= hit.cost && hit.policy == *check.policy).then(|| Decision {
