@@ -2,12 +2,12 @@
 //!
 //! Policies are fixed at startup, so every series exists from the start (at zero) and recording
 //! a decision is a couple of relaxed atomic adds to this thread's cells
-//! ([`tollgate::resilience::counter::Counter`]): no label lookup, no lock, no shared cache line.
+//! ([`tollgate::counter::Counter`]): no label lookup, no lock, no shared cache line.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use tollgate::resilience::counter::Counter;
+use tollgate::counter::Counter;
 use tollgate::{Mode, StoreError};
 
 /// The error codes of the HTTP API, as they appear in `{"error":{"code":...}}`.

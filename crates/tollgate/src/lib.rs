@@ -29,6 +29,7 @@ mod bounded_map;
 pub mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod counter;
 pub mod decision;
 pub mod error;
 pub mod limiter;

@@ -19,7 +19,6 @@
 //! explains the guarantees in full.
 
 pub mod breaker;
-pub mod counter;
 pub mod over_limit_cache;
 
 use std::str::FromStr;
@@ -27,12 +26,12 @@ use std::time::Duration;
 
 use crate::algorithm::Mode;
 use crate::clock::{Clock, system_now_us};
+use crate::counter::Counter;
 use crate::decision::Decision;
 use crate::error::StoreError;
 use crate::memory::{DEFAULT_MAX_KEYS, MemoryStore};
 use crate::policy::Policy;
 use crate::store::{Check, Decisions, Store, StoreDecision};
-use counter::Counter;
 
 pub use breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
 pub use over_limit_cache::OverLimitCache;

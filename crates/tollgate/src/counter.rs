@@ -1,8 +1,9 @@
 //! [`Counter`]: a statistics counter that many threads bump without sharing a cache line.
 //!
-//! The over-limit cache answers millions of decisions per second on every core; one shared
-//! `AtomicU64` bumped by each of them bounces its cache line between cores on every decision
-//! (measured: the flood rate on two threads). Each thread here bumps its own cell; reads sum the
+//! The over-limit cache answers millions of decisions per second on every core, and the server
+//! counts every request; one shared `AtomicU64` bumped by each of them bounces its cache line
+//! between cores on every decision (measured: the flood rate on two threads). Used by the
+//! resilience layer's statistics and the server's metrics. Each thread here bumps its own cell; reads sum the
 //! cells, which only metrics and tests do.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
