@@ -29,6 +29,8 @@ pub enum ErrorCode {
     BodyTooLarge,
     /// 415: a body that is not JSON.
     UnsupportedMediaType,
+    /// 408: the body did not arrive within [`crate::http::body::BODY_TIMEOUT`].
+    RequestTimeout,
     /// 503: the store cannot be reached for an operation without a fallback (reset).
     StoreUnavailable,
     /// 500: a bug (a handler panicked); never caused by input on purpose.
@@ -37,7 +39,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in a fixed order (the metric index).
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::InvalidRequest,
         ErrorCode::UnknownPolicy,
         ErrorCode::Unauthorized,
@@ -46,6 +48,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::BodyTooLarge,
         ErrorCode::UnsupportedMediaType,
+        ErrorCode::RequestTimeout,
         ErrorCode::StoreUnavailable,
         ErrorCode::Internal,
     ];
@@ -61,6 +64,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::BodyTooLarge => "body_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::Internal => "internal",
         }

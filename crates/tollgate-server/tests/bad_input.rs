@@ -391,6 +391,54 @@ async fn a_key_of_exactly_1024_bytes_and_a_missing_content_type_are_fine() {
     server.stop().await;
 }
 
+/// A client that announces a body and never finishes it gets a 408 once the body timeout
+/// passes (and the connection is closed), instead of holding the connection forever.
+#[tokio::test]
+async fn a_body_that_never_arrives_gets_408() {
+    let server = TestServer::start(CONFIG).await;
+    let addr = server.addr;
+    let (raw, waited) = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let head = "POST /v1/check HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"policy\":";
+        stream.write_all(head.as_bytes()).unwrap();
+        let started = std::time::Instant::now();
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        (String::from_utf8_lossy(&response).into_owned(), started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(raw.starts_with("HTTP/1.1 408"), "{raw}");
+    assert!(raw.contains("request_timeout"), "{raw}");
+    assert!(
+        raw.to_ascii_lowercase().contains("connection: close"),
+        "{raw}"
+    );
+    // `read_to_end` returned, so the server closed the connection; and not before the timeout.
+    assert!(
+        (Duration::from_secs(9)..Duration::from_secs(25)).contains(&waited),
+        "answered after {waited:?}"
+    );
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tollgate_errors_total{code=\"request_timeout\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(server.get("/health").await.status, 200);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn bodies_over_64_kib_get_413() {
     let server = TestServer::start(CONFIG).await;

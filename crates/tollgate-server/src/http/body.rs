@@ -1,5 +1,5 @@
-//! Request bodies: content type, the 64 KiB limit, and JSON parsing — replacing axum's
-//! plain-text rejections with the API's JSON errors.
+//! Request bodies: content type, the 64 KiB limit, the time allowed to send them, and JSON
+//! parsing — replacing axum's plain-text rejections with the API's JSON errors.
 
 use std::time::Duration;
 
@@ -15,6 +15,10 @@ use crate::metrics::ErrorCode;
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Time allowed for a request's body to arrive once its head has: a client that announces a
+/// body and sends it slowly, or never, must not hold a connection and a task forever.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// An over-limit body up to this size is read and discarded before the 413 is sent: a server
 /// that answers and closes while the client is still sending makes the client's kernel see a
 /// reset, and the client often loses the 413 itself. Larger bodies are not worth the bandwidth.
@@ -23,7 +27,8 @@ const MAX_DRAIN_BYTES: u64 = 8 * 1024 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Read a JSON request body: 415 unless the content type is JSON (or absent), 413 over
-/// [`MAX_BODY_BYTES`], 400 if the client stops mid-body.
+/// [`MAX_BODY_BYTES`], 408 when it takes longer than [`BODY_TIMEOUT`], 400 if the client stops
+/// mid-body.
 pub async fn read_json(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     if let Some(content_type) = headers.get(header::CONTENT_TYPE)
         && !is_json(content_type.as_bytes())
@@ -51,7 +56,17 @@ pub async fn read_json(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiErro
         }
         return Err(too_large());
     }
-    collect(body).await
+    tokio::time::timeout(BODY_TIMEOUT, collect(body))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            )
+        })?
 }
 
 /// Collect the body's data frames, without copying when it arrives in one frame (the usual
