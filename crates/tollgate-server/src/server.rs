@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
@@ -157,17 +156,16 @@ impl Server {
             }
             None => None,
         };
-        let listener = self.listener.tap_io(|tcp| {
-            // Decisions are small request/response pairs: never wait to coalesce them.
-            let _ = tcp.set_nodelay(true);
-        });
-        let serve = axum::serve(listener, crate::http::router(self.service.clone()))
-            .with_graceful_shutdown(async move {
+        let serve = crate::http::serve::serve(
+            self.listener,
+            crate::http::router(self.service.clone()),
+            async move {
                 shutdown.await;
                 tracing::info!("shutting down: finishing in-flight requests");
                 let _ = stop_grpc_tx.send(true);
                 let _ = stopping_tx.send(());
-            });
+            },
+        );
         let deadline = async {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(DRAIN_TIMEOUT).await;

@@ -391,6 +391,111 @@ async fn a_key_of_exactly_1024_bytes_and_a_missing_content_type_are_fine() {
     server.stop().await;
 }
 
+/// A client that sends part of a request head and stalls, or sends it a byte at a time (a
+/// slowloris), loses its connection once the head timeout passes, instead of holding it forever.
+#[tokio::test]
+async fn a_request_head_that_never_finishes_is_cut_off() {
+    let server = TestServer::start(CONFIG).await;
+    let addr = server.addr;
+    let head =
+        "POST /v1/check HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nX-Padding: ";
+    let waits = [false, true].map(|trickle| {
+        std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            stream.write_all(head.as_bytes()).unwrap();
+            let started = std::time::Instant::now();
+            if trickle {
+                // One more header byte every 200 ms: the head never ends.
+                let mut writer = stream.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    while writer.write_all(b"x").is_ok()
+                        && started.elapsed() < Duration::from_secs(40)
+                    {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                });
+            }
+            let mut response = Vec::new();
+            let closed = stream.read_to_end(&mut response).is_ok();
+            (trickle, closed, started.elapsed())
+        })
+    });
+    for wait in waits {
+        let (trickle, closed, waited) = tokio::task::spawn_blocking(move || wait.join().unwrap())
+            .await
+            .unwrap();
+        assert!(closed, "trickle {trickle}: still open after {waited:?}");
+        assert!(
+            (Duration::from_secs(9)..Duration::from_secs(25)).contains(&waited),
+            "trickle {trickle}: closed after {waited:?}"
+        );
+    }
+    assert_eq!(server.get("/health").await.status, 200);
+    server.stop().await;
+}
+
+/// The head timeout never closes a connection that is merely idle between requests, nor one
+/// that has not sent anything yet.
+#[tokio::test]
+async fn idle_keep_alive_connections_stay_open() {
+    let server = TestServer::start(CONFIG).await;
+    let addr = server.addr;
+    let (first, second, fresh) = tokio::task::spawn_blocking(move || {
+        let request = "POST /v1/check HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 26\r\n\r\n{\"policy\":\"api\",\"key\":\"k\"}";
+        let mut used = TcpStream::connect(addr).unwrap();
+        let mut fresh = TcpStream::connect(addr).unwrap();
+        used.write_all(request.as_bytes()).unwrap();
+        let first = read_response(&mut used);
+        // Past the head timeout, with nothing sent in between on either connection.
+        std::thread::sleep(Duration::from_secs(12));
+        used.write_all(request.as_bytes()).unwrap();
+        let second = read_response(&mut used);
+        fresh.write_all(request.as_bytes()).unwrap();
+        (first, second, read_response(&mut fresh))
+    })
+    .await
+    .unwrap();
+    for response in [first, second, fresh] {
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+    server.stop().await;
+}
+
+/// Read one HTTP/1.1 response with a `Content-Length` body from a raw socket.
+fn read_response(stream: &mut TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if bytes.len() >= end + 4 + length {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// A client that announces a body and never finishes it gets a 408 once the body timeout
 /// passes (and the connection is closed), instead of holding the connection forever.
 #[tokio::test]

@@ -15,6 +15,7 @@ pub mod decision;
 pub mod error;
 pub mod headers;
 pub mod request;
+pub mod serve;
 
 use std::any::Any;
 use std::sync::Arc;
