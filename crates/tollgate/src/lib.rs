@@ -36,6 +36,7 @@ pub mod limiter;
 pub mod memory;
 pub mod policy;
 pub mod resilience;
+mod short_str;
 pub mod store;
 
 pub use algorithm::{Mode, State};

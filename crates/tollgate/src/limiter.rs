@@ -9,6 +9,7 @@ use crate::algorithm::Mode;
 use crate::decision::Decision;
 use crate::error::{LimitError, StoreError};
 use crate::policy::Policy;
+use crate::short_str;
 use crate::store::{Check, Decisions, Store};
 
 /// Longest identifier accepted, in bytes. Longer input is refused rather than truncated, so two
@@ -144,7 +145,9 @@ impl<S: Store> Limiter<S> {
         self.decide_one(policy, key, cost, Mode::Peek)
     }
 
-    /// One policy: no verdict to assemble.
+    /// One policy: no verdict to assemble. The checks a valid call passes are made inline and
+    /// the error of an invalid one is built out of line ([`Self::refusal`]), so the common call
+    /// carries no error values around.
     async fn decide_one(
         &self,
         policy: &str,
@@ -152,14 +155,25 @@ impl<S: Store> Limiter<S> {
         cost: u64,
         mode: Mode,
     ) -> Result<Decision, LimitError> {
-        validate_key(key)?;
-        let check = self.resolve(policy, key, cost)?;
-        let answer = self.store.decide(&[check], cost, mode).await?;
-        answer
-            .decisions
-            .first()
-            .copied()
-            .ok_or_else(|| StoreError::Protocol("no decision for one check".into()).into())
+        let check = match self.policies.get(policy) {
+            Some((name, found)) if key_is_valid(key) && found.admits_cost(cost) => Check {
+                name,
+                policy: found,
+                key,
+            },
+            _ => return Err(self.refusal(policy, key, cost)),
+        };
+        Ok(self.store.decide_one(check, cost, mode).await?)
+    }
+
+    /// Why a one-policy call was refused, in the order [`Self::checks`] finds it.
+    #[cold]
+    #[inline(never)]
+    fn refusal(&self, policy: &str, key: &str, cost: u64) -> LimitError {
+        match validate_key(key).and_then(|()| self.resolve(policy, key, cost)) {
+            Err(error) => error,
+            Ok(_) => LimitError::Store(StoreError::Protocol("a valid check was refused".into())),
+        }
     }
 
     /// Decide in `mode` over several policies: the general form of the calls above.
@@ -260,14 +274,25 @@ impl PolicyTable {
         }
         self.entries
             .iter()
-            .position(|(n, _)| n.len() == name.len() && **n == *name)
+            .position(|(n, _)| short_str::eq(n, name))
     }
 
     /// The name as stored (borrowed by checks) and the policy.
+    #[inline]
     fn get(&self, name: &str) -> Option<(&Arc<str>, &Policy)> {
-        let (name, policy) = &self.entries[self.position(name)?];
-        Some((name, policy))
+        let found = if self.entries.len() > SCAN_UP_TO {
+            self.entries.get(*self.by_name.get(name)?)
+        } else {
+            self.entries.iter().find(|(n, _)| short_str::eq(n, name))
+        };
+        found.map(|(name, policy)| (name, policy))
     }
+}
+
+/// Whether [`validate_key`] accepts `key`.
+#[inline]
+fn key_is_valid(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_LEN
 }
 
 /// Refuse identifiers that are empty or longer than [`MAX_KEY_LEN`].
@@ -305,6 +330,39 @@ mod tests {
 
     fn policy(limit: u64) -> Policy {
         Policy::new(Algorithm::FixedWindow, limit, Duration::from_secs(1), None).unwrap()
+    }
+
+    /// The one-policy fast path refuses what the general path refuses, with the same error in
+    /// the same order (key, then policy name, then cost), and decides what it decides.
+    #[tokio::test]
+    async fn one_policy_calls_refuse_and_decide_as_the_general_path() {
+        let limiter = Limiter::new(crate::MemoryStore::new()).with_policy("p", policy(3));
+        let long = "k".repeat(MAX_KEY_LEN + 1);
+        for (name, key, cost) in [
+            ("nope", "", 1),
+            ("p", &*long, 1),
+            ("nope", "k", 1),
+            ("p", "k", 0),
+            ("p", "k", 4),
+            ("nope", "k", 0),
+        ] {
+            let one = limiter.check_cost(name, key, cost).await.unwrap_err();
+            let all = limiter.check_all(&[name], key, cost).await.unwrap_err();
+            assert_eq!(one.to_string(), all.to_string(), "{name} {key:.8} {cost}");
+            let peeked = limiter.peek(name, key, cost).await.unwrap_err();
+            assert_eq!(peeked.to_string(), all.to_string());
+        }
+        assert_eq!(limiter.check_cost("p", "k", 2).await.unwrap().remaining, 1);
+        assert_eq!(
+            limiter
+                .check_all(&["p"], "k", 1)
+                .await
+                .unwrap()
+                .decision
+                .remaining,
+            0
+        );
+        assert!(!limiter.check("p", "k").await.unwrap().allowed);
     }
 
     /// Scanned (a few names) or hashed (many), a name finds its own policy, and adding a name

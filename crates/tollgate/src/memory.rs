@@ -24,6 +24,7 @@ use crate::bounded_map::{SweepGate, shard_amount};
 use crate::clock::Clock;
 use crate::decision::Decision;
 use crate::error::StoreError;
+use crate::short_str::{self, KeyStr, KeyString};
 use crate::store::{Check, Decisions, Store, StoreDecision};
 
 /// Default bound on identifiers kept.
@@ -55,7 +56,10 @@ impl Entry {
     #[inline]
     fn slot(&mut self, check: &Check<'_>) -> &mut Slot {
         let algorithm = check.policy.algorithm();
-        let found = self.slots.iter().position(|s| s.policy == check.name);
+        let found = self
+            .slots
+            .iter()
+            .position(|s| short_str::eq(&s.policy, check.name));
         let slot = match found {
             Some(i) => &mut self.slots[i],
             None => {
@@ -77,30 +81,26 @@ impl Entry {
         slot
     }
 
-    /// Decide all checks atomically on this entry.
+    /// Decide one check on this entry.
+    #[inline]
+    fn decide_one(&mut self, check: &Check<'_>, cost: u64, mode: Mode, now: u64) -> Decision {
+        let slot = self.slot(check);
+        let decision = slot.state.decide(now, check.policy, cost, mode);
+        if decision.allowed && mode == Mode::Consume {
+            slot.expires_at = slot.expires_at.max(now + decision.reset_after_us);
+        }
+        decision
+    }
+
+    /// Decide several checks atomically on this entry.
     #[inline]
     fn decide(&mut self, checks: &[Check<'_>], cost: u64, mode: Mode, now: u64) -> Decisions {
         let run = |entry: &mut Entry, mode: Mode| -> Decisions {
             checks
                 .iter()
-                .map(|check| {
-                    let slot = entry.slot(check);
-                    let decision = slot.state.decide(now, check.policy, cost, mode);
-                    if decision.allowed && mode == Mode::Consume {
-                        slot.expires_at = slot.expires_at.max(now + decision.reset_after_us);
-                    }
-                    decision
-                })
+                .map(|check| entry.decide_one(check, cost, mode, now))
                 .collect()
         };
-        if let [check] = checks {
-            let slot = self.slot(check);
-            let decision = slot.state.decide(now, check.policy, cost, mode);
-            if decision.allowed && mode == Mode::Consume {
-                slot.expires_at = slot.expires_at.max(now + decision.reset_after_us);
-            }
-            return Decisions::from_buf([decision]);
-        }
         if mode == Mode::Peek {
             return run(self, mode);
         }
@@ -141,8 +141,8 @@ fn looked_as_rejection(mut looked: Decisions) -> Decisions {
 #[derive(Debug)]
 pub struct MemoryStore {
     /// Keys up to 24 bytes are stored inline, so a lookup compares them without another cache
-    /// miss.
-    entries: DashMap<CompactString, Entry, foldhash::fast::RandomState>,
+    /// miss (and, up to 16 bytes, without a call to `memcmp`).
+    entries: DashMap<KeyString, Entry, foldhash::fast::RandomState>,
     clock: Clock,
     max_keys: usize,
     len: AtomicUsize,
@@ -218,26 +218,53 @@ impl MemoryStore {
         cost: u64,
         mode: Mode,
     ) -> Result<Decisions, StoreError> {
-        let Some(first) = checks.first() else {
-            return Ok(Decisions::new());
-        };
+        match checks {
+            [] => Ok(Decisions::new()),
+            [check] => self
+                .decide_one_now(check, cost, mode)
+                .map(|decision| Decisions::from_buf([decision])),
+            [first, ..] => self.on_entry(first.key, mode, |entry, now| {
+                entry.decide(checks, cost, mode, now)
+            }),
+        }
+    }
+
+    /// [`Self::decide_now`] for one check.
+    #[inline]
+    pub fn decide_one_now(
+        &self,
+        check: &Check<'_>,
+        cost: u64,
+        mode: Mode,
+    ) -> Result<Decision, StoreError> {
+        self.on_entry(check.key, mode, |entry, now| {
+            entry.decide_one(check, cost, mode, now)
+        })
+    }
+
+    /// Run `decide` on `key`'s entry under its shard's lock, creating the entry when a
+    /// consuming decision finds none.
+    #[inline]
+    fn on_entry<T>(
+        &self,
+        key: &str,
+        mode: Mode,
+        decide: impl FnOnce(&mut Entry, u64) -> T,
+    ) -> Result<T, StoreError> {
         let now = self.clock.now_us();
-        if let Some(mut entry) = self.entries.get_mut(first.key) {
-            return Ok(entry.decide(checks, cost, mode, now));
+        if let Some(mut entry) = self.entries.get_mut(KeyStr::new(key)) {
+            return Ok(decide(&mut entry, now));
         }
         if mode == Mode::Peek {
             // A key never seen is a fresh key; a peek must not create it.
-            return Ok(Entry::default().decide(checks, cost, mode, now));
+            return Ok(decide(&mut Entry::default(), now));
         }
         self.make_room(now)?;
-        let mut entry = self
-            .entries
-            .entry(CompactString::from(first.key))
-            .or_insert_with(|| {
-                self.len.fetch_add(1, Ordering::Relaxed);
-                Entry::default()
-            });
-        Ok(entry.decide(checks, cost, mode, now))
+        let mut entry = self.entries.entry(KeyString::new(key)).or_insert_with(|| {
+            self.len.fetch_add(1, Ordering::Relaxed);
+            Entry::default()
+        });
+        Ok(decide(&mut entry, now))
     }
 
     /// Before inserting a new identifier: sweep if full, fail if still full.
@@ -260,8 +287,10 @@ impl MemoryStore {
     /// Forget the state of each check's policy for its identifier.
     pub fn reset_now(&self, checks: &[Check<'_>]) {
         for check in checks {
-            if let Some(mut entry) = self.entries.get_mut(check.key) {
-                entry.slots.retain(|s| s.policy != check.name);
+            if let Some(mut entry) = self.entries.get_mut(KeyStr::new(check.key)) {
+                entry
+                    .slots
+                    .retain(|s| !short_str::eq(&s.policy, check.name));
             }
         }
     }
@@ -283,6 +312,15 @@ impl Store for MemoryStore {
     async fn reset(&self, checks: &[Check<'_>]) -> Result<(), StoreError> {
         self.reset_now(checks);
         Ok(())
+    }
+
+    async fn decide_one(
+        &self,
+        check: Check<'_>,
+        cost: u64,
+        mode: Mode,
+    ) -> Result<Decision, StoreError> {
+        self.decide_one_now(&check, cost, mode)
     }
 }
 

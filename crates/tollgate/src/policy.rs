@@ -229,6 +229,12 @@ impl Policy {
         }
     }
 
+    /// Whether [`Self::validate_cost`] accepts `cost`.
+    #[inline]
+    pub fn admits_cost(&self, cost: u64) -> bool {
+        cost != 0 && cost <= self.capacity()
+    }
+
     /// Check that a request's cost can ever pass this policy.
     pub fn validate_cost(&self, cost: u64) -> Result<(), PolicyError> {
         if cost == 0 {

@@ -49,6 +49,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forget the state of each check's key (back to a full quota).
     fn reset(&self, checks: &[Check<'_>]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Decide one check: what [`Self::decide`] answers for `[check]`, for the common call that
+    /// names one policy. A store whose decision costs little (the memory store) answers it
+    /// without a list of decisions to build and take apart again.
+    fn decide_one(
+        &self,
+        check: Check<'_>,
+        cost: u64,
+        mode: Mode,
+    ) -> impl Future<Output = Result<Decision, StoreError>> + Send {
+        async move {
+            let answer = self.decide(&[check], cost, mode).await?;
+            answer
+                .decisions
+                .first()
+                .copied()
+                .ok_or_else(|| StoreError::Protocol("no decision for one check".into()))
+        }
+    }
 }
 
 /// A shared store is a store.
@@ -64,5 +83,14 @@ impl<S: Store> Store for std::sync::Arc<S> {
 
     fn reset(&self, checks: &[Check<'_>]) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).reset(checks)
+    }
+
+    fn decide_one(
+        &self,
+        check: Check<'_>,
+        cost: u64,
+        mode: Mode,
+    ) -> impl Future<Output = Result<Decision, StoreError>> + Send {
+        (**self).decide_one(check, cost, mode)
     }
 }
