@@ -7,7 +7,7 @@ use smallvec::SmallVec;
 
 use crate::algorithm::Mode;
 use crate::decision::Decision;
-use crate::error::{LimitError, StoreError};
+use crate::error::LimitError;
 use crate::policy::Policy;
 use crate::short_str;
 use crate::store::{Check, Decisions, Store};
@@ -145,9 +145,9 @@ impl<S: Store> Limiter<S> {
         self.decide_one(policy, key, cost, Mode::Peek)
     }
 
-    /// One policy: no verdict to assemble. The checks a valid call passes are made inline and
-    /// the error of an invalid one is built out of line ([`Self::refusal`]), so the common call
-    /// carries no error values around.
+    /// One policy: no verdict to assemble. A valid call is recognised inline; any other goes
+    /// through the full validation out of line ([`Self::validated`]), which names its error, so
+    /// the common call carries no error values around.
     async fn decide_one(
         &self,
         policy: &str,
@@ -161,19 +161,22 @@ impl<S: Store> Limiter<S> {
                 policy: found,
                 key,
             },
-            _ => return Err(self.refusal(policy, key, cost)),
+            _ => self.validated(policy, key, cost)?,
         };
         Ok(self.store.decide_one(check, cost, mode).await?)
     }
 
-    /// Why a one-policy call was refused, in the order [`Self::checks`] finds it.
+    /// The check of a one-policy call, validated in the order [`Self::checks`] validates.
     #[cold]
     #[inline(never)]
-    fn refusal(&self, policy: &str, key: &str, cost: u64) -> LimitError {
-        match validate_key(key).and_then(|()| self.resolve(policy, key, cost)) {
-            Err(error) => error,
-            Ok(_) => LimitError::Store(StoreError::Protocol("a valid check was refused".into())),
-        }
+    fn validated<'a>(
+        &'a self,
+        policy: &str,
+        key: &'a str,
+        cost: u64,
+    ) -> Result<Check<'a>, LimitError> {
+        validate_key(key)?;
+        self.resolve(policy, key, cost)
     }
 
     /// Decide in `mode` over several policies: the general form of the calls above.
@@ -268,6 +271,7 @@ impl PolicyTable {
         }
     }
 
+    #[inline]
     fn position(&self, name: &str) -> Option<usize> {
         if self.entries.len() > SCAN_UP_TO {
             return self.by_name.get(name).copied();
@@ -280,12 +284,8 @@ impl PolicyTable {
     /// The name as stored (borrowed by checks) and the policy.
     #[inline]
     fn get(&self, name: &str) -> Option<(&Arc<str>, &Policy)> {
-        let found = if self.entries.len() > SCAN_UP_TO {
-            self.entries.get(*self.by_name.get(name)?)
-        } else {
-            self.entries.iter().find(|(n, _)| short_str::eq(n, name))
-        };
-        found.map(|(name, policy)| (name, policy))
+        let (name, policy) = self.entries.get(self.position(name)?)?;
+        Some((name, policy))
     }
 }
 
@@ -297,12 +297,12 @@ fn key_is_valid(key: &str) -> bool {
 
 /// Refuse identifiers that are empty or longer than [`MAX_KEY_LEN`].
 pub fn validate_key(key: &str) -> Result<(), LimitError> {
-    if key.is_empty() {
-        Err(LimitError::InvalidKey("key is empty"))
-    } else if key.len() > MAX_KEY_LEN {
-        Err(LimitError::InvalidKey("key is longer than 1024 bytes"))
-    } else {
+    if key_is_valid(key) {
         Ok(())
+    } else if key.is_empty() {
+        Err(LimitError::InvalidKey("key is empty"))
+    } else {
+        Err(LimitError::InvalidKey("key is longer than 1024 bytes"))
     }
 }
 

@@ -237,16 +237,17 @@ impl Policy {
 
     /// Check that a request's cost can ever pass this policy.
     pub fn validate_cost(&self, cost: u64) -> Result<(), PolicyError> {
-        if cost == 0 {
-            return Err(PolicyError::ZeroCost);
+        if self.admits_cost(cost) {
+            return Ok(());
         }
-        if cost > self.capacity() {
-            return Err(PolicyError::CostExceedsCapacity {
+        if cost == 0 {
+            Err(PolicyError::ZeroCost)
+        } else {
+            Err(PolicyError::CostExceedsCapacity {
                 cost,
                 capacity: self.capacity(),
-            });
+            })
         }
-        Ok(())
     }
 }
 

@@ -49,7 +49,7 @@ fn word<const N: usize>(s: &[u8], at: usize) -> [u8; N] {
 
 /// An owned map key, inline up to 24 bytes. Hashes as its `str` does, so lookups by
 /// [`KeyStr`] find it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct KeyString(CompactString);
 
 impl KeyString {
