@@ -1,7 +1,11 @@
 //! Connections: one multiplexed connection per topology, reconnecting on its own.
 //!
-//! - standalone (`redis://`, `rediss://`, `valkey://`, `valkeys://`): a [`ConnectionManager`],
-//!   which pipelines concurrent calls on one socket and reconnects in the background;
+//! - standalone over plain TCP (`redis://`, `valkey://`): [`TcpConnection`], which pipelines
+//!   concurrent calls on one socket with no task hand-off on the way out (see `tcp.rs`), and
+//!   reconnects on the next call after a failure;
+//! - standalone over TLS (`rediss://`, `valkeys://`) or with `?protocol=resp3`: a
+//!   [`ConnectionManager`], which pipelines concurrent calls on one socket and reconnects in
+//!   the background;
 //! - Cluster (`redis+cluster://`, `rediss+cluster://`): the async cluster client, which
 //!   follows `MOVED`/`ASK` and refreshes its slot map after failovers;
 //! - Sentinel (`redis+sentinel://`, `rediss+sentinel://`): [`SentinelMaster`], a multiplexed
@@ -17,10 +21,11 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{FromRedisValue, RedisResult, TlsCertificates};
+use redis::{ConnectionAddr, FromRedisValue, ProtocolVersion, RedisResult, TlsCertificates};
 
 use crate::error::RedisStoreError;
 use crate::sentinel::SentinelMaster;
+use crate::tcp::{Endpoint, TcpConnection};
 
 /// Files for TLS beyond the system's root certificates.
 #[derive(Debug, Clone, Default)]
@@ -51,6 +56,7 @@ pub struct ConnectOptions {
 
 /// A connection to whichever topology the URL names.
 pub(crate) enum Connection {
+    Tcp(TcpConnection),
     Single(ConnectionManager),
     Cluster(LazyCluster),
     Sentinel(SentinelMaster),
@@ -78,6 +84,13 @@ impl Connection {
                     None => redis::Client::open(url),
                 }
                 .map_err(|e| invalid(e.to_string()))?;
+                if let Some(endpoint) = plain_tcp(client.get_connection_info()) {
+                    return Ok(Connection::Tcp(TcpConnection::new(
+                        endpoint,
+                        options.connect_timeout,
+                        options.response_timeout,
+                    )));
+                }
                 // Few retries per reconnection: every call that finds the connection broken
                 // starts another, so a long retry series would only make failures slow.
                 let config = ConnectionManagerConfig::new()
@@ -136,6 +149,7 @@ impl Connection {
         pipeline: &redis::Pipeline,
     ) -> RedisResult<T> {
         match self {
+            Connection::Tcp(tcp) => Ok(T::from_redis_value(tcp.pipeline(pipeline).await?)?),
             Connection::Single(manager) => pipeline.query_async(&mut manager.clone()).await,
             Connection::Cluster(cluster) => {
                 pipeline.query_async(&mut cluster.connection().await?).await
@@ -147,6 +161,7 @@ impl Connection {
     /// Run one command.
     pub(crate) async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> RedisResult<T> {
         match self {
+            Connection::Tcp(tcp) => Ok(T::from_redis_value(tcp.command(command).await?)?),
             Connection::Single(manager) => command.query_async(&mut manager.clone()).await,
             Connection::Cluster(cluster) => {
                 command.query_async(&mut cluster.connection().await?).await
@@ -154,6 +169,24 @@ impl Connection {
             Connection::Sentinel(sentinel) => sentinel.query(command).await,
         }
     }
+}
+
+/// Where a plain-TCP RESP2 URL points, for [`TcpConnection`]; `None` for TLS and RESP3.
+fn plain_tcp(info: &redis::ConnectionInfo) -> Option<Endpoint> {
+    let ConnectionAddr::Tcp(host, port) = info.addr() else {
+        return None;
+    };
+    let settings = info.redis_settings();
+    if settings.protocol() != ProtocolVersion::RESP2 {
+        return None;
+    }
+    Some(Endpoint {
+        host: host.clone(),
+        port: *port,
+        username: settings.username().map(str::to_owned),
+        password: settings.password().map(str::to_owned),
+        db: settings.db(),
+    })
 }
 
 /// The async cluster connection, opened on first use (and again while that fails).

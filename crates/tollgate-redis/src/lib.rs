@@ -32,6 +32,7 @@ pub mod keys;
 pub mod script;
 mod sentinel;
 mod store;
+mod tcp;
 
 pub use connection::{TlsFiles, redact};
 pub use error::RedisStoreError;
