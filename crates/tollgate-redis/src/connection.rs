@@ -21,9 +21,12 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{ConnectionAddr, FromRedisValue, ProtocolVersion, RedisResult, TlsCertificates};
+use redis::{ConnectionAddr, FromRedisValue, ProtocolVersion, RedisResult, TlsCertificates, Value};
+
+use crate::arguments::Resp;
 
 use crate::error::RedisStoreError;
+use crate::script::ScriptCall;
 use crate::sentinel::SentinelMaster;
 use crate::tcp::{Endpoint, TcpConnection};
 
@@ -155,6 +158,21 @@ impl Connection {
                 pipeline.query_async(&mut cluster.connection().await?).await
             }
             Connection::Sentinel(sentinel) => sentinel.pipeline(pipeline).await,
+        }
+    }
+
+    /// Run one script call (its reply, a server error as `Err`).
+    pub(crate) async fn eval(&self, call: &ScriptCall<'_>) -> RedisResult<Value> {
+        match self {
+            Connection::Tcp(tcp) => {
+                tcp.command_with(|out| {
+                    let mut resp = Resp::new(out, call.count());
+                    call.write(&mut resp);
+                    resp.finish();
+                })
+                .await
+            }
+            _ => self.query(&call.to_cmd()).await,
         }
     }
 

@@ -6,10 +6,11 @@
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
-use std::io::Write as _;
 
 use sha2::{Digest, Sha256};
 use tollgate::Algorithm;
+
+use crate::arguments::Arguments;
 
 /// Longest identifier kept as it is, in bytes.
 pub const MAX_PLAIN_IDENTIFIER: usize = 128;
@@ -107,13 +108,10 @@ impl fmt::Display for Key<'_> {
     }
 }
 
-impl redis::ToRedisArgs for Key<'_> {
-    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
-        let mut arg = out.writer_for_next_arg();
-        for piece in self.pieces() {
-            // The writer appends to the command's buffer: it cannot fail.
-            let _ = arg.write_all(piece.as_bytes());
-        }
+impl Key<'_> {
+    /// The key as one argument of a command.
+    pub(crate) fn write_to<A: Arguments + ?Sized>(&self, out: &mut A) {
+        out.pieces(&self.pieces());
     }
 }
 

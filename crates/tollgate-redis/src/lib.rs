@@ -26,6 +26,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod arguments;
 mod connection;
 mod error;
 pub mod keys;

@@ -10,7 +10,10 @@
 
 use std::sync::LazyLock;
 
-use tollgate::{Algorithm, Decision, Decisions, Mode, Policy};
+use tollgate::{Algorithm, Check, Decision, Decisions, Mode, Policy};
+
+use crate::arguments::Arguments;
+use crate::keys::Key;
 
 /// Which script a check runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,31 +138,102 @@ pub const fn code(algorithm: Algorithm) -> u8 {
 /// (with the algorithm's code before them for [`Shape::SeveralPolicies`]), then mode and
 /// injected time only when needed. A consuming decision on Redis `TIME`, the production case,
 /// sends neither: every argument costs Redis a string and often a parse.
-pub fn push_args<'p>(
-    call: &mut redis::Cmd,
+pub(crate) fn push_args<'p, A: Arguments + ?Sized>(
+    call: &mut A,
     shape: Shape,
     mode: Mode,
     cost: u64,
     now_us: Option<u64>,
     policies: impl Iterator<Item = &'p Policy>,
 ) {
-    call.arg(cost);
+    call.integer(cost);
     for policy in policies {
         if shape == Shape::SeveralPolicies {
-            call.arg(code(policy.algorithm()));
+            call.integer(code(policy.algorithm()).into());
         }
-        call.arg(policy.limit())
-            .arg(policy.period_us())
-            .arg(policy.capacity());
+        call.integer(policy.limit());
+        call.integer(policy.period_us());
+        call.integer(policy.capacity());
     }
-    if mode == Mode::Peek || now_us.is_some() {
-        call.arg(match mode {
-            Mode::Consume => "c",
-            Mode::Peek => "p",
+    if sends_mode(mode, now_us) {
+        call.bytes(match mode {
+            Mode::Consume => b"c",
+            Mode::Peek => b"p",
         });
     }
     if let Some(now) = now_us {
-        call.arg(now);
+        call.integer(now);
+    }
+}
+
+/// How many arguments [`push_args`] writes.
+pub(crate) fn args_count(shape: Shape, policies: usize, mode: Mode, now_us: Option<u64>) -> usize {
+    let per_policy = match shape {
+        Shape::OnePolicy(_) => 3,
+        Shape::SeveralPolicies => 4,
+    };
+    1 + per_policy * policies
+        + usize::from(sends_mode(mode, now_us))
+        + usize::from(now_us.is_some())
+}
+
+fn sends_mode(mode: Mode, now_us: Option<u64>) -> bool {
+    mode == Mode::Peek || now_us.is_some()
+}
+
+/// One decision's script call: `EVALSHA <sha>` (or, after `NOSCRIPT`, `EVAL <source>`), the
+/// keys, then [`push_args`]'s arguments. Written straight into whichever [`Arguments`] the
+/// connection takes.
+pub(crate) struct ScriptCall<'a> {
+    pub(crate) prefix: &'a str,
+    pub(crate) checks: &'a [Check<'a>],
+    pub(crate) cost: u64,
+    pub(crate) mode: Mode,
+    pub(crate) now_us: Option<u64>,
+    pub(crate) by_source: bool,
+}
+
+impl ScriptCall<'_> {
+    fn shape(&self) -> Shape {
+        Shape::of(self.checks.iter().map(|c| c.policy))
+    }
+
+    /// Every argument, the command name included.
+    pub(crate) fn count(&self) -> usize {
+        let shape = self.shape();
+        3 + self.checks.len() + args_count(shape, self.checks.len(), self.mode, self.now_us)
+    }
+
+    pub(crate) fn write<A: Arguments + ?Sized>(&self, out: &mut A) {
+        let shape = self.shape();
+        if self.by_source {
+            out.bytes(b"EVAL");
+            out.bytes(shape.source().as_bytes());
+        } else {
+            out.bytes(b"EVALSHA");
+            out.bytes(shape.script().get_hash().as_bytes());
+        }
+        out.integer(self.checks.len() as u64);
+        for check in self.checks {
+            Key::new(self.prefix, check.name, check.policy.algorithm(), check.key).write_to(out);
+        }
+        push_args(
+            out,
+            shape,
+            self.mode,
+            self.cost,
+            self.now_us,
+            self.checks.iter().map(|c| c.policy),
+        );
+    }
+
+    /// The call as a redis-rs command (for the connections of redis-rs, and pipelines).
+    pub(crate) fn to_cmd(&self) -> redis::Cmd {
+        // Room for every argument up front: a growing command reallocates several times.
+        let bytes = 80 + self.checks.iter().map(|c| 100 + c.key.len()).sum::<usize>();
+        let mut call = redis::Cmd::with_capacity(self.count(), bytes);
+        self.write(&mut call);
+        call
     }
 }
 

@@ -7,8 +7,8 @@ use tollgate::{Check, Decisions, ManualClock, Mode, Store, StoreDecision, StoreE
 
 use crate::connection::{ConnectOptions, Connection, TlsFiles, redact};
 use crate::error::RedisStoreError;
-use crate::keys::{self, Key};
-use crate::script::{self, Shape};
+use crate::keys;
+use crate::script::{self, ScriptCall, Shape};
 
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "tollgate";
@@ -196,45 +196,25 @@ impl RedisStore {
     }
 
     /// The script call deciding `checks`: `EVALSHA <sha>`, or with `by_source` `EVAL <source>`
-    /// (after `NOSCRIPT`: it runs the script and caches it on that node). Keys are written
-    /// straight into the command.
-    fn script_call(
-        &self,
-        checks: &[Check<'_>],
+    /// (after `NOSCRIPT`: it runs the script and caches it on that node).
+    fn script_call<'a>(
+        &'a self,
+        checks: &'a [Check<'a>],
         cost: u64,
         mode: Mode,
         by_source: bool,
-    ) -> Result<redis::Cmd, StoreError> {
-        let shape = Shape::of(checks.iter().map(|c| c.policy));
-        // Room for every argument up front: a growing command reallocates several times.
-        let arguments = 3 + 5 * checks.len() + 2;
-        let bytes = 80 + checks.iter().map(|c| 100 + c.key.len()).sum::<usize>();
-        let mut call = redis::Cmd::with_capacity(arguments, bytes);
-        if by_source {
-            call.arg("EVAL").arg(shape.source());
-        } else {
-            call.arg("EVALSHA").arg(shape.script().get_hash());
-        }
-        call.arg(checks.len());
+    ) -> Result<ScriptCall<'a>, StoreError> {
         for check in checks {
             brace_free(check.name)?;
-            call.arg(Key::new(
-                &self.inner.prefix,
-                check.name,
-                check.policy.algorithm(),
-                check.key,
-            ));
         }
-        let now = self.inner.clock.as_ref().map(ManualClock::now_us);
-        script::push_args(
-            &mut call,
-            shape,
-            mode,
+        Ok(ScriptCall {
+            prefix: &self.inner.prefix,
+            checks,
             cost,
-            now,
-            checks.iter().map(|c| c.policy),
-        );
-        Ok(call)
+            mode,
+            now_us: self.inner.clock.as_ref().map(ManualClock::now_us),
+            by_source,
+        })
     }
 
     /// The keys of `checks`, for commands other than the script.
@@ -259,7 +239,10 @@ impl RedisStore {
         let pipeline = |by_source: bool| -> Result<redis::Pipeline, StoreError> {
             let mut pipeline = redis::pipe();
             pipeline
-                .add_command(self.script_call(checks, cost, Mode::Consume, by_source)?)
+                .add_command(
+                    self.script_call(checks, cost, Mode::Consume, by_source)?
+                        .to_cmd(),
+                )
                 .cmd("WAIT")
                 .arg(ack.replicas)
                 .arg(wait_ms);
@@ -331,13 +314,13 @@ impl Store for RedisStore {
             });
         }
         let connection = &self.inner.connection;
-        let reply: redis::Value = match connection
-            .query(&self.script_call(checks, cost, mode, false)?)
+        let reply = match connection
+            .eval(&self.script_call(checks, cost, mode, false)?)
             .await
         {
             Err(e) if is_noscript(&e) => {
                 connection
-                    .query(&self.script_call(checks, cost, mode, true)?)
+                    .eval(&self.script_call(checks, cost, mode, true)?)
                     .await
             }
             other => other,

@@ -143,10 +143,16 @@ impl TcpConnection {
 
     /// Send one command and wait for its reply (a server error is an `Err`).
     pub(crate) async fn command(&self, command: &redis::Cmd) -> RedisResult<Value> {
-        let reply = self
-            .call(|out| command.write_packed_command(out), 1)
-            .await?;
-        match reply {
+        self.command_with(|out| command.write_packed_command(out))
+            .await
+    }
+
+    /// Send the one command `write` appends (packed RESP) and wait for its reply.
+    pub(crate) async fn command_with(
+        &self,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> RedisResult<Value> {
+        match self.call(write, 1).await? {
             Value::ServerError(error) => Err(error.into()),
             value => Ok(value),
         }
