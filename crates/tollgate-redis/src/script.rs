@@ -324,6 +324,58 @@ mod tests {
         assert_eq!(shas.len(), 6);
     }
 
+    /// `count` announces exactly what `write` writes, for every shape, mode and clock.
+    #[test]
+    fn script_calls_announce_their_argument_count() {
+        struct Counting(usize);
+        impl Arguments for Counting {
+            fn bytes(&mut self, _: &[u8]) {
+                self.0 += 1;
+            }
+            fn pieces(&mut self, _: &[&str]) {
+                self.0 += 1;
+            }
+        }
+        let policies: Vec<Policy> = ALGORITHMS
+            .iter()
+            .map(|&a| Policy::new(a, 5, Duration::from_secs(1), None).unwrap())
+            .collect();
+        let checks: Vec<Check<'_>> = policies
+            .iter()
+            .map(|policy| Check {
+                name: "p",
+                policy,
+                key: "k",
+            })
+            .collect();
+        let shapes = (1..=checks.len()).map(|n| &checks[..n]);
+        for checks in shapes.chain(checks.chunks(1)) {
+            for mode in [Mode::Consume, Mode::Peek] {
+                for now_us in [None, Some(7)] {
+                    for by_source in [false, true] {
+                        let call = ScriptCall {
+                            prefix: "t",
+                            checks,
+                            cost: 1,
+                            mode,
+                            now_us,
+                            by_source,
+                        };
+                        let mut counting = Counting(0);
+                        call.write(&mut counting);
+                        assert_eq!(
+                            counting.0,
+                            call.count(),
+                            "{} checks, {mode:?}, {now_us:?}",
+                            checks.len()
+                        );
+                        assert_eq!(call.to_cmd().args_iter().count(), call.count());
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn replies_are_checked() {
         use redis::Value;

@@ -20,8 +20,11 @@ pub struct RedisOptions {
     pub prefix: String,
     /// Time allowed to open a connection (default 1 s).
     pub connect_timeout: Duration,
-    /// Time allowed for a reply (default 1 s). The limiter's own, shorter, store timeout
-    /// applies on top of this.
+    /// Time allowed for a reply (default 1 s). On a plain-TCP standalone connection it is
+    /// the connection's: when calls have waited this long with no reply at all, the
+    /// connection is closed, its calls fail, and the next call opens a new one (calls that
+    /// have to connect first also wait up to `connect_timeout`). The limiter's own, shorter,
+    /// store timeout applies on top of this.
     pub response_timeout: Duration,
     /// CA and client certificates for `rediss` URLs (default: the system's roots, no client
     /// certificate).

@@ -9,27 +9,34 @@
 //!   oneshot for its reply behind it in a queue, in the same order;
 //! - the caller that finds no write in progress writes the buffer itself, without waiting
 //!   (`try_write`), so concurrent callers share one `write` and no task runs in between; only a
-//!   full socket hands the rest to a writer task, which waits until it can write;
-//! - one reader task parses the replies (RESP2) and completes the queue in order.
+//!   full socket (or a long run of others' commands) hands the rest to a writer task;
+//! - one reader task parses the replies (RESP2) and completes the queue in order;
+//! - one watchdog task closes a connection on which calls waited a whole response timeout
+//!   with no reply at all (a server that froze or vanished without closing the socket). That
+//!   is the response timeout of every call: Redis answers in order, so while any reply
+//!   arrives the oldest call is being answered.
 //!
 //! Writing never awaits, so a caller dropped at any point leaves no half-written command. A
-//! broken connection fails every call waiting on it and is opened again, with `AUTH` and
-//! `SELECT` from the URL, by the next call. A call is never sent twice: whether a call that
-//! failed on a broken connection ran is unknown, and the caller's failure policy decides it.
+//! broken connection fails every call waiting on it; the next call opens a new one (with
+//! `AUTH` and `SELECT` from the URL) in a task of its own, so callers that give up early do not
+//! cancel it. A call is never sent twice: whether a call that failed on a broken connection
+//! ran is unknown, and the caller's failure policy decides it.
+//!
+//! Every command sent here must get exactly one reply (no `SUBSCRIBE`, `MONITOR` or
+//! `CLIENT REPLY`): replies are matched to calls by their order alone.
 //!
 //! TLS, RESP3, Cluster and Sentinel keep redis-rs's connections (see `connection.rs`).
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use redis::{ErrorKind, RedisError, RedisResult, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::sync::{oneshot, watch};
+use tokio::task::AbortHandle;
 
 /// After a failed connection attempt, calls fail at once with its error for this long instead
 /// of each trying again (a down Redis would otherwise be asked once per call).
@@ -42,8 +49,14 @@ const WRITE_ROUNDS: usize = 8;
 /// Read buffer size; replies to decisions are a few dozen bytes.
 const READ_BUFFER: usize = 16 * 1024;
 
+/// Buffers grown past this (a burst of large commands or replies) are freed once empty.
+const KEEP_BUFFER: usize = 1024 * 1024;
+
 /// Deepest nesting of arrays accepted in a reply (redis-rs allows 100).
 const MAX_DEPTH: usize = 100;
+
+/// Largest bulk string accepted in a reply (Redis's own `proto-max-bulk-len` default).
+const MAX_BULK: usize = 512 * 1024 * 1024;
 
 /// One multiplexed connection, opened on first use and again after it breaks.
 pub(crate) struct TcpConnection {
@@ -63,20 +76,17 @@ struct Shared {
     endpoint: Endpoint,
     connect_timeout: Duration,
     response_timeout: Duration,
-    /// Serializes connection attempts.
-    connecting: tokio::sync::Mutex<()>,
-    /// When the reader last got bytes, in microseconds since `epoch`: a call that times out on
-    /// a connection silent for its whole timeout breaks it (a server that vanished without
-    /// closing the socket).
-    last_read_us: AtomicU64,
-    epoch: Instant,
+    /// Counts finished connection attempts; callers waiting for one watch it.
+    attempts: watch::Sender<u64>,
     state: Mutex<State>,
 }
 
+/// Connection `generation` is the current one exactly while `link` is `Some` and `generation`
+/// has not moved on: tasks and writers of an older connection check that and touch nothing.
 struct State {
     /// The open connection, if any.
     link: Option<Link>,
-    /// Counts connections opened; a reader or writer of an older one touches nothing.
+    /// Counts connections opened.
     generation: u64,
     /// Commands not yet handed to a writer.
     out: Vec<u8>,
@@ -86,30 +96,47 @@ struct State {
     writing: bool,
     /// Calls sent or queued, oldest first: replies arrive in this order.
     pending: VecDeque<Pending>,
+    /// Since when calls have waited with no reply arriving (`None` while none waits).
+    waiting_since: Option<Instant>,
+    /// Whether a connection attempt is under way.
+    connecting: bool,
     /// The last connection attempt's failure, while it is recent.
     last_failure: Option<(Instant, RedisError)>,
+    /// The connection handle was dropped: nothing opens again.
+    closed: bool,
 }
 
 struct Link {
     socket: Arc<TcpStream>,
-    reader: JoinHandle<()>,
+    reader: AbortHandle,
+    watchdog: AbortHandle,
+    writer: Option<AbortHandle>,
 }
 
-/// A call waiting for its replies (several for a pipeline).
+impl Link {
+    fn stop(self) {
+        self.reader.abort();
+        self.watchdog.abort();
+        if let Some(writer) = self.writer {
+            writer.abort();
+        }
+    }
+}
+
+/// A call waiting for its replies: one for a command, several (as an array) for a pipeline.
 struct Pending {
     replies: usize,
+    array: bool,
     collected: Vec<Value>,
     sender: oneshot::Sender<RedisResult<Value>>,
 }
 
-/// Outcome of one round of writing.
+/// Outcome of [`Shared::write_rounds`].
 enum Written {
+    /// Everything queued is written.
     Done,
-    /// The socket is full; the writer task goes on from `written`.
-    WouldBlock {
-        buffer: Vec<u8>,
-        written: usize,
-    },
+    /// The socket is full, or the rounds ran out: the writer task goes on from `written`.
+    Handover { buffer: Vec<u8>, written: usize },
     /// This connection is gone (broken or replaced).
     Stopped,
 }
@@ -125,9 +152,7 @@ impl TcpConnection {
                 endpoint,
                 connect_timeout,
                 response_timeout,
-                connecting: tokio::sync::Mutex::new(()),
-                last_read_us: AtomicU64::new(0),
-                epoch: Instant::now(),
+                attempts: watch::Sender::new(0),
                 state: Mutex::new(State {
                     link: None,
                     generation: 0,
@@ -135,7 +160,10 @@ impl TcpConnection {
                     spare: Vec::new(),
                     writing: false,
                     pending: VecDeque::new(),
+                    waiting_since: None,
+                    connecting: false,
                     last_failure: None,
+                    closed: false,
                 }),
             }),
         }
@@ -143,16 +171,17 @@ impl TcpConnection {
 
     /// Send one command and wait for its reply (a server error is an `Err`).
     pub(crate) async fn command(&self, command: &redis::Cmd) -> RedisResult<Value> {
+        refuse_empty(command)?;
         self.command_with(|out| command.write_packed_command(out))
             .await
     }
 
-    /// Send the one command `write` appends (packed RESP) and wait for its reply.
+    /// Send the one command `write` appends (packed RESP, one reply) and wait for its reply.
     pub(crate) async fn command_with(
         &self,
         write: impl FnOnce(&mut Vec<u8>),
     ) -> RedisResult<Value> {
-        match self.call(write, 1).await? {
+        match self.call(write, 1, false).await? {
             Value::ServerError(error) => Err(error.into()),
             value => Ok(value),
         }
@@ -167,6 +196,7 @@ impl TcpConnection {
                 "transactions are not sent on this connection",
             )));
         }
+        pipeline.cmd_iter().try_for_each(refuse_empty)?;
         let replies = pipeline.len();
         if replies == 0 {
             return Ok(Value::Array(Vec::new()));
@@ -179,6 +209,7 @@ impl TcpConnection {
                     }
                 },
                 replies,
+                true,
             )
             .await?;
         if let Value::Array(values) = &reply {
@@ -191,49 +222,74 @@ impl TcpConnection {
         Ok(reply)
     }
 
-    async fn call(&self, write: impl FnOnce(&mut Vec<u8>), replies: usize) -> RedisResult<Value> {
-        let receiver = match self.shared.send(write, replies) {
+    async fn call(
+        &self,
+        write: impl FnOnce(&mut Vec<u8>),
+        replies: usize,
+        array: bool,
+    ) -> RedisResult<Value> {
+        let receiver = match self.shared.send(write, replies, array) {
             Ok(receiver) => receiver,
             Err(write) => {
                 self.shared.connect().await?;
                 // Broken again at once: fail rather than loop.
                 self.shared
-                    .send(write, replies)
+                    .send(write, replies, array)
                     .map_err(|_| io_error(io::ErrorKind::NotConnected, "connection lost"))?
             }
         };
-        match tokio::time::timeout(self.shared.response_timeout, receiver).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => Err(io_error(
+        // No timer per call: the watchdog fails every waiting call when the connection stays
+        // silent for a response timeout.
+        receiver.await.unwrap_or_else(|_| {
+            Err(io_error(
                 io::ErrorKind::ConnectionAborted,
                 "connection closed before the reply",
-            )),
-            Err(_) => {
-                self.shared.on_timeout();
-                Err(io_error(
-                    io::ErrorKind::TimedOut,
-                    "Redis did not reply within the response timeout",
-                ))
-            }
-        }
+            ))
+        })
     }
+}
+
+/// A command with no arguments gets no reply from Redis, which would shift every later reply
+/// onto the wrong call.
+fn refuse_empty(command: &redis::Cmd) -> RedisResult<()> {
+    if command.args_iter().next().is_none() {
+        return Err(RedisError::from((ErrorKind::Client, "empty command")));
+    }
+    Ok(())
 }
 
 impl Drop for TcpConnection {
     fn drop(&mut self) {
-        let mut state = self.shared.lock();
-        if let Some(link) = state.link.take() {
-            link.reader.abort();
+        let link = {
+            let mut state = self.shared.lock();
+            state.closed = true;
+            state.link.take()
+        };
+        if let Some(link) = link {
+            link.stop();
         }
     }
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // No code under this lock panics; a poisoned lock still holds consistent state.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => {
+                // Code under this lock panicked (a command writer, say): `out` may end in half a
+                // command. Drop everything queued (never sent) and the connection; its tasks
+                // see it gone and stop; the next call opens a new one. The dropped senders fail
+                // their calls as "closed before the reply".
+                self.state.clear_poison();
+                let mut state = poisoned.into_inner();
+                state.link = None;
+                state.out.clear();
+                state.writing = false;
+                state.waiting_since = None;
+                state.pending.clear();
+                state
+            }
+        }
     }
 
     /// Queue a call and, when no one is writing, write it now. Gives `write` back when there
@@ -242,6 +298,7 @@ impl Shared {
         self: &Arc<Self>,
         write: W,
         replies: usize,
+        array: bool,
     ) -> Result<oneshot::Receiver<RedisResult<Value>>, W> {
         let mut state = self.lock();
         let Some(link) = &state.link else {
@@ -250,8 +307,12 @@ impl Shared {
         let socket = Arc::clone(&link.socket);
         write(&mut state.out);
         let (sender, receiver) = oneshot::channel();
+        if state.pending.is_empty() {
+            state.waiting_since = Some(Instant::now());
+        }
         state.pending.push_back(Pending {
             replies,
+            array,
             collected: Vec::new(),
             sender,
         });
@@ -263,15 +324,19 @@ impl Shared {
         let spare = std::mem::take(&mut state.spare);
         let buffer = std::mem::replace(&mut state.out, spare);
         drop(state);
-        if let Written::WouldBlock { buffer, written } =
+        if let Written::Handover { buffer, written } =
             self.write_rounds(&socket, generation, buffer, 0)
         {
-            let shared = Arc::clone(self);
-            tokio::spawn(async move {
-                shared
-                    .write_in_background(socket, generation, buffer, written)
-                    .await;
-            });
+            let writer = tokio::spawn(
+                Arc::clone(self).write_in_background(socket, generation, buffer, written),
+            )
+            .abort_handle();
+            let mut state = self.lock();
+            let current = state.generation == generation;
+            match state.link.as_mut() {
+                Some(link) if current => link.writer = Some(writer),
+                _ => writer.abort(),
+            }
         }
         Ok(receiver)
     }
@@ -287,9 +352,13 @@ impl Shared {
         for _ in 0..WRITE_ROUNDS {
             while written < buffer.len() {
                 match socket.try_write(&buffer[written..]) {
+                    Ok(0) => {
+                        self.break_link(generation, io::ErrorKind::WriteZero.into());
+                        return Written::Stopped;
+                    }
                     Ok(n) => written += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        return Written::WouldBlock { buffer, written };
+                        return Written::Handover { buffer, written };
                     }
                     Err(e) => {
                         self.break_link(generation, e);
@@ -305,12 +374,17 @@ impl Shared {
             written = 0;
             if state.out.is_empty() {
                 state.writing = false;
-                state.spare = buffer;
+                if state.out.capacity() > KEEP_BUFFER {
+                    state.out = Vec::new();
+                }
+                if buffer.capacity() <= KEEP_BUFFER {
+                    state.spare = buffer;
+                }
                 return Written::Done;
             }
             std::mem::swap(&mut state.out, &mut buffer);
         }
-        Written::WouldBlock { buffer, written }
+        Written::Handover { buffer, written }
     }
 
     async fn write_in_background(
@@ -326,7 +400,7 @@ impl Shared {
                 return;
             }
             match self.write_rounds(&socket, generation, buffer, written) {
-                Written::WouldBlock {
+                Written::Handover {
                     buffer: rest,
                     written: at,
                 } => (buffer, written) = (rest, at),
@@ -337,6 +411,12 @@ impl Shared {
 
     /// Read replies and complete the pending calls in order, until the connection breaks.
     async fn read_replies(self: Arc<Self>, socket: Arc<TcpStream>, generation: u64) {
+        // However the reader ends (broken connection, aborted, runtime shut down), its
+        // connection ends with it: calls never wait on a connection nobody reads.
+        let _stop = BreakOnDrop {
+            shared: &self,
+            generation,
+        };
         let mut buffer: Vec<u8> = Vec::with_capacity(READ_BUFFER);
         let mut values = Vec::new();
         let mut completed = Vec::new();
@@ -348,12 +428,11 @@ impl Shared {
                 buffer.reserve(READ_BUFFER);
             }
             match socket.try_read_buf(&mut buffer) {
-                Ok(0) => break io::Error::from(io::ErrorKind::UnexpectedEof),
+                Ok(0) => break io::ErrorKind::UnexpectedEof.into(),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => break e,
             }
-            self.last_read_us.store(self.now_us(), Ordering::Relaxed);
             let mut start = 0;
             let parsed = loop {
                 match parse_value(&buffer[start..], 0) {
@@ -366,104 +445,134 @@ impl Shared {
                 }
             };
             buffer.drain(..start);
+            if buffer.is_empty() && buffer.capacity() > KEEP_BUFFER {
+                buffer = Vec::with_capacity(READ_BUFFER);
+            }
+            // Replies that arrived whole go to their calls even when what follows is broken.
+            match self.complete(generation, &mut values, &mut completed) {
+                Completed::Ok => {}
+                Completed::Stale => return,
+                Completed::Unasked => {
+                    break io::Error::new(io::ErrorKind::InvalidData, "a reply nobody asked for");
+                }
+            }
             if let Err(e) = parsed {
                 break io::Error::new(io::ErrorKind::InvalidData, e.to_string());
-            }
-            if !values.is_empty() && !self.complete(generation, &mut values, &mut completed) {
-                break io::Error::new(io::ErrorKind::InvalidData, "a reply nobody asked for");
             }
         };
         self.break_link(generation, error);
     }
 
-    /// Hand `values` to the oldest pending calls; false if there were more replies than calls.
+    /// Hand `values` to the oldest pending calls.
     fn complete(
         &self,
         generation: u64,
         values: &mut Vec<Value>,
         completed: &mut Vec<(oneshot::Sender<RedisResult<Value>>, Value)>,
-    ) -> bool {
+    ) -> Completed {
         let mut state = self.lock();
-        if state.generation != generation {
+        if state.generation != generation || state.link.is_none() {
             values.clear();
-            return true;
+            return Completed::Stale;
         }
+        let mut outcome = Completed::Ok;
         for value in values.drain(..) {
             let Some(front) = state.pending.front_mut() else {
-                return false;
+                outcome = Completed::Unasked;
+                break;
             };
-            let reply = if front.replies == 1 {
-                value
-            } else {
+            let reply = if front.array {
                 front.collected.push(value);
                 if front.collected.len() < front.replies {
                     continue;
                 }
                 Value::Array(std::mem::take(&mut front.collected))
+            } else {
+                value
             };
             if let Some(call) = state.pending.pop_front() {
                 completed.push((call.sender, reply));
             }
+        }
+        values.clear();
+        if !completed.is_empty() {
+            // A reply arrived: the connection is alive, and the next call's wait starts now.
+            state.waiting_since = (!state.pending.is_empty()).then(Instant::now);
         }
         drop(state);
         for (sender, reply) in completed.drain(..) {
             // A caller that gave up (timed out or dropped) no longer listens.
             let _ = sender.send(Ok(reply));
         }
-        true
+        outcome
+    }
+
+    /// Close the connection when calls have waited a whole response timeout with no reply.
+    async fn watch_silence(self: Arc<Self>, generation: u64) {
+        let period = (self.response_timeout / 4).max(Duration::from_millis(5));
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let silent = {
+                let state = self.lock();
+                if state.generation != generation || state.link.is_none() {
+                    return;
+                }
+                state
+                    .waiting_since
+                    .is_some_and(|since| since.elapsed() >= self.response_timeout)
+            };
+            if silent {
+                self.break_link(
+                    generation,
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "no reply from Redis within the response timeout ({:?})",
+                            self.response_timeout
+                        ),
+                    ),
+                );
+                return;
+            }
+        }
     }
 
     /// Close connection `generation` and fail every call waiting on it.
     fn break_link(&self, generation: u64, error: io::Error) {
-        let mut state = self.lock();
-        if state.generation != generation {
-            return;
-        }
-        let Some(link) = state.link.take() else {
-            return;
+        let (link, pending) = {
+            let mut state = self.lock();
+            if state.generation != generation {
+                return;
+            }
+            let Some(link) = state.link.take() else {
+                return;
+            };
+            state.out.clear();
+            state.writing = false;
+            state.waiting_since = None;
+            (link, std::mem::take(&mut state.pending))
         };
-        state.out.clear();
-        state.writing = false;
-        let pending = std::mem::take(&mut state.pending);
-        drop(state);
-        link.reader.abort();
-        let error = RedisError::from(error);
+        link.stop();
+        // These calls may have run: never let their error read as a refused connection (which
+        // callers take as "certainly not run").
+        let kind = match error.kind() {
+            io::ErrorKind::ConnectionRefused => io::ErrorKind::ConnectionReset,
+            kind => kind,
+        };
+        let error = RedisError::from(io::Error::new(kind, error.to_string()));
         for call in pending {
             let _ = call.sender.send(Err(error.clone()));
         }
     }
 
-    /// A call timed out: if nothing at all arrived during its whole wait, the connection is
-    /// taken as dead.
-    fn on_timeout(&self) {
-        let silent_us = self
-            .now_us()
-            .saturating_sub(self.last_read_us.load(Ordering::Relaxed));
-        if Duration::from_micros(silent_us) < self.response_timeout {
-            return;
-        }
-        let generation = {
-            let state = self.lock();
-            if state.link.is_none() || state.pending.is_empty() {
-                return;
-            }
-            state.generation
-        };
-        self.break_link(
-            generation,
-            io::Error::new(io::ErrorKind::TimedOut, "no reply from Redis"),
-        );
-    }
-
-    fn now_us(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
-    }
-
-    /// Open the connection if there is none (one attempt at a time).
+    /// Make sure there is a connection: wait for the attempt under way, or start one in a
+    /// task of its own (so that a caller giving up does not cancel it).
     async fn connect(self: &Arc<Self>) -> RedisResult<()> {
-        let _one_at_a_time = self.connecting.lock().await;
+        let mut attempts = self.attempts.subscribe();
         {
-            let state = self.lock();
+            let mut state = self.lock();
             if state.link.is_some() {
                 return Ok(());
             }
@@ -472,7 +581,26 @@ impl Shared {
                     return Err(error.clone());
                 }
             }
+            if !state.connecting {
+                state.connecting = true;
+                tokio::spawn(Arc::clone(self).attempt());
+            }
         }
+        // The sender lives in `self`: `changed` cannot fail while we hold it.
+        let _ = attempts.changed().await;
+        let state = self.lock();
+        match (&state.link, &state.last_failure) {
+            (Some(_), _) => Ok(()),
+            (None, Some((_, error))) => Err(error.clone()),
+            (None, None) => Err(io_error(io::ErrorKind::NotConnected, "connection lost")),
+        }
+    }
+
+    /// One connection attempt; installs the connection and its tasks, or records the failure.
+    async fn attempt(self: Arc<Self>) {
+        // Even if this task is dropped midway (its runtime shut down), the attempt ends and
+        // its waiters wake: no later call waits on an attempt nobody makes.
+        let _end = AttemptEnds(&self);
         let opened = match tokio::time::timeout(self.connect_timeout, self.open()).await {
             Ok(opened) => opened,
             Err(_) => Err(io_error(
@@ -482,21 +610,25 @@ impl Shared {
         };
         let mut state = self.lock();
         match opened {
+            Ok(_) if state.closed => {}
             Ok(socket) => {
                 let socket = Arc::new(socket);
                 state.generation += 1;
                 let generation = state.generation;
-                self.last_read_us.store(self.now_us(), Ordering::Relaxed);
                 let reader =
-                    tokio::spawn(Arc::clone(self).read_replies(Arc::clone(&socket), generation));
-                state.link = Some(Link { socket, reader });
+                    tokio::spawn(Arc::clone(&self).read_replies(Arc::clone(&socket), generation))
+                        .abort_handle();
+                let watchdog =
+                    tokio::spawn(Arc::clone(&self).watch_silence(generation)).abort_handle();
+                state.link = Some(Link {
+                    socket,
+                    reader,
+                    watchdog,
+                    writer: None,
+                });
                 state.last_failure = None;
-                Ok(())
             }
-            Err(error) => {
-                state.last_failure = Some((Instant::now(), error.clone()));
-                Err(error)
-            }
+            Err(error) => state.last_failure = Some((Instant::now(), error)),
         }
     }
 
@@ -545,6 +677,40 @@ impl Shared {
     }
 }
 
+/// What [`Shared::complete`] found.
+enum Completed {
+    Ok,
+    /// The connection is no longer the current one: its reader stops.
+    Stale,
+    /// More replies than calls: the stream cannot be trusted.
+    Unasked,
+}
+
+/// Ends a connection attempt: no longer under way, and its waiters woken.
+struct AttemptEnds<'a>(&'a Shared);
+
+impl Drop for AttemptEnds<'_> {
+    fn drop(&mut self) {
+        self.0.lock().connecting = false;
+        self.0.attempts.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Breaks the reader's connection when the reader goes away.
+struct BreakOnDrop<'a> {
+    shared: &'a Shared,
+    generation: u64,
+}
+
+impl Drop for BreakOnDrop<'_> {
+    fn drop(&mut self) {
+        self.shared.break_link(
+            self.generation,
+            io::Error::new(io::ErrorKind::ConnectionAborted, "the reader stopped"),
+        );
+    }
+}
+
 fn io_error(kind: io::ErrorKind, message: &'static str) -> RedisError {
     io::Error::new(kind, message).into()
 }
@@ -581,6 +747,9 @@ fn parse_value(bytes: &[u8], depth: usize) -> RedisResult<Option<(Value, usize)>
             let Ok(length) = usize::try_from(parse_integer(line)?) else {
                 return Ok(Some((Value::Nil, after_line)));
             };
+            if length > MAX_BULK {
+                return Err(protocol_error("a bulk string over 512 MiB"));
+            }
             let end = after_line + length;
             if bytes.len() < end + 2 {
                 return Ok(None);
@@ -768,5 +937,151 @@ mod tests {
         );
         let pong = connection.command(&redis::cmd("PING")).await.unwrap();
         assert_eq!(pong, Value::SimpleString("PONG".into()));
+    }
+
+    #[tokio::test]
+    async fn a_one_command_pipeline_is_an_array_and_empty_commands_are_refused() {
+        let server = tollgate_testkit::shared_standalone();
+        let connection = connection_to(server);
+        let mut pipeline = redis::pipe();
+        pipeline.cmd("PING");
+        assert_eq!(
+            connection.pipeline(&pipeline).await.unwrap(),
+            Value::Array(vec![Value::SimpleString("PONG".into())])
+        );
+        let mut pipeline = redis::pipe();
+        pipeline.cmd("EVALSHA").arg("0000").arg(0);
+        let noscript = connection.pipeline(&pipeline).await.unwrap_err();
+        assert_eq!(
+            noscript.kind(),
+            ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        );
+        let empty = connection.command(&redis::Cmd::new()).await.unwrap_err();
+        assert_eq!(empty.kind(), ErrorKind::Client);
+        let echo = connection
+            .command(redis::cmd("ECHO").arg("after"))
+            .await
+            .unwrap();
+        assert_eq!(echo, Value::BulkString(b"after".to_vec()));
+    }
+
+    /// A server that accepts connections, reads what it is sent, and never answers; it counts
+    /// the connections it accepted.
+    async fn silent_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut sink = vec![0; 4096];
+                    while socket.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    /// Callers that give up long before the response timeout (the limiter's own, shorter
+    /// timeout) still get a silent connection closed, and nothing piles up on it.
+    #[tokio::test]
+    async fn a_silent_server_is_dropped_even_when_callers_give_up_first() {
+        let (port, _) = silent_server().await;
+        let endpoint = Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+            username: None,
+            password: None,
+            db: 0,
+        };
+        let connection =
+            TcpConnection::new(endpoint, Duration::from_secs(1), Duration::from_millis(200));
+        // 5 x 20 ms: well inside the 200 ms response timeout.
+        for _ in 0..5 {
+            let ping = redis::cmd("PING");
+            let call = connection.command(&ping);
+            let outcome = tokio::time::timeout(Duration::from_millis(20), call).await;
+            assert!(outcome.is_err(), "{outcome:?}");
+        }
+        assert_eq!(connection.shared.lock().pending.len(), 5);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let state = connection.shared.lock();
+        assert!(state.link.is_none(), "the silent connection is still open");
+        assert!(state.pending.is_empty());
+    }
+
+    /// A caller that waits out the response timeout gets a timeout error (not a refusal).
+    #[tokio::test]
+    async fn a_call_on_a_silent_server_fails_after_the_response_timeout() {
+        let (port, _) = silent_server().await;
+        let endpoint = Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+            username: None,
+            password: None,
+            db: 0,
+        };
+        let connection =
+            TcpConnection::new(endpoint, Duration::from_secs(1), Duration::from_millis(100));
+        let started = Instant::now();
+        let error = connection.command(&redis::cmd("PING")).await.unwrap_err();
+        assert!(error.is_timeout(), "{error}");
+        assert!(!error.is_connection_refusal());
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(100) && waited < Duration::from_secs(1),
+            "{waited:?}"
+        );
+    }
+
+    /// Connecting (here: a login answered after 300 ms) goes on when every caller gives up
+    /// after 20 ms: one connection is opened, not one per caller, and a later call uses it.
+    #[tokio::test]
+    async fn connecting_survives_callers_that_give_up() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buffer = vec![0; 4096];
+                    // AUTH: answered late.
+                    if socket.read(&mut buffer).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let _ = socket.write_all(b"+OK\r\n").await;
+                    // Then every read is one PING.
+                    while socket.read(&mut buffer).await.is_ok_and(|n| n > 0) {
+                        let _ = socket.write_all(b"+PONG\r\n").await;
+                    }
+                });
+            }
+        });
+        let endpoint = Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+            username: None,
+            password: Some("secret".into()),
+            db: 0,
+        };
+        let connection =
+            TcpConnection::new(endpoint, Duration::from_secs(2), Duration::from_secs(2));
+        for _ in 0..3 {
+            let ping = redis::cmd("PING");
+            let call = connection.command(&ping);
+            assert!(
+                tokio::time::timeout(Duration::from_millis(20), call)
+                    .await
+                    .is_err()
+            );
+        }
+        let pong = connection.command(&redis::cmd("PING")).await.unwrap();
+        assert_eq!(pong, Value::SimpleString("PONG".into()));
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }
