@@ -21,8 +21,9 @@
 #   accuracy    3 processes x 32 in flight on one key, limit 100: exactly 100 must pass
 #   http        tollgate serve (memory store, Redis) with wrk -t2 -c50 beside the HTTP floor
 #               (a fixed-answer axum handler) and throttlecrab-server
-#   callgrind   instructions per decision (stable across noisy runs): the memory store, and
-#               redis-server running each algorithm's script and the peers' scripts
+#   callgrind   instructions per decision (stable across noisy runs): the memory store, the Redis
+#               store's client side, and redis-server running each algorithm's script and the
+#               peers' scripts
 #
 # Everything binds 127.0.0.1. A private redis-server on a free port is stopped by its pid on
 # exit, as are the servers started here. Each command has a timeout; no repetition starts when
@@ -433,6 +434,22 @@ part_callgrind() {
     done
   fi
 
+  # The Redis store's client side: `tollgate bench --store redis://…` at 50 in flight (the
+  # Limiter, the resilience layer, RedisStore, the connection, and the bench loop's own clock
+  # and histogram), two lengths against the private Redis (not under valgrind).
+  log "callgrind: tollgate bench --store redis, client instructions per decision"
+  local r1=10000 r2=30000 c1 c2
+  rcli flushall >/dev/null
+  timeout 600 valgrind --tool=callgrind --callgrind-out-file="$d/c1.out" "$TOLLGATE" bench --store "$REDIS_URL" --json --concurrency 50 --requests $r1 >/dev/null 2>&1
+  rcli flushall >/dev/null
+  timeout 600 valgrind --tool=callgrind --callgrind-out-file="$d/c2.out" "$TOLLGATE" bench --store "$REDIS_URL" --json --concurrency 50 --requests $r2 >/dev/null 2>&1
+  c1=$(cg_total "$d/c1.out")
+  c2=$(cg_total "$d/c2.out")
+  if [ -n "$c1" ] && [ -n "$c2" ]; then
+    echo "{\"section\": \"callgrind\", \"contender\": \"tollgate bench --store redis, client side (library path + bench loop)\", \"variant\": \"gcra allow, 50 in flight\", \"rep\": 1, \"instructions_per_decision\": $(((c2 - c1) / (r2 - r1)))}" >>"$JSONL"
+    log "  client: $(((c2 - c1) / (r2 - r1))) instructions per decision"
+  fi
+
   log "callgrind: redis-server instructions per script call (tollgate's script per algorithm, the peers' scripts)"
   local cport vpid algo
   cport=$(free_port)
@@ -494,7 +511,7 @@ part_callgrind() {
 T_START=$(date +%s)
 rep_s=0
 reserve=0 # seconds kept for the callgrind part at the end
-if has_part callgrind; then reserve=70; fi
+if has_part callgrind; then reserve=90; fi
 for REP in $(seq "$REPEAT"); do
   now=$(date +%s)
   if [ "$REP" -gt 1 ] && [ $((now - T_START + rep_s * 11 / 10 + reserve)) -gt "$BUDGET_S" ]; then
