@@ -637,44 +637,60 @@ impl Shared {
         let endpoint = &self.endpoint;
         let mut socket = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
         socket.set_nodelay(true)?;
-        let mut hello = Vec::new();
-        let mut replies = 0;
+        let mut buffer = Vec::with_capacity(256);
         if let Some(password) = &endpoint.password {
             let mut auth = redis::cmd("AUTH");
             if let Some(username) = &endpoint.username {
                 auth.arg(username);
             }
-            auth.arg(password).write_packed_command(&mut hello);
-            replies += 1;
+            auth.arg(password);
+            let mut reply = handshake(&mut socket, &mut buffer, &auth).await?;
+            // Redis before 6 knows no users: `AUTH <user> <password>` is refused as a wrong
+            // number of arguments, and `AUTH <password>` is what it takes (as redis-rs does).
+            if endpoint.username.is_some() && is_wrong_arity(&reply) {
+                let password_only = redis::cmd("AUTH").arg(password).to_owned();
+                reply = handshake(&mut socket, &mut buffer, &password_only).await?;
+            }
+            if let Value::ServerError(error) = reply {
+                return Err(RedisError::from((
+                    ErrorKind::AuthenticationFailed,
+                    "Redis refused the URL's credentials",
+                    RedisError::from(error).to_string(),
+                )));
+            }
         }
         if endpoint.db != 0 {
-            redis::cmd("SELECT")
-                .arg(endpoint.db)
-                .write_packed_command(&mut hello);
-            replies += 1;
-        }
-        if replies == 0 {
-            return Ok(socket);
-        }
-        socket.write_all(&hello).await?;
-        let mut buffer = Vec::with_capacity(256);
-        let mut start = 0;
-        while replies > 0 {
-            match parse_value(&buffer[start..], 0)? {
-                Some((Value::ServerError(error), _)) => return Err(error.into()),
-                Some((_, length)) => {
-                    start += length;
-                    replies -= 1;
-                }
-                None => {
-                    if socket.read_buf(&mut buffer).await? == 0 {
-                        return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
-                    }
-                }
+            let select = redis::cmd("SELECT").arg(endpoint.db).to_owned();
+            if let Value::ServerError(error) = handshake(&mut socket, &mut buffer, &select).await? {
+                return Err(error.into());
             }
         }
         Ok(socket)
     }
+}
+
+/// Send one command of the connection handshake and read its reply (a server error as a
+/// value, for the caller to judge).
+async fn handshake(
+    socket: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    command: &redis::Cmd,
+) -> RedisResult<Value> {
+    socket.write_all(&command.get_packed_command()).await?;
+    loop {
+        if let Some((value, length)) = parse_value(buffer, 0)? {
+            buffer.drain(..length);
+            return Ok(value);
+        }
+        if socket.read_buf(buffer).await? == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+        }
+    }
+}
+
+fn is_wrong_arity(reply: &Value) -> bool {
+    matches!(reply, Value::ServerError(error)
+        if error.details().is_some_and(|d| d.contains("wrong number of arguments")))
 }
 
 /// What [`Shared::complete`] found.
@@ -1083,5 +1099,54 @@ mod tests {
         let pong = connection.command(&redis::cmd("PING")).await.unwrap();
         assert_eq!(pong, Value::SimpleString("PONG".into()));
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// A fake server that answers each read with the next of `replies`, then `+PONG`.
+    async fn scripted_server(replies: &'static [&'static [u8]]) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buffer = vec![0; 4096];
+            let mut next = replies.iter();
+            while socket.read(&mut buffer).await.is_ok_and(|n| n > 0) {
+                let reply = next.next().copied().unwrap_or(b"+PONG\r\n");
+                let _ = socket.write_all(reply).await;
+            }
+        });
+        port
+    }
+
+    fn with_credentials(port: u16) -> TcpConnection {
+        let endpoint = Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+            username: Some("default".into()),
+            password: Some("secret".into()),
+            db: 0,
+        };
+        TcpConnection::new(endpoint, Duration::from_secs(2), Duration::from_secs(2))
+    }
+
+    /// Redis before 6 refuses `AUTH <user> <password>`; the password alone is tried next.
+    #[tokio::test]
+    async fn a_server_without_users_gets_the_password_alone() {
+        let port = scripted_server(&[
+            b"-ERR wrong number of arguments for 'auth' command\r\n",
+            b"+OK\r\n",
+        ])
+        .await;
+        let connection = with_credentials(port);
+        let pong = connection.command(&redis::cmd("PING")).await.unwrap();
+        assert_eq!(pong, Value::SimpleString("PONG".into()));
+    }
+
+    #[tokio::test]
+    async fn refused_credentials_are_an_authentication_error() {
+        let port = scripted_server(&[b"-WRONGPASS invalid username-password pair\r\n"]).await;
+        let connection = with_credentials(port);
+        let error = connection.command(&redis::cmd("PING")).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::AuthenticationFailed, "{error}");
+        assert!(!error.to_string().contains("secret"), "{error}");
     }
 }
