@@ -1149,4 +1149,23 @@ mod tests {
         assert_eq!(error.kind(), ErrorKind::AuthenticationFailed, "{error}");
         assert!(!error.to_string().contains("secret"), "{error}");
     }
+
+    /// A connection the server closes (`CLIENT KILL`, a restart, an idle timeout) is noticed
+    /// by the reader, and the next call opens a new one instead of failing.
+    #[tokio::test]
+    async fn a_connection_closed_by_the_server_is_reopened_by_the_next_call() {
+        let server = tollgate_testkit::RedisServer::start().unwrap();
+        let connection = connection_to(&server);
+        connection.command(&redis::cmd("PING")).await.unwrap();
+        let killed: i64 = server.query(&["CLIENT", "KILL", "TYPE", "normal"]).unwrap();
+        assert_eq!(killed, 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            connection.shared.lock().link.is_none(),
+            "the close went unnoticed"
+        );
+        let pong = connection.command(&redis::cmd("PING")).await.unwrap();
+        assert_eq!(pong, Value::SimpleString("PONG".into()));
+        assert_eq!(connection.shared.lock().generation, 2);
+    }
 }
