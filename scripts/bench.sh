@@ -438,13 +438,14 @@ part_callgrind() {
   # Limiter, the resilience layer, RedisStore, the connection, and the bench loop's own clock
   # and histogram), two lengths against the private Redis (not under valgrind).
   log "callgrind: tollgate bench --store redis, client instructions per decision"
-  local r1=10000 r2=30000 c1 c2
-  rcli flushall >/dev/null
-  timeout 600 valgrind --tool=callgrind --callgrind-out-file="$d/c1.out" "$TOLLGATE" bench --store "$REDIS_URL" --json --concurrency 50 --requests $r1 >/dev/null 2>&1
-  rcli flushall >/dev/null
-  timeout 600 valgrind --tool=callgrind --callgrind-out-file="$d/c2.out" "$TOLLGATE" bench --store "$REDIS_URL" --json --concurrency 50 --requests $r2 >/dev/null 2>&1
-  c1=$(cg_total "$d/c1.out")
-  c2=$(cg_total "$d/c2.out")
+  local r1=10000 r2=30000 c1 c2 r
+  for r in $r1 $r2; do
+    rcli flushall >/dev/null
+    timeout 600 valgrind --tool=callgrind --callgrind-out-file="$d/client.$r.out" "$TOLLGATE" bench \
+      --store "$REDIS_URL" --json --concurrency 50 --requests "$r" >/dev/null 2>&1
+  done
+  c1=$(cg_total "$d/client.$r1.out")
+  c2=$(cg_total "$d/client.$r2.out")
   if [ -n "$c1" ] && [ -n "$c2" ]; then
     echo "{\"section\": \"callgrind\", \"contender\": \"tollgate bench --store redis, client side (library path + bench loop)\", \"variant\": \"gcra allow, 50 in flight\", \"rep\": 1, \"instructions_per_decision\": $(((c2 - c1) / (r2 - r1)))}" >>"$JSONL"
     log "  client: $(((c2 - c1) / (r2 - r1))) instructions per decision"

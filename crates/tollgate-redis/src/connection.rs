@@ -24,7 +24,6 @@ use redis::cluster_async::ClusterConnection;
 use redis::{ConnectionAddr, FromRedisValue, ProtocolVersion, RedisResult, TlsCertificates, Value};
 
 use crate::arguments::Resp;
-
 use crate::error::RedisStoreError;
 use crate::script::ScriptCall;
 use crate::sentinel::SentinelMaster;

@@ -212,14 +212,17 @@ impl TcpConnection {
                 true,
             )
             .await?;
-        if let Value::Array(values) = &reply {
-            if let Some(Value::ServerError(error)) =
-                values.iter().find(|v| matches!(v, Value::ServerError(_)))
-            {
-                return Err(error.clone().into());
-            }
+        let first_error = match &reply {
+            Value::Array(values) => values.iter().find_map(|v| match v {
+                Value::ServerError(error) => Some(error),
+                _ => None,
+            }),
+            _ => None,
+        };
+        match first_error {
+            Some(error) => Err(error.clone().into()),
+            None => Ok(reply),
         }
-        Ok(reply)
     }
 
     async fn call(
@@ -352,16 +355,13 @@ impl Shared {
         for _ in 0..WRITE_ROUNDS {
             while written < buffer.len() {
                 match socket.try_write(&buffer[written..]) {
-                    Ok(0) => {
-                        self.break_link(generation, io::ErrorKind::WriteZero.into());
-                        return Written::Stopped;
-                    }
-                    Ok(n) => written += n,
+                    Ok(n) if n > 0 => written += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         return Written::Handover { buffer, written };
                     }
-                    Err(e) => {
-                        self.break_link(generation, e);
+                    failed => {
+                        let error = failed.err().unwrap_or(io::ErrorKind::WriteZero.into());
+                        self.break_link(generation, error);
                         return Written::Stopped;
                     }
                 }
@@ -886,15 +886,23 @@ mod tests {
         assert_eq!(parse_value(b"*999999999999\r\n:1\r\n", 0).unwrap(), None);
     }
 
-    fn connection_to(server: &tollgate_testkit::RedisServer) -> TcpConnection {
-        let endpoint = Endpoint {
+    /// Loopback `port`, no credentials, database 0.
+    fn local(port: u16) -> Endpoint {
+        Endpoint {
             host: "127.0.0.1".into(),
-            port: server.port(),
+            port,
             username: None,
             password: None,
             db: 0,
-        };
-        TcpConnection::new(endpoint, Duration::from_secs(2), Duration::from_secs(10))
+        }
+    }
+
+    fn connection_to(server: &tollgate_testkit::RedisServer) -> TcpConnection {
+        TcpConnection::new(
+            local(server.port()),
+            Duration::from_secs(2),
+            Duration::from_secs(10),
+        )
     }
 
     /// Commands far larger than the socket's buffer, from many callers at once while Redis is
@@ -981,39 +989,31 @@ mod tests {
         assert_eq!(echo, Value::BulkString(b"after".to_vec()));
     }
 
-    /// A server that accepts connections, reads what it is sent, and never answers; it counts
-    /// the connections it accepted.
-    async fn silent_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    /// A server that accepts connections, reads what it is sent, and never answers.
+    async fn silent_server() -> u16 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = Arc::clone(&accepted);
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(async move {
                     let mut sink = vec![0; 4096];
                     while socket.read(&mut sink).await.is_ok_and(|n| n > 0) {}
                 });
             }
         });
-        (port, accepted)
+        port
     }
 
     /// Callers that give up long before the response timeout (the limiter's own, shorter
     /// timeout) still get a silent connection closed, and nothing piles up on it.
     #[tokio::test]
     async fn a_silent_server_is_dropped_even_when_callers_give_up_first() {
-        let (port, _) = silent_server().await;
-        let endpoint = Endpoint {
-            host: "127.0.0.1".into(),
-            port,
-            username: None,
-            password: None,
-            db: 0,
-        };
-        let connection =
-            TcpConnection::new(endpoint, Duration::from_secs(1), Duration::from_millis(200));
+        let port = silent_server().await;
+        let connection = TcpConnection::new(
+            local(port),
+            Duration::from_secs(1),
+            Duration::from_millis(200),
+        );
         // 5 x 20 ms: well inside the 200 ms response timeout.
         for _ in 0..5 {
             let ping = redis::cmd("PING");
@@ -1031,16 +1031,12 @@ mod tests {
     /// A caller that waits out the response timeout gets a timeout error (not a refusal).
     #[tokio::test]
     async fn a_call_on_a_silent_server_fails_after_the_response_timeout() {
-        let (port, _) = silent_server().await;
-        let endpoint = Endpoint {
-            host: "127.0.0.1".into(),
-            port,
-            username: None,
-            password: None,
-            db: 0,
-        };
-        let connection =
-            TcpConnection::new(endpoint, Duration::from_secs(1), Duration::from_millis(100));
+        let port = silent_server().await;
+        let connection = TcpConnection::new(
+            local(port),
+            Duration::from_secs(1),
+            Duration::from_millis(100),
+        );
         let started = Instant::now();
         let error = connection.command(&redis::cmd("PING")).await.unwrap_err();
         assert!(error.is_timeout(), "{error}");
@@ -1079,11 +1075,8 @@ mod tests {
             }
         });
         let endpoint = Endpoint {
-            host: "127.0.0.1".into(),
-            port,
-            username: None,
             password: Some("secret".into()),
-            db: 0,
+            ..local(port)
         };
         let connection =
             TcpConnection::new(endpoint, Duration::from_secs(2), Duration::from_secs(2));
@@ -1119,11 +1112,9 @@ mod tests {
 
     fn with_credentials(port: u16) -> TcpConnection {
         let endpoint = Endpoint {
-            host: "127.0.0.1".into(),
-            port,
             username: Some("default".into()),
             password: Some("secret".into()),
-            db: 0,
+            ..local(port)
         };
         TcpConnection::new(endpoint, Duration::from_secs(2), Duration::from_secs(2))
     }
