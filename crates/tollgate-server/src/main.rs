@@ -8,6 +8,12 @@ use tollgate_server::config::{FileConfig, Overrides, Settings};
 use tollgate_server::logging;
 use tollgate_server::server::{Server, shutdown_signal};
 
+/// mimalloc instead of glibc's malloc: a request allocates a dozen small blocks (head, body,
+/// response, headers), and glibc's malloc and free took 14 % of the server's user-space
+/// instructions per decision; mimalloc's thread-local free lists take a fraction of that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

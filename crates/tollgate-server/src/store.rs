@@ -132,8 +132,15 @@ impl Store for AnyStore {
         mode: Mode,
     ) -> Result<StoreDecision, StoreError> {
         match self {
-            AnyStore::Memory(memory) => memory.decide(checks, cost, mode).await,
-            AnyStore::Redis(redis) => redis.decide(checks, cost, mode).await,
+            // Synchronous: awaiting the memory store's future inline would make every caller's
+            // future as large as the Redis one (about 4 KB), which axum and the panic layer
+            // then copy into a box twice per request.
+            AnyStore::Memory(memory) => Ok(StoreDecision {
+                decisions: memory.decide_now(checks, cost, mode)?,
+                degraded: false,
+            }),
+            // Boxed for the same reason: one allocation beside a network round trip.
+            AnyStore::Redis(redis) => Box::pin(redis.decide(checks, cost, mode)).await,
         }
     }
 
