@@ -158,7 +158,7 @@ impl Server {
         };
         let serve = crate::http::serve::serve(
             self.listener,
-            crate::http::router(self.service.clone()),
+            crate::http::Api::new(self.service.clone()),
             async move {
                 shutdown.await;
                 tracing::info!("shutting down: finishing in-flight requests");

@@ -340,6 +340,14 @@ async fn every_bad_input_gets_its_status_and_json_code() {
             reply.json
         );
         assert_eq!(reply.header("content-type"), Some("application/json"));
+        if status == 405 {
+            let allow = if path.starts_with("/v1/check") || path.starts_with("/v1/reset") {
+                "POST"
+            } else {
+                "GET,HEAD"
+            };
+            assert_eq!(reply.header("allow"), Some(allow), "{method} {path}");
+        }
         assert!(
             reply.json["error"]["message"]
                 .as_str()
@@ -348,6 +356,15 @@ async fn every_bad_input_gets_its_status_and_json_code() {
         );
     }
     assert_eq!(server.get("/health").await.status, 200);
+    // HEAD on a GET route: its status and headers, no body.
+    let head = server
+        .client
+        .head(server.url("/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.bytes().await.unwrap().len(), 0);
     // The server counted them and decides as before.
     let ok = server.check(json!({"policy": "api", "key": "k"})).await;
     assert_eq!((ok.status, ok.json["allowed"].as_bool()), (200, Some(true)));

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::http::{HeaderMap, header};
 use bytes::BytesMut;
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::error::ApiError;
@@ -29,7 +30,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Read a JSON request body: 415 unless the content type is JSON (or absent), 413 over
 /// [`MAX_BODY_BYTES`], 408 when it takes longer than [`BODY_TIMEOUT`], 400 if the client stops
 /// mid-body.
-pub async fn read_json(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+pub async fn read_json(headers: &HeaderMap, body: Incoming) -> Result<Bytes, ApiError> {
     if let Some(content_type) = headers.get(header::CONTENT_TYPE)
         && !is_json(content_type.as_bytes())
     {
@@ -71,7 +72,7 @@ pub async fn read_json(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiErro
 
 /// Collect the body's data frames, without copying when it arrives in one frame (the usual
 /// case for a small JSON body).
-async fn collect(mut body: Body) -> Result<Bytes, ApiError> {
+async fn collect(mut body: Incoming) -> Result<Bytes, ApiError> {
     let mut single: Option<Bytes> = None;
     let mut joined = BytesMut::new();
     let mut total = 0;
@@ -132,7 +133,7 @@ fn is_json(content_type: &[u8]) -> bool {
 
 /// Read and drop the rest of `body` (of which `read` bytes were already read), bounded in
 /// bytes and time.
-async fn drain(mut body: Body, read: u64) {
+async fn drain(mut body: Incoming, read: u64) {
     let read = async {
         let mut total = read;
         while let Some(Ok(frame)) = body.frame().await {

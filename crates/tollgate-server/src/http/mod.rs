@@ -15,23 +15,22 @@ pub mod decision;
 pub mod error;
 pub mod headers;
 pub mod request;
+pub mod route;
 pub mod serve;
 
 use std::any::Any;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use axum::response::Response;
-use axum::routing::{get, post};
+use hyper::body::Incoming;
 use serde::Serialize;
 use tollgate::Mode;
-use tower_http::catch_panic::CatchPanicLayer;
 
 use self::error::ApiError;
 use self::request::{CheckRequest, PeekQuery, ResetRequest};
+use self::route::Route;
 use crate::metrics::ErrorCode;
 use crate::service::{Outcome, Service};
 
@@ -48,39 +47,65 @@ pub struct Api {
     policy_items: Box<[HeaderValue]>,
 }
 
-/// The router of the HTTP API over `service`.
-pub fn router(service: Arc<Service>) -> Router {
-    let policy_items = service
-        .policies()
-        .iter()
-        .map(|p| {
-            HeaderValue::try_from(headers::policy_item(&p.name, &p.policy))
-                .unwrap_or_else(|_| HeaderValue::from_static(""))
-        })
-        .collect();
-    let api = Arc::new(Api {
-        service,
-        policy_items,
-    });
-    let on_panic = {
-        let api = api.clone();
-        move |panic: Box<dyn Any + Send>| api.panicked(panic)
-    };
-    Router::new()
-        .route("/v1/check", post(check))
-        .route("/v1/peek", get(peek))
-        .route("/v1/reset", post(reset))
-        .route("/v1/policies", get(policies))
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(CatchPanicLayer::custom(on_panic))
-        .with_state(api)
-}
-
 impl Api {
+    /// The HTTP API over `service`.
+    pub fn new(service: Arc<Service>) -> Arc<Api> {
+        let policy_items = service
+            .policies()
+            .iter()
+            .map(|p| {
+                HeaderValue::try_from(headers::policy_item(&p.name, &p.policy))
+                    .unwrap_or_else(|_| HeaderValue::from_static(""))
+            })
+            .collect();
+        Arc::new(Api {
+            service,
+            policy_items,
+        })
+    }
+
+    /// Answer one request.
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response {
+        let Some(route) = Route::of(request.uri().path()) else {
+            return self.error(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no route for {} {}", request.method(), request.uri().path()),
+            ));
+        };
+        if !route.allows(request.method()) {
+            let mut response = self.error(ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                format!(
+                    "method {} is not allowed on {}",
+                    request.method(),
+                    request.uri().path()
+                ),
+            ));
+            response.headers_mut().insert(header::ALLOW, route.allow());
+            return response;
+        }
+        match route {
+            Route::Check => check(&self, request).await,
+            Route::Peek => peek(&self, request).await,
+            Route::Reset => reset(&self, request).await,
+            Route::Policies => policies(&self),
+            Route::Health => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+            Route::Ready => ready(&self).await,
+            Route::Metrics => metrics(&self),
+        }
+    }
+
+    /// The answer to a handler that panicked: a JSON 500, logged and counted.
+    pub fn panicked(&self, panic: Box<dyn Any + Send>) -> Response {
+        let what = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("panic");
+        tracing::error!(panic = what, "request handler panicked");
+        self.error(ApiError::new(ErrorCode::Internal, "internal error"))
+    }
+
     /// An error response, counted.
     fn error(&self, error: ApiError) -> Response {
         self.service.metrics().record_error(error.code);
@@ -89,16 +114,6 @@ impl Api {
 
     fn respond(&self, result: Result<Response, ApiError>) -> Response {
         result.unwrap_or_else(|error| self.error(error))
-    }
-
-    fn panicked(&self, panic: Box<dyn Any + Send>) -> Response {
-        let what = panic
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("panic");
-        tracing::error!(panic = what, "request handler panicked");
-        self.error(ApiError::new(ErrorCode::Internal, "internal error"))
     }
 
     /// The decision as JSON with its rate-limit headers.
@@ -165,7 +180,7 @@ impl Api {
     }
 }
 
-async fn check(State(api): State<Arc<Api>>, request: Request) -> Response {
+async fn check(api: &Api, request: Request<Incoming>) -> Response {
     let result = async {
         let (parts, body) = request.into_parts();
         let body = body::read_json(&parts.headers, body).await?;
@@ -181,11 +196,9 @@ async fn check(State(api): State<Arc<Api>>, request: Request) -> Response {
     api.respond(result)
 }
 
-async fn peek(State(api): State<Arc<Api>>, request: Request) -> Response {
+async fn peek(api: &Api, request: Request<Incoming>) -> Response {
     let result = async {
-        // Only the head is needed; `Body` is not `Sync`, so it must not be borrowed over awaits.
-        let (parts, _) = request.into_parts();
-        let query = PeekQuery::parse(parts.uri.query().unwrap_or_default())?;
+        let query = PeekQuery::parse(request.uri().query().unwrap_or_default())?;
         let outcome = api
             .service
             .decide(
@@ -201,7 +214,7 @@ async fn peek(State(api): State<Arc<Api>>, request: Request) -> Response {
     api.respond(result)
 }
 
-async fn reset(State(api): State<Arc<Api>>, request: Request) -> Response {
+async fn reset(api: &Api, request: Request<Incoming>) -> Response {
     let result = async {
         let (parts, body) = request.into_parts();
         api.authorize(&parts.headers)?;
@@ -218,7 +231,7 @@ async fn reset(State(api): State<Arc<Api>>, request: Request) -> Response {
     api.respond(result)
 }
 
-async fn policies(State(api): State<Arc<Api>>) -> Response {
+fn policies(api: &Api) -> Response {
     #[derive(Serialize)]
     struct PolicyJson<'a> {
         name: &'a str,
@@ -254,11 +267,7 @@ async fn policies(State(api): State<Arc<Api>>) -> Response {
     json(StatusCode::OK, &list)
 }
 
-async fn health() -> Response {
-    json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
-}
-
-async fn ready(State(api): State<Arc<Api>>) -> Response {
+async fn ready(api: &Api) -> Response {
     match api.service.ready().await {
         Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
         Err(error) => ApiError::new(
@@ -269,26 +278,12 @@ async fn ready(State(api): State<Arc<Api>>) -> Response {
     }
 }
 
-async fn metrics(State(api): State<Arc<Api>>) -> Response {
+fn metrics(api: &Api) -> Response {
     let mut response = Response::new(Body::from(api.service.render_metrics()));
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, PROMETHEUS.clone());
     response
-}
-
-async fn not_found(State(api): State<Arc<Api>>, method: Method, uri: Uri) -> Response {
-    api.error(ApiError::new(
-        ErrorCode::NotFound,
-        format!("no route for {method} {}", uri.path()),
-    ))
-}
-
-async fn method_not_allowed(State(api): State<Arc<Api>>, method: Method, uri: Uri) -> Response {
-    api.error(ApiError::new(
-        ErrorCode::MethodNotAllowed,
-        format!("method {method} is not allowed on {}", uri.path()),
-    ))
 }
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {

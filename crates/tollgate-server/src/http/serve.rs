@@ -20,17 +20,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::Request;
+use axum::http::Request;
 use axum::response::Response;
 use hyper::body::Incoming;
+use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tower_service::Service;
+
+use super::Api;
 
 /// How often a connection's watchdog looks at its progress.
 pub const WATCH_EVERY: Duration = Duration::from_secs(5);
@@ -41,11 +41,11 @@ const STALLED_TICKS: u32 = 2;
 pub const HEADER_TIMEOUT: Duration =
     Duration::from_secs(WATCH_EVERY.as_secs() * STALLED_TICKS as u64);
 
-/// Serve `router` on `listener` until `shutdown` completes; then stop accepting, let every
+/// Serve `api` on `listener` until `shutdown` completes; then stop accepting, let every
 /// open connection finish its request in flight (idle ones close at once) and return.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    api: Arc<Api>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -69,10 +69,10 @@ pub async fn serve(
             tcp,
             progress: progress.clone(),
         });
-        let service = TowerToHyperService::new(Tracked {
-            router: router.clone(),
+        let service = Tracked {
+            api: api.clone(),
             progress: progress.clone(),
-        });
+        };
         let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
         tokio::spawn(async move {
             tokio::select! {
@@ -202,52 +202,80 @@ impl AsyncWrite for Counted {
     }
 }
 
-/// The router, counting the connection's requests as they start and finish.
-#[derive(Clone)]
+/// The API, counting the connection's requests as they start and finish.
 struct Tracked {
-    router: Router,
+    api: Arc<Api>,
     progress: Arc<Progress>,
 }
 
 impl Service<Request<Incoming>> for Tracked {
     type Response = Response;
     type Error = Infallible;
-    type Future = Finishing<<Router as Service<Request<Incoming>>>::Future>;
+    type Future = Answer;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Service::<Request<Incoming>>::poll_ready(&mut self.router, cx)
-    }
-
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, request: Request<Incoming>) -> Answer {
         self.progress.started.fetch_add(1, Ordering::Relaxed);
-        Finishing {
-            inner: self.router.call(request),
+        Answer {
+            handler: Box::pin(self.api.clone().handle(request)),
+            api: self.api.clone(),
             progress: self.progress.clone(),
         }
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A request's response future, marking the request finished when it resolves.
-    struct Finishing<F> {
-        #[pin]
-        inner: F,
-        progress: Arc<Progress>,
-    }
+/// A request's response: the handler's, or a JSON 500 if it panicked (so one bad request
+/// cannot take its connection, or its HTTP/2 neighbours, down with it). Marks the request
+/// finished when it resolves.
+struct Answer {
+    handler: Pin<Box<dyn Future<Output = Response> + Send>>,
+    api: Arc<Api>,
+    progress: Arc<Progress>,
 }
 
-impl<F: Future<Output = Result<Response, Infallible>>> Future for Finishing<F> {
-    type Output = F::Output;
+impl Future for Answer {
+    type Output = Result<Response, Infallible>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let output = std::task::ready!(this.inner.poll(cx));
-        let progress = &**this.progress;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.handler.as_mut().poll(cx)
+        }));
+        let response = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(response)) => response,
+            // Never polled again: `Ready` is returned below.
+            Err(panic) => self.api.panicked(panic),
+        };
+        let progress = &*self.progress;
         progress.finished.fetch_add(1, Ordering::Relaxed);
         progress.bytes_at_finish.store(
             progress.bytes_read.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
-        Poll::Ready(output)
+        Poll::Ready(Ok(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::service::Service;
+    use crate::store::AnyStore;
+
+    #[tokio::test]
+    async fn a_handler_that_panics_is_answered_with_a_json_500_and_counted_finished() {
+        let settings = Settings::default();
+        let store = Arc::new(AnyStore::open(&settings.store).expect("memory store"));
+        let api = Api::new(Arc::new(Service::new(&settings, store)));
+        let progress = Arc::new(Progress::default());
+        let answer = Answer {
+            handler: Box::pin(async { panic!("a handler bug") }),
+            api,
+            progress: progress.clone(),
+        };
+        let Ok(response) = answer.await;
+        assert_eq!(response.status(), 500);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        assert_eq!(progress.finished.load(Ordering::Relaxed), 1);
     }
 }

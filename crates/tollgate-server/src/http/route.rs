@@ -1,0 +1,91 @@
+//! Which handler a request goes to: seven fixed paths, matched by a `match`.
+//!
+//! axum's `Router` did this before, at a price paid on every decision: it cloned a boxed
+//! service per request, boxed the response future three times and stored the matched path in
+//! the request's extensions (9 of the 22 allocations a decision made, BENCHMARKS.md). A fixed
+//! API needs none of that.
+
+use axum::http::{HeaderValue, Method};
+
+/// A path of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `POST /v1/check`.
+    Check,
+    /// `GET /v1/peek`.
+    Peek,
+    /// `POST /v1/reset`.
+    Reset,
+    /// `GET /v1/policies`.
+    Policies,
+    /// `GET /health`.
+    Health,
+    /// `GET /ready`.
+    Ready,
+    /// `GET /metrics`.
+    Metrics,
+}
+
+impl Route {
+    /// The route of `path` (exactly: no trailing slash, no prefix match).
+    pub fn of(path: &str) -> Option<Route> {
+        Some(match path {
+            "/v1/check" => Route::Check,
+            "/v1/peek" => Route::Peek,
+            "/v1/reset" => Route::Reset,
+            "/v1/policies" => Route::Policies,
+            "/health" => Route::Health,
+            "/ready" => Route::Ready,
+            "/metrics" => Route::Metrics,
+            _ => return None,
+        })
+    }
+
+    /// Whether the route answers `method`. A GET route answers HEAD too: the handler runs and
+    /// hyper sends the head without the body.
+    pub fn allows(self, method: &Method) -> bool {
+        if self.is_post() {
+            method == Method::POST
+        } else {
+            method == Method::GET || method == Method::HEAD
+        }
+    }
+
+    /// The `Allow` header of a 405 on this route.
+    pub fn allow(self) -> HeaderValue {
+        HeaderValue::from_static(if self.is_post() { "POST" } else { "GET,HEAD" })
+    }
+
+    fn is_post(self) -> bool {
+        matches!(self, Route::Check | Route::Reset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_match_exactly_and_methods_per_route() {
+        assert_eq!(Route::of("/v1/check"), Some(Route::Check));
+        assert_eq!(Route::of("/metrics"), Some(Route::Metrics));
+        for path in [
+            "/v1/check/",
+            "/v1",
+            "/",
+            "",
+            "/V1/CHECK",
+            "/v1/checks",
+            "//v1/check",
+        ] {
+            assert_eq!(Route::of(path), None, "{path}");
+        }
+        assert!(Route::Check.allows(&Method::POST));
+        assert!(!Route::Check.allows(&Method::GET));
+        assert!(!Route::Reset.allows(&Method::PUT));
+        assert!(Route::Health.allows(&Method::HEAD));
+        assert!(!Route::Peek.allows(&Method::POST));
+        assert_eq!(Route::Reset.allow(), "POST");
+        assert_eq!(Route::Ready.allow(), "GET,HEAD");
+    }
+}
