@@ -419,11 +419,12 @@ part_callgrind() {
   mkdir -p "$d"
   cg_total() { sed -n 's/^summary: *//p; s/^totals: *//p' "$1" | head -1 | awk '{print $1}'; }
   # crates/tollgate/examples/keyed_loop.rs: one thread, 10,000 String keys in a fixed order, GCRA
-  # 1e6/min, MemoryStore::decide_now or governor's check_key. Two lengths, both long past
-  # inserting every key: the difference is the cost of a check on an existing key.
+  # 1e6/min: MemoryStore::decide_one_now (tollgate), Limiter::check (limiter) or governor's
+  # check_key. Two lengths, both long past inserting every key: the difference is the cost of a
+  # check on an existing key.
   local n1=200000 n2=700000 who
   if [ -n "$KEYED_LOOP" ]; then
-    for who in tollgate governor; do
+    for who in tollgate limiter governor; do
       local ir1 ir2
       timeout 300 valgrind --tool=callgrind --callgrind-out-file="$d/k1.out" "$KEYED_LOOP" "$who" $n1 >/dev/null 2>&1
       timeout 300 valgrind --tool=callgrind --callgrind-out-file="$d/k2.out" "$KEYED_LOOP" "$who" $n2 >/dev/null 2>&1
@@ -449,6 +450,51 @@ part_callgrind() {
   if [ -n "$c1" ] && [ -n "$c2" ]; then
     echo "{\"section\": \"callgrind\", \"contender\": \"tollgate bench --store redis, client side (library path + bench loop)\", \"variant\": \"gcra allow, 50 in flight\", \"rep\": 1, \"instructions_per_decision\": $(((c2 - c1) / (r2 - r1)))}" >>"$JSONL"
     log "  client: $(((c2 - c1) / (r2 - r1))) instructions per decision"
+  fi
+
+  # HTTP servers' user-space instructions per request: each under callgrind, wrk -t1 -c10 (3 s
+  # unmeasured, then zero the counters, 6 s, dump), the dump's total over wrk's request count.
+  if command -v wrk >/dev/null; then
+    log "callgrind: HTTP servers, user-space instructions per request (wrk -t1 -c10)"
+    cg_http() { # label port lua cmd...
+      local label=$1 port=$2 lua=$3 hpid f n ir
+      shift 3
+      (cd "$d" && RUST_LOG=warn exec valgrind --tool=callgrind --callgrind-out-file="$d/http.%p" "$@" >"$d/http-vg.log" 2>&1) &
+      hpid=$!
+      PIDS+=($hpid)
+      for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$port/health" && break; sleep 0.2; done
+      timeout 60 wrk -t1 -c10 -d3s -s "$lua" "http://127.0.0.1:$port" >/dev/null 2>&1 || true
+      callgrind_control -z "$hpid" >/dev/null 2>&1 || true
+      n=$(timeout 60 wrk -t1 -c10 -d6s -s "$lua" "http://127.0.0.1:$port" 2>/dev/null | awk '/requests in/ {print $1}' || true)
+      callgrind_control -d "$hpid" >/dev/null 2>&1 || true
+      sleep 1
+      kill -9 "$hpid" 2>/dev/null
+      wait "$hpid" 2>/dev/null || true
+      f=$(ls -t "$d"/http.*.* 2>/dev/null | head -1 || true)
+      ir=""
+      [ -z "$f" ] || ir=$(cg_total "$f")
+      rm -f "$d"/http.*
+      if [ -n "$n" ] && [ "$n" -gt 0 ] && [ -n "$ir" ]; then
+        echo "{\"section\": \"callgrind\", \"contender\": \"$label\", \"variant\": \"HTTP, wrk -t1 -c10, user-space instructions per request\", \"rep\": 1, \"instructions_per_decision\": $((ir / n))}" >>"$JSONL"
+        log "  $label: $((ir / n)) instructions per request"
+      else
+        log "  $label: no measurement (see $d/http-vg.log)"
+      fi
+    }
+    local hp
+    [ -f "$RUN/tollgate.yaml" ] || printf 'policies:\n  api: { algorithm: gcra, rate: 1000000/min }\n' >"$RUN/tollgate.yaml"
+    hp=$(free_port)
+    cg_http "tollgate serve, memory store" "$hp" "$ROOT/bench/wrk/check.lua" "$TOLLGATE" serve \
+      --config "$RUN/tollgate.yaml" --listen "127.0.0.1:$hp" --store memory
+    if [ -n "$FLOOR_BIN" ]; then
+      hp=$(free_port)
+      cg_http "HTTP floor (axum, fixed answer)" "$hp" "$ROOT/bench/wrk/check.lua" "$FLOOR_BIN" "$hp"
+    fi
+    if [ -n "$TC_BIN" ]; then
+      hp=$(free_port)
+      cg_http "throttlecrab-server HTTP" "$hp" "$PEERS_DIR/http-floor/lua/throttlecrab.lua" "$TC_BIN" --http \
+        --http-host 127.0.0.1 --http-port "$hp" --store periodic --log-level warn
+    fi
   fi
 
   log "callgrind: redis-server instructions per script call (tollgate's script per algorithm, the peers' scripts)"
@@ -512,7 +558,7 @@ part_callgrind() {
 T_START=$(date +%s)
 rep_s=0
 reserve=0 # seconds kept for the callgrind part at the end
-if has_part callgrind; then reserve=90; fi
+if has_part callgrind; then reserve=180; fi
 for REP in $(seq "$REPEAT"); do
   now=$(date +%s)
   if [ "$REP" -gt 1 ] && [ $((now - T_START + rep_s * 11 / 10 + reserve)) -gt "$BUDGET_S" ]; then

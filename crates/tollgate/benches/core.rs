@@ -92,7 +92,8 @@ fn keyed(c: &mut Criterion) {
             })
         });
 
-        // tollgate memory store, the synchronous store call.
+        // tollgate memory store, its synchronous one-check call (the one `Limiter::check` and
+        // governor's `check_key` are: one key, one limit).
         let policy =
             Policy::new(Algorithm::Gcra, 1_000_000, Duration::from_secs(60), None).unwrap();
         let store = MemoryStore::new();
@@ -101,12 +102,12 @@ fn keyed(c: &mut Criterion) {
                 timed_threads(threads, iters, |n, t| {
                     for i in 0..n as usize {
                         let key = &keys[order[(i * 2 + t) & 0xffff]];
-                        let check = [Check {
+                        let check = Check {
                             name: "api",
                             policy: &policy,
                             key,
-                        }];
-                        black_box(store.decide_now(&check, 1, Mode::Consume).is_ok());
+                        };
+                        black_box(store.decide_one_now(&check, 1, Mode::Consume).is_ok());
                     }
                 })
             })

@@ -1,7 +1,9 @@
 //! A fixed keyed workload for instruction and cache counts under valgrind (stable on a noisy
 //! machine, unlike wall time): `valgrind --tool=cachegrind --cache-sim=yes \
-//! target/release/examples/keyed_loop tollgate|limiter|governor [checks]` (`tollgate`: the memory
-//! store's `decide_now`; `limiter`: `Limiter::check` on it, the public API).
+//! target/release/examples/keyed_loop tollgate|slice|limiter|governor [checks]` (`tollgate`: the
+//! memory store's one-check call `decide_one_now`, which `Limiter::check` ends in; `slice`: the
+//! several-checks call `decide_now` with one check; `limiter`: `Limiter::check` on it, the
+//! public API).
 //! 10,000 String keys, a fixed pseudo-random order, one check per key visit, never rejecting.
 
 use std::hint::black_box;
@@ -56,7 +58,7 @@ fn main() {
                 black_box(ready(limiter.check("api", &keys[k])).is_ok());
             }
         }
-        _ => {
+        "slice" => {
             let policy =
                 Policy::new(Algorithm::Gcra, 1_000_000, Duration::from_secs(60), None).unwrap();
             let store = MemoryStore::new();
@@ -67,6 +69,19 @@ fn main() {
                     key: &keys[k],
                 }];
                 black_box(store.decide_now(&check, 1, Mode::Consume).is_ok());
+            }
+        }
+        _ => {
+            let policy =
+                Policy::new(Algorithm::Gcra, 1_000_000, Duration::from_secs(60), None).unwrap();
+            let store = MemoryStore::new();
+            for &k in &order {
+                let check = Check {
+                    name: "api",
+                    policy: &policy,
+                    key: &keys[k],
+                };
+                black_box(store.decide_one_now(&check, 1, Mode::Consume).is_ok());
             }
         }
     }

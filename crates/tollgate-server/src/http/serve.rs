@@ -30,7 +30,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::Api;
+use super::{Api, Handler};
 
 /// How often a connection's watchdog looks at its progress.
 pub const WATCH_EVERY: Duration = Duration::from_secs(5);
@@ -216,7 +216,7 @@ impl Service<Request<Incoming>> for Tracked {
     fn call(&self, request: Request<Incoming>) -> Answer {
         self.progress.started.fetch_add(1, Ordering::Relaxed);
         Answer {
-            handler: Box::pin(self.api.clone().handle(request)),
+            handler: self.api.handle(request),
             api: self.api.clone(),
             progress: self.progress.clone(),
         }
@@ -227,7 +227,7 @@ impl Service<Request<Incoming>> for Tracked {
 /// cannot take its connection, or its HTTP/2 neighbours, down with it). Marks the request
 /// finished when it resolves.
 struct Answer {
-    handler: Pin<Box<dyn Future<Output = Response> + Send>>,
+    handler: Handler,
     api: Arc<Api>,
     progress: Arc<Progress>,
 }
