@@ -21,9 +21,10 @@
 #   accuracy    3 processes x 32 in flight on one key, limit 100: exactly 100 must pass
 #   http        tollgate serve (memory store, Redis) with wrk -t2 -c50 beside the HTTP floor
 #               (a fixed-answer axum handler) and throttlecrab-server
-#   callgrind   instructions per decision (stable across noisy runs): the memory store, the Redis
-#               store's client side, and redis-server running each algorithm's script and the
-#               peers' scripts
+#   callgrind   instructions per decision (stable across noisy runs): the memory store and
+#               Limiter::check beside governor, the Redis store's client side, the HTTP servers'
+#               user space per request (tollgate serve, the floor, throttlecrab), and
+#               redis-server running each algorithm's script and the peers' scripts
 #
 # Everything binds 127.0.0.1. A private redis-server on a free port is stopped by its pid on
 # exit, as are the servers started here. Each command has a timeout; no repetition starts when
@@ -558,7 +559,7 @@ part_callgrind() {
 T_START=$(date +%s)
 rep_s=0
 reserve=0 # seconds kept for the callgrind part at the end
-if has_part callgrind; then reserve=180; fi
+if has_part callgrind; then reserve=240; fi
 for REP in $(seq "$REPEAT"); do
   now=$(date +%s)
   if [ "$REP" -gt 1 ] && [ $((now - T_START + rep_s * 11 / 10 + reserve)) -gt "$BUDGET_S" ]; then
