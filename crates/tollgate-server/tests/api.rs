@@ -303,3 +303,39 @@ async fn concurrent_checks_of_one_key_never_overshoot() {
         );
     }
 }
+
+#[tokio::test]
+async fn http2_clients_get_the_same_decisions_and_headers() {
+    let server = TestServer::start(TEN_OF_EACH).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for expected_remaining in [1, 0] {
+        let response = h2
+            .post(server.url("/v1/check"))
+            .json(&json!({"policy": "small", "key": "h2"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        assert!(response.headers().contains_key("ratelimit"));
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["remaining"], expected_remaining);
+    }
+    let refused = h2
+        .post(server.url("/v1/check"))
+        .json(&json!({"policy": "small", "key": "h2"}))
+        .send()
+        .await
+        .unwrap();
+    // A rejection is a decision like any other: 200, with Retry-After.
+    assert_eq!(refused.status(), 200);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["allowed"], false);
+    let missing = h2.get(server.url("/nope")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    server.stop().await;
+}
