@@ -197,8 +197,11 @@ measure() {
 part_core() {
   [ -n "$CORE_BENCH" ] || return 0
   local home=$RAW/criterion-$REP
-  # CRITERION_HOME keeps this run's estimates apart from anyone else's target/criterion.
-  if ! CRITERION_HOME=$home timeout 240 "$CORE_BENCH" --bench keyed_10k --noplot >"$RAW/criterion-$REP.txt" 2>&1; then
+  # CRITERION_HOME keeps this run's estimates apart from anyone else's target/criterion; even
+  # repetitions measure the contenders in the reverse order (KEYED_ORDER, benches/core.rs).
+  local order=forward
+  [ $((REP % 2)) = 0 ] && order=reversed
+  if ! KEYED_ORDER=$order CRITERION_HOME=$home timeout 240 "$CORE_BENCH" --bench keyed_10k --noplot >"$RAW/criterion-$REP.txt" 2>&1; then
     log "  core: criterion failed, see $RAW/criterion-$REP.txt"
     return 0
   fi

@@ -72,59 +72,68 @@ fn timed_threads(threads: usize, iters: u64, work: impl Fn(u64, usize) + Sync) -
     start.elapsed()
 }
 
+/// One keyed contender: the work of `n` checks on thread `t`.
+type Contender<'a> = (&'static str, Box<dyn Fn(u64, usize) + Sync + 'a>);
+
 fn keyed(c: &mut Criterion) {
     let keys = keys();
     let order = order(1 << 16);
     let mut g = c.benchmark_group("keyed_10k");
     g.throughput(Throughput::Elements(1));
+    // `KEYED_ORDER=reversed` measures the contenders in the opposite order, so a run that
+    // alternates it (scripts/bench.sh does, by repetition) gives no contender the same slot.
+    let reversed = std::env::var("KEYED_ORDER").is_ok_and(|v| v == "reversed");
     for threads in [1usize, 2] {
+        let key = |i: usize, t: usize| &keys[order[(i * 2 + t) & 0xffff]];
         // governor: 1e6 per minute, never rejecting.
         let quota = Quota::per_minute(NonZeroU32::new(1_000_000).unwrap());
         let governor = RateLimiter::keyed(quota);
-        g.bench_function(format!("governor/{threads}t"), |b| {
-            b.iter_custom(|iters| {
-                timed_threads(threads, iters, |n, t| {
-                    for i in 0..n as usize {
-                        let key = &keys[order[(i * 2 + t) & 0xffff]];
-                        black_box(governor.check_key(key).is_ok());
-                    }
-                })
-            })
-        });
-
-        // tollgate memory store, its synchronous one-check call (the one `Limiter::check` and
-        // governor's `check_key` are: one key, one limit).
         let policy =
             Policy::new(Algorithm::Gcra, 1_000_000, Duration::from_secs(60), None).unwrap();
         let store = MemoryStore::new();
-        g.bench_function(format!("tollgate-memory/{threads}t"), |b| {
-            b.iter_custom(|iters| {
-                timed_threads(threads, iters, |n, t| {
+        let limiter = Arc::new(Limiter::new(MemoryStore::new()).with_policy("api", policy.clone()));
+        let mut contenders: Vec<Contender<'_>> = vec![
+            (
+                "governor",
+                Box::new(|n, t| {
                     for i in 0..n as usize {
-                        let key = &keys[order[(i * 2 + t) & 0xffff]];
+                        black_box(governor.check_key(key(i, t)).is_ok());
+                    }
+                }),
+            ),
+            // tollgate memory store, its synchronous one-check call (the one `Limiter::check`
+            // ends in, as governor's `check_key` is its one-key call).
+            (
+                "tollgate-memory",
+                Box::new(|n, t| {
+                    for i in 0..n as usize {
                         let check = Check {
                             name: "api",
                             policy: &policy,
-                            key,
+                            key: key(i, t),
                         };
                         black_box(store.decide_one_now(&check, 1, Mode::Consume).is_ok());
                     }
-                })
-            })
-        });
-
-        // tollgate Limiter::check (async API, name lookup, validation) on the memory store.
-        let limiter = Arc::new(Limiter::new(MemoryStore::new()).with_policy("api", policy.clone()));
-        g.bench_function(format!("tollgate-limiter/{threads}t"), |b| {
-            b.iter_custom(|iters| {
-                timed_threads(threads, iters, |n, t| {
+                }),
+            ),
+            // tollgate Limiter::check (async API, name lookup, validation) on the memory store.
+            (
+                "tollgate-limiter",
+                Box::new(|n, t| {
                     for i in 0..n as usize {
-                        let key = &keys[order[(i * 2 + t) & 0xffff]];
-                        black_box(ready(limiter.check("api", key)).is_ok());
+                        black_box(ready(limiter.check("api", key(i, t))).is_ok());
                     }
-                })
-            })
-        });
+                }),
+            ),
+        ];
+        if reversed {
+            contenders.reverse();
+        }
+        for (name, work) in &contenders {
+            g.bench_function(format!("{name}/{threads}t"), |b| {
+                b.iter_custom(|iters| timed_threads(threads, iters, work))
+            });
+        }
     }
     g.finish();
 }
