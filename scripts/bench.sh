@@ -92,7 +92,7 @@ for l in sys.stdin:
 REDIS_LOAD=$(bench_exe tollgate-redis redis_load)
 CORE_BENCH="" KEYED_LOOP=""
 has_part core && CORE_BENCH=$(bench_exe tollgate core)
-if has_part callgrind && timeout 1800 cargo build --release --quiet -p tollgate --example keyed_loop; then
+if { has_part callgrind || has_part core; } && timeout 1800 cargo build --release --quiet -p tollgate --example keyed_loop; then
   KEYED_LOOP=$ROOT/target/release/examples/keyed_loop
 fi
 T_BUILT=$(date +%s)
@@ -216,6 +216,20 @@ for line in sys.stdin:
         r["ratio_to"] = f"core|governor|keyed 10k, {threads}|governor"
     print(json.dumps(r))' >>"$JSONL"
   log "  core: $(grep '"section": "core"' "$JSONL" | grep -c "\"rep\": $REP") criterion rows"
+  # The same two contenders in one process, in 40 alternating bursts of 1,000,000 checks (ABBA):
+  # drift on the shared machine hits both alike (examples/keyed_loop.rs, `alternate`).
+  if [ -n "$KEYED_LOOP" ]; then
+    timeout 300 "$KEYED_LOOP" alternate 1000000 2>"$RAW/alternate-$REP.err" | REP=$REP python3 -c '
+import json, os, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    row = {"section": "core", "contender": r["who"] + " (alternating bursts)", "variant": "keyed 10k, 1t",
+           "rep": int(os.environ["REP"]), "rps": r["rps"]}
+    if r["who"] != "governor":
+        row["ratio_to"] = "core|governor (alternating bursts)|keyed 10k, 1t|governor"
+    print(json.dumps(row))' >>"$JSONL" || log "  core: keyed_loop alternate failed"
+    log "  core: alternating bursts: $(cat "$RAW/alternate-$REP.err")"
+  fi
 }
 
 part_redis() {
