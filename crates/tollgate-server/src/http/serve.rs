@@ -215,8 +215,12 @@ impl Service<Request<Incoming>> for Tracked {
 
     fn call(&self, request: Request<Incoming>) -> Answer {
         self.progress.started.fetch_add(1, Ordering::Relaxed);
+        // The handlers that answer at once (policies, metrics, errors) run here, not in a poll.
+        let handler =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.api.handle(request)))
+                .unwrap_or_else(|panic| super::answered(self.api.panicked(panic)));
         Answer {
-            handler: self.api.handle(request),
+            handler,
             api: self.api.clone(),
             progress: self.progress.clone(),
         }
