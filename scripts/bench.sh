@@ -372,14 +372,16 @@ commands_per_decision() {
   log "  commands per decision: $(grep '"section": "commands"' "$JSONL" | while read -r l; do summarize brief "$l"; done | tr '\n' ' ')"
 }
 
+# The policy every HTTP server of this script runs: never rejecting.
+write_http_config() {
+  printf 'policies:\n  api: { algorithm: gcra, rate: 1000000/min }\n' >"$RUN/tollgate.yaml"
+}
+
 # HTTP servers: started once, measured in turns
 start_http() {
   HTTP_MEM_PORT=$(free_port)
   HTTP_REDIS_PORT=$(free_port)
-  cat >"$RUN/tollgate.yaml" <<EOF
-policies:
-  api: { algorithm: gcra, rate: 1000000/min }
-EOF
+  write_http_config
   TOLLGATE_LOG=text RUST_LOG=warn "$TOLLGATE" serve --config "$RUN/tollgate.yaml" --listen "127.0.0.1:$HTTP_MEM_PORT" --store memory >"$RUN/serve-mem.log" 2>&1 &
   PIDS+=($!)
   TOLLGATE_LOG=text RUST_LOG=warn "$TOLLGATE" serve --config "$RUN/tollgate.yaml" --listen "127.0.0.1:$HTTP_REDIS_PORT" --store "$REDIS_URL" >"$RUN/serve-redis.log" 2>&1 &
@@ -500,7 +502,7 @@ part_callgrind() {
       fi
     }
     local hp
-    [ -f "$RUN/tollgate.yaml" ] || printf 'policies:\n  api: { algorithm: gcra, rate: 1000000/min }\n' >"$RUN/tollgate.yaml"
+    [ -f "$RUN/tollgate.yaml" ] || write_http_config
     hp=$(free_port)
     cg_http "tollgate serve, memory store" "$hp" "$ROOT/bench/wrk/check.lua" "$TOLLGATE" serve \
       --config "$RUN/tollgate.yaml" --listen "127.0.0.1:$hp" --store memory

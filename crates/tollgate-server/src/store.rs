@@ -132,14 +132,10 @@ impl Store for AnyStore {
         mode: Mode,
     ) -> Result<StoreDecision, StoreError> {
         match self {
-            // Synchronous: awaiting the memory store's future inline would make every caller's
-            // future as large as the Redis one (about 4 KB), which axum and the panic layer
-            // then copy into a box twice per request.
-            AnyStore::Memory(memory) => Ok(StoreDecision {
-                decisions: memory.decide_now(checks, cost, mode)?,
-                degraded: false,
-            }),
-            // Boxed for the same reason: one allocation beside a network round trip.
+            AnyStore::Memory(memory) => memory.decide(checks, cost, mode).await,
+            // Boxed: awaited inline, its ~4 KB of state would be part of every caller's future,
+            // memory-store requests included, and the server copies each request's future into
+            // a box. One allocation beside a network round trip.
             AnyStore::Redis(redis) => Box::pin(redis.decide(checks, cost, mode)).await,
         }
     }

@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::{Quota, RateLimiter};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tollgate::{Algorithm, Check, Limiter, MemoryStore, Mode, Policy};
 
 /// Poll a future that never waits (the memory store's) to completion.
@@ -44,25 +44,15 @@ fn main() {
         .collect();
     match which.as_str() {
         "alternate" => alternate(&keys, &order),
-        "governor" => {
-            let limiter =
-                RateLimiter::keyed(Quota::per_minute(NonZeroU32::new(1_000_000).unwrap()));
-            for &k in &order {
-                black_box(limiter.check_key(&keys[k]).is_ok());
-            }
-        }
+        "governor" => governor_pass(&governor(), &keys, &order),
         "limiter" => {
-            let policy =
-                Policy::new(Algorithm::Gcra, 1_000_000, Duration::from_secs(60), None).unwrap();
-            let limiter = Limiter::new(MemoryStore::new()).with_policy("api", policy);
+            let limiter = Limiter::new(MemoryStore::new()).with_policy("api", policy());
             for &k in &order {
                 black_box(ready(limiter.check("api", &keys[k])).is_ok());
             }
         }
         "slice" => {
-            let policy =
-                Policy::new(Algorithm::Gcra, 1_000_000, Duration::from_secs(60), None).unwrap();
-            let store = MemoryStore::new();
+            let (policy, store) = (policy(), MemoryStore::new());
             for &k in &order {
                 let check = [Check {
                     name: "api",
@@ -72,19 +62,36 @@ fn main() {
                 black_box(store.decide_now(&check, 1, Mode::Consume).is_ok());
             }
         }
-        _ => {
-            let policy =
-                Policy::new(Algorithm::Gcra, 1_000_000, Duration::from_secs(60), None).unwrap();
-            let store = MemoryStore::new();
-            for &k in &order {
-                let check = Check {
-                    name: "api",
-                    policy: &policy,
-                    key: &keys[k],
-                };
-                black_box(store.decide_one_now(&check, 1, Mode::Consume).is_ok());
-            }
-        }
+        _ => tollgate_pass(&MemoryStore::new(), &policy(), &keys, &order),
+    }
+}
+
+/// GCRA, 1e6 per minute: nothing is ever rejected.
+fn policy() -> Policy {
+    Policy::new(Algorithm::Gcra, 1_000_000, Duration::from_secs(60), None).unwrap()
+}
+
+/// governor's keyed limiter with the same quota.
+fn governor() -> DefaultKeyedRateLimiter<String> {
+    RateLimiter::keyed(Quota::per_minute(NonZeroU32::new(1_000_000).unwrap()))
+}
+
+/// One check per entry of `order` with governor's `check_key`.
+fn governor_pass(governor: &DefaultKeyedRateLimiter<String>, keys: &[String], order: &[usize]) {
+    for &k in order {
+        black_box(governor.check_key(&keys[k]).is_ok());
+    }
+}
+
+/// One check per entry of `order` with the memory store's one-check call.
+fn tollgate_pass(store: &MemoryStore, policy: &Policy, keys: &[String], order: &[usize]) {
+    for &k in order {
+        let check = Check {
+            name: "api",
+            policy,
+            key: &keys[k],
+        };
+        black_box(store.decide_one_now(&check, 1, Mode::Consume).is_ok());
     }
 }
 
@@ -94,24 +101,9 @@ fn main() {
 /// (scripts/bench.sh records them), and on stderr the median of the rounds' ratios.
 fn alternate(keys: &[String], order: &[usize]) {
     const ROUNDS: usize = 40;
-    let governor = RateLimiter::keyed(Quota::per_minute(NonZeroU32::new(1_000_000).unwrap()));
-    let policy = Policy::new(Algorithm::Gcra, 1_000_000, Duration::from_secs(60), None).unwrap();
-    let store = MemoryStore::new();
-    let run_governor = || {
-        for &k in order {
-            black_box(governor.check_key(&keys[k]).is_ok());
-        }
-    };
-    let run_tollgate = || {
-        for &k in order {
-            let check = Check {
-                name: "api",
-                policy: &policy,
-                key: &keys[k],
-            };
-            black_box(store.decide_one_now(&check, 1, Mode::Consume).is_ok());
-        }
-    };
+    let (governor, policy, store) = (governor(), policy(), MemoryStore::new());
+    let run_governor = || governor_pass(&governor, keys, order);
+    let run_tollgate = || tollgate_pass(&store, &policy, keys, order);
     let timed = |f: &dyn Fn()| {
         let start = std::time::Instant::now();
         f();
