@@ -35,8 +35,8 @@ impl Arguments for redis::Cmd {
 /// A RESP command (`*<count>` then `$<length>` bulk strings) appended to a buffer. The count
 /// goes first, so it is given up front; [`Resp::finish`] checks it in debug builds.
 pub struct Resp<'a> {
-    out: &'a mut Vec<u8>,
-    left: usize,
+    arguments: Bulk<'a>,
+    count: usize,
 }
 
 impl<'a> Resp<'a> {
@@ -45,20 +45,60 @@ impl<'a> Resp<'a> {
         out.push(b'*');
         out.extend_from_slice(itoa::Buffer::new().format(count).as_bytes());
         out.extend_from_slice(b"\r\n");
-        Resp { out, left: count }
+        Resp {
+            arguments: Bulk::new(out),
+            count,
+        }
     }
 
     /// End the command: every announced argument must have been written.
     pub fn finish(self) {
-        debug_assert_eq!(self.left, 0, "RESP command announced more arguments");
+        debug_assert_eq!(
+            self.arguments.written, self.count,
+            "RESP command announced other than its arguments"
+        );
+    }
+}
+
+impl Arguments for Resp<'_> {
+    fn bytes(&mut self, argument: &[u8]) {
+        debug_assert!(
+            self.arguments.written < self.count,
+            "more arguments than announced"
+        );
+        self.arguments.bytes(argument);
+    }
+
+    fn pieces(&mut self, pieces: &[&str]) {
+        debug_assert!(
+            self.arguments.written < self.count,
+            "more arguments than announced"
+        );
+        self.arguments.pieces(pieces);
+    }
+}
+
+/// RESP bulk strings appended to a buffer with no command header: the arguments of a
+/// [`Resp`], or parts of a command whose header is written later (the batches of `tcp.rs`).
+/// Counts what it wrote.
+pub struct Bulk<'a> {
+    out: &'a mut Vec<u8>,
+    written: usize,
+}
+
+impl<'a> Bulk<'a> {
+    /// Append to the end of `out`.
+    pub fn new(out: &'a mut Vec<u8>) -> Self {
+        Bulk { out, written: 0 }
+    }
+
+    /// Bulk strings written so far.
+    pub fn written(&self) -> usize {
+        self.written
     }
 
     fn header(&mut self, length: usize) {
-        debug_assert!(
-            self.left > 0,
-            "RESP command got more arguments than announced"
-        );
-        self.left = self.left.wrapping_sub(1);
+        self.written += 1;
         self.out.push(b'$');
         self.out
             .extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
@@ -66,7 +106,7 @@ impl<'a> Resp<'a> {
     }
 }
 
-impl Arguments for Resp<'_> {
+impl Arguments for Bulk<'_> {
     fn bytes(&mut self, argument: &[u8]) {
         self.header(argument.len());
         self.out.extend_from_slice(argument);

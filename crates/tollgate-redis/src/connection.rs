@@ -163,14 +163,20 @@ impl Connection {
     /// Run one script call (its reply, a server error as `Err`).
     pub(crate) async fn eval(&self, call: &ScriptCall<'_>) -> RedisResult<Value> {
         match self {
-            Connection::Tcp(tcp) => {
-                tcp.command_with(|out| {
-                    let mut resp = Resp::new(out, call.count());
-                    call.write(&mut resp);
-                    resp.finish();
-                })
-                .await
-            }
+            Connection::Tcp(tcp) => match call.batch() {
+                Some(batch) => {
+                    tcp.batched(batch, |keys, arguments| call.write_batched(keys, arguments))
+                        .await
+                }
+                None => {
+                    tcp.command_with(|out| {
+                        let mut resp = Resp::new(out, call.count());
+                        call.write(&mut resp);
+                        resp.finish();
+                    })
+                    .await
+                }
+            },
             _ => self.query(&call.to_cmd()).await,
         }
     }

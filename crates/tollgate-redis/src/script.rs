@@ -12,8 +12,9 @@ use std::sync::LazyLock;
 
 use tollgate::{Algorithm, Check, Decision, Decisions, Mode, Policy};
 
-use crate::arguments::Arguments;
+use crate::arguments::{Arguments, Bulk};
 use crate::keys::Key;
+use crate::tcp::Batch;
 
 /// Which script a check runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,11 +114,33 @@ const fn index(algorithm: Algorithm) -> usize {
 struct Scripts {
     one_policy: [redis::Script; 5],
     several_policies: redis::Script,
+    /// The one-policy scripts as batches of the plain-TCP connection, per algorithm: for
+    /// consuming checks, then for peeks (the mode goes after every check's arguments).
+    batches: [[Batch; 5]; 2],
 }
 
-static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    one_policy: ONE_POLICY_SOURCES.map(redis::Script::new),
-    several_policies: redis::Script::new(SEVERAL_POLICIES_SOURCE),
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
+    let one_policy = ONE_POLICY_SOURCES.map(redis::Script::new);
+    let batch = |mode: usize, algorithm: usize| -> Batch {
+        // The SHA lives as long as the scripts (the program): leaked once per script.
+        let sha: &'static str = one_policy[algorithm].get_hash().to_owned().leak();
+        let (tail, tail_arguments): (&'static [u8], usize) = match mode {
+            0 => (b"", 0),
+            _ => (b"$1\r\np\r\n", 1),
+        };
+        Batch {
+            queue: mode * ALGORITHMS.len() + algorithm,
+            sha,
+            tail,
+            tail_arguments,
+        }
+    };
+    let batches = [0, 1].map(|mode| [0, 1, 2, 3, 4].map(|algorithm| batch(mode, algorithm)));
+    Scripts {
+        one_policy,
+        several_policies: redis::Script::new(SEVERAL_POLICIES_SOURCE),
+        batches,
+    }
 });
 
 /// Integers the scripts return per policy.
@@ -225,6 +248,43 @@ impl ScriptCall<'_> {
             self.now_us,
             self.checks.iter().map(|c| c.policy),
         );
+    }
+
+    /// The batch this call may join on the plain-TCP connection: a check of one policy, by
+    /// SHA, on Redis time (tests' injected time goes alone).
+    pub(crate) fn batch(&self) -> Option<&'static Batch> {
+        let [check] = self.checks else {
+            return None;
+        };
+        if self.by_source || self.now_us.is_some() {
+            return None;
+        }
+        let mode = match self.mode {
+            Mode::Consume => 0,
+            Mode::Peek => 1,
+        };
+        Some(&SCRIPTS.batches[mode][index(check.policy.algorithm())])
+    }
+
+    /// As one call of [`Self::batch`]: its key into `keys`, its arguments into `arguments`
+    /// (what [`Self::write`] writes for them, the mode left to the batch), as RESP bulk
+    /// strings; returns how many it wrote in all.
+    pub(crate) fn write_batched(&self, keys: &mut Vec<u8>, arguments: &mut Vec<u8>) -> usize {
+        let mut key = Bulk::new(keys);
+        let mut args = Bulk::new(arguments);
+        for check in self.checks {
+            Key::new(self.prefix, check.name, check.policy.algorithm(), check.key)
+                .write_to(&mut key);
+            push_args(
+                &mut args,
+                self.shape(),
+                Mode::Consume,
+                self.cost,
+                None,
+                std::iter::once(check.policy),
+            );
+        }
+        key.written() + args.written()
     }
 
     /// The call as a redis-rs command (for the connections of redis-rs, and pipelines).

@@ -78,7 +78,9 @@ impl Default for RedisOptions {
 
 /// A [`Store`] in Redis: every decision is one `EVALSHA` of one Lua script that reads Redis
 /// `TIME`, runs the same transitions as the core, writes only when it consumes, and sets a TTL
-/// on every key it writes. A check over several policies is one call and all-or-nothing.
+/// on every key it writes. A check over several policies is one call and all-or-nothing. On a
+/// standalone Redis over plain TCP, one-policy checks of one algorithm that queue while such a
+/// call is unanswered share the next call, each decided in turn as if alone (`tcp.rs`).
 ///
 /// Cheap to clone: clones share the connection, so concurrent decisions pipeline on it.
 ///

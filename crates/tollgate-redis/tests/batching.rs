@@ -1,0 +1,227 @@
+//! Batching on the plain-TCP connection (`tcp.rs`, `scripts/one_policy.lua`): concurrent
+//! checks of one algorithm share script calls, and every decision is the one it would have
+//! been as a call of its own: exact counts, every state consumed once, a check that fails
+//! fails alone, and a batch answers byte for byte as its checks sent one by one.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tollgate::{Algorithm, Check, Mode, Policy, Store, StoreError};
+use tollgate_redis::script::Shape;
+use tollgate_redis::{RedisOptions, RedisStore};
+use tollgate_testkit::{RedisServer, info_field};
+
+/// Callers deciding at once on one store (one connection).
+const TASKS: usize = 64;
+/// Decisions per caller.
+const ROUNDS: usize = 10;
+/// Keys they share: 640 attempts on 8 keys, 80 per key.
+const KEYS: usize = 8;
+/// Each key's limit: 30 of its 80 attempts are allowed.
+const LIMIT: u64 = 30;
+
+async fn store(server: &RedisServer, prefix: &str) -> RedisStore {
+    let options = RedisOptions {
+        prefix: prefix.to_owned(),
+        ..RedisOptions::default()
+    };
+    RedisStore::connect(&server.url(), options).await.unwrap()
+}
+
+/// A policy per algorithm with no refill while a test runs (a day for the buckets).
+fn policy(algorithm: Algorithm) -> Policy {
+    let period = if algorithm.has_burst() { 86_400 } else { 3_600 };
+    Policy::new(algorithm, LIMIT, Duration::from_secs(period), None).unwrap()
+}
+
+/// `EVALSHA` calls the server has run so far.
+fn evalsha_calls(server: &RedisServer) -> u64 {
+    let info = server.query_string(&["INFO", "commandstats"]).unwrap();
+    info_field(&info, "cmdstat_evalsha")
+        .and_then(|stats| stats.split(',').find_map(|f| f.strip_prefix("calls=")))
+        .map_or(0, |calls| calls.parse().unwrap())
+}
+
+/// What each key's decisions were: `remaining` of every allowed one, and how many were refused.
+type Outcomes = BTreeMap<String, (Vec<u64>, u64)>;
+
+/// `TASKS` callers at once, each deciding `ROUNDS` times on keys `victim` takes part in when
+/// given. Returns the outcomes and the errors per key.
+async fn hammer(
+    store: &RedisStore,
+    policy: &Policy,
+    victim: Option<&str>,
+) -> (Outcomes, BTreeMap<String, Vec<String>>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..TASKS {
+        let store = store.clone();
+        let policy = policy.clone();
+        let victim = victim.map(str::to_owned);
+        tasks.spawn(async move {
+            let mut seen = Vec::new();
+            for round in 0..ROUNDS {
+                let key = match &victim {
+                    Some(victim) if (task + round) % 2 == 0 => victim.clone(),
+                    _ => format!("k{}", (task + round) % KEYS),
+                };
+                let check = Check {
+                    name: "p",
+                    policy: &policy,
+                    key: &key,
+                };
+                let result = store.decide(&[check], 1, Mode::Consume).await;
+                seen.push((key, result.map(|d| d.decisions[0])));
+            }
+            seen
+        });
+    }
+    let mut outcomes = Outcomes::new();
+    let mut errors: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    while let Some(seen) = tasks.join_next().await {
+        for (key, result) in seen.unwrap() {
+            match result {
+                Ok(decision) => {
+                    let entry = outcomes.entry(key).or_default();
+                    if decision.allowed {
+                        entry.0.push(decision.remaining);
+                    } else {
+                        entry.1 += 1;
+                    }
+                }
+                Err(StoreError::Backend(e)) => errors.entry(key).or_default().push(e.to_string()),
+                Err(other) => panic!("{key}: {other:?}"),
+            }
+        }
+    }
+    (outcomes, errors)
+}
+
+/// Every key allowed exactly `LIMIT` times, each allowed decision on a state no other saw
+/// (its `remaining` is LIMIT-1, ..., 0, once each), the rest refused.
+fn assert_exact(algorithm: Algorithm, outcomes: &Outcomes, attempts_per_key: u64) {
+    for (key, (remaining, refused)) in outcomes {
+        let mut remaining = remaining.clone();
+        remaining.sort_unstable();
+        let expected: Vec<u64> = (0..LIMIT).collect();
+        assert_eq!(remaining, expected, "{algorithm:?} {key}: remaining values");
+        assert_eq!(*refused, attempts_per_key - LIMIT, "{algorithm:?} {key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checks_share_script_calls_and_stay_exact() {
+    let server = RedisServer::start().unwrap();
+    for algorithm in Algorithm::ALL {
+        let store = store(&server, &format!("batch{}", algorithm.name())).await;
+        let policy = policy(algorithm);
+        let before = evalsha_calls(&server);
+        let (outcomes, errors) = hammer(&store, &policy, None).await;
+        let calls = evalsha_calls(&server) - before;
+        assert!(errors.is_empty(), "{algorithm:?}: {errors:?}");
+        assert_eq!(outcomes.len(), KEYS);
+        assert_exact(algorithm, &outcomes, (TASKS * ROUNDS / KEYS) as u64);
+        // 64 callers on one connection, at most two batches of an algorithm in flight: the
+        // decisions go out in far fewer calls than one each.
+        let decisions = (TASKS * ROUNDS) as u64;
+        assert!(
+            calls > 0 && calls * 4 <= decisions,
+            "{algorithm:?}: {calls} EVALSHA calls for {decisions} decisions"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_that_fails_in_a_batch_fails_alone() {
+    let server = RedisServer::start().unwrap();
+    for algorithm in Algorithm::ALL {
+        let store = store(&server, &format!("victim{}", algorithm.name())).await;
+        let policy = policy(algorithm);
+        let victim = "victim";
+        let key = store.key(&Check {
+            name: "p",
+            policy: &policy,
+            key: victim,
+        });
+        // Another program's value under the victim's key: a list for the sliding log (whose
+        // state is a list), a text value for the others.
+        if algorithm == Algorithm::SlidingLog {
+            let _: i64 = server.query(&["RPUSH", &key, "1", "2"]).unwrap();
+        } else {
+            let _: String = server.query(&["SET", &key, "1700000000000000:3"]).unwrap();
+        }
+        let before = evalsha_calls(&server);
+        let (outcomes, errors) = hammer(&store, &policy, Some(victim)).await;
+        let calls = evalsha_calls(&server) - before;
+        let decisions = (TASKS * ROUNDS) as u64;
+        assert!(calls * 4 <= decisions, "{algorithm:?}: {calls} calls");
+        // Half the attempts went to the victim: every one an error naming its key.
+        let failed = &errors[victim];
+        assert_eq!(failed.len(), TASKS * ROUNDS / 2, "{algorithm:?}");
+        assert!(
+            failed
+                .iter()
+                .all(|e| e.contains("malformed") && e.contains(&key)),
+            "{algorithm:?}: {:?}",
+            failed.first()
+        );
+        assert_eq!(errors.len(), 1, "{algorithm:?}: {errors:?}");
+        // The others, batched with it, decided as ever: the other 320 attempts went to the
+        // odd keys, 80 each.
+        assert_eq!(outcomes.len(), KEYS / 2, "{algorithm:?}");
+        assert_exact(algorithm, &outcomes, (TASKS * ROUNDS / KEYS) as u64);
+        // The foreign value is untouched.
+        assert_eq!(server.query::<i64>(&["EXISTS", &key]).unwrap(), 1);
+    }
+}
+
+/// The script as a batch (several keys, one call) answers what its checks answer as calls of
+/// their own, in the same order, byte for byte: on an injected clock, with repeated keys and
+/// differing costs, consuming and peeking, for every algorithm.
+#[test]
+fn a_batch_answers_as_its_checks_one_by_one() {
+    let server = RedisServer::start().unwrap();
+    let mut connection = server.connection().unwrap();
+    // (key, cost): repeats, a cost that cannot fit, a peek between consuming calls.
+    let checks: &[(&str, u64)] = &[("a", 1), ("b", 3), ("a", 2), ("a", 40), ("c", 1), ("a", 1)];
+    let now_us = 1_700_000_000_123_456u64;
+    for algorithm in Algorithm::ALL {
+        let policy = Policy::new(algorithm, 5, Duration::from_secs(10), None).unwrap();
+        let script = redis::Script::new(RedisStore::script_source(Shape::OnePolicy(algorithm)));
+        for (step, mode) in [(0u64, "c"), (1, "p"), (2, "c")] {
+            let now = (now_us + step * 700_000).to_string();
+            let call = |prefix: &str, checks: &[(&str, u64)]| -> redis::Cmd {
+                let mut call = redis::cmd("EVALSHA");
+                call.arg(script.get_hash()).arg(checks.len());
+                for (key, _) in checks {
+                    call.arg(format!("{prefix}:{key}"));
+                }
+                for (_, cost) in checks {
+                    call.arg(cost)
+                        .arg(policy.limit())
+                        .arg(policy.period_us())
+                        .arg(policy.capacity());
+                }
+                call.arg(mode).arg(&now);
+                call
+            };
+            let _: () = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(RedisStore::script_source(Shape::OnePolicy(algorithm)))
+                .query::<String>(&mut connection)
+                .map(|_| ())
+                .unwrap();
+            let batched: Vec<u8> = call(&format!("b{}", algorithm.name()), checks)
+                .query(&mut connection)
+                .unwrap();
+            let mut alone = Vec::new();
+            for check in checks {
+                let reply: Vec<u8> = call(&format!("s{}", algorithm.name()), &[*check])
+                    .query(&mut connection)
+                    .unwrap();
+                alone.extend(reply);
+            }
+            assert_eq!(batched.len(), 32 * checks.len());
+            assert_eq!(batched, alone, "{algorithm:?} step {step} ({mode})");
+        }
+    }
+}
