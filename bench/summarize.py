@@ -292,7 +292,7 @@ def table(paths: list[str]) -> str:
             notes.append("allowed " + ",".join(str(x) for x in allowed))
         rt = med([r.get("tool_round_trips") for r in rs])
         if rt is not None:
-            notes.append(f"{rt:.3f} round trips/decision")
+            notes.append(f"{rt:.3f} Redis commands/decision")
         if "ns_per_op" in rs[0]:
             notes.append(f"{med([r['ns_per_op'] for r in rs]):.0f} ns/op")
         if rs[0].get("note"):

@@ -527,19 +527,27 @@ part_callgrind() {
   for _ in $(seq 100); do redis-cli -p "$cport" ping >/dev/null 2>&1 && break; sleep 0.2; done
   local tsha several
   several=$(redis-cli -p "$cport" -x script load <"$RUN/tollgate-several.lua")
-  cg_script() { # label sha keyspec args... : Ir per call of 10,000 calls after 2,000 unmeasured
-    local label=$1 sha=$2
-    shift 2
-    timeout 300 redis-benchmark -p "$cport" -c 4 -n 2000 -r $KEYS -q evalsha "$sha" "$@" >/dev/null 2>&1
+  # Redis instructions per decision while `run` (a command) makes `decisions` of them
+  cg_redis() { # label variant decisions command...
+    local label=$1 variant=$2 decisions=$3
+    shift 3
     callgrind_control -z "$vpid" >/dev/null 2>&1
-    timeout 300 redis-benchmark -p "$cport" -c 4 -n 10000 -r $KEYS -q evalsha "$sha" "$@" >/dev/null 2>&1
+    "$@" >/dev/null 2>&1
     callgrind_control -d "$vpid" >/dev/null 2>&1
     local f ir
     f=$(ls -t "$d"/redis.*.* 2>/dev/null | head -1)
     ir=$(cg_total "$f")
     rm -f "$f"
-    echo "{\"section\": \"callgrind\", \"contender\": \"redis-server, $label\", \"variant\": \"EVALSHA, 4 clients\", \"rep\": 1, \"instructions_per_decision\": $((ir / 10000))}" >>"$JSONL"
-    log "  $label: $((ir / 10000)) instructions per call"
+    echo "{\"section\": \"callgrind\", \"contender\": \"redis-server, $label\", \"variant\": \"$variant\", \"rep\": 1, \"instructions_per_decision\": $((ir / decisions))}" >>"$JSONL"
+    log "  $label: $((ir / decisions)) instructions per decision"
+  }
+  # label sha keys... args...: 10,000 calls after 2,000 unmeasured; PER decisions per call
+  cg_script() {
+    local label=$1 sha=$2 per=${PER:-1} calls=$((10000 / ${PER:-1}))
+    shift 2
+    timeout 300 redis-benchmark -p "$cport" -c 4 -n 2000 -r $KEYS -q evalsha "$sha" "$@" >/dev/null 2>&1
+    cg_redis "$label" "EVALSHA, 4 clients" $((calls * per)) \
+      timeout 300 redis-benchmark -p "$cport" -c 4 -n "$calls" -r $KEYS -q evalsha "$sha" "$@"
   }
   for algo in gcra token-bucket fixed-window sliding-window sliding-log; do
     tsha=$(redis-cli -p "$cport" -x script load <"$RUN/tollgate-$algo.lua")
@@ -569,6 +577,18 @@ part_callgrind() {
   if [ -n "$tower" ]; then
     cg_script "tower-rate-limit-redis GCRA" "$(redis-cli -p "$cport" -x script load <"$tower")" 1 "user-__rand_int__" 65535 1
   fi
+  # batches, as the standalone connection sends them under load: 25 GCRA checks in one call
+  local keys=() args=() i
+  for i in $(seq 25); do
+    keys+=("tollgate:cgb:gcra:{__rand_int__}")
+    args+=(1 1000000 60000000 1000000)
+  done
+  tsha=$(redis-cli -p "$cport" -x script load <"$RUN/tollgate-gcra.lua")
+  PER=25 cg_script "tollgate gcra allow, batch of 25" "$tsha" 25 "${keys[@]}" "${args[@]}"
+  # and as tollgate's own client sends them: 50 in flight on one connection, batches as they come
+  cg_redis "tollgate gcra allow, tollgate bench c50" "tollgate bench --store, 50 in flight" 20000 \
+    timeout 300 "$TOLLGATE" bench --store "redis://127.0.0.1:$cport" --algorithm gcra --limit 1000000 \
+    --period 60s --concurrency 50 --requests 20000 --key-prefix cgbench:
   cg_script "return 1 (EVALSHA floor)" "$(redis-cli -p "$cport" script load 'return 1')" 1 "k:__rand_int__"
   redis-cli -p "$cport" shutdown nosave >/dev/null 2>&1 || true
   wait "$vpid" 2>/dev/null || true

@@ -80,8 +80,15 @@ impl fmt::Display for Report {
         if let Some(calls) = self.redis_calls_per_decision {
             writeln!(f, "redis        {calls:.3} commands/decision")?;
         }
-        if let Some(usec) = self.redis_usec_per_call {
-            writeln!(f, "redis cpu    {usec:.2} µs/script call")?;
+        match (self.redis_usec_per_call, self.redis_calls_per_decision) {
+            // Calls of a standalone store carry several decisions each under load.
+            (Some(usec), Some(calls)) => writeln!(
+                f,
+                "redis cpu    {usec:.2} µs/script call, {:.2} µs/decision",
+                usec * calls
+            )?,
+            (Some(usec), None) => writeln!(f, "redis cpu    {usec:.2} µs/script call")?,
+            _ => {}
         }
         if let Some(e) = &self.first_error {
             writeln!(f, "first error  {e}")?;

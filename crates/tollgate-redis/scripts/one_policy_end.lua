@@ -1,12 +1,7 @@
   return struct.pack('<dddd', allowed and 1 or 0, remaining, reset, retry)
 end
 
-if count == 1 then
-  -- A check of its own: an error is the call's error, as any script error.
-  return decide(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
-    tonumber(ARGV[4]))
-end
--- A batch: a check that fails has written nothing (every block reads, and fails, before it
+-- A check that fails has written nothing (every block reads, and fails, before it
 -- writes) and fails alone; the others stand, as they would have as calls of their own.
 -- Checks of one policy repeat its arguments: equal strings are one interned string in Lua, so
 -- comparing them is a pointer comparison, and each is parsed (strtod: about 1k instructions)

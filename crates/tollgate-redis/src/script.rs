@@ -52,13 +52,16 @@ impl Shape {
 }
 
 /// The one-policy script of an algorithm: its block (and the helper it needs) in the
-/// one-policy frame.
+/// one-policy frame, twice: inline for a check alone, as a function for a batch.
 macro_rules! one_policy_source {
     ($block:literal $(, $helper:literal)?) => {
         concat!(
             include_str!("../scripts/prelude.lua"),
             $(include_str!($helper),)?
             include_str!("../scripts/one_policy.lua"),
+            include_str!($block),
+            include_str!("../scripts/write.lua"),
+            include_str!("../scripts/one_policy_batch.lua"),
             include_str!($block),
             include_str!("../scripts/write.lua"),
             include_str!("../scripts/one_policy_end.lua"),

@@ -704,7 +704,8 @@ impl Shared {
                 ReplyTo::Call(sender) => completed.push((sender, reply)),
                 ReplyTo::Batch { queue, senders } => {
                     split(reply, senders, completed);
-                    state.batches[queue].in_flight -= 1;
+                    let waiting = &mut state.batches[queue];
+                    waiting.in_flight = waiting.in_flight.saturating_sub(1);
                     state.send_waiting(queue);
                 }
             }
