@@ -15,9 +15,9 @@
 //!   with no reply at all (a server that froze or vanished without closing the socket). That
 //!   is the response timeout of every call: Redis answers in order, so while any reply
 //!   arrives the oldest call is being answered;
-//! - calls of one script that find one of its commands already sent and unanswered
-//!   ([`BATCHES_IN_FLIGHT`]) wait instead, and go out together as **one** command when it is
-//!   answered (or when [`MAX_BATCH`] of them wait): `EVALSHA <sha> <n> <their keys>
+//! - calls of one script that find one of its commands already sent and unanswered wait
+//!   instead, and go out together as **one** command when it is answered, or as a second one
+//!   when enough of them wait ([`BATCHES_IN_FLIGHT`]): `EVALSHA <sha> <n> <their keys>
 //!   <their arguments>`, whose reply is split among them (see [`Batch`]). At low load every
 //!   call goes out at once, alone; under load the batches grow with what queued during one
 //!   round trip, and Redis pays for one script call where it paid for n (BENCHMARKS.md).
@@ -60,12 +60,21 @@ const READ_BUFFER: usize = 16 * 1024;
 /// Buffers grown past this (a burst of large commands or replies) are freed once empty.
 const KEEP_BUFFER: usize = 1024 * 1024;
 
-/// Commands of one [`Batch`] sent and unanswered before further calls of it wait to be
-/// batched. One: Redis idles only for the reply's way back and the next batch's way out, and
-/// the batches are twice as large as with two in flight. Measured both on 2 cores shared by
-/// client and Redis (`tollgate bench`, GCRA, 3 alternating runs each): at 50 in flight 90k
-/// decisions/s (65-98k) with one, 81k (77-89k) with two; at 16 in flight 66k against 56k.
-const BATCHES_IN_FLIGHT: usize = 1;
+/// Commands of one [`Batch`] that may be unanswered at once. A call finding none goes out at
+/// once; one finding one waits until [`SECOND_BATCH`] calls wait (then they go out as a second
+/// command, so that Redis has the next batch in its socket while it runs one) or until the
+/// first is answered (then whatever waits goes out); with two unanswered, calls wait for one.
+///
+/// Measured on 2 cores shared by client and Redis (`tollgate bench --store`, GCRA, 150,000
+/// decisions, runs alternating; decisions/s): always at most one in flight, 50 callers:
+/// 74-98k; always two: 69-98k; one, and a second from 16 waiting: 114-172k (actix-extensible-
+/// rate-limit 76-103k in the same runs); from 8 waiting: 16 callers 65-101k against 42-58k
+/// from 16, and 50 callers 105-146k; from 4: no better than 8 (c16 73-95k, c50 101-127k).
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Calls that wait before a second command of their batch goes out while one is unanswered:
+/// fewer would make batches too small to be cheap, more would leave Redis idle between them.
+const SECOND_BATCH: usize = 8;
 
 /// Most calls in one batched command, so that one script call never holds Redis long (a
 /// GCRA decision costs Redis about 40k instructions in a batch: 64 of them, well under a
@@ -408,6 +417,18 @@ impl Drop for TcpConnection {
     }
 }
 
+impl Waiting {
+    /// Whether the waiting calls go out now: none of the batch's commands is unanswered, or
+    /// enough wait to make a second one worth its price, or a whole batch waits.
+    fn ready(&self) -> bool {
+        let waiting = self.senders.len();
+        waiting > 0
+            && (self.in_flight == 0
+                || (self.in_flight < BATCHES_IN_FLIGHT && waiting >= SECOND_BATCH)
+                || waiting >= MAX_BATCH)
+    }
+}
+
 impl State {
     /// Expect a reply for a command just put in `out`.
     fn expect(&mut self, pending: Pending) {
@@ -498,9 +519,8 @@ impl Shared {
         Ok(receiver)
     }
 
-    /// Queue a call of `batch`: into a command of its own when fewer than
-    /// [`BATCHES_IN_FLIGHT`] of the batch's are unanswered, else among the calls waiting for
-    /// one to be answered. Gives `write` back when there is no connection.
+    /// Queue a call of `batch` among its waiting calls, and send them as one command when
+    /// [`Waiting::ready`] says so. Gives `write` back when there is no connection.
     fn send_batched<W: FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> usize>(
         self: &Arc<Self>,
         batch: &'static Batch,
@@ -516,7 +536,7 @@ impl Shared {
         waiting.batch = Some(batch);
         waiting.bulk_strings += write(&mut waiting.keys, &mut waiting.arguments);
         waiting.senders.push(sender);
-        if waiting.in_flight < BATCHES_IN_FLIGHT || waiting.senders.len() >= MAX_BATCH {
+        if waiting.ready() {
             state.send_waiting(batch.queue);
             self.write_out(state, socket);
         }
@@ -706,7 +726,9 @@ impl Shared {
                     split(reply, senders, completed);
                     let waiting = &mut state.batches[queue];
                     waiting.in_flight = waiting.in_flight.saturating_sub(1);
-                    state.send_waiting(queue);
+                    if waiting.ready() {
+                        state.send_waiting(queue);
+                    }
                 }
             }
         }
@@ -1046,6 +1068,26 @@ fn parse_integer(line: &[u8]) -> RedisResult<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// When waiting calls go out: at once with nothing unanswered; as a second command once
+    /// `SECOND_BATCH` wait; with two unanswered, only as a whole batch.
+    #[test]
+    fn waiting_calls_go_out_by_the_batching_rule() {
+        let waiting = |in_flight: usize, calls: usize| {
+            let mut waiting = Waiting {
+                in_flight,
+                ..Waiting::default()
+            };
+            waiting.senders = (0..calls).map(|_| oneshot::channel().0).collect();
+            waiting.ready()
+        };
+        assert!(!waiting(0, 0));
+        assert!(waiting(0, 1));
+        assert!(!waiting(1, SECOND_BATCH - 1));
+        assert!(waiting(1, SECOND_BATCH));
+        assert!(!waiting(2, MAX_BATCH - 1));
+        assert!(waiting(2, MAX_BATCH));
+    }
 
     fn parse_all(bytes: &[u8]) -> (Value, usize) {
         parse_value(bytes, 0).unwrap().unwrap()
