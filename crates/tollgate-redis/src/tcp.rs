@@ -17,7 +17,8 @@
 //!   arrives the oldest call is being answered;
 //! - calls of one script that find one of its commands already sent and unanswered wait
 //!   instead, and go out together as **one** command when it is answered, or as a second one
-//!   when enough of them wait ([`BATCHES_IN_FLIGHT`]): `EVALSHA <sha> <n> <their keys>
+//!   when enough of them wait ([`BATCHES_IN_FLIGHT`]; a caller that gives up while its call
+//!   waits takes the call back): `EVALSHA <sha> <n> <their keys>
 //!   <their arguments>`, whose reply is split among them (see [`Batch`]). At low load every
 //!   call goes out at once, alone; under load the batches grow with what queued during one
 //!   round trip, and Redis pays for one script call where it paid for n (BENCHMARKS.md).
@@ -63,7 +64,8 @@ const KEEP_BUFFER: usize = 1024 * 1024;
 /// Commands of one [`Batch`] that may be unanswered at once. A call finding none goes out at
 /// once; one finding one waits until [`SECOND_BATCH`] calls wait (then they go out as a second
 /// command, so that Redis has the next batch in its socket while it runs one) or until the
-/// first is answered (then whatever waits goes out); with two unanswered, calls wait for one.
+/// first is answered (then whatever waits goes out); with two unanswered, calls wait for one
+/// to be answered, unless a whole [`MAX_BATCH`] waits: that goes out whatever is in flight.
 ///
 /// Measured on 2 cores shared by client and Redis (`tollgate bench --store`, GCRA, 150,000
 /// decisions, runs alternating; decisions/s): always at most one in flight, 50 callers:
@@ -81,7 +83,8 @@ const SECOND_BATCH: usize = 8;
 /// millisecond).
 pub(crate) const MAX_BATCH: usize = 64;
 
-/// Batch queues per connection: [`Batch::queue`] is below this.
+/// Batch queues per connection: [`Batch::queue`] is below this (and below 32: a bit each in
+/// [`Shared::complete`]).
 pub(crate) const BATCH_QUEUES: usize = 16;
 
 /// Deepest nesting of arrays accepted in a reply (redis-rs allows 100).
@@ -117,9 +120,11 @@ struct Waiting {
     arguments: Vec<u8>,
     /// Bulk strings in `keys` and `arguments` together.
     bulk_strings: usize,
+    /// Per call, where its part ends: in `keys`, in `arguments`, and in `bulk_strings`.
+    ends: Vec<(usize, usize, usize)>,
     senders: Vec<oneshot::Sender<RedisResult<Value>>>,
     in_flight: usize,
-    /// The batch this queue holds (set by its first call).
+    /// The batch this queue holds (every call sets it; it is the same for one queue).
     batch: Option<&'static Batch>,
 }
 
@@ -366,7 +371,7 @@ fn split(
 ) {
     let calls = senders.len();
     match reply {
-        Value::BulkString(bytes) if calls > 1 && bytes.len() % calls == 0 => {
+        Value::BulkString(bytes) if calls > 1 && !bytes.is_empty() && bytes.len() % calls == 0 => {
             let part = bytes.len() / calls;
             for (sender, chunk) in senders.into_iter().zip(bytes.chunks_exact(part.max(1))) {
                 completed.push((sender, Value::BulkString(chunk.to_vec())));
@@ -438,9 +443,14 @@ impl State {
         self.pending.push_back(pending);
     }
 
-    /// Put the calls waiting in batch queue `queue` into `out` as one command.
+    /// Put the calls waiting in batch queue `queue` into `out` as one command. A call whose
+    /// caller gave up meanwhile (timed out, dropped) is left out: it was never sent, so it
+    /// never runs, not even after commands its caller sent since.
     fn send_waiting(&mut self, queue: usize) {
         let waiting = &mut self.batches[queue];
+        if waiting.senders.iter().any(|sender| sender.is_closed()) {
+            waiting.drop_given_up();
+        }
         let calls = waiting.senders.len();
         let Some(batch) = waiting.batch.filter(|_| calls > 0) else {
             return;
@@ -458,6 +468,7 @@ impl State {
         self.out.extend_from_slice(batch.tail);
         waiting.keys.clear();
         waiting.arguments.clear();
+        waiting.ends.clear();
         waiting.bulk_strings = 0;
         waiting.in_flight += 1;
         let senders = std::mem::replace(&mut waiting.senders, Vec::with_capacity(calls));
@@ -467,6 +478,33 @@ impl State {
             collected: Vec::new(),
             to: ReplyTo::Batch { queue, senders },
         });
+    }
+}
+
+impl Waiting {
+    /// Forget the calls whose callers no longer wait for them, and their keys and arguments.
+    fn drop_given_up(&mut self) {
+        let mut keys = Vec::with_capacity(self.keys.len());
+        let mut arguments = Vec::with_capacity(self.arguments.len());
+        let mut ends = Vec::with_capacity(self.ends.len());
+        let mut senders = Vec::with_capacity(self.senders.len());
+        let (mut keys_from, mut arguments_from, mut bulk_from) = (0, 0, 0);
+        let mut bulk_strings = 0;
+        for (sender, (keys_end, arguments_end, bulk_end)) in
+            self.senders.drain(..).zip(self.ends.drain(..))
+        {
+            if !sender.is_closed() {
+                keys.extend_from_slice(&self.keys[keys_from..keys_end]);
+                arguments.extend_from_slice(&self.arguments[arguments_from..arguments_end]);
+                bulk_strings += bulk_end - bulk_from;
+                ends.push((keys.len(), arguments.len(), bulk_strings));
+                senders.push(sender);
+            }
+            (keys_from, arguments_from, bulk_from) = (keys_end, arguments_end, bulk_end);
+        }
+        (self.keys, self.arguments, self.ends) = (keys, arguments, ends);
+        self.senders = senders;
+        self.bulk_strings = bulk_strings;
     }
 }
 
@@ -481,7 +519,9 @@ impl Shared {
                 // their calls as "closed before the reply".
                 self.state.clear_poison();
                 let mut state = poisoned.into_inner();
-                state.link = None;
+                if let Some(link) = state.link.take() {
+                    link.stop();
+                }
                 state.out.clear();
                 state.writing = false;
                 state.waiting_since = None;
@@ -535,6 +575,11 @@ impl Shared {
         let waiting = &mut state.batches[batch.queue];
         waiting.batch = Some(batch);
         waiting.bulk_strings += write(&mut waiting.keys, &mut waiting.arguments);
+        waiting.ends.push((
+            waiting.keys.len(),
+            waiting.arguments.len(),
+            waiting.bulk_strings,
+        ));
         waiting.senders.push(sender);
         if waiting.ready() {
             state.send_waiting(batch.queue);
@@ -703,6 +748,8 @@ impl Shared {
             return Completed::Stale;
         }
         let mut outcome = Completed::Ok;
+        // Batch queues one of whose commands was answered (bit i: queue i).
+        let mut answered_batches: u32 = 0;
         for value in values.drain(..) {
             let Some(front) = state.pending.front_mut() else {
                 outcome = Completed::Unasked;
@@ -725,14 +772,20 @@ impl Shared {
                 ReplyTo::Batch { queue, senders } => {
                     split(reply, senders, completed);
                     let waiting = &mut state.batches[queue];
+                    debug_assert!(waiting.in_flight > 0, "a batch answered twice");
                     waiting.in_flight = waiting.in_flight.saturating_sub(1);
-                    if waiting.ready() {
-                        state.send_waiting(queue);
-                    }
+                    answered_batches |= 1 << queue;
                 }
             }
         }
         values.clear();
+        // Only now, after every reply of this read found its call: a batch sent from inside
+        // the loop would be owed the next reply, and a stray one would go to it.
+        for queue in 0..BATCH_QUEUES {
+            if answered_batches & (1 << queue) != 0 && state.batches[queue].ready() {
+                state.send_waiting(queue);
+            }
+        }
         if !completed.is_empty() {
             // A reply arrived: the connection is alive, and the next call's wait starts now.
             state.waiting_since = (!state.pending.is_empty()).then(Instant::now);
@@ -1087,6 +1140,40 @@ mod tests {
         assert!(waiting(1, SECOND_BATCH));
         assert!(!waiting(2, MAX_BATCH - 1));
         assert!(waiting(2, MAX_BATCH));
+    }
+
+    /// Calls whose callers gave up leave the queue with exactly their own keys and arguments.
+    #[test]
+    fn given_up_calls_leave_with_their_keys_and_arguments() {
+        let mut waiting = Waiting::default();
+        let mut receivers = Vec::new();
+        for (key, argument) in [("a", "1"), ("bb", "22"), ("c", "3")] {
+            let (sender, receiver) = oneshot::channel();
+            let mut keys = crate::arguments::Bulk::new(&mut waiting.keys);
+            keys.bytes(key.as_bytes());
+            let mut arguments = crate::arguments::Bulk::new(&mut waiting.arguments);
+            arguments.bytes(argument.as_bytes());
+            arguments.bytes(argument.as_bytes());
+            waiting.bulk_strings += 3;
+            waiting.ends.push((
+                waiting.keys.len(),
+                waiting.arguments.len(),
+                waiting.bulk_strings,
+            ));
+            waiting.senders.push(sender);
+            receivers.push(receiver);
+        }
+        drop(receivers.remove(1));
+        waiting.drop_given_up();
+        assert_eq!(waiting.keys, b"$1\r\na\r\n$1\r\nc\r\n");
+        assert_eq!(
+            waiting.arguments,
+            b"$1\r\n1\r\n$1\r\n1\r\n$1\r\n3\r\n$1\r\n3\r\n"
+        );
+        assert_eq!(waiting.bulk_strings, 6);
+        assert_eq!(waiting.ends, vec![(7, 14, 3), (14, 28, 6)]);
+        assert_eq!(waiting.senders.len(), 2);
+        assert!(waiting.senders.iter().all(|s| !s.is_closed()));
     }
 
     fn parse_all(bytes: &[u8]) -> (Value, usize) {

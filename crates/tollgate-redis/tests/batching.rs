@@ -120,11 +120,11 @@ async fn concurrent_checks_share_script_calls_and_stay_exact() {
         assert!(errors.is_empty(), "{algorithm:?}: {errors:?}");
         assert_eq!(outcomes.len(), KEYS);
         assert_exact(algorithm, &outcomes, (TASKS * ROUNDS / KEYS) as u64);
-        // 64 callers on one connection, at most two batches of an algorithm in flight: the
-        // decisions go out in far fewer calls than one each.
+        // 64 callers on one connection: the decisions go out in far fewer calls than one each
+        // (one each without batching; a batch is rarely under 8 here).
         let decisions = (TASKS * ROUNDS) as u64;
         assert!(
-            calls > 0 && calls * 4 <= decisions,
+            calls > 0 && calls * 2 <= decisions,
             "{algorithm:?}: {calls} EVALSHA calls for {decisions} decisions"
         );
     }
@@ -153,7 +153,7 @@ async fn a_check_that_fails_in_a_batch_fails_alone() {
         let (outcomes, errors) = hammer(&store, &policy, Some(victim)).await;
         let calls = evalsha_calls(&server) - before;
         let decisions = (TASKS * ROUNDS) as u64;
-        assert!(calls * 4 <= decisions, "{algorithm:?}: {calls} calls");
+        assert!(calls * 2 <= decisions, "{algorithm:?}: {calls} calls");
         // Half the attempts went to the victim: every one an error naming its key.
         let failed = &errors[victim];
         assert_eq!(failed.len(), TASKS * ROUNDS / 2, "{algorithm:?}");
@@ -172,6 +172,110 @@ async fn a_check_that_fails_in_a_batch_fails_alone() {
         // The foreign value is untouched.
         assert_eq!(server.query::<i64>(&["EXISTS", &key]).unwrap(), 1);
     }
+}
+
+/// Peeks batch too (the mode goes after every check's arguments): 64 callers peeking at once
+/// all see what is left, and nothing is consumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_peeks_share_script_calls_and_consume_nothing() {
+    let server = RedisServer::start().unwrap();
+    for algorithm in Algorithm::ALL {
+        let store = store(&server, &format!("peek{}", algorithm.name())).await;
+        let policy = policy(algorithm);
+        let check = |key: &'static str| Check {
+            name: "p",
+            policy: &policy,
+            key,
+        };
+        for _ in 0..3 {
+            store.decide(&[check("k")], 1, Mode::Consume).await.unwrap();
+        }
+        let before = evalsha_calls(&server);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..TASKS {
+            let store = store.clone();
+            let policy = policy.clone();
+            tasks.spawn(async move {
+                let mut seen = Vec::new();
+                for _ in 0..ROUNDS {
+                    let check = Check {
+                        name: "p",
+                        policy: &policy,
+                        key: "k",
+                    };
+                    let d = store.decide(&[check], 1, Mode::Peek).await.unwrap();
+                    seen.push((d.decisions[0].allowed, d.decisions[0].remaining));
+                }
+                seen
+            });
+        }
+        while let Some(seen) = tasks.join_next().await {
+            for (allowed, remaining) in seen.unwrap() {
+                assert!(allowed, "{algorithm:?}");
+                assert_eq!(remaining, LIMIT - 3, "{algorithm:?}");
+            }
+        }
+        let calls = evalsha_calls(&server) - before;
+        let decisions = (TASKS * ROUNDS) as u64;
+        assert!(calls * 2 <= decisions, "{algorithm:?}: {calls} calls");
+        let after = store.decide(&[check("k")], 1, Mode::Peek).await.unwrap();
+        assert_eq!(after.decisions[0].remaining, LIMIT - 3, "{algorithm:?}");
+    }
+}
+
+/// A caller that gives up while its call waits to be batched takes the call back: it never
+/// runs (so it cannot land after what its caller does next), and the call ahead of it stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_given_up_while_waiting_is_never_sent() {
+    let server = RedisServer::start().unwrap();
+    let store = store(&server, "given-up").await;
+    let policy = policy(Algorithm::FixedWindow);
+    let check = |key: &'static str| Check {
+        name: "p",
+        policy: &policy,
+        key,
+    };
+    store
+        .decide(&[check("warm")], 1, Mode::Consume)
+        .await
+        .unwrap();
+    // Redis frozen: the first call goes out and waits for its reply, the second waits to be
+    // batched behind it (fewer than 8 wait: no second command).
+    server.pause().unwrap();
+    let first = {
+        let store = store.clone();
+        let policy = policy.clone();
+        tokio::spawn(async move {
+            let check = Check {
+                name: "p",
+                policy: &policy,
+                key: "first",
+            };
+            store.decide(&[check], 1, Mode::Consume).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = tokio::time::timeout(
+        Duration::from_millis(100),
+        store.decide(&[check("second")], 1, Mode::Consume),
+    )
+    .await;
+    assert!(second.is_err(), "the second call cannot have been answered");
+    server.resume().unwrap();
+    let first = first.await.unwrap().unwrap();
+    assert!(first.decisions[0].allowed);
+    let exists = |key: &'static str| -> i64 {
+        let name = store.key(&check(key));
+        server.query(&["EXISTS", &name]).unwrap()
+    };
+    assert_eq!(exists("first"), 1);
+    assert_eq!(exists("second"), 0, "the call given up ran");
+    // The connection goes on.
+    store
+        .decide(&[check("third")], 1, Mode::Consume)
+        .await
+        .unwrap();
+    assert_eq!(exists("third"), 1);
 }
 
 /// The script as a batch (several keys, one call) answers what its checks answer as calls of
