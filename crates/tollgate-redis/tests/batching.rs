@@ -242,19 +242,15 @@ async fn a_call_given_up_while_waiting_is_never_sent() {
     // Redis frozen: the first call goes out and waits for its reply, the second waits to be
     // batched behind it (fewer than 8 wait: no second command).
     server.pause().unwrap();
-    let first = {
-        let store = store.clone();
-        let policy = policy.clone();
-        tokio::spawn(async move {
-            let check = Check {
-                name: "p",
-                policy: &policy,
-                key: "first",
-            };
-            store.decide(&[check], 1, Mode::Consume).await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let first_checks = [check("first")];
+    let first = store.decide(&first_checks, 1, Mode::Consume);
+    tokio::pin!(first);
+    // Poll it once: a call is written during its first poll, so it is on the wire now.
+    tokio::select! {
+        biased;
+        _ = &mut first => panic!("answered by a frozen server"),
+        () = std::future::ready(()) => {}
+    }
     let second = tokio::time::timeout(
         Duration::from_millis(100),
         store.decide(&[check("second")], 1, Mode::Consume),
@@ -262,7 +258,7 @@ async fn a_call_given_up_while_waiting_is_never_sent() {
     .await;
     assert!(second.is_err(), "the second call cannot have been answered");
     server.resume().unwrap();
-    let first = first.await.unwrap().unwrap();
+    let first = first.await.unwrap();
     assert!(first.decisions[0].allowed);
     let exists = |key: &'static str| -> i64 {
         let name = store.key(&check(key));
