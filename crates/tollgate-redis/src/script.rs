@@ -117,33 +117,23 @@ const fn index(algorithm: Algorithm) -> usize {
 struct Scripts {
     one_policy: [redis::Script; 5],
     several_policies: redis::Script,
-    /// The one-policy scripts as batches of the plain-TCP connection, per algorithm: for
-    /// consuming checks, then for peeks (the mode goes after every check's arguments).
-    batches: [[Batch; 5]; 2],
 }
 
-static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
-    let one_policy = ONE_POLICY_SOURCES.map(redis::Script::new);
-    let batch = |mode: usize, algorithm: usize| -> Batch {
-        // The SHA lives as long as the scripts (the program): leaked once per script.
-        let sha: &'static str = one_policy[algorithm].get_hash().to_owned().leak();
-        let (tail, tail_arguments): (&'static [u8], usize) = match mode {
-            0 => (b"", 0),
-            _ => (b"$1\r\np\r\n", 1),
-        };
-        Batch {
-            queue: mode * ALGORITHMS.len() + algorithm,
-            sha,
-            tail,
-            tail_arguments,
-        }
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    one_policy: ONE_POLICY_SOURCES.map(redis::Script::new),
+    several_policies: redis::Script::new(SEVERAL_POLICIES_SOURCE),
+});
+
+/// The one-policy scripts as batches of the plain-TCP connection, per algorithm: for
+/// consuming checks, then for peeks (the mode goes after every check's arguments).
+static BATCHES: LazyLock<[[Batch; 5]; 2]> = LazyLock::new(|| {
+    let batch = |peek: bool, algorithm: usize| Batch {
+        queue: usize::from(peek) * ALGORITHMS.len() + algorithm,
+        sha: SCRIPTS.one_policy[algorithm].get_hash(),
+        tail: if peek { b"$1\r\np\r\n" } else { b"" },
+        tail_arguments: usize::from(peek),
     };
-    let batches = [0, 1].map(|mode| [0, 1, 2, 3, 4].map(|algorithm| batch(mode, algorithm)));
-    Scripts {
-        one_policy,
-        several_policies: redis::Script::new(SEVERAL_POLICIES_SOURCE),
-        batches,
-    }
+    [false, true].map(|peek| std::array::from_fn(|algorithm| batch(peek, algorithm)))
 });
 
 /// Integers the scripts return per policy.
@@ -240,15 +230,23 @@ impl ScriptCall<'_> {
             out.bytes(shape.script().get_hash().as_bytes());
         }
         out.integer(self.checks.len() as u64);
+        self.write_keys(out);
+        self.write_args(out, self.mode, self.now_us);
+    }
+
+    fn write_keys<A: Arguments + ?Sized>(&self, out: &mut A) {
         for check in self.checks {
             Key::new(self.prefix, check.name, check.policy.algorithm(), check.key).write_to(out);
         }
+    }
+
+    fn write_args<A: Arguments + ?Sized>(&self, out: &mut A, mode: Mode, now_us: Option<u64>) {
         push_args(
             out,
-            shape,
-            self.mode,
+            self.shape(),
+            mode,
             self.cost,
-            self.now_us,
+            now_us,
             self.checks.iter().map(|c| c.policy),
         );
     }
@@ -262,32 +260,18 @@ impl ScriptCall<'_> {
         if self.by_source || self.now_us.is_some() {
             return None;
         }
-        let mode = match self.mode {
-            Mode::Consume => 0,
-            Mode::Peek => 1,
-        };
-        Some(&SCRIPTS.batches[mode][index(check.policy.algorithm())])
+        let peek = usize::from(self.mode == Mode::Peek);
+        Some(&BATCHES[peek][index(check.policy.algorithm())])
     }
 
     /// As one call of [`Self::batch`]: its key into `keys`, its arguments into `arguments`
     /// (what [`Self::write`] writes for them, the mode left to the batch), as RESP bulk
     /// strings; returns how many it wrote in all.
     pub(crate) fn write_batched(&self, keys: &mut Vec<u8>, arguments: &mut Vec<u8>) -> usize {
-        let mut key = Bulk::new(keys);
-        let mut args = Bulk::new(arguments);
-        for check in self.checks {
-            Key::new(self.prefix, check.name, check.policy.algorithm(), check.key)
-                .write_to(&mut key);
-            push_args(
-                &mut args,
-                self.shape(),
-                Mode::Consume,
-                self.cost,
-                None,
-                std::iter::once(check.policy),
-            );
-        }
-        key.written() + args.written()
+        let (mut keys, mut arguments) = (Bulk::new(keys), Bulk::new(arguments));
+        self.write_keys(&mut keys);
+        self.write_args(&mut arguments, Mode::Consume, None);
+        keys.written() + arguments.written()
     }
 
     /// The call as a redis-rs command (for the connections of redis-rs, and pipelines).

@@ -83,8 +83,7 @@ const SECOND_BATCH: usize = 8;
 /// millisecond).
 pub(crate) const MAX_BATCH: usize = 64;
 
-/// Batch queues per connection: [`Batch::queue`] is below this (and below 32: a bit each in
-/// [`Shared::complete`]).
+/// Batch queues per connection: [`Batch::queue`] is below this.
 pub(crate) const BATCH_QUEUES: usize = 16;
 
 /// Deepest nesting of arrays accepted in a reply (redis-rs allows 100).
@@ -118,9 +117,8 @@ struct Waiting {
     /// RESP bulk strings: the waiting calls' keys, then (in `arguments`) their arguments.
     keys: Vec<u8>,
     arguments: Vec<u8>,
-    /// Bulk strings in `keys` and `arguments` together.
-    bulk_strings: usize,
-    /// Per call, where its part ends: in `keys`, in `arguments`, and in `bulk_strings`.
+    /// Per call, where its part ends: in `keys`, in `arguments`, and how many bulk strings
+    /// the calls up to it wrote in all.
     ends: Vec<(usize, usize, usize)>,
     senders: Vec<oneshot::Sender<RedisResult<Value>>>,
     in_flight: usize,
@@ -423,6 +421,11 @@ impl Drop for TcpConnection {
 }
 
 impl Waiting {
+    /// Bulk strings in `keys` and `arguments` together.
+    fn bulk_strings(&self) -> usize {
+        self.ends.last().map_or(0, |&(_, _, bulk)| bulk)
+    }
+
     /// Whether the waiting calls go out now: none of the batch's commands is unanswered, or
     /// enough wait to make a second one worth its price, or a whole batch waits.
     fn ready(&self) -> bool {
@@ -431,6 +434,30 @@ impl Waiting {
             && (self.in_flight == 0
                 || (self.in_flight < BATCHES_IN_FLIGHT && waiting >= SECOND_BATCH)
                 || waiting >= MAX_BATCH)
+    }
+
+    /// Forget the calls whose callers no longer wait for them, and their keys and arguments.
+    fn drop_given_up(&mut self) {
+        let mut keys = Vec::with_capacity(self.keys.len());
+        let mut arguments = Vec::with_capacity(self.arguments.len());
+        let mut ends = Vec::with_capacity(self.ends.len());
+        let mut senders = Vec::with_capacity(self.senders.len());
+        let (mut keys_from, mut arguments_from, mut bulk_from) = (0, 0, 0);
+        let mut bulk_strings = 0;
+        for (sender, (keys_end, arguments_end, bulk_end)) in
+            self.senders.drain(..).zip(self.ends.drain(..))
+        {
+            if !sender.is_closed() {
+                keys.extend_from_slice(&self.keys[keys_from..keys_end]);
+                arguments.extend_from_slice(&self.arguments[arguments_from..arguments_end]);
+                bulk_strings += bulk_end - bulk_from;
+                ends.push((keys.len(), arguments.len(), bulk_strings));
+                senders.push(sender);
+            }
+            (keys_from, arguments_from, bulk_from) = (keys_end, arguments_end, bulk_end);
+        }
+        (self.keys, self.arguments, self.ends) = (keys, arguments, ends);
+        self.senders = senders;
     }
 }
 
@@ -457,7 +484,7 @@ impl State {
         };
         let mut head = Resp::new(
             &mut self.out,
-            3 + waiting.bulk_strings + batch.tail_arguments,
+            3 + waiting.bulk_strings() + batch.tail_arguments,
         );
         head.bytes(b"EVALSHA");
         head.bytes(batch.sha.as_bytes());
@@ -469,7 +496,6 @@ impl State {
         waiting.keys.clear();
         waiting.arguments.clear();
         waiting.ends.clear();
-        waiting.bulk_strings = 0;
         waiting.in_flight += 1;
         let senders = std::mem::replace(&mut waiting.senders, Vec::with_capacity(calls));
         self.expect(Pending {
@@ -478,33 +504,6 @@ impl State {
             collected: Vec::new(),
             to: ReplyTo::Batch { queue, senders },
         });
-    }
-}
-
-impl Waiting {
-    /// Forget the calls whose callers no longer wait for them, and their keys and arguments.
-    fn drop_given_up(&mut self) {
-        let mut keys = Vec::with_capacity(self.keys.len());
-        let mut arguments = Vec::with_capacity(self.arguments.len());
-        let mut ends = Vec::with_capacity(self.ends.len());
-        let mut senders = Vec::with_capacity(self.senders.len());
-        let (mut keys_from, mut arguments_from, mut bulk_from) = (0, 0, 0);
-        let mut bulk_strings = 0;
-        for (sender, (keys_end, arguments_end, bulk_end)) in
-            self.senders.drain(..).zip(self.ends.drain(..))
-        {
-            if !sender.is_closed() {
-                keys.extend_from_slice(&self.keys[keys_from..keys_end]);
-                arguments.extend_from_slice(&self.arguments[arguments_from..arguments_end]);
-                bulk_strings += bulk_end - bulk_from;
-                ends.push((keys.len(), arguments.len(), bulk_strings));
-                senders.push(sender);
-            }
-            (keys_from, arguments_from, bulk_from) = (keys_end, arguments_end, bulk_end);
-        }
-        (self.keys, self.arguments, self.ends) = (keys, arguments, ends);
-        self.senders = senders;
-        self.bulk_strings = bulk_strings;
     }
 }
 
@@ -543,10 +542,9 @@ impl Shared {
         array: bool,
     ) -> Result<oneshot::Receiver<RedisResult<Value>>, W> {
         let mut state = self.lock();
-        let Some(link) = &state.link else {
+        if state.link.is_none() {
             return Err(write);
-        };
-        let socket = Arc::clone(&link.socket);
+        }
         write(&mut state.out);
         let (sender, receiver) = oneshot::channel();
         state.expect(Pending {
@@ -555,7 +553,7 @@ impl Shared {
             collected: Vec::new(),
             to: ReplyTo::Call(sender),
         });
-        self.write_out(state, socket);
+        self.write_out(state);
         Ok(receiver)
     }
 
@@ -567,32 +565,33 @@ impl Shared {
         write: W,
     ) -> Result<oneshot::Receiver<RedisResult<Value>>, W> {
         let mut state = self.lock();
-        let Some(link) = &state.link else {
+        if state.link.is_none() {
             return Err(write);
-        };
-        let socket = Arc::clone(&link.socket);
+        }
         let (sender, receiver) = oneshot::channel();
         let waiting = &mut state.batches[batch.queue];
         waiting.batch = Some(batch);
-        waiting.bulk_strings += write(&mut waiting.keys, &mut waiting.arguments);
-        waiting.ends.push((
-            waiting.keys.len(),
-            waiting.arguments.len(),
-            waiting.bulk_strings,
-        ));
+        let bulk_strings =
+            waiting.bulk_strings() + write(&mut waiting.keys, &mut waiting.arguments);
+        waiting
+            .ends
+            .push((waiting.keys.len(), waiting.arguments.len(), bulk_strings));
         waiting.senders.push(sender);
         if waiting.ready() {
             state.send_waiting(batch.queue);
-            self.write_out(state, socket);
+            self.write_out(state);
         }
         Ok(receiver)
     }
 
     /// Write what `out` holds now, unless a writer is at it already (it takes it along).
-    fn write_out(self: &Arc<Self>, mut state: MutexGuard<'_, State>, socket: Arc<TcpStream>) {
+    fn write_out(self: &Arc<Self>, mut state: MutexGuard<'_, State>) {
         if state.writing || state.out.is_empty() {
             return;
         }
+        let Some(socket) = state.link.as_ref().map(|link| Arc::clone(&link.socket)) else {
+            return;
+        };
         state.writing = true;
         let generation = state.generation;
         let spare = std::mem::take(&mut state.spare);
@@ -719,7 +718,7 @@ impl Shared {
                 buffer = Vec::with_capacity(READ_BUFFER);
             }
             // Replies that arrived whole go to their calls even when what follows is broken.
-            match self.complete(&socket, generation, &mut values, &mut completed) {
+            match self.complete(generation, &mut values, &mut completed) {
                 Completed::Ok => {}
                 Completed::Stale => return,
                 Completed::Unasked => {
@@ -737,7 +736,6 @@ impl Shared {
     /// for one of its commands to be answered.
     fn complete(
         self: &Arc<Self>,
-        socket: &Arc<TcpStream>,
         generation: u64,
         values: &mut Vec<Value>,
         completed: &mut Vec<(oneshot::Sender<RedisResult<Value>>, Value)>,
@@ -748,8 +746,6 @@ impl Shared {
             return Completed::Stale;
         }
         let mut outcome = Completed::Ok;
-        // Batch queues one of whose commands was answered (bit i: queue i).
-        let mut answered_batches: u32 = 0;
         for value in values.drain(..) {
             let Some(front) = state.pending.front_mut() else {
                 outcome = Completed::Unasked;
@@ -774,15 +770,15 @@ impl Shared {
                     let waiting = &mut state.batches[queue];
                     debug_assert!(waiting.in_flight > 0, "a batch answered twice");
                     waiting.in_flight = waiting.in_flight.saturating_sub(1);
-                    answered_batches |= 1 << queue;
                 }
             }
         }
         values.clear();
         // Only now, after every reply of this read found its call: a batch sent from inside
-        // the loop would be owed the next reply, and a stray one would go to it.
+        // the loop would be owed the next reply, and a stray one would go to it. Only a queue
+        // whose command was answered can have become ready.
         for queue in 0..BATCH_QUEUES {
-            if answered_batches & (1 << queue) != 0 && state.batches[queue].ready() {
+            if state.batches[queue].ready() {
                 state.send_waiting(queue);
             }
         }
@@ -791,7 +787,7 @@ impl Shared {
             state.waiting_since = (!state.pending.is_empty()).then(Instant::now);
         }
         // Batches sent above: written now (this task is the only one that would).
-        self.write_out(state, Arc::clone(socket));
+        self.write_out(state);
         for (sender, reply) in completed.drain(..) {
             // A caller that gave up (timed out or dropped) no longer listens.
             let _ = sender.send(Ok(reply));
@@ -1154,12 +1150,10 @@ mod tests {
             let mut arguments = crate::arguments::Bulk::new(&mut waiting.arguments);
             arguments.bytes(argument.as_bytes());
             arguments.bytes(argument.as_bytes());
-            waiting.bulk_strings += 3;
-            waiting.ends.push((
-                waiting.keys.len(),
-                waiting.arguments.len(),
-                waiting.bulk_strings,
-            ));
+            let bulk_strings = waiting.bulk_strings() + 3;
+            waiting
+                .ends
+                .push((waiting.keys.len(), waiting.arguments.len(), bulk_strings));
             waiting.senders.push(sender);
             receivers.push(receiver);
         }
@@ -1170,7 +1164,7 @@ mod tests {
             waiting.arguments,
             b"$1\r\n1\r\n$1\r\n1\r\n$1\r\n3\r\n$1\r\n3\r\n"
         );
-        assert_eq!(waiting.bulk_strings, 6);
+        assert_eq!(waiting.bulk_strings(), 6);
         assert_eq!(waiting.ends, vec![(7, 14, 3), (14, 28, 6)]);
         assert_eq!(waiting.senders.len(), 2);
         assert!(waiting.senders.iter().all(|s| !s.is_closed()));

@@ -45,13 +45,25 @@ fn evalsha_calls(server: &RedisServer) -> u64 {
 /// What each key's decisions were: `remaining` of every allowed one, and how many were refused.
 type Outcomes = BTreeMap<String, (Vec<u64>, u64)>;
 
-/// `TASKS` callers at once, each deciding `ROUNDS` times on keys `victim` takes part in when
-/// given. Returns the outcomes and the errors per key.
+/// What a [`hammer`] saw.
+struct Run {
+    outcomes: Outcomes,
+    /// The errors per key.
+    errors: BTreeMap<String, Vec<String>>,
+    /// `EVALSHA` calls Redis ran meanwhile.
+    calls: u64,
+}
+
+/// `TASKS` callers at once, each deciding (`mode`) `ROUNDS` times on keys `victim` takes part
+/// in when given.
 async fn hammer(
+    server: &RedisServer,
     store: &RedisStore,
     policy: &Policy,
     victim: Option<&str>,
-) -> (Outcomes, BTreeMap<String, Vec<String>>) {
+    mode: Mode,
+) -> Run {
+    let before = evalsha_calls(server);
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..TASKS {
         let store = store.clone();
@@ -69,7 +81,7 @@ async fn hammer(
                     policy: &policy,
                     key: &key,
                 };
-                let result = store.decide(&[check], 1, Mode::Consume).await;
+                let result = store.decide(&[check], 1, mode).await;
                 seen.push((key, result.map(|d| d.decisions[0])));
             }
             seen
@@ -93,7 +105,12 @@ async fn hammer(
             }
         }
     }
-    (outcomes, errors)
+    let calls = evalsha_calls(server) - before;
+    Run {
+        outcomes,
+        errors,
+        calls,
+    }
 }
 
 /// Every key allowed exactly `LIMIT` times, each allowed decision on a state no other saw
@@ -114,9 +131,11 @@ async fn concurrent_checks_share_script_calls_and_stay_exact() {
     for algorithm in Algorithm::ALL {
         let store = store(&server, &format!("batch{}", algorithm.name())).await;
         let policy = policy(algorithm);
-        let before = evalsha_calls(&server);
-        let (outcomes, errors) = hammer(&store, &policy, None).await;
-        let calls = evalsha_calls(&server) - before;
+        let Run {
+            outcomes,
+            errors,
+            calls,
+        } = hammer(&server, &store, &policy, None, Mode::Consume).await;
         assert!(errors.is_empty(), "{algorithm:?}: {errors:?}");
         assert_eq!(outcomes.len(), KEYS);
         assert_exact(algorithm, &outcomes, (TASKS * ROUNDS / KEYS) as u64);
@@ -149,9 +168,11 @@ async fn a_check_that_fails_in_a_batch_fails_alone() {
         } else {
             let _: String = server.query(&["SET", &key, "1700000000000000:3"]).unwrap();
         }
-        let before = evalsha_calls(&server);
-        let (outcomes, errors) = hammer(&store, &policy, Some(victim)).await;
-        let calls = evalsha_calls(&server) - before;
+        let Run {
+            outcomes,
+            errors,
+            calls,
+        } = hammer(&server, &store, &policy, Some(victim), Mode::Consume).await;
         let decisions = (TASKS * ROUNDS) as u64;
         assert!(calls * 2 <= decisions, "{algorithm:?}: {calls} calls");
         // Half the attempts went to the victim: every one an error naming its key.
@@ -182,43 +203,33 @@ async fn concurrent_peeks_share_script_calls_and_consume_nothing() {
     for algorithm in Algorithm::ALL {
         let store = store(&server, &format!("peek{}", algorithm.name())).await;
         let policy = policy(algorithm);
-        let check = |key: &'static str| Check {
+        let keys: Vec<String> = (0..KEYS).map(|k| format!("k{k}")).collect();
+        let check = |key| Check {
             name: "p",
             policy: &policy,
             key,
         };
-        for _ in 0..3 {
-            store.decide(&[check("k")], 1, Mode::Consume).await.unwrap();
-        }
-        let before = evalsha_calls(&server);
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..TASKS {
-            let store = store.clone();
-            let policy = policy.clone();
-            tasks.spawn(async move {
-                let mut seen = Vec::new();
-                for _ in 0..ROUNDS {
-                    let check = Check {
-                        name: "p",
-                        policy: &policy,
-                        key: "k",
-                    };
-                    let d = store.decide(&[check], 1, Mode::Peek).await.unwrap();
-                    seen.push((d.decisions[0].allowed, d.decisions[0].remaining));
-                }
-                seen
-            });
-        }
-        while let Some(seen) = tasks.join_next().await {
-            for (allowed, remaining) in seen.unwrap() {
-                assert!(allowed, "{algorithm:?}");
-                assert_eq!(remaining, LIMIT - 3, "{algorithm:?}");
+        for key in &keys {
+            for _ in 0..3 {
+                store.decide(&[check(key)], 1, Mode::Consume).await.unwrap();
             }
         }
-        let calls = evalsha_calls(&server) - before;
+        let run = hammer(&server, &store, &policy, None, Mode::Peek).await;
+        assert!(run.errors.is_empty(), "{algorithm:?}: {:?}", run.errors);
+        for (remaining, refused) in run.outcomes.values() {
+            assert_eq!(*refused, 0, "{algorithm:?}");
+            assert!(remaining.iter().all(|&r| r == LIMIT - 3), "{algorithm:?}");
+        }
         let decisions = (TASKS * ROUNDS) as u64;
-        assert!(calls * 2 <= decisions, "{algorithm:?}: {calls} calls");
-        let after = store.decide(&[check("k")], 1, Mode::Peek).await.unwrap();
+        assert!(
+            run.calls * 2 <= decisions,
+            "{algorithm:?}: {} calls",
+            run.calls
+        );
+        let after = store
+            .decide(&[check(&keys[0])], 1, Mode::Peek)
+            .await
+            .unwrap();
         assert_eq!(after.decisions[0].remaining, LIMIT - 3, "{algorithm:?}");
     }
 }
