@@ -694,3 +694,50 @@ async fn garbage_on_the_socket_does_not_hurt() {
     assert_eq!(server.get("/health").await.status, 200);
     server.stop().await;
 }
+
+/// Percent-escapes that are not UTF-8 are refused by peek as by check (decoded lossily, `%ff`
+/// and `%fe` would both read as U+FFFD and share one key's state), and an HTTP/1.1 request
+/// without `Host` is a 400 (RFC 9112 §3.2), while HTTP/1.0 needs none.
+#[tokio::test]
+async fn peek_refuses_non_utf8_keys_and_http11_needs_host() {
+    let server = TestServer::start(CONFIG).await;
+    for query in [
+        "policy=api&key=%ff",
+        "policy=api&key=%fe",
+        "policy=%ff&key=k",
+    ] {
+        let reply = server.get(&format!("/v1/peek?{query}")).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (400, "invalid_request"),
+            "{query}"
+        );
+    }
+    let fine = server.get("/v1/peek?policy=api&key=%C3%A9").await;
+    assert_eq!(fine.status, 200);
+    let addr = server.addr;
+    let [no_host, with_host, old] = tokio::task::spawn_blocking(move || {
+        [
+            "GET /health HTTP/1.1\r\nConnection: close\r\n\r\n",
+            "GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            "GET /health HTTP/1.0\r\n\r\n",
+        ]
+        .map(|request| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response);
+            String::from_utf8_lossy(&response).into_owned()
+        })
+    })
+    .await
+    .unwrap();
+    assert!(no_host.starts_with("HTTP/1.1 400"), "{no_host}");
+    assert!(no_host.contains("\"invalid_request\""), "{no_host}");
+    assert!(with_host.starts_with("HTTP/1.1 200"), "{with_host}");
+    assert!(old.starts_with("HTTP/1.0 200"), "{old}");
+    server.stop().await;
+}

@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, Version, header};
 use axum::response::Response;
 use hyper::body::Incoming;
 use serde::Serialize;
@@ -69,6 +69,13 @@ impl Api {
     /// The future answering one request. Routed here, before any future exists, so the box
     /// holds only the chosen handler's state (a check's is a quarter of the largest's).
     pub fn handle(self: &Arc<Self>, request: Request<Incoming>) -> Handler {
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host gets a 400 (HTTP/2 carries
+        // `:authority` instead, and HTTP/1.0 predates Host).
+        if request.version() == Version::HTTP_11 && !request.headers().contains_key(header::HOST) {
+            return answered(
+                self.error(ApiError::invalid("an HTTP/1.1 request needs a Host header")),
+            );
+        }
         let Some(route) = Route::of(request.uri().path()) else {
             return answered(self.error(ApiError::new(
                 ErrorCode::NotFound,

@@ -103,9 +103,62 @@ pub struct PeekQuery<'a> {
 impl<'a> PeekQuery<'a> {
     /// Parse a query string, as a 400 on any error.
     pub fn parse(query: &'a str) -> Result<PeekQuery<'a>, ApiError> {
-        serde_urlencoded::from_str(query)
-            .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))
+        parse_query(query)
     }
+}
+
+/// Parse a query string into `T`, as a 400 on any error.
+///
+/// A name or value whose percent-decoded bytes are not UTF-8 is refused rather than decoded
+/// lossily: `%ff` and `%fe` would otherwise both become U+FFFD, and two different keys would
+/// share one limit (the JSON endpoints refuse the same bytes).
+pub fn parse_query<'a, T: Deserialize<'a>>(query: &'a str) -> Result<T, ApiError> {
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !decodes_to_utf8(value) {
+            return Err(ApiError::invalid(format!(
+                "query parameter `{}` is not valid UTF-8 once percent-decoded",
+                String::from_utf8_lossy(&percent_decode(name))
+            )));
+        }
+        if !decodes_to_utf8(name) {
+            return Err(ApiError::invalid(
+                "a query parameter name is not valid UTF-8 once percent-decoded",
+            ));
+        }
+    }
+    serde_urlencoded::from_str(query)
+        .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))
+}
+
+/// Whether the `application/x-www-form-urlencoded` text `encoded` decodes to UTF-8.
+fn decodes_to_utf8(encoded: &str) -> bool {
+    !encoded.contains('%') || std::str::from_utf8(&percent_decode(encoded)).is_ok()
+}
+
+/// Undo `%XX` escapes and `+` (a space); a `%` not followed by two hex digits stays as it is,
+/// as the form-urlencoded parser leaves it.
+fn percent_decode(encoded: &str) -> Vec<u8> {
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(hi), Some(lo)) => {
+                    out.push((hi * 16 + lo) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
 }
 
 /// `POST /v1/reset`: `{"policy":"api","key":"user-123"}`.
@@ -164,5 +217,20 @@ mod tests {
         );
         assert!(PeekQuery::parse("policy=api").is_err());
         assert!(PeekQuery::parse("policy=api&key=k&cost=x").is_err());
+    }
+
+    #[test]
+    fn query_bytes_that_are_not_utf8_are_refused() {
+        for bad in [
+            "policy=api&key=%ff",
+            "policy=api&key=%fe",
+            "policy=a%c3&key=k",
+        ] {
+            assert!(PeekQuery::parse(bad).is_err(), "{bad}");
+        }
+        let q = PeekQuery::parse("policy=api&key=%EF%BF%BD+%C3%A9%2").unwrap();
+        assert_eq!(q.key.as_str(), "\u{fffd} \u{e9}%2");
+        assert_eq!(percent_decode("%4"), b"%4");
+        assert_eq!(percent_decode("a%41%"), b"aA%");
     }
 }
