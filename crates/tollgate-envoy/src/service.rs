@@ -16,9 +16,10 @@
 //! The overall code is OVER_LIMIT when a descriptor that is not in quota mode is over its limit,
 //! or when every quota-mode descriptor is; the global shadow mode turns it OK.
 //!
-//! A store error that reaches this service (the store wrapper's failure policy did not decide)
-//! fails the call with `UNAVAILABLE`; Envoy then applies its `failure_mode_deny` setting, just as
-//! it does when upstream's Redis call fails.
+//! Decisions go through the core's [`Limiter`] (its store and failure policy), as the HTTP API's
+//! do. A store error that reaches this service (the limiter has no failure policy, and no store
+//! wrapper decided) fails the call with `UNAVAILABLE`; Envoy then applies its
+//! `failure_mode_deny` setting, just as it does when upstream's Redis call fails.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -32,7 +33,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
-use tollgate::{Algorithm, Check, Decision, Mode, Store, StoreDecision, StoreError};
+use tollgate::{Algorithm, Check, Decision, LimitError, Limiter, Mode, Store};
 use tonic_health::server::HealthReporter;
 
 use crate::config::{self, Config, EnvoyConfigError, Limit, Rule};
@@ -109,7 +110,7 @@ impl<S> Clone for EnvoyService<S> {
 /// What every clone shares.
 #[derive(Debug)]
 pub(crate) struct Shared<S> {
-    store: Arc<S>,
+    limiter: Limiter<S>,
     pub(crate) config_dir: PathBuf,
     pub(crate) options: EnvoyOptions,
     config: ArcSwap<Config>,
@@ -139,10 +140,11 @@ struct Answer {
 }
 
 impl<S: Store> EnvoyService<S> {
-    /// Load `config_dir` and build the service on `store`. Fails if the directory cannot be read
-    /// or a file is invalid; an empty directory is a valid config with no domains.
+    /// Load `config_dir` and build the service deciding through `limiter` (or a bare shared
+    /// store). Fails if the directory cannot be read or a file is invalid; an empty directory
+    /// is a valid config with no domains.
     pub fn new(
-        store: Arc<S>,
+        limiter: impl Into<Limiter<S>>,
         config_dir: impl Into<PathBuf>,
         options: EnvoyOptions,
     ) -> Result<EnvoyService<S>, EnvoyConfigError> {
@@ -165,7 +167,7 @@ impl<S: Store> EnvoyService<S> {
         );
         let service = EnvoyService {
             shared: Arc::new(Shared {
-                store,
+                limiter: limiter.into(),
                 config_dir,
                 options,
                 config: ArcSwap::from_pointee(loaded.config),
@@ -387,7 +389,7 @@ impl<S: Store> EnvoyService<S> {
     }
 
     /// Ask the store about one descriptor. `None` target or no limit: nothing to ask.
-    async fn decide(&self, target: Option<&Target>) -> Result<Option<Decision>, StoreError> {
+    async fn decide(&self, target: Option<&Target>) -> Result<Option<Decision>, LimitError> {
         let Some(target) = target else {
             return Ok(None);
         };
@@ -406,19 +408,21 @@ impl<S: Store> EnvoyService<S> {
         let too_many = target.hits > policy.capacity();
         if target.look_only || too_many {
             // Look with a cost of one: "is there room left at all".
-            let mut looked = self.shared.store.decide(&[check], 1, Mode::Peek).await?;
-            let mut decision = first(&mut looked)?;
+            let limiter = &self.shared.limiter;
+            let mut decision = limiter
+                .decide_checks(&[check], 1, Mode::Peek)
+                .await?
+                .decision;
             if too_many {
                 decision.allowed = false;
             }
             return Ok(Some(decision));
         }
-        let mut answer = self
-            .shared
-            .store
-            .decide(&[check], target.hits, Mode::Consume)
+        let limiter = &self.shared.limiter;
+        let answer = limiter
+            .decide_checks(&[check], target.hits, Mode::Consume)
             .await?;
-        first(&mut answer).map(Some)
+        Ok(Some(answer.decision))
     }
 
     /// Turn a decision into a status, recording the rule's stats.
@@ -525,14 +529,6 @@ impl<S: Store> EnvoyService<S> {
             ..RateLimitResponse::default()
         }
     }
-}
-
-/// The one decision of a one-check store answer.
-fn first(answer: &mut StoreDecision) -> Result<Decision, StoreError> {
-    answer
-        .decisions
-        .pop()
-        .ok_or_else(|| StoreError::Protocol("no decision for one check".into()))
 }
 
 /// Upstream's stats key of a limit override: `<domain>.<key>_<value>.<key>...`.

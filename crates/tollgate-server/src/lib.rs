@@ -22,7 +22,6 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
-pub mod failure;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -63,7 +63,11 @@ impl Server {
         let mut service = Service::new(&settings, store.clone());
         let grpc = match (settings.grpc_listen, &settings.envoy_config_dir) {
             (Some(addr), Some(dir)) => {
-                let envoy = EnvoyService::new(store, dir.clone(), EnvoyOptions::default())?;
+                let envoy = EnvoyService::new(
+                    service.limiter().clone(),
+                    dir.clone(),
+                    EnvoyOptions::default(),
+                )?;
                 let listener = TcpListener::bind(addr)
                     .await
                     .map_err(|source| ServeError::Bind { addr, source })?;
@@ -119,7 +123,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let addr = self.local_addr().map_err(ServeError::Serve)?;
-        let policies: Vec<&str> = self.service.policies().iter().map(|p| &*p.name).collect();
+        let policies: Vec<&str> = self.service.policies().map(|(name, _)| name).collect();
         tracing::info!(
             listen = %addr,
             store = %self.service.store(),

@@ -1,113 +1,75 @@
-//! The decision engine behind every front end (HTTP now, gRPC later): named policies over the
-//! configured store, the failure policy, and the metrics.
+//! The decision engine behind every front end (HTTP and the Envoy gRPC service): the core's
+//! [`Limiter`] over the configured store, with the failure policy, and the metrics.
 //!
-//! It resolves policy names itself rather than going through [`tollgate::Limiter`] because the
-//! front ends need each policy's index (metrics and response headers are precomputed per
-//! policy) and a failed store call must still produce a decision (`on_error`), not an error.
+//! Policies are resolved and decided by the `Limiter` alone; this adds what only a server
+//! needs around it: counting each decision and each store failure, and rendering metrics.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use smallvec::SmallVec;
-use tollgate::limiter::{validate_key, verdict};
-use tollgate::{Check, LimitError, Mode, Policy, Store, StoreError, Verdict};
+use tollgate::{LimitError, Limiter, Mode, Policy, StoreError, Verdict};
 
 use crate::config::{AdminToken, OnError, Settings};
-use crate::failure::fallback;
 use crate::metrics::{self, Metrics};
 use crate::store::AnyStore;
-use std::sync::Arc;
 use tollgate_envoy::EnvoyService;
-
-/// One configured policy.
-#[derive(Debug)]
-pub struct PolicyEntry {
-    /// Its name.
-    pub name: Box<str>,
-    /// The policy.
-    pub policy: Policy,
-}
-
-/// The answer to a check or peek, with the policies it covered.
-#[derive(Debug)]
-pub struct Outcome {
-    /// The decisions and the most restrictive one.
-    pub verdict: Verdict,
-    /// Indices (into [`Service::policies`]) of the policies checked, in request order.
-    pub policies: SmallVec<[usize; 2]>,
-}
-
-impl Outcome {
-    /// Index of the policy the verdict reports.
-    pub fn reported(&self) -> usize {
-        self.policies
-            .get(self.verdict.policy_index)
-            .copied()
-            .unwrap_or_default()
-    }
-}
 
 /// Policies, store, failure policy and metrics.
 #[derive(Debug)]
 pub struct Service {
-    store: Arc<AnyStore>,
+    limiter: Limiter<AnyStore>,
     /// The Envoy rate limit service sharing the store, when gRPC is on (for its metrics).
     envoy: Option<EnvoyService<AnyStore>>,
-    policies: Box<[PolicyEntry]>,
-    by_name: HashMap<Box<str>, usize>,
-    on_error: OnError,
     admin_token: Option<AdminToken>,
-    metrics: Metrics,
-    /// Second (since the epoch of `started`) of the last store-failure warning logged.
-    last_store_warning: AtomicU64,
-    started: Instant,
+    metrics: Arc<Metrics>,
 }
 
 impl Service {
     /// A service deciding `settings.policies` on `store`.
     pub fn new(settings: &Settings, store: Arc<AnyStore>) -> Service {
-        let policies: Box<[PolicyEntry]> = settings
-            .policies
-            .iter()
-            .map(|(name, policy)| PolicyEntry {
-                name: name.as_str().into(),
-                policy: policy.clone(),
-            })
-            .collect();
-        let by_name = policies
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.name.clone(), i))
-            .collect();
-        let metrics = Metrics::new(policies.iter().map(|p| &*p.name));
+        let metrics = Arc::new(Metrics::new(settings.policies.keys().map(String::as_str)));
+        let mut limiter = Limiter::from_shared(store).on_store_error(
+            settings.store.on_error,
+            store_failed(settings.store.on_error, metrics.clone()),
+        );
+        for (name, policy) in &settings.policies {
+            limiter = limiter.with_policy(name.as_str(), policy.clone());
+        }
         Service {
-            store,
+            limiter,
             envoy: None,
-            policies,
-            by_name,
-            on_error: settings.store.on_error,
             admin_token: settings.admin_token.clone(),
             metrics,
-            last_store_warning: AtomicU64::new(u64::MAX),
-            started: Instant::now(),
         }
     }
 
-    /// Every policy, sorted by name.
-    pub fn policies(&self) -> &[PolicyEntry] {
-        &self.policies
+    /// The limiter every front end decides through.
+    pub fn limiter(&self) -> &Limiter<AnyStore> {
+        &self.limiter
+    }
+
+    /// Every policy with its name, sorted by name; a verdict's [`Verdict::policies`] index it.
+    pub fn policies(&self) -> impl ExactSizeIterator<Item = (&str, &Policy)> {
+        self.limiter.policies()
+    }
+
+    /// The name of the policy at `position`.
+    pub fn policy_name(&self, position: usize) -> &str {
+        self.limiter
+            .policy_at(position)
+            .map_or("", |(name, _)| name)
     }
 
     /// The store.
     pub fn store(&self) -> &AnyStore {
-        &self.store
+        self.limiter.store()
     }
 
     /// The store, shared (the gRPC front end decides on the same one).
     pub fn shared_store(&self) -> Arc<AnyStore> {
-        self.store.clone()
+        self.limiter.store().clone()
     }
 
     /// Attach the Envoy service whose metrics `/metrics` also renders.
@@ -126,7 +88,7 @@ impl Service {
         self.admin_token.as_ref()
     }
 
-    /// Decide `cost` for `key` under every policy named, all or nothing, in `mode`.
+    /// Decide `cost` for `key` under every policy named, all or nothing, in `mode`, and count it.
     ///
     /// Errors are the caller's (unknown policy, bad key or cost); a store failure is never an
     /// error here: `on_error` decides and the verdict is marked degraded.
@@ -136,43 +98,27 @@ impl Service {
         key: &str,
         cost: u64,
         mode: Mode,
-    ) -> Result<Outcome, LimitError> {
-        let (indices, checks) = self.resolve(names, key, cost)?;
+    ) -> Result<Verdict, LimitError> {
         let started = Instant::now();
-        let answer = self.store.decide(&checks, cost, mode).await;
+        let verdict = self.limiter.run(names, key, cost, mode).await?;
         self.metrics.record_latency(started.elapsed());
-        let (decisions, degraded) = match answer {
-            Ok(answer) => (answer.decisions, answer.degraded),
-            Err(error) => {
-                self.store_failed(&error);
-                (fallback(self.on_error, &checks, cost), true)
-            }
-        };
-        let outcome = Outcome {
-            verdict: verdict(decisions, degraded),
-            policies: indices,
-        };
         self.metrics.record_decision(
-            outcome.reported(),
+            verdict.reported_policy(),
             mode,
-            outcome.verdict.decision.allowed,
-            degraded,
+            verdict.decision.allowed,
+            verdict.degraded,
         );
-        Ok(outcome)
+        Ok(verdict)
     }
 
     /// Forget `key`'s state under `name`.
     pub async fn reset(&self, name: &str, key: &str) -> Result<(), LimitError> {
-        let (_, checks) = self.resolve(&[name], key, 1)?;
-        self.store.reset(&checks).await.map_err(|error| {
-            self.store_failed(&error);
-            LimitError::Store(error)
-        })
+        self.limiter.reset(name, key).await
     }
 
     /// Whether the store answers (`GET /ready`).
     pub async fn ready(&self) -> Result<(), StoreError> {
-        self.store.ping().await
+        self.store().ping().await
     }
 
     /// The Prometheus text exposition.
@@ -183,9 +129,9 @@ impl Service {
             &mut out,
             "tollgate_policies",
             "Policies configured.",
-            self.policies.len() as u64,
+            self.limiter.policies().len() as u64,
         );
-        if let Some(memory) = self.store.as_memory() {
+        if let Some(memory) = self.store().as_memory() {
             metrics::gauge(
                 &mut out,
                 "tollgate_memory_store_keys",
@@ -199,7 +145,7 @@ impl Service {
                 memory.max_keys() as u64,
             );
         }
-        if let Some(redis) = self.store.resilience() {
+        if let Some(redis) = self.store().resilience() {
             render_resilience(&mut out, redis);
         }
         if let Some(envoy) = &self.envoy {
@@ -218,54 +164,18 @@ impl Service {
         );
         out
     }
+}
 
-    /// Resolve names to policies and validate the request, as the core's `Limiter` does.
-    #[allow(clippy::type_complexity)]
-    fn resolve<'a>(
-        &'a self,
-        names: &[&str],
-        key: &'a str,
-        cost: u64,
-    ) -> Result<(SmallVec<[usize; 2]>, SmallVec<[Check<'a>; 2]>), LimitError> {
-        if names.is_empty() {
-            return Err(LimitError::NoPolicy);
-        }
-        validate_key(key)?;
-        let mut indices = SmallVec::new();
-        let mut checks = SmallVec::new();
-        for &name in names {
-            let index = *self
-                .by_name
-                .get(name)
-                .ok_or_else(|| LimitError::UnknownPolicy(name.to_owned()))?;
-            if indices.contains(&index) {
-                return Err(LimitError::DuplicatePolicy(name.to_owned()));
-            }
-            let entry = &self.policies[index];
-            entry
-                .policy
-                .validate_cost(cost)
-                .map_err(|source| LimitError::Policy {
-                    policy: name.to_owned(),
-                    source,
-                })?;
-            indices.push(index);
-            checks.push(Check {
-                name: &entry.name,
-                policy: &entry.policy,
-                key,
-            });
-        }
-        Ok((indices, checks))
-    }
-
-    /// Count a store failure and log it, at most once a second (a full store fails every new
-    /// key; the metric counts them all).
-    fn store_failed(&self, error: &StoreError) {
-        self.metrics.record_store_error(error);
-        let second = self.started.elapsed().as_secs();
-        if self.last_store_warning.swap(second, Ordering::Relaxed) != second {
-            tracing::warn!(%error, on_error = %self.on_error.name(), "store call failed; deciding degraded");
+/// What the limiter calls when a store call fails: count it, and log it at most once a second
+/// (a full store fails every new key; the metric counts them all).
+fn store_failed(on_error: OnError, metrics: Arc<Metrics>) -> impl Fn(&StoreError) + Send + Sync {
+    let started = Instant::now();
+    let last_warning = AtomicU64::new(u64::MAX);
+    move |error| {
+        metrics.record_store_error(error);
+        let second = started.elapsed().as_secs();
+        if last_warning.swap(second, Ordering::Relaxed) != second {
+            tracing::warn!(%error, on_error = %on_error.name(), "store call failed; deciding degraded");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `Limiter`: named policies over a store — the API applications call.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
@@ -8,7 +9,9 @@ use smallvec::SmallVec;
 use crate::algorithm::Mode;
 use crate::decision::Decision;
 use crate::error::LimitError;
+use crate::error::StoreError;
 use crate::policy::Policy;
+use crate::resilience::{OnError, fixed_decisions};
 use crate::short_str;
 use crate::store::{Check, Decisions, Store};
 
@@ -25,6 +28,9 @@ pub struct Verdict {
     pub policy_index: usize,
     /// One decision per policy asked for, in order.
     pub decisions: Decisions,
+    /// Where each policy asked for sits in the limiter ([`Limiter::policy_at`]), in order: what
+    /// front ends index their per-policy metrics and headers by.
+    pub policies: SmallVec<[usize; 2]>,
     /// Decided without the shared store (a fallback answered).
     pub degraded: bool,
 }
@@ -33,6 +39,33 @@ impl Verdict {
     /// Whether the request may pass.
     pub fn allowed(&self) -> bool {
         self.decision.allowed
+    }
+
+    /// Where the reported policy ([`Self::decision`]'s) sits in the limiter.
+    pub fn reported_policy(&self) -> usize {
+        self.policies
+            .get(self.policy_index)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// How long a request denied because the store failed is told to wait, µs: about the time a
+/// circuit breaker waits before probing a failed store again.
+pub const FAILURE_RETRY_US: u64 = 1_000_000;
+
+/// What the limiter does when its store fails: see [`Limiter::on_store_error`].
+#[derive(Clone)]
+struct FailurePolicy {
+    on_error: OnError,
+    report: Arc<dyn Fn(&StoreError) + Send + Sync>,
+}
+
+impl fmt::Debug for FailurePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FailurePolicy")
+            .field("on_error", &self.on_error)
+            .finish_non_exhaustive()
     }
 }
 
@@ -55,6 +88,7 @@ impl Verdict {
 pub struct Limiter<S> {
     store: Arc<S>,
     policies: PolicyTable,
+    failure: Option<FailurePolicy>,
 }
 
 impl<S> Clone for Limiter<S> {
@@ -62,7 +96,15 @@ impl<S> Clone for Limiter<S> {
         Limiter {
             store: self.store.clone(),
             policies: self.policies.clone(),
+            failure: self.failure.clone(),
         }
+    }
+}
+
+/// A limiter with no policies on a shared store, no failure policy.
+impl<S: Store> From<Arc<S>> for Limiter<S> {
+    fn from(store: Arc<S>) -> Limiter<S> {
+        Limiter::from_shared(store)
     }
 }
 
@@ -77,7 +119,43 @@ impl<S: Store> Limiter<S> {
         Limiter {
             store,
             policies: PolicyTable::default(),
+            failure: None,
         }
+    }
+
+    /// Decide without the store when it fails, as `on_error` says, instead of returning
+    /// [`LimitError::Store`]: `allow` allows (reporting a full quota less the cost), `deny` and
+    /// `local` reject with a retry of [`FAILURE_RETRY_US`] (`local` needs a local store to
+    /// decide on: wrap a shared store in [`crate::Resilient`], which does that and never fails
+    /// here). Such verdicts are marked degraded; `report` sees each error first (to count and
+    /// log it).
+    ///
+    /// ```
+    /// use tollgate::{Algorithm, Limiter, MemoryStore, OnError, Policy};
+    /// use tollgate::clock::Clock;
+    ///
+    /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// # rt.block_on(async {
+    /// // A memory store that holds one key at most: a second key finds it full.
+    /// let limiter = Limiter::new(MemoryStore::with_options(Clock::System, 1))
+    ///     .with_policy("api", Policy::builder(Algorithm::Gcra).rate("10/s").build()?)
+    ///     .on_store_error(OnError::Allow, |error| eprintln!("store failed: {error}"));
+    /// limiter.check("api", "a").await?;
+    /// let verdict = limiter.check_all(&["api"], "b", 1).await?;
+    /// assert!(verdict.allowed() && verdict.degraded);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn on_store_error(
+        mut self,
+        on_error: OnError,
+        report: impl Fn(&StoreError) + Send + Sync + 'static,
+    ) -> Limiter<S> {
+        self.failure = Some(FailurePolicy {
+            on_error,
+            report: Arc::new(report),
+        });
+        self
     }
 
     /// Add (or replace) a named policy.
@@ -96,9 +174,19 @@ impl<S: Store> Limiter<S> {
         self.policies.get(name).map(|(_, policy)| policy)
     }
 
-    /// Every policy, by name.
-    pub fn policies(&self) -> impl Iterator<Item = (&str, &Policy)> {
+    /// Every policy, by name, in the order added (the order of [`Self::policy_at`]).
+    pub fn policies(&self) -> impl ExactSizeIterator<Item = (&str, &Policy)> {
         self.policies.entries.iter().map(|(n, p)| (&**n, p))
+    }
+
+    /// Where the policy named `name` sits ([`Verdict::policies`] holds such positions).
+    pub fn policy_position(&self, name: &str) -> Option<usize> {
+        self.policies.position(name)
+    }
+
+    /// The policy at `position`, with its name.
+    pub fn policy_at(&self, position: usize) -> Option<(&str, &Policy)> {
+        self.policies.entries.get(position).map(|(n, p)| (&**n, p))
     }
 
     /// Take one unit from `key` under `policy`.
@@ -163,7 +251,10 @@ impl<S: Store> Limiter<S> {
             },
             _ => self.validated(policy, key, cost)?,
         };
-        Ok(self.store.decide_one(check, cost, mode).await?)
+        match self.store.decide_one(check, cost, mode).await {
+            Ok(decision) => Ok(decision),
+            Err(error) => Ok(self.without_store(error, &[check], cost)?[0]),
+        }
     }
 
     /// The check of a one-policy call, validated in the order [`Self::checks`] validates.
@@ -187,37 +278,81 @@ impl<S: Store> Limiter<S> {
         cost: u64,
         mode: Mode,
     ) -> Result<Verdict, LimitError> {
-        let checks = self.checks(policies, key, cost)?;
-        let answer = self.store.decide(&checks, cost, mode).await?;
-        Ok(verdict(answer.decisions, answer.degraded))
+        let (positions, checks) = self.checks(policies, key, cost)?;
+        let mut verdict = self.decide_checks(&checks, cost, mode).await?;
+        verdict.policies = positions;
+        Ok(verdict)
+    }
+
+    /// Decide checks resolved elsewhere (the Envoy service resolves descriptors to policies of
+    /// its own) with this limiter's store and failure policy. The checks must satisfy
+    /// [`Store::decide`]'s preconditions; [`Verdict::policies`] is left empty.
+    pub async fn decide_checks(
+        &self,
+        checks: &[Check<'_>],
+        cost: u64,
+        mode: Mode,
+    ) -> Result<Verdict, LimitError> {
+        let (decisions, degraded) = match self.store.decide(checks, cost, mode).await {
+            Ok(answer) => (answer.decisions, answer.degraded),
+            Err(error) => (self.without_store(error, checks, cost)?, true),
+        };
+        Ok(verdict(decisions, degraded))
     }
 
     /// Forget `key`'s state under `policy`.
     pub async fn reset(&self, policy: &str, key: &str) -> Result<(), LimitError> {
-        let checks = self.checks(&[policy], key, 1)?;
-        Ok(self.store.reset(&checks).await?)
+        let (_, checks) = self.checks(&[policy], key, 1)?;
+        self.store.reset(&checks).await.map_err(|error| {
+            if let Some(failure) = &self.failure {
+                (failure.report)(&error);
+            }
+            LimitError::Store(error)
+        })
     }
 
-    /// Resolve and validate a request into store checks.
+    /// The decisions of a failed store call, by the failure policy; without one, the error.
+    #[cold]
+    fn without_store(
+        &self,
+        error: StoreError,
+        checks: &[Check<'_>],
+        cost: u64,
+    ) -> Result<Decisions, LimitError> {
+        let Some(failure) = &self.failure else {
+            return Err(LimitError::Store(error));
+        };
+        (failure.report)(&error);
+        let allowed = failure.on_error == OnError::Allow;
+        Ok(fixed_decisions(allowed, checks, cost, FAILURE_RETRY_US))
+    }
+
+    /// Resolve and validate a request into store checks, with the policies' positions.
+    #[allow(clippy::type_complexity)]
     fn checks<'a>(
         &'a self,
         policies: &[&'a str],
         key: &'a str,
         cost: u64,
-    ) -> Result<SmallVec<[Check<'a>; 2]>, LimitError> {
+    ) -> Result<(SmallVec<[usize; 2]>, SmallVec<[Check<'a>; 2]>), LimitError> {
         if policies.is_empty() {
             return Err(LimitError::NoPolicy);
         }
         validate_key(key)?;
+        let mut positions = SmallVec::<[usize; 2]>::new();
         let mut checks = SmallVec::<[Check<'a>; 2]>::new();
         for &name in policies {
-            let check = self.resolve(name, key, cost)?;
-            if checks.iter().any(|c| c.name == check.name) {
+            let position = self
+                .policies
+                .position(name)
+                .ok_or_else(|| LimitError::UnknownPolicy(name.to_owned()))?;
+            if positions.contains(&position) {
                 return Err(LimitError::DuplicatePolicy(name.to_owned()));
             }
-            checks.push(check);
+            positions.push(position);
+            checks.push(self.resolve(name, key, cost)?);
         }
-        Ok(checks)
+        Ok((positions, checks))
     }
 }
 
@@ -318,6 +453,7 @@ pub fn verdict(decisions: Decisions, degraded: bool) -> Verdict {
         decision: decisions.get(policy_index).copied().unwrap_or_default(),
         policy_index,
         decisions,
+        policies: SmallVec::new(),
         degraded,
     }
 }

@@ -28,13 +28,13 @@ use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, Version, header};
 use axum::response::Response;
 use hyper::body::Incoming;
 use serde::Serialize;
-use tollgate::Mode;
+use tollgate::{Mode, Verdict};
 
 use self::error::ApiError;
 use self::request::{CheckRequest, PeekQuery, ResetRequest};
 use self::route::Route;
 use crate::metrics::ErrorCode;
-use crate::service::{Outcome, Service};
+use crate::service::Service;
 
 /// `Content-Type: application/json`.
 pub static JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -54,9 +54,8 @@ impl Api {
     pub fn new(service: Arc<Service>) -> Arc<Api> {
         let policy_items = service
             .policies()
-            .iter()
-            .map(|p| {
-                HeaderValue::try_from(headers::policy_item(&p.name, &p.policy))
+            .map(|(name, policy)| {
+                HeaderValue::try_from(headers::policy_item(name, policy))
                     .unwrap_or_else(|_| HeaderValue::from_static(""))
             })
             .collect();
@@ -128,17 +127,16 @@ impl Api {
     }
 
     /// The decision as JSON with its rate-limit headers.
-    fn decision_response(&self, outcome: &Outcome) -> Response {
-        let policies = self.service.policies();
-        let decision = &outcome.verdict.decision;
-        let policy = policies.get(outcome.reported()).map_or("", |p| &*p.name);
-        let bytes = decision::render(policy, decision, outcome.verdict.degraded);
+    fn decision_response(&self, verdict: &Verdict) -> Response {
+        let decision = &verdict.decision;
+        let policy = self.service.policy_name(verdict.reported_policy());
+        let bytes = decision::render(policy, decision, verdict.degraded);
         let mut response = Response::new(Body::from(bytes));
         let headers = response.headers_mut();
         // Room for all four headers at once instead of growing on the first and third insert.
         headers.reserve(4);
         headers.insert(header::CONTENT_TYPE, JSON.clone());
-        let policy_header = match outcome.policies.as_slice() {
+        let policy_header = match verdict.policies.as_slice() {
             [one] => self.policy_items.get(*one).cloned(),
             many => Some(headers::join_items(
                 many.iter().filter_map(|&i| self.policy_items.get(i)),
@@ -150,11 +148,11 @@ impl Api {
         headers.insert(
             headers::RATELIMIT.clone(),
             headers::ratelimit(
-                outcome
+                verdict
                     .policies
                     .iter()
-                    .zip(&outcome.verdict.decisions)
-                    .filter_map(|(&i, d)| Some((&*policies.get(i)?.name, d))),
+                    .zip(&verdict.decisions)
+                    .map(|(&i, d)| (self.service.policy_name(i), d)),
             ),
         );
         if !decision.allowed {
@@ -205,11 +203,11 @@ async fn check(api: Arc<Api>, request: Request<Incoming>) -> Response {
         let body = body::read_json(&parts.headers, body).await?;
         let request: CheckRequest = body::parse_json(&body)?;
         let names = request.policy_names()?;
-        let outcome = api
+        let verdict = api
             .service
             .decide(&names, request.key.as_str(), request.cost(), Mode::Consume)
             .await?;
-        Ok(api.decision_response(&outcome))
+        Ok(api.decision_response(&verdict))
     }
     .await;
     api.respond(result)
@@ -218,7 +216,7 @@ async fn check(api: Arc<Api>, request: Request<Incoming>) -> Response {
 async fn peek(api: Arc<Api>, request: Request<Incoming>) -> Response {
     let result = async {
         let query = PeekQuery::parse(request.uri().query().unwrap_or_default())?;
-        let outcome = api
+        let verdict = api
             .service
             .decide(
                 &[query.policy.as_str()],
@@ -227,7 +225,7 @@ async fn peek(api: Arc<Api>, request: Request<Incoming>) -> Response {
                 Mode::Peek,
             )
             .await?;
-        Ok(api.decision_response(&outcome))
+        Ok(api.decision_response(&verdict))
     }
     .await;
     api.respond(result)
@@ -269,17 +267,13 @@ fn policies(api: &Api) -> Response {
         policies: api
             .service
             .policies()
-            .iter()
-            .map(|entry| {
-                let p = &entry.policy;
-                PolicyJson {
-                    name: &entry.name,
-                    algorithm: p.algorithm().name(),
-                    limit: p.limit(),
-                    period_ms: p.period_us().div_ceil(1000),
-                    period: humantime::format_duration(p.period()).to_string(),
-                    burst: p.algorithm().has_burst().then_some(p.burst()),
-                }
+            .map(|(name, p)| PolicyJson {
+                name,
+                algorithm: p.algorithm().name(),
+                limit: p.limit(),
+                period_ms: p.period_us().div_ceil(1000),
+                period: humantime::format_duration(p.period()).to_string(),
+                burst: p.algorithm().has_burst().then_some(p.burst()),
             })
             .collect(),
     };
