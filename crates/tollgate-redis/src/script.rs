@@ -147,6 +147,9 @@ pub const fn code(algorithm: Algorithm) -> u8 {
         Algorithm::SlidingWindow => 3,
         Algorithm::TokenBucket => 4,
         Algorithm::Gcra => 5,
+        // Not a check: leases run their own script (LEASE_SOURCE). The store refuses a check of
+        // a concurrency policy before any script is chosen.
+        Algorithm::Concurrency => 6,
     }
 }
 

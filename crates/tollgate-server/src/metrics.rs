@@ -72,7 +72,14 @@ impl ErrorCode {
 }
 
 /// Kinds of store failure, the label of `tollgate_store_errors_total`.
-const STORE_ERROR_KINDS: [&str; 5] = ["full", "timeout", "circuit_open", "backend", "protocol"];
+const STORE_ERROR_KINDS: [&str; 6] = [
+    "full",
+    "timeout",
+    "circuit_open",
+    "backend",
+    "protocol",
+    "unsupported",
+];
 
 fn store_error_index(error: &StoreError) -> usize {
     match error {
@@ -81,6 +88,7 @@ fn store_error_index(error: &StoreError) -> usize {
         StoreError::CircuitOpen => 2,
         StoreError::Backend(_) => 3,
         StoreError::Protocol(_) => 4,
+        StoreError::Unsupported(_) => 5,
     }
 }
 

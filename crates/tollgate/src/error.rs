@@ -28,6 +28,18 @@ pub enum PolicyError {
         /// The limit given.
         limit: u64,
     },
+    /// A concurrency limit above [`crate::policy::MAX_CONCURRENCY_LIMIT`].
+    #[error("concurrency limit {limit} is too large (at most 100000 units leased at once)")]
+    TooManyLeases {
+        /// The limit given.
+        limit: u64,
+    },
+    /// A check or peek of a `concurrency` policy.
+    #[error("a concurrency policy is acquired and released, not checked (use acquire)")]
+    NeedsLease,
+    /// A lease asked of a rate policy.
+    #[error("{0} is a rate algorithm: only concurrency policies grant leases")]
+    NotConcurrency(Algorithm),
     /// `burst: 0`.
     #[error("burst must be at least 1")]
     ZeroBurst,
@@ -42,7 +54,7 @@ pub enum PolicyError {
     MissingPeriod,
     /// An algorithm name that is not known.
     #[error(
-        "unknown algorithm `{0}` (expected fixed-window, sliding-log, sliding-window, token-bucket, gcra or leaky-bucket)"
+        "unknown algorithm `{0}` (expected fixed-window, sliding-log, sliding-window, token-bucket, gcra, leaky-bucket or concurrency)"
     )]
     UnknownAlgorithm(String),
     /// A `rate` that is not `N/unit`.
@@ -93,6 +105,9 @@ pub enum StoreError {
     /// The backend failed (connection, protocol, script error).
     #[error("store backend error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store does not implement this operation (a store written before it existed).
+    #[error("this store does not support {0}")]
+    Unsupported(&'static str),
     /// The backend answered something that is not a decision.
     #[error("store answered an unexpected reply: {0}")]
     Protocol(String),
@@ -113,6 +128,9 @@ pub enum LimitError {
     /// The key is empty or too long.
     #[error("invalid key: {0}")]
     InvalidKey(&'static str),
+    /// A lease id that no acquire returned.
+    #[error(transparent)]
+    InvalidLease(#[from] crate::lease::InvalidLeaseId),
     /// The cost cannot be enforced by the policy.
     #[error("policy `{policy}`: {source}")]
     Policy {

@@ -1,8 +1,9 @@
 //! # tollgate
 //!
-//! Exact rate limiting for one process or many. Five algorithms — fixed window, sliding log,
-//! sliding window counter, token bucket and GCRA (leaky bucket) — are pure transitions over
-//! integer microseconds ([`algorithm`]); a [`Store`] keeps their state and decides atomically:
+//! Exact rate limiting for one process or many. Five rate algorithms — fixed window, sliding
+//! log, sliding window counter, token bucket and GCRA (leaky bucket) — and concurrency limits
+//! (leases, [`Limiter::acquire`]) are pure transitions over integer microseconds
+//! ([`algorithm`]); a [`Store`] keeps their state and decides atomically:
 //! the in-process [`MemoryStore`] here, a Redis store in `tollgate-redis`. A [`Limiter`] binds
 //! named [`Policy`]s to a store.
 //!
@@ -32,6 +33,7 @@ pub mod conformance;
 pub mod counter;
 pub mod decision;
 pub mod error;
+pub mod lease;
 pub mod limiter;
 pub mod memory;
 pub mod policy;
@@ -43,6 +45,7 @@ pub use algorithm::{Mode, State};
 pub use clock::{Clock, ManualClock};
 pub use decision::Decision;
 pub use error::{LimitError, PolicyError, StoreError};
+pub use lease::{Acquired, Lease, LeaseId, LeaseOp, LeaseOutcome};
 pub use limiter::{Limiter, MAX_KEY_LEN, Verdict};
 pub use memory::MemoryStore;
 pub use policy::{Algorithm, Policy, PolicyBuilder, Rate};

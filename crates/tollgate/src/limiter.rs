@@ -10,6 +10,7 @@ use crate::algorithm::Mode;
 use crate::decision::Decision;
 use crate::error::LimitError;
 use crate::error::StoreError;
+use crate::lease::{Acquired, Lease, LeaseId, LeaseOp, LeaseOutcome};
 use crate::policy::Policy;
 use crate::resilience::{OnError, fixed_decisions};
 use crate::short_str;
@@ -300,6 +301,99 @@ impl<S: Store> Limiter<S> {
         Ok(verdict(decisions, degraded))
     }
 
+    /// Lease `cost` units of `key` under the `concurrency` policy `policy`: granted when they fit
+    /// under its limit, and held until the lease is released (explicitly, or by dropping it) or
+    /// expires after the policy's `lease`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{Limiter, MemoryStore, Policy};
+    ///
+    /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// # rt.block_on(async {
+    /// let limiter = Limiter::new(MemoryStore::new())
+    ///     .with_policy("jobs", Policy::concurrency(2, Duration::from_secs(60))?);
+    /// let first = limiter.acquire("jobs", "tenant-7", 1).await?.lease.expect("granted");
+    /// let second = limiter.acquire("jobs", "tenant-7", 1).await?;
+    /// assert_eq!(second.decision.remaining, 0);
+    /// assert!(limiter.acquire("jobs", "tenant-7", 1).await?.lease.is_none());
+    /// first.release().await?;
+    /// assert!(limiter.acquire("jobs", "tenant-7", 1).await?.lease.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn acquire(
+        &self,
+        policy: &str,
+        key: &str,
+        cost: u64,
+    ) -> Result<Acquired<S>, LimitError> {
+        let (name, found) = self.lease_policy(policy, key, cost)?;
+        let id = LeaseId::new(cost);
+        let check = Check {
+            name,
+            policy: found,
+            key,
+        };
+        let outcome = self.store.lease(check, LeaseOp::Acquire(id)).await?;
+        let lease = outcome.decision.allowed.then(|| {
+            Lease::new(
+                self.store.clone(),
+                name.clone(),
+                found.clone(),
+                key,
+                id,
+                outcome.lease_expires_in(),
+            )
+        });
+        Ok(Acquired {
+            decision: outcome.decision,
+            lease,
+            degraded: outcome.degraded,
+        })
+    }
+
+    /// Apply a lease operation by id (what a service answering remote holders needs; a Rust
+    /// holder keeps the [`Lease`] guard instead). An acquire takes a fresh [`LeaseId::new`].
+    pub async fn lease_op(
+        &self,
+        policy: &str,
+        key: &str,
+        op: LeaseOp,
+    ) -> Result<LeaseOutcome, LimitError> {
+        let id = match op {
+            LeaseOp::Acquire(id) | LeaseOp::Release(id) | LeaseOp::Renew(id) => id,
+        };
+        let (name, found) = self.lease_policy(policy, key, id.cost())?;
+        let check = Check {
+            name,
+            policy: found,
+            key,
+        };
+        Ok(self.store.lease(check, op).await?)
+    }
+
+    /// Give back the lease `id` (idempotent). `Ok(false)` when it was not held (released or
+    /// expired already).
+    pub async fn release(&self, policy: &str, key: &str, id: LeaseId) -> Result<bool, LimitError> {
+        let outcome = self.lease_op(policy, key, LeaseOp::Release(id)).await?;
+        Ok(outcome.decision.allowed)
+    }
+
+    /// Extend the lease `id` to a full lease from now; `None` when it has expired.
+    pub async fn renew(
+        &self,
+        policy: &str,
+        key: &str,
+        id: LeaseId,
+    ) -> Result<Option<std::time::Duration>, LimitError> {
+        let outcome = self.lease_op(policy, key, LeaseOp::Renew(id)).await?;
+        Ok(outcome
+            .decision
+            .allowed
+            .then(|| outcome.lease_expires_in()))
+    }
+
     /// Forget `key`'s state under `policy`.
     pub async fn reset(&self, policy: &str, key: &str) -> Result<(), LimitError> {
         let (_, checks) = self.checks(&[policy], key, 1)?;
@@ -357,6 +451,27 @@ impl<S: Store> Limiter<S> {
 }
 
 impl<S> Limiter<S> {
+    /// Look up the concurrency policy `name` and check the key and a lease of `cost` against it.
+    fn lease_policy(
+        &self,
+        name: &str,
+        key: &str,
+        cost: u64,
+    ) -> Result<(&Arc<str>, &Policy), LimitError> {
+        validate_key(key)?;
+        let (name, policy) = self
+            .policies
+            .get(name)
+            .ok_or_else(|| LimitError::UnknownPolicy(name.to_owned()))?;
+        policy
+            .validate_lease_cost(cost)
+            .map_err(|source| LimitError::Policy {
+                policy: name.to_string(),
+                source,
+            })?;
+        Ok((name, policy))
+    }
+
     /// Look up `name` and check that `cost` can pass it.
     fn resolve<'a>(&'a self, name: &str, key: &'a str, cost: u64) -> Result<Check<'a>, LimitError> {
         let (name, policy) = self

@@ -24,6 +24,7 @@ use crate::bounded_map::{SweepGate, shard_amount};
 use crate::clock::Clock;
 use crate::decision::Decision;
 use crate::error::StoreError;
+use crate::lease::{LeaseOp, LeaseOutcome};
 use crate::short_str::{self, KeyStr, KeyString};
 use crate::store::{Check, Decisions, Store, StoreDecision};
 
@@ -90,6 +91,16 @@ impl Entry {
             slot.expires_at = slot.expires_at.max(now + decision.reset_after_us);
         }
         decision
+    }
+
+    /// Apply a lease operation to one check on this entry.
+    fn lease(&mut self, check: &Check<'_>, op: LeaseOp, now: u64) -> LeaseOutcome {
+        let slot = self.slot(check);
+        let outcome = slot.state.lease(now, check.policy, op);
+        slot.expires_at = slot
+            .expires_at
+            .max(now + outcome.decision.reset_after_us);
+        outcome
     }
 
     /// Decide several checks atomically on this entry.
@@ -284,6 +295,15 @@ impl MemoryStore {
         }
     }
 
+    /// Apply a lease operation synchronously. Only an acquire creates an identifier.
+    pub fn lease_now(&self, check: &Check<'_>, op: LeaseOp) -> Result<LeaseOutcome, StoreError> {
+        let mode = match op {
+            LeaseOp::Acquire(_) => Mode::Consume,
+            LeaseOp::Release(_) | LeaseOp::Renew(_) => Mode::Peek,
+        };
+        self.on_entry(check.key, mode, |entry, now| entry.lease(check, op, now))
+    }
+
     /// Forget the state of each check's policy for its identifier.
     pub fn reset_now(&self, checks: &[Check<'_>]) {
         for check in checks {
@@ -321,6 +341,10 @@ impl Store for MemoryStore {
         mode: Mode,
     ) -> Result<Decision, StoreError> {
         self.decide_one_now(&check, cost, mode)
+    }
+
+    async fn lease(&self, check: Check<'_>, op: LeaseOp) -> Result<LeaseOutcome, StoreError> {
+        self.lease_now(&check, op)
     }
 }
 

@@ -16,6 +16,14 @@ pub const MAX_EXACT: u64 = 1 << 53;
 /// the limit, and a rejection may walk it, so the limit bounds memory and work per key.
 pub const MAX_SLIDING_LOG_LIMIT: u64 = 100_000;
 
+/// Largest `limit` of a concurrency policy: Redis keeps one sorted-set member per leased unit,
+/// so the limit bounds memory per key.
+pub const MAX_CONCURRENCY_LIMIT: u64 = 100_000;
+
+/// How long a lease lasts when the policy does not say (`lease`): a holder that crashed gives
+/// its units back after this long.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+
 /// The rate-limit algorithm of a policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
@@ -30,10 +38,13 @@ pub enum Algorithm {
     /// Generic cell rate algorithm (leaky bucket as a meter): same decisions as the token bucket,
     /// one timestamp of state.
     Gcra,
+    /// At most `limit` units leased at once; a lease not released expires after `lease` (the
+    /// policy's period). Decided by [`crate::Limiter::acquire`], not by checks.
+    Concurrency,
 }
 
 impl Algorithm {
-    /// Every algorithm, in documentation order.
+    /// Every rate algorithm (all but [`Algorithm::Concurrency`]), in documentation order.
     pub const ALL: [Algorithm; 5] = [
         Algorithm::FixedWindow,
         Algorithm::SlidingLog,
@@ -42,7 +53,8 @@ impl Algorithm {
         Algorithm::Gcra,
     ];
 
-    /// The config name (`fixed-window`, `sliding-log`, `sliding-window`, `token-bucket`, `gcra`).
+    /// The config name (`fixed-window`, `sliding-log`, `sliding-window`, `token-bucket`, `gcra`,
+    /// `concurrency`).
     pub const fn name(self) -> &'static str {
         match self {
             Algorithm::FixedWindow => "fixed-window",
@@ -50,7 +62,13 @@ impl Algorithm {
             Algorithm::SlidingWindow => "sliding-window",
             Algorithm::TokenBucket => "token-bucket",
             Algorithm::Gcra => "gcra",
+            Algorithm::Concurrency => "concurrency",
         }
+    }
+
+    /// Whether requests are leased (acquired, then released) rather than checked.
+    pub const fn is_concurrency(self) -> bool {
+        matches!(self, Algorithm::Concurrency)
     }
 
     /// Whether `burst` means something for this algorithm.
@@ -75,6 +93,7 @@ impl FromStr for Algorithm {
             "sliding-window" => Ok(Algorithm::SlidingWindow),
             "token-bucket" => Ok(Algorithm::TokenBucket),
             "gcra" | "leaky-bucket" => Ok(Algorithm::Gcra),
+            "concurrency" => Ok(Algorithm::Concurrency),
             other => Err(PolicyError::UnknownAlgorithm(other.to_owned())),
         }
     }
@@ -150,6 +169,9 @@ impl Policy {
         if algorithm == Algorithm::SlidingLog && limit > MAX_SLIDING_LOG_LIMIT {
             return Err(PolicyError::LogTooLong { limit });
         }
+        if algorithm == Algorithm::Concurrency && limit > MAX_CONCURRENCY_LIMIT {
+            return Err(PolicyError::TooManyLeases { limit });
+        }
         let burst = match burst {
             Some(_) if !algorithm.has_burst() => {
                 return Err(PolicyError::BurstNotApplicable(algorithm));
@@ -183,6 +205,19 @@ impl Policy {
         Ok(policy)
     }
 
+    /// A `concurrency` policy: at most `limit` units leased at once, each lease lasting `lease`
+    /// unless renewed or released.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::Policy;
+    /// let jobs = Policy::concurrency(20, Duration::from_secs(60)).unwrap();
+    /// assert_eq!(jobs.lease(), Duration::from_secs(60));
+    /// ```
+    pub fn concurrency(limit: u64, lease: Duration) -> Result<Policy, PolicyError> {
+        Policy::new(Algorithm::Concurrency, limit, lease, None)
+    }
+
     /// Start building a policy of the given algorithm.
     pub fn builder(algorithm: Algorithm) -> PolicyBuilder {
         PolicyBuilder {
@@ -214,6 +249,11 @@ impl Policy {
         Duration::from_micros(self.period_us)
     }
 
+    /// How long a lease of a `concurrency` policy lasts (its period).
+    pub fn lease(&self) -> Duration {
+        self.period()
+    }
+
     /// Burst (token bucket and GCRA capacity); equals `limit` for the window algorithms.
     pub fn burst(&self) -> u64 {
         self.burst
@@ -232,14 +272,31 @@ impl Policy {
     /// Whether [`Self::validate_cost`] accepts `cost`.
     #[inline]
     pub fn admits_cost(&self, cost: u64) -> bool {
-        cost != 0 && cost <= self.capacity()
+        cost != 0 && cost <= self.capacity() && !self.algorithm.is_concurrency()
     }
 
-    /// Check that a request's cost can ever pass this policy.
+    /// Check that a check (or peek) of `cost` can ever pass this policy. A `concurrency` policy
+    /// takes no checks: its units are acquired and released ([`Self::validate_lease_cost`]).
     pub fn validate_cost(&self, cost: u64) -> Result<(), PolicyError> {
         if self.admits_cost(cost) {
             return Ok(());
         }
+        if self.algorithm.is_concurrency() {
+            return Err(PolicyError::NeedsLease);
+        }
+        self.validate_units(cost)
+    }
+
+    /// Check that a lease of `cost` units can ever be granted: the policy must be a
+    /// `concurrency` one and the cost within its limit.
+    pub fn validate_lease_cost(&self, cost: u64) -> Result<(), PolicyError> {
+        if !self.algorithm.is_concurrency() {
+            return Err(PolicyError::NotConcurrency(self.algorithm));
+        }
+        self.validate_units(cost)
+    }
+
+    fn validate_units(&self, cost: u64) -> Result<(), PolicyError> {
         if cost == 0 {
             Err(PolicyError::ZeroCost)
         } else {
@@ -286,6 +343,11 @@ impl PolicyBuilder {
         self
     }
 
+    /// How long a lease lasts (`concurrency` policies: the period). Default [`DEFAULT_LEASE`].
+    pub fn lease(self, lease: Duration) -> Self {
+        self.period(lease)
+    }
+
     /// Token bucket / GCRA capacity.
     pub fn burst(mut self, burst: u64) -> Self {
         self.burst = Some(burst);
@@ -298,7 +360,11 @@ impl PolicyBuilder {
             return Err(e);
         }
         let limit = self.limit.ok_or(PolicyError::MissingLimit)?;
-        let period = self.period.ok_or(PolicyError::MissingPeriod)?;
+        let period = match (self.period, self.algorithm) {
+            (Some(period), _) => period,
+            (None, Algorithm::Concurrency) => DEFAULT_LEASE,
+            (None, _) => return Err(PolicyError::MissingPeriod),
+        };
         Policy::new(self.algorithm, limit, period, self.burst)
     }
 }

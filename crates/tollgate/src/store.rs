@@ -7,6 +7,7 @@ use smallvec::SmallVec;
 use crate::algorithm::Mode;
 use crate::decision::Decision;
 use crate::error::StoreError;
+use crate::lease::{LeaseOp, LeaseOutcome};
 use crate::policy::Policy;
 
 /// One policy applied to one identifier.
@@ -50,6 +51,21 @@ pub trait Store: Send + Sync + 'static {
     /// Forget the state of each check's key (back to a full quota).
     fn reset(&self, checks: &[Check<'_>]) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Apply a lease operation to `check`'s key (a `concurrency` policy), atomically: the
+    /// transition of [`crate::algorithm::Leases::apply`]. Callers guarantee the policy is a
+    /// concurrency one and the lease's cost within its limit.
+    ///
+    /// The default answers [`StoreError::Unsupported`], so stores written before leases
+    /// existed still compile; every store of this project implements it.
+    fn lease(
+        &self,
+        check: Check<'_>,
+        op: LeaseOp,
+    ) -> impl Future<Output = Result<LeaseOutcome, StoreError>> + Send {
+        let _ = (check, op);
+        async { Err(StoreError::Unsupported("leases")) }
+    }
+
     /// Decide one check: what [`Self::decide`] answers for `[check]`, for the common call that
     /// names one policy. A store whose decision costs little (the memory store) answers it
     /// without a list of decisions to build and take apart again.
@@ -92,5 +108,13 @@ impl<S: Store> Store for std::sync::Arc<S> {
         mode: Mode,
     ) -> impl Future<Output = Result<Decision, StoreError>> + Send {
         (**self).decide_one(check, cost, mode)
+    }
+
+    fn lease(
+        &self,
+        check: Check<'_>,
+        op: LeaseOp,
+    ) -> impl Future<Output = Result<LeaseOutcome, StoreError>> + Send {
+        (**self).lease(check, op)
     }
 }

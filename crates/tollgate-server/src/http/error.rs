@@ -92,6 +92,7 @@ impl From<LimitError> for ApiError {
             LimitError::DuplicatePolicy(_)
             | LimitError::NoPolicy
             | LimitError::InvalidKey(_)
+            | LimitError::InvalidLease(_)
             | LimitError::Policy { .. } => ErrorCode::InvalidRequest,
         };
         ApiError::new(code, error.to_string())

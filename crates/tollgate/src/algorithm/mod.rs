@@ -7,6 +7,7 @@
 //! `tests/` is what proves that.
 
 pub mod bucket;
+pub mod concurrency;
 pub mod fixed_window;
 pub mod gcra;
 pub mod sliding_log;
@@ -14,8 +15,10 @@ pub mod sliding_window;
 pub mod token_bucket;
 
 use crate::decision::Decision;
+use crate::lease::{LeaseOp, LeaseOutcome};
 use crate::policy::{Algorithm, Policy};
 
+pub use concurrency::Leases;
 pub use fixed_window::FixedWindow;
 pub use gcra::Gcra;
 pub use sliding_log::SlidingLog;
@@ -45,6 +48,8 @@ pub enum State {
     TokenBucket(TokenBucket),
     /// See [`Gcra`].
     Gcra(Gcra),
+    /// See [`Leases`] (boxed, as the log: a set of leases).
+    Concurrency(Box<Leases>),
 }
 
 impl State {
@@ -56,6 +61,7 @@ impl State {
             Algorithm::SlidingWindow => State::SlidingWindow(SlidingWindow::default()),
             Algorithm::TokenBucket => State::TokenBucket(TokenBucket::default()),
             Algorithm::Gcra => State::Gcra(Gcra::default()),
+            Algorithm::Concurrency => State::Concurrency(Box::default()),
         }
     }
 
@@ -67,12 +73,26 @@ impl State {
             State::SlidingWindow(_) => Algorithm::SlidingWindow,
             State::TokenBucket(_) => Algorithm::TokenBucket,
             State::Gcra(_) => Algorithm::Gcra,
+            State::Concurrency(_) => Algorithm::Concurrency,
         }
+    }
+
+    /// Apply a lease operation at `now`: the [`Leases`] transition (a state of another
+    /// algorithm is replaced by an empty lease set first).
+    pub fn lease(&mut self, now: u64, policy: &Policy, op: LeaseOp) -> LeaseOutcome {
+        if let State::Concurrency(leases) = self {
+            return leases.apply(now, policy, op);
+        }
+        let mut leases = Box::<Leases>::default();
+        let outcome = leases.apply(now, policy, op);
+        *self = State::Concurrency(leases);
+        outcome
     }
 
     /// Apply one request of `cost` at `now` (µs). The cost must already be validated against
     /// the policy (`1 <= cost <= capacity`), and the state must be of the policy's algorithm
-    /// (a mismatch is treated as a fresh key).
+    /// (a mismatch is treated as a fresh key). A `concurrency` state is only read: its units
+    /// are taken by leases ([`Leases::apply`]), so a check of it answers as a peek.
     #[inline]
     pub fn decide(&mut self, now: u64, policy: &Policy, cost: u64, mode: Mode) -> Decision {
         if self.algorithm() != policy.algorithm() {
@@ -84,6 +104,7 @@ impl State {
             State::SlidingWindow(s) => s.decide(now, policy, cost, mode),
             State::TokenBucket(s) => s.decide(now, policy, cost, mode),
             State::Gcra(s) => s.decide(now, policy, cost, mode),
+            State::Concurrency(s) => s.peek(now, policy, cost),
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::clock::{Clock, system_now_us};
 use crate::counter::Counter;
 use crate::decision::Decision;
 use crate::error::StoreError;
+use crate::lease::{LeaseOp, LeaseOutcome};
 use crate::memory::{DEFAULT_MAX_KEYS, MemoryStore};
 use crate::policy::Policy;
 use crate::store::{Check, Decisions, Store, StoreDecision};
@@ -269,6 +270,61 @@ impl<S: Store> Resilient<S> {
     }
 }
 
+impl<S: Store> Resilient<S> {
+    /// A lease operation without the store, by `on_error`: `local` applies it to the local
+    /// store under the policy's share; `allow` grants, releases and renews; `deny` refuses an
+    /// acquire (come back after the probe interval) and a renew, and releases nothing.
+    fn lease_fallback(&self, check: Check<'_>, op: LeaseOp) -> LeaseOutcome {
+        self.stats.degraded.add(1);
+        let wait_us = self.config.breaker.probe_interval.as_micros() as u64;
+        let lease_us = check.policy.period_us();
+        let fixed = |granted: bool| {
+            let decision = fixed_decisions(granted, &[check], 1, wait_us)[0];
+            let acquire = matches!(op, LeaseOp::Acquire(_));
+            LeaseOutcome {
+                decision: Decision {
+                    retry_after_us: if acquire { decision.retry_after_us } else { 0 },
+                    ..decision
+                },
+                lease_expires_in_us: if granted && !matches!(op, LeaseOp::Release(_)) {
+                    lease_us
+                } else {
+                    0
+                },
+                degraded: true,
+            }
+        };
+        match self.config.on_error {
+            OnError::Allow => fixed(true),
+            OnError::Deny => fixed(false),
+            OnError::Local => {
+                let local = local_share(check.policy, self.config.instances)
+                    .filter(|share| share.limit() >= op_cost(op))
+                    .and_then(|policy| {
+                        let check = Check {
+                            policy: &policy,
+                            ..check
+                        };
+                        self.local.lease_now(&check, op).ok()
+                    });
+                match local {
+                    Some(outcome) => LeaseOutcome {
+                        degraded: true,
+                        ..outcome
+                    },
+                    None => fixed(false),
+                }
+            }
+        }
+    }
+}
+
+fn op_cost(op: LeaseOp) -> u64 {
+    match op {
+        LeaseOp::Acquire(id) | LeaseOp::Release(id) | LeaseOp::Renew(id) => id.cost(),
+    }
+}
+
 /// Decisions made knowing nothing of the keys' state (`allow` / `deny` without a store): allowed
 /// ones report a full quota less `cost`; rejected ones say to come back after `wait_us`, which is
 /// also how long the rejection is expected to last.
@@ -396,6 +452,49 @@ impl<S: Store> Store for Resilient<S> {
                 self.stats.timeouts.add(1);
                 self.breaker.on_failure(admission);
                 Ok(self.fallback(checks, cost, mode))
+            }
+        }
+    }
+
+    /// Through the breaker and the timeout like a decision; a failed acquire, release or renew
+    /// is decided by `on_error` ([`Self::lease_fallback`]). Releases also reach the local
+    /// store, which holds the leases granted while the store was away.
+    async fn lease(&self, check: Check<'_>, op: LeaseOp) -> Result<LeaseOutcome, StoreError> {
+        if let LeaseOp::Release(_) = op
+            && let Some(share) = local_share(check.policy, self.config.instances)
+        {
+            let local = Check {
+                policy: &share,
+                ..check
+            };
+            let _ = self.local.lease_now(&local, op);
+        }
+        let admission = self.breaker.admit();
+        if admission == Admission::Skip {
+            return Ok(self.lease_fallback(check, op));
+        }
+        let in_flight = InFlight::new(&self.breaker, admission);
+        let outcome = tokio::time::timeout(self.config.timeout, self.store.lease(check, op)).await;
+        in_flight.finished();
+        match outcome {
+            Ok(Ok(answer)) => {
+                self.breaker.on_success(admission);
+                Ok(answer)
+            }
+            Ok(Err(StoreError::Unsupported(what))) => {
+                self.breaker.on_success(admission);
+                Err(StoreError::Unsupported(what))
+            }
+            Ok(Err(error)) => {
+                self.stats.store_errors.add(1);
+                self.breaker.on_failure(admission);
+                tracing::debug!(%error, "store lease call failed");
+                Ok(self.lease_fallback(check, op))
+            }
+            Err(_elapsed) => {
+                self.stats.timeouts.add(1);
+                self.breaker.on_failure(admission);
+                Ok(self.lease_fallback(check, op))
             }
         }
     }
