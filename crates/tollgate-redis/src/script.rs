@@ -10,7 +10,7 @@
 
 use std::sync::LazyLock;
 
-use tollgate::{Algorithm, Check, Decision, Decisions, Mode, Policy};
+use tollgate::{Algorithm, Check, Decision, Decisions, LeaseOp, LeaseOutcome, Mode, Policy};
 
 use crate::arguments::{Arguments, Bulk};
 use crate::keys::Key;
@@ -151,6 +151,77 @@ pub const fn code(algorithm: Algorithm) -> u8 {
         // a concurrency policy before any script is chosen.
         Algorithm::Concurrency => 6,
     }
+}
+
+/// The lease script: acquire, release and renew of `concurrency` policies, one call each.
+pub const LEASE_SOURCE: &str = include_str!("../scripts/concurrency.lua");
+
+static LEASE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(LEASE_SOURCE));
+
+/// [`LEASE_SOURCE`] with its SHA-1.
+pub fn lease_script() -> &'static redis::Script {
+    &LEASE_SCRIPT
+}
+
+/// The lease script's call: `EVALSHA <sha>` (or `EVAL <source>` after `NOSCRIPT`), the key,
+/// then op, lease id, cost, limit, lease µs and, in tests, the injected time.
+pub(crate) struct LeaseCall<'a> {
+    pub(crate) prefix: &'a str,
+    pub(crate) check: Check<'a>,
+    pub(crate) op: LeaseOp,
+    pub(crate) now_us: Option<u64>,
+    pub(crate) by_source: bool,
+}
+
+impl LeaseCall<'_> {
+    /// The call as a redis-rs command.
+    pub(crate) fn to_cmd(&self) -> redis::Cmd {
+        let mut call = redis::Cmd::new();
+        if self.by_source {
+            call.bytes(b"EVAL");
+            call.bytes(LEASE_SOURCE.as_bytes());
+        } else {
+            call.bytes(b"EVALSHA");
+            call.bytes(LEASE_SCRIPT.get_hash().as_bytes());
+        }
+        call.integer(1);
+        let check = &self.check;
+        Key::new(self.prefix, check.name, check.policy.algorithm(), check.key).write_to(&mut call);
+        let (op, id) = match self.op {
+            LeaseOp::Acquire(id) => (b"a", id),
+            LeaseOp::Release(id) => (b"r", id),
+            LeaseOp::Renew(id) => (b"n", id),
+        };
+        call.bytes(op);
+        call.bytes(id.to_string().as_bytes());
+        call.integer(id.cost());
+        call.integer(check.policy.limit());
+        call.integer(check.policy.period_us());
+        if let Some(now) = self.now_us {
+            call.integer(now);
+        }
+        call
+    }
+}
+
+/// Turn the lease script's reply (five little-endian doubles) into an outcome.
+pub fn parse_lease_reply(reply: &redis::Value, policy: &Policy) -> Result<LeaseOutcome, String> {
+    let redis::Value::BulkString(bytes) = reply else {
+        return Err(format!("lease script returned {reply:?}, not a bulk string"));
+    };
+    if bytes.len() != 40 {
+        return Err(format!("lease script returned {} bytes, not 40", bytes.len()));
+    }
+    let decision = parse_reply(
+        &redis::Value::BulkString(bytes[..REPLY_BYTES].to_vec()),
+        [policy].into_iter(),
+    )?[0];
+    let lease_expires_in_us = integer(&bytes[REPLY_BYTES..])?;
+    Ok(LeaseOutcome {
+        decision,
+        lease_expires_in_us,
+        degraded: false,
+    })
 }
 
 /// Add `ARGV` for `shape` to a script call: cost, then per policy limit, period and capacity
@@ -307,17 +378,6 @@ pub fn parse_reply<'p>(
             policies.len()
         ));
     }
-    let integer = |at: &[u8]| -> Result<u64, String> {
-        let mut le = [0; 8];
-        le.copy_from_slice(at);
-        let value = f64::from_le_bytes(le);
-        // Every value the script computes is an integer in [0, 2^53).
-        if (0.0..9_007_199_254_740_992.0).contains(&value) && value.fract() == 0.0 {
-            Ok(value as u64)
-        } else {
-            Err(format!("{value} where a non-negative integer belongs"))
-        }
-    };
     policies
         .zip(bytes.chunks_exact(REPLY_BYTES))
         .map(|(policy, r)| {
@@ -342,6 +402,19 @@ pub fn parse_reply<'p>(
             Ok(decision)
         })
         .collect()
+}
+
+/// One little-endian double of a reply, which must be an integer in [0, 2^53): every value the
+/// scripts compute is.
+fn integer(at: &[u8]) -> Result<u64, String> {
+    let mut le = [0; 8];
+    le.copy_from_slice(&at[..8]);
+    let value = f64::from_le_bytes(le);
+    if (0.0..9_007_199_254_740_992.0).contains(&value) && value.fract() == 0.0 {
+        Ok(value as u64)
+    } else {
+        Err(format!("{value} where a non-negative integer belongs"))
+    }
 }
 
 #[cfg(test)]

@@ -3,12 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tollgate::{Check, Decisions, ManualClock, Mode, Store, StoreDecision, StoreError};
+use tollgate::{
+    Check, Decisions, LeaseOp, LeaseOutcome, ManualClock, Mode, Store, StoreDecision, StoreError,
+};
 
 use crate::connection::{ConnectOptions, Connection, TlsFiles, redact};
 use crate::error::RedisStoreError;
 use crate::keys;
-use crate::script::{self, ScriptCall, Shape};
+use crate::script::{self, LeaseCall, ScriptCall, Shape};
 
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "tollgate";
@@ -222,6 +224,28 @@ impl RedisStore {
         })
     }
 
+    /// Run the lease script for `check` (`EVALSHA`, then `EVAL` after `NOSCRIPT`).
+    async fn lease_call(&self, check: Check<'_>, op: LeaseOp) -> Result<LeaseOutcome, StoreError> {
+        brace_free(check.name)?;
+        let call = |by_source| {
+            LeaseCall {
+                prefix: &self.inner.prefix,
+                check,
+                op,
+                now_us: self.inner.clock.as_ref().map(ManualClock::now_us),
+                by_source,
+            }
+            .to_cmd()
+        };
+        let connection = &self.inner.connection;
+        let reply: redis::Value = match connection.query(&call(false)).await {
+            Err(e) if is_noscript(&e) => connection.query(&call(true)).await,
+            other => other,
+        }
+        .map_err(backend)?;
+        script::parse_lease_reply(&reply, check.policy).map_err(StoreError::Protocol)
+    }
+
     /// The keys of `checks`, for commands other than the script.
     fn keys_of(&self, checks: &[Check<'_>]) -> Result<Vec<String>, StoreError> {
         checks
@@ -311,6 +335,14 @@ impl Store for RedisStore {
                 degraded: false,
             });
         }
+        if let Some(check) = checks.iter().find(|c| c.policy.algorithm().is_concurrency()) {
+            // Callers validate costs (a concurrency policy takes none); a caller that did not
+            // gets an error, never a script of another algorithm.
+            return Err(StoreError::Protocol(format!(
+                "policy `{}` is a concurrency policy: it is acquired, not checked",
+                check.name
+            )));
+        }
         if let (Some(ack), Mode::Consume) = (self.inner.replica_ack, mode) {
             let decisions = self.decide_acknowledged(checks, cost, ack).await?;
             return Ok(StoreDecision {
@@ -337,6 +369,10 @@ impl Store for RedisStore {
             decisions,
             degraded: false,
         })
+    }
+
+    async fn lease(&self, check: Check<'_>, op: LeaseOp) -> Result<LeaseOutcome, StoreError> {
+        self.lease_call(check, op).await
     }
 
     async fn reset(&self, checks: &[Check<'_>]) -> Result<(), StoreError> {

@@ -3,7 +3,9 @@
 //! suite drives a manual clock); everything else is the production path.
 
 use tollgate::ManualClock;
-use tollgate::conformance::{run_differential, run_tables};
+use tollgate::conformance::{
+    run_differential, run_lease_differential, run_lease_tables, run_tables,
+};
 use tollgate_redis::{RedisOptions, RedisStore};
 use tollgate_testkit::{shared_cluster, shared_standalone};
 
@@ -51,6 +53,30 @@ async fn differential_traces_match_the_model_on_cluster() {
     // Other seeds than on standalone: more traces in all.
     for seed in SEEDS..2 * SEEDS {
         run_differential(&store, &clock, seed, STEPS, "c:")
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn lease_tables_and_traces_pass_on_standalone() {
+    let (store, clock) = store(&shared_standalone().url(), "conf-leases").await;
+    let failures = run_lease_tables(&store, &clock, "s:").await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for seed in 0..8 {
+        run_lease_differential(&store, &clock, seed, 600, "s:")
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn lease_tables_and_traces_pass_on_cluster() {
+    let (store, clock) = store(&shared_cluster().url(), "conf-leases").await;
+    let failures = run_lease_tables(&store, &clock, "c:").await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for seed in 8..16 {
+        run_lease_differential(&store, &clock, seed, 600, "c:")
             .await
             .unwrap();
     }
