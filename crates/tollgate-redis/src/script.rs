@@ -207,10 +207,15 @@ impl LeaseCall<'_> {
 /// Turn the lease script's reply (five little-endian doubles) into an outcome.
 pub fn parse_lease_reply(reply: &redis::Value, policy: &Policy) -> Result<LeaseOutcome, String> {
     let redis::Value::BulkString(bytes) = reply else {
-        return Err(format!("lease script returned {reply:?}, not a bulk string"));
+        return Err(format!(
+            "lease script returned {reply:?}, not a bulk string"
+        ));
     };
     if bytes.len() != 40 {
-        return Err(format!("lease script returned {} bytes, not 40", bytes.len()));
+        return Err(format!(
+            "lease script returned {} bytes, not 40",
+            bytes.len()
+        ));
     }
     let decision = parse_reply(
         &redis::Value::BulkString(bytes[..REPLY_BYTES].to_vec()),

@@ -335,7 +335,10 @@ impl Store for RedisStore {
                 degraded: false,
             });
         }
-        if let Some(check) = checks.iter().find(|c| c.policy.algorithm().is_concurrency()) {
+        if let Some(check) = checks
+            .iter()
+            .find(|c| c.policy.algorithm().is_concurrency())
+        {
             // Callers validate costs (a concurrency policy takes none); a caller that did not
             // gets an error, never a script of another algorithm.
             return Err(StoreError::Protocol(format!(

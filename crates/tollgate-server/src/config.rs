@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 pub use tollgate::OnError;
+use tollgate::policy::DEFAULT_LEASE;
 use tollgate::{Algorithm, Policy, PolicyError, Rate};
 
 /// Where `tollgate serve` listens for HTTP when nothing says otherwise.
@@ -291,7 +292,7 @@ fn algorithm<'de, D: Deserializer<'de>>(d: D) -> Result<Algorithm, D::Error> {
     let s = String::deserialize(d)?;
     s.parse().map_err(|_| {
         de::Error::custom(format!(
-            "unknown algorithm \"{s}\" (expected fixed-window, sliding-log, sliding-window, token-bucket, gcra or leaky-bucket)"
+            "unknown algorithm \"{s}\" (expected fixed-window, sliding-log, sliding-window, token-bucket, gcra, leaky-bucket or concurrency)"
         ))
     })
 }
@@ -390,12 +391,24 @@ struct RawPolicy {
     period: Option<Duration>,
     #[serde(default, deserialize_with = "opt_positive")]
     burst: Option<u64>,
+    /// `concurrency` only: how long a lease lasts (default 60s).
+    #[serde(default, deserialize_with = "opt_duration")]
+    lease: Option<Duration>,
 }
 
 impl TryFrom<RawPolicy> for FilePolicy {
     type Error = String;
 
     fn try_from(raw: RawPolicy) -> Result<Self, Self::Error> {
+        if raw.algorithm.is_concurrency() {
+            return concurrency_policy(raw);
+        }
+        if raw.lease.is_some() {
+            return Err(format!(
+                "lease applies only to concurrency, not to {}",
+                raw.algorithm
+            ));
+        }
         let (limit, period) = match (raw.rate, raw.limit, raw.period) {
             (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
                 return Err("give either `rate` or `limit` and `period`, not both".into());
@@ -409,6 +422,23 @@ impl TryFrom<RawPolicy> for FilePolicy {
             .map(FilePolicy)
             .map_err(|e| e.to_string())
     }
+}
+
+/// A `concurrency` policy: `limit` units leased at once, each lease lasting `lease`.
+fn concurrency_policy(raw: RawPolicy) -> Result<FilePolicy, String> {
+    if raw.rate.is_some() || raw.period.is_some() {
+        return Err(
+            "concurrency takes `limit` and `lease` (how long a lease lasts), not `rate` or `period`"
+                .into(),
+        );
+    }
+    if raw.burst.is_some() {
+        return Err(PolicyError::BurstNotApplicable(raw.algorithm).to_string());
+    }
+    let limit = raw.limit.ok_or("missing limit (units leased at once)")?;
+    Policy::concurrency(limit, raw.lease.unwrap_or(DEFAULT_LEASE))
+        .map(FilePolicy)
+        .map_err(|e| e.to_string())
 }
 
 impl FileConfig {
@@ -627,6 +657,7 @@ store:
 policies:
   api:   { algorithm: token-bucket, rate: 100/min, burst: 150 }
   login: { algorithm: sliding-log, limit: 5, period: 15m }
+  jobs:  { algorithm: concurrency, limit: 20, lease: 60s }
 envoy:
   config_dir: ./ratelimit
 ";
@@ -644,6 +675,49 @@ envoy:
         assert_eq!(s.policies["api"].capacity(), 150);
         assert_eq!(s.policies["login"].period(), Duration::from_secs(900));
         assert_eq!(s.envoy_config_dir, Some(PathBuf::from("./ratelimit")));
+        assert_eq!(s.policies["jobs"].algorithm(), Algorithm::Concurrency);
+        assert_eq!(
+            (s.policies["jobs"].limit(), s.policies["jobs"].lease()),
+            (20, Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn concurrency_policies_take_limit_and_lease() {
+        let parse =
+            |policy: &str| FileConfig::parse(&format!("policies:\n  jobs: {policy}\n"), "t.yaml");
+        let file = parse("{ algorithm: concurrency, limit: 3 }").unwrap();
+        let s = Settings::merge(file, None, Overrides::default());
+        assert_eq!(s.policies["jobs"].lease(), DEFAULT_LEASE);
+        for (policy, error) in [
+            (
+                "{ algorithm: concurrency, rate: 5/s }",
+                "not `rate` or `period`",
+            ),
+            (
+                "{ algorithm: concurrency, limit: 5, period: 1s }",
+                "not `rate` or `period`",
+            ),
+            ("{ algorithm: concurrency, lease: 5s }", "missing limit"),
+            (
+                "{ algorithm: concurrency, limit: 5, burst: 9 }",
+                "burst applies only",
+            ),
+            (
+                "{ algorithm: concurrency, limit: 5, lease: 0s }",
+                "must be longer than zero",
+            ),
+            (
+                "{ algorithm: gcra, rate: 5/s, lease: 5s }",
+                "lease applies only to concurrency",
+            ),
+        ] {
+            let e = parse(policy).unwrap_err().to_string();
+            assert!(
+                e.starts_with("t.yaml:2: policies.jobs") && e.contains(error),
+                "{policy}: {e}"
+            );
+        }
     }
 
     #[test]

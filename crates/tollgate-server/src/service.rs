@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use tollgate::{LimitError, Limiter, Mode, Policy, StoreError, Verdict};
+use tollgate::{LeaseOp, LeaseOutcome, LimitError, Limiter, Mode, Policy, StoreError, Verdict};
 
 use crate::config::{AdminToken, OnError, Settings};
 use crate::metrics::{self, Metrics};
@@ -109,6 +109,29 @@ impl Service {
             verdict.degraded,
         );
         Ok(verdict)
+    }
+
+    /// Apply a lease operation of the `concurrency` policy `name` to `key` and count acquires
+    /// as decisions; the policy's position comes back with the outcome.
+    pub async fn lease(
+        &self,
+        name: &str,
+        key: &str,
+        op: LeaseOp,
+    ) -> Result<(usize, LeaseOutcome), LimitError> {
+        let started = Instant::now();
+        let outcome = self.limiter.lease_op(name, key, op).await?;
+        self.metrics.record_latency(started.elapsed());
+        let position = self.limiter.policy_position(name).unwrap_or_default();
+        if let LeaseOp::Acquire(_) = op {
+            self.metrics.record_decision(
+                position,
+                Mode::Consume,
+                outcome.decision.allowed,
+                outcome.degraded,
+            );
+        }
+        Ok((position, outcome))
     }
 
     /// Forget `key`'s state under `name`.

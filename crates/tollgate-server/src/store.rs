@@ -6,7 +6,10 @@
 use std::fmt;
 
 use tollgate::memory::MemoryStore;
-use tollgate::{Check, Clock, Mode, ResilienceConfig, Resilient, Store, StoreDecision, StoreError};
+use tollgate::{
+    Check, Clock, LeaseOp, LeaseOutcome, Mode, ResilienceConfig, Resilient, Store, StoreDecision,
+    StoreError,
+};
 use tollgate_redis::{RedisOptions, RedisStore, RedisStoreError};
 
 use crate::config::{StoreSettings, StoreUrl};
@@ -137,6 +140,13 @@ impl Store for AnyStore {
             // memory-store requests included, and the server copies each request's future into
             // a box. One allocation beside a network round trip.
             AnyStore::Redis(redis) => Box::pin(redis.decide(checks, cost, mode)).await,
+        }
+    }
+
+    async fn lease(&self, check: Check<'_>, op: LeaseOp) -> Result<LeaseOutcome, StoreError> {
+        match self {
+            AnyStore::Memory(memory) => memory.lease(check, op).await,
+            AnyStore::Redis(redis) => Box::pin(redis.lease(check, op)).await,
         }
     }
 

@@ -54,7 +54,8 @@ impl FromStr for LeaseId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (nonce, cost) = s.split_once('-').ok_or(InvalidLeaseId)?;
         let hex = nonce.len() == 32 && nonce.bytes().all(|b| b.is_ascii_hexdigit());
-        let digits = !cost.is_empty() && cost.len() <= 15 && cost.bytes().all(|b| b.is_ascii_digit());
+        let digits =
+            !cost.is_empty() && cost.len() <= 15 && cost.bytes().all(|b| b.is_ascii_digit());
         if !hex || !digits || nonce.bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(InvalidLeaseId);
         }

@@ -335,7 +335,7 @@ impl<S: Store> Limiter<S> {
             policy: found,
             key,
         };
-        let outcome = self.store.lease(check, LeaseOp::Acquire(id)).await?;
+        let outcome = self.lease_on_store(check, LeaseOp::Acquire(id)).await?;
         let lease = outcome.decision.allowed.then(|| {
             Lease::new(
                 self.store.clone(),
@@ -370,7 +370,38 @@ impl<S: Store> Limiter<S> {
             policy: found,
             key,
         };
-        Ok(self.store.lease(check, op).await?)
+        self.lease_on_store(check, op).await
+    }
+
+    /// Run a lease operation on the store. When it fails and a failure policy is set
+    /// ([`Self::on_store_error`]), an acquire is decided as a check would be (`allow` grants a
+    /// lease the store does not hold; `deny` and `local` refuse), marked degraded; a release or
+    /// renew stays an error (the lease expires by itself).
+    async fn lease_on_store(
+        &self,
+        check: Check<'_>,
+        op: LeaseOp,
+    ) -> Result<LeaseOutcome, LimitError> {
+        let error = match self.store.lease(check, op).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(error) => error,
+        };
+        let LeaseOp::Acquire(id) = op else {
+            if let Some(failure) = &self.failure {
+                (failure.report)(&error);
+            }
+            return Err(LimitError::Store(error));
+        };
+        let decision = self.without_store(error, &[check], id.cost())?[0];
+        Ok(LeaseOutcome {
+            decision,
+            lease_expires_in_us: if decision.allowed {
+                check.policy.period_us()
+            } else {
+                0
+            },
+            degraded: true,
+        })
     }
 
     /// Give back the lease `id` (idempotent). `Ok(false)` when it was not held (released or
@@ -388,10 +419,7 @@ impl<S: Store> Limiter<S> {
         id: LeaseId,
     ) -> Result<Option<std::time::Duration>, LimitError> {
         let outcome = self.lease_op(policy, key, LeaseOp::Renew(id)).await?;
-        Ok(outcome
-            .decision
-            .allowed
-            .then(|| outcome.lease_expires_in()))
+        Ok(outcome.decision.allowed.then(|| outcome.lease_expires_in()))
     }
 
     /// Forget `key`'s state under `policy`.

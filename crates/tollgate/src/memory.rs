@@ -97,9 +97,7 @@ impl Entry {
     fn lease(&mut self, check: &Check<'_>, op: LeaseOp, now: u64) -> LeaseOutcome {
         let slot = self.slot(check);
         let outcome = slot.state.lease(now, check.policy, op);
-        slot.expires_at = slot
-            .expires_at
-            .max(now + outcome.decision.reset_after_us);
+        slot.expires_at = slot.expires_at.max(now + outcome.decision.reset_after_us);
         outcome
     }
 

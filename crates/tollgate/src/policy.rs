@@ -296,8 +296,11 @@ impl Policy {
         self.validate_units(cost)
     }
 
+    /// `1 <= cost <= capacity`.
     fn validate_units(&self, cost: u64) -> Result<(), PolicyError> {
-        if cost == 0 {
+        if cost != 0 && cost <= self.capacity() {
+            Ok(())
+        } else if cost == 0 {
             Err(PolicyError::ZeroCost)
         } else {
             Err(PolicyError::CostExceedsCapacity {
@@ -428,5 +431,22 @@ mod tests {
         assert_eq!(tb.validate_cost(0), Err(PolicyError::ZeroCost));
         assert!(tb.validate_cost(20).is_ok());
         assert!(tb.validate_cost(21).is_err());
+        assert_eq!(
+            tb.validate_lease_cost(1),
+            Err(PolicyError::NotConcurrency(Algorithm::TokenBucket))
+        );
+        let jobs = Policy::builder(Algorithm::Concurrency)
+            .limit(4)
+            .build()
+            .unwrap();
+        assert_eq!(jobs.lease(), DEFAULT_LEASE);
+        assert_eq!(jobs.validate_cost(1), Err(PolicyError::NeedsLease));
+        assert!(jobs.validate_lease_cost(4).is_ok());
+        assert_eq!(jobs.validate_lease_cost(0), Err(PolicyError::ZeroCost));
+        assert!(jobs.validate_lease_cost(5).is_err());
+        assert_eq!(
+            Policy::concurrency(100_001, DEFAULT_LEASE),
+            Err(PolicyError::TooManyLeases { limit: 100_001 })
+        );
     }
 }

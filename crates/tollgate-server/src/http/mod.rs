@@ -6,6 +6,7 @@
 //! | `POST /v1/check` | a decision, consuming `cost` when allowed |
 //! | `GET /v1/peek` | the same decision, consuming nothing |
 //! | `POST /v1/reset` | 204; bearer token when an admin token is set |
+//! | `POST /v1/acquire`, `/v1/release`, `/v1/renew` | leases of `concurrency` policies |
 //! | `GET /v1/policies` | the configured policies |
 //! | `GET /health`, `GET /ready` | alive; store reachable |
 //! | `GET /metrics` | Prometheus text |
@@ -14,6 +15,7 @@ pub mod body;
 pub mod decision;
 pub mod error;
 pub mod headers;
+mod lease;
 pub mod request;
 pub mod route;
 pub mod serve;
@@ -98,6 +100,9 @@ impl Api {
             Route::Check => Box::pin(check(api, request)),
             Route::Peek => Box::pin(peek(api, request)),
             Route::Reset => Box::pin(reset(api, request)),
+            Route::Acquire => Box::pin(lease::acquire(api, request)),
+            Route::Release => Box::pin(lease::release(api, request)),
+            Route::Renew => Box::pin(lease::renew(api, request)),
             Route::Policies => answered(policies(&api)),
             Route::Health => answered(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
             Route::Ready => Box::pin(ready(api)),

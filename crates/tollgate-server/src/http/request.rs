@@ -173,6 +173,36 @@ pub struct ResetRequest<'a> {
     pub key: Text<'a>,
 }
 
+/// `POST /v1/acquire`: `{"policy":"jobs","key":"tenant-7","cost":1}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireRequest<'a> {
+    /// The concurrency policy.
+    #[serde(borrow)]
+    pub policy: Text<'a>,
+    /// The identifier.
+    #[serde(borrow)]
+    pub key: Text<'a>,
+    /// Units to lease (default 1).
+    #[serde(default)]
+    pub cost: Option<u64>,
+}
+
+/// `POST /v1/release` and `POST /v1/renew`: `{"policy":"jobs","key":"tenant-7","lease":"<id>"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest<'a> {
+    /// The concurrency policy.
+    #[serde(borrow)]
+    pub policy: Text<'a>,
+    /// The identifier.
+    #[serde(borrow)]
+    pub key: Text<'a>,
+    /// The id an acquire returned.
+    #[serde(borrow)]
+    pub lease: Text<'a>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

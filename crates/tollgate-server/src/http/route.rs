@@ -1,4 +1,4 @@
-//! Which handler a request goes to: seven fixed paths, matched by a `match`.
+//! Which handler a request goes to: a few fixed paths, matched by a `match`.
 //!
 //! axum's `Router` did this before, at a price paid on every decision: it cloned a boxed
 //! service per request, boxed the response future three times and stored the matched path in
@@ -16,6 +16,12 @@ pub enum Route {
     Peek,
     /// `POST /v1/reset`.
     Reset,
+    /// `POST /v1/acquire`.
+    Acquire,
+    /// `POST /v1/release`.
+    Release,
+    /// `POST /v1/renew`.
+    Renew,
     /// `GET /v1/policies`.
     Policies,
     /// `GET /health`.
@@ -33,6 +39,9 @@ impl Route {
             "/v1/check" => Route::Check,
             "/v1/peek" => Route::Peek,
             "/v1/reset" => Route::Reset,
+            "/v1/acquire" => Route::Acquire,
+            "/v1/release" => Route::Release,
+            "/v1/renew" => Route::Renew,
             "/v1/policies" => Route::Policies,
             "/health" => Route::Health,
             "/ready" => Route::Ready,
@@ -57,7 +66,10 @@ impl Route {
     }
 
     fn is_post(self) -> bool {
-        matches!(self, Route::Check | Route::Reset)
+        matches!(
+            self,
+            Route::Check | Route::Reset | Route::Acquire | Route::Release | Route::Renew
+        )
     }
 }
 

@@ -37,7 +37,11 @@ impl Leases {
                     self.renew_or_add(id, now + lease_us);
                     (true, lease_us, 0)
                 } else {
-                    (false, 0, self.time_until_free(now, held + id.cost() - policy.limit()))
+                    (
+                        false,
+                        0,
+                        self.time_until_free(now, held + id.cost() - policy.limit()),
+                    )
                 }
             }
             LeaseOp::Release(id) => {
