@@ -9,8 +9,11 @@
 //!   else the request's, 0 meaning 1) is taken from the rule's counter in one atomic store
 //!   decision. A request over the limit consumes nothing (tollgate's rule; upstream counts it
 //!   anyway). `hits_addend` larger than the limit is over limit, never an error. A descriptor
-//!   `hits_addend` of 0 (or `is_negative_hits`, which tollgate cannot refund) only looks: over
-//!   limit when not even one hit is left.
+//!   `hits_addend` of 0 (or `is_negative_hits`, which this service does not refund yet) only
+//!   looks and, as upstream, is over the limit only when the count is above it, which a count
+//!   that never takes rejected hits never is.
+//! - `duration_until_reset` of a fixed window is the time to the window's end, as upstream
+//!   reports it, also for a counter nothing has touched.
 //! - `shadow_mode`: counted and reported in the stats, but the code is OK.
 //!
 //! The overall code is OVER_LIMIT when a descriptor that is not in quota mode is over its limit,
@@ -407,14 +410,19 @@ impl<S: Store> EnvoyService<S> {
         };
         let too_many = target.hits > policy.capacity();
         if target.look_only || too_many {
-            // Look with a cost of one: "is there room left at all".
+            // Look with a cost of one, for what is left.
             let limiter = &self.shared.limiter;
             let mut decision = limiter
                 .decide_checks(&[check], 1, Mode::Peek)
                 .await?
                 .decision;
-            if too_many {
-                decision.allowed = false;
+            // Upstream's rule for a look (hits_addend 0): over only when the count is already
+            // above the limit. A rejected hit is never counted here, so the count never is: a
+            // look is within the limit even when no hit is left (the request-then-stream-done
+            // quota flow asks with 0 first, and is not refused for the hit it will add later).
+            decision.allowed = !too_many;
+            if !too_many {
+                decision.retry_after_us = 0;
             }
             return Ok(Some(decision));
         }
@@ -456,10 +464,17 @@ impl<S: Store> EnvoyService<S> {
             }
         }
         let over = !decision.allowed && !rule.shadow_mode;
-        let reset_us = if decision.allowed {
-            decision.reset_after_us
-        } else {
-            decision.reset_after_us.max(decision.retry_after_us)
+        let reset_us = match (decision.allowed, &limit.policy) {
+            (false, _) => decision.reset_after_us.max(decision.retry_after_us),
+            // Upstream's windows are fixed: the time to the window's end, even for a counter
+            // nothing has touched yet (whose decision says it is already full, reset 0).
+            (true, Some(policy))
+                if decision.reset_after_us == 0
+                    && policy.algorithm() == tollgate::Algorithm::FixedWindow =>
+            {
+                policy.period_us() - tollgate::clock::system_now_us() % policy.period_us()
+            }
+            (true, _) => decision.reset_after_us,
         };
         // Whole seconds, rounded up, as upstream reports them (never 0 while a reset is due).
         let reset_secs = reset_us.div_ceil(1_000_000);

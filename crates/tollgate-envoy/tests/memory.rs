@@ -29,6 +29,7 @@ on_memory!(
     shadow_mode,
     replaces,
     hits_addend,
+    quota_flow,
     limit_override,
     several_descriptors,
     unknown_and_invalid,

@@ -35,6 +35,7 @@ on_redis!(
     shadow_mode,
     replaces,
     hits_addend,
+    quota_flow,
     limit_override,
     several_descriptors,
     unknown_and_invalid,
