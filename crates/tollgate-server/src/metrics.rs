@@ -80,7 +80,7 @@ fn store_error_index(error: &StoreError) -> usize {
         StoreError::Timeout(_) => 1,
         StoreError::CircuitOpen => 2,
         StoreError::Backend(_) => 3,
-        StoreError::Protocol(_) => 4,
+        StoreError::Protocol(_) | StoreError::Unsupported(_) => 4,
     }
 }
 

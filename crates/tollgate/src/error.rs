@@ -62,6 +62,12 @@ pub enum PolicyError {
         /// Its period in microseconds.
         period_us: u64,
     },
+    /// An override's `expires_in` of zero.
+    #[error("expires_in must be longer than zero (omit it for an override until deleted)")]
+    ZeroExpiry,
+    /// An override's expiry beyond the bound of a period.
+    #[error("expires_in is too long (at most about 71 years)")]
+    ExpiryTooLong,
     /// Cost 0.
     #[error("cost must be at least 1")]
     ZeroCost,
@@ -93,6 +99,9 @@ pub enum StoreError {
     /// The backend failed (connection, protocol, script error).
     #[error("store backend error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store keeps no overrides (a test double, say).
+    #[error("this store does not keep {0}")]
+    Unsupported(&'static str),
     /// The backend answered something that is not a decision.
     #[error("store answered an unexpected reply: {0}")]
     Protocol(String),

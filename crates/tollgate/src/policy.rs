@@ -123,6 +123,7 @@ pub struct Policy {
     limit: u64,
     period_us: u64,
     burst: u64,
+    shadow: bool,
 }
 
 impl Policy {
@@ -163,6 +164,7 @@ impl Policy {
             limit,
             period_us,
             burst,
+            shadow: false,
         };
         // Sliding window compares `prev·(P − e) + (curr + c)·P` with `L·P`; token bucket and GCRA
         // count in units where one token is P and one microsecond is L. Both need capacity·P exact.
@@ -190,8 +192,23 @@ impl Policy {
             limit: None,
             period: None,
             burst: None,
+            shadow: false,
             rate_error: None,
         }
+    }
+
+    /// The same policy in shadow mode (or not): decided and counted as usual, but a request
+    /// it would reject is let through and reported as `shadow_denied` (see [`Decision`]).
+    ///
+    /// [`Decision`]: crate::Decision
+    pub fn with_shadow(mut self, shadow: bool) -> Policy {
+        self.shadow = shadow;
+        self
+    }
+
+    /// Whether the policy is in shadow mode: it never rejects, it only reports.
+    pub fn shadow(&self) -> bool {
+        self.shadow
     }
 
     /// The algorithm.
@@ -258,6 +275,7 @@ pub struct PolicyBuilder {
     limit: Option<u64>,
     period: Option<Duration>,
     burst: Option<u64>,
+    shadow: bool,
     rate_error: Option<PolicyError>,
 }
 
@@ -292,6 +310,12 @@ impl PolicyBuilder {
         self
     }
 
+    /// Shadow mode: see [`Policy::with_shadow`].
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
     /// Validate and build.
     pub fn build(self) -> Result<Policy, PolicyError> {
         if let Some(e) = self.rate_error {
@@ -299,7 +323,7 @@ impl PolicyBuilder {
         }
         let limit = self.limit.ok_or(PolicyError::MissingLimit)?;
         let period = self.period.ok_or(PolicyError::MissingPeriod)?;
-        Policy::new(self.algorithm, limit, period, self.burst)
+        Ok(Policy::new(self.algorithm, limit, period, self.burst)?.with_shadow(self.shadow))
     }
 }
 

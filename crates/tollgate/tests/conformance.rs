@@ -1,6 +1,6 @@
 //! The conformance suite on the memory store.
 
-use tollgate::conformance::{run_differential, run_tables};
+use tollgate::conformance::{run_differential, run_override_tables, run_tables};
 use tollgate::{Clock, ManualClock, MemoryStore};
 
 fn store() -> (MemoryStore, ManualClock) {
@@ -26,4 +26,11 @@ async fn differential_traces_match_the_model_on_memory() {
             .await
             .unwrap();
     }
+}
+
+#[tokio::test]
+async fn override_tables_pass_on_memory() {
+    let (store, clock) = store();
+    let failures = run_override_tables(&store, &clock, "o:").await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
