@@ -31,6 +31,7 @@ mod arguments;
 mod connection;
 mod error;
 pub mod keys;
+mod overrides;
 pub mod script;
 mod sentinel;
 mod store;

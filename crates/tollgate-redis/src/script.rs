@@ -54,15 +54,20 @@ impl Shape {
 /// The one-policy script of an algorithm: its block (and the helper it needs) in the
 /// one-policy frame, twice: inline for a check alone, as a function for a batch.
 macro_rules! one_policy_source {
-    ($block:literal $(, $helper:literal)?) => {
+    ($name:literal, $block:literal $(, $helper:literal)?) => {
         concat!(
             include_str!("../scripts/prelude.lua"),
+            "local ALGORITHM = '", $name, "'\n",
             $(include_str!($helper),)?
             include_str!("../scripts/one_policy.lua"),
+            include_str!("../scripts/override.lua"),
             include_str!($block),
+            "end\n",
             include_str!("../scripts/write.lua"),
             include_str!("../scripts/one_policy_batch.lua"),
+            include_str!("../scripts/override.lua"),
             include_str!($block),
+            "end\n",
             include_str!("../scripts/write.lua"),
             include_str!("../scripts/one_policy_end.lua"),
         )
@@ -71,11 +76,15 @@ macro_rules! one_policy_source {
 
 /// One-policy sources, in [`ALGORITHMS`] order.
 const ONE_POLICY_SOURCES: [&str; 5] = [
-    one_policy_source!("../scripts/fixed_window.lua"),
-    one_policy_source!("../scripts/sliding_log.lua"),
-    one_policy_source!("../scripts/sliding_window.lua"),
-    one_policy_source!("../scripts/token_bucket.lua", "../scripts/bucket.lua"),
-    one_policy_source!("../scripts/gcra.lua", "../scripts/bucket.lua"),
+    one_policy_source!("fixed-window", "../scripts/fixed_window.lua"),
+    one_policy_source!("sliding-log", "../scripts/sliding_log.lua"),
+    one_policy_source!("sliding-window", "../scripts/sliding_window.lua"),
+    one_policy_source!(
+        "token-bucket",
+        "../scripts/token_bucket.lua",
+        "../scripts/bucket.lua"
+    ),
+    one_policy_source!("gcra", "../scripts/gcra.lua", "../scripts/bucket.lua"),
 ];
 
 /// The several-policies script: every block, chosen by the code argument. The branches
@@ -84,6 +93,7 @@ const SEVERAL_POLICIES_SOURCE: &str = concat!(
     include_str!("../scripts/prelude.lua"),
     include_str!("../scripts/bucket.lua"),
     include_str!("../scripts/several_policies.lua"),
+    include_str!("../scripts/override.lua"),
     "if code == '5' then\n",
     include_str!("../scripts/gcra.lua"),
     "elseif code == '4' then\n",
@@ -96,6 +106,7 @@ const SEVERAL_POLICIES_SOURCE: &str = concat!(
     include_str!("../scripts/sliding_log.lua"),
     "else\n",
     "  error({ err = 'TOLLGATE unknown algorithm code ' .. tostring(code) })\n",
+    "end\n",
     "end\n",
     include_str!("../scripts/write.lua"),
     include_str!("../scripts/several_policies_end.lua"),
@@ -132,12 +143,17 @@ static BATCHES: LazyLock<[[Batch; 5]; 2]> = LazyLock::new(|| {
         sha: SCRIPTS.one_policy[algorithm].get_hash(),
         tail: if peek { b"$1\r\np\r\n" } else { b"" },
         tail_arguments: usize::from(peek),
+        keys_per_call: KEYS_PER_CHECK,
     };
     [false, true].map(|peek| std::array::from_fn(|algorithm| batch(peek, algorithm)))
 });
 
-/// Integers the scripts return per policy.
-pub const REPLY_WIDTH: usize = 4;
+/// Integers the scripts return per policy: allowed, remaining, reset_after_us,
+/// retry_after_us, and the limit decided under (the override's capacity, if one stood).
+pub const REPLY_WIDTH: usize = 5;
+
+/// Keys per check: its state, and its override (read in the same script).
+pub const KEYS_PER_CHECK: usize = 2;
 
 /// The algorithm's code in the several-policies script's `ARGV` (the branch that runs it).
 pub const fn code(algorithm: Algorithm) -> u8 {
@@ -217,7 +233,8 @@ impl ScriptCall<'_> {
     /// Every argument, the command name included.
     pub(crate) fn count(&self) -> usize {
         let shape = self.shape();
-        3 + self.checks.len() + args_count(shape, self.checks.len(), self.mode, self.now_us)
+        3 + KEYS_PER_CHECK * self.checks.len()
+            + args_count(shape, self.checks.len(), self.mode, self.now_us)
     }
 
     pub(crate) fn write<A: Arguments + ?Sized>(&self, out: &mut A) {
@@ -229,7 +246,7 @@ impl ScriptCall<'_> {
             out.bytes(b"EVALSHA");
             out.bytes(shape.script().get_hash().as_bytes());
         }
-        out.integer(self.checks.len() as u64);
+        out.integer((KEYS_PER_CHECK * self.checks.len()) as u64);
         self.write_keys(out);
         self.write_args(out, self.mode, self.now_us);
     }
@@ -237,6 +254,7 @@ impl ScriptCall<'_> {
     fn write_keys<A: Arguments + ?Sized>(&self, out: &mut A) {
         for check in self.checks {
             Key::new(self.prefix, check.name, check.policy.algorithm(), check.key).write_to(out);
+            Key::override_of(self.prefix, check.name, check.key).write_to(out);
         }
     }
 
@@ -284,12 +302,12 @@ impl ScriptCall<'_> {
     }
 }
 
-/// Bytes of the reply per policy: four little-endian doubles.
+/// Bytes of the reply per policy: five little-endian doubles.
 pub const REPLY_BYTES: usize = 8 * REPLY_WIDTH;
 
-/// Turn a script's reply (four little-endian doubles per policy, one bulk string) into one
+/// Turn a script's reply (five little-endian doubles per policy, one bulk string) into one
 /// decision per policy, checking its shape: every value a non-negative integer, `allowed` 0 or
-/// 1, `remaining` at most the limit.
+/// 1, the limit positive, `remaining` at most the limit.
 pub fn parse_reply<'p>(
     reply: &redis::Value,
     policies: impl ExactSizeIterator<Item = &'p Policy>,
@@ -317,7 +335,7 @@ pub fn parse_reply<'p>(
     };
     policies
         .zip(bytes.chunks_exact(REPLY_BYTES))
-        .map(|(policy, r)| {
+        .map(|(_, r)| {
             let allowed = match integer(&r[..8])? {
                 0 => false,
                 1 => true,
@@ -325,12 +343,12 @@ pub fn parse_reply<'p>(
             };
             let decision = Decision {
                 allowed,
-                limit: policy.capacity(),
+                limit: integer(&r[32..40])?,
                 remaining: integer(&r[8..16])?,
                 reset_after_us: integer(&r[16..24])?,
                 retry_after_us: integer(&r[24..32])?,
             };
-            if decision.remaining > decision.limit {
+            if decision.limit == 0 || decision.remaining > decision.limit {
                 return Err(format!(
                     "remaining {} above the limit {}",
                     decision.remaining, decision.limit
@@ -354,7 +372,8 @@ mod tests {
             assert!(several.contains(&branch), "{branch}");
             let one = Shape::OnePolicy(algorithm).source();
             assert!(one.contains("redis.call('TIME')"));
-            assert!(one.contains("return struct.pack('<dddd', allowed and 1 or 0"));
+            assert!(one.contains("return struct.pack('<ddddd', allowed and 1 or 0"));
+            assert!(one.contains(&format!("local ALGORITHM = '{algorithm}'")));
             let is_bucket = matches!(algorithm, Algorithm::TokenBucket | Algorithm::Gcra);
             assert_eq!(
                 one.contains("local function bucket"),
@@ -430,7 +449,7 @@ mod tests {
             Value::BulkString(values.iter().flat_map(|v| v.to_le_bytes()).collect())
         };
         let p = Policy::new(Algorithm::Gcra, 5, Duration::from_secs(1), Some(7)).unwrap();
-        let d = parse_reply(&reply(&[1.0, 6.0, 200_000.0, 0.0]), [&p].into_iter()).unwrap();
+        let d = parse_reply(&reply(&[1.0, 6.0, 200_000.0, 0.0, 7.0]), [&p].into_iter()).unwrap();
         assert_eq!(
             d[0],
             Decision {
@@ -442,18 +461,19 @@ mod tests {
             }
         );
         let exact = parse_reply(
-            &reply(&[0.0, 0.0, 9e15, 2f64.powi(53) - 1.0]),
+            &reply(&[0.0, 0.0, 9e15, 2f64.powi(53) - 1.0, 7.0]),
             [&p].into_iter(),
         );
         assert_eq!(exact.unwrap()[0].retry_after_us, (1 << 53) - 1);
         for bad in [
-            reply(&[1.0, 6.0, 200_000.0]),
-            reply(&[2.0, 6.0, 0.0, 0.0]),
-            reply(&[0.0, -1.0, 0.0, 0.0]),
-            reply(&[1.0, 8.0, 0.0, 0.0]),
-            reply(&[1.0, 0.5, 0.0, 0.0]),
-            reply(&[1.0, f64::NAN, 0.0, 0.0]),
-            reply(&[0.0, 0.0, 2f64.powi(53), 0.0]),
+            reply(&[1.0, 6.0, 200_000.0, 0.0]),
+            reply(&[2.0, 6.0, 0.0, 0.0, 7.0]),
+            reply(&[0.0, -1.0, 0.0, 0.0, 7.0]),
+            reply(&[1.0, 8.0, 0.0, 0.0, 7.0]),
+            reply(&[1.0, 0.5, 0.0, 0.0, 7.0]),
+            reply(&[1.0, f64::NAN, 0.0, 0.0, 7.0]),
+            reply(&[0.0, 0.0, 2f64.powi(53), 0.0, 7.0]),
+            reply(&[1.0, 0.0, 0.0, 0.0, 0.0]),
             Value::Int(1),
             Value::Array(vec![
                 Value::Int(1),

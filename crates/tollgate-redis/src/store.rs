@@ -3,11 +3,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tollgate::{Check, Decisions, ManualClock, Mode, Store, StoreDecision, StoreError};
+use tollgate::{
+    Check, Decisions, ManualClock, Mode, Override, OverridePage, Policy, Store, StoreDecision,
+    StoreError,
+};
 
 use crate::connection::{ConnectOptions, Connection, TlsFiles, redact};
 use crate::error::RedisStoreError;
 use crate::keys;
+use crate::overrides;
 use crate::script::{self, ScriptCall, Shape};
 
 /// Default key prefix.
@@ -358,5 +362,32 @@ impl Store for RedisStore {
                 .map_err(backend)?;
         }
         Ok(())
+    }
+
+    async fn set_override(&self, target: Check<'_>, value: &Override) -> Result<(), StoreError> {
+        brace_free(target.name)?;
+        overrides::set(&self.inner.connection, &self.inner.prefix, &target, value).await
+    }
+
+    async fn get_override(&self, target: Check<'_>) -> Result<Option<Override>, StoreError> {
+        brace_free(target.name)?;
+        overrides::get(&self.inner.connection, &self.inner.prefix, &target).await
+    }
+
+    async fn delete_override(&self, target: Check<'_>) -> Result<bool, StoreError> {
+        brace_free(target.name)?;
+        overrides::delete(&self.inner.connection, &self.inner.prefix, &target).await
+    }
+
+    async fn list_overrides(
+        &self,
+        name: &str,
+        policy: &Policy,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<OverridePage, StoreError> {
+        brace_free(name)?;
+        let connection = &self.inner.connection;
+        overrides::list(connection, &self.inner.prefix, name, policy, after, count).await
     }
 }

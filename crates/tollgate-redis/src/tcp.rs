@@ -97,8 +97,8 @@ pub(crate) struct TcpConnection {
     shared: Arc<Shared>,
 }
 
-/// A script whose calls may share one command: `EVALSHA <sha> <n>`, then every call's key,
-/// then every call's arguments, then `tail`. The reply is split among the calls in order: a
+/// A script whose calls may share one command: `EVALSHA <sha> <n × keys_per_call>`, then
+/// every call's keys, then every call's arguments, then `tail`. The reply is split among the calls in order: a
 /// bulk string into n equal parts, an array of n elements one each; anything else (an error,
 /// say) goes to every call whole. A call alone is sent as `n = 1` and gets the reply as is.
 pub(crate) struct Batch {
@@ -109,6 +109,8 @@ pub(crate) struct Batch {
     /// Arguments after every call's, as RESP bulk strings, and how many they are.
     pub(crate) tail: &'static [u8],
     pub(crate) tail_arguments: usize,
+    /// Keys each call writes.
+    pub(crate) keys_per_call: usize,
 }
 
 /// Calls of one batch waiting to be sent, and how many of its commands are in flight.
@@ -488,7 +490,7 @@ impl State {
         );
         head.bytes(b"EVALSHA");
         head.bytes(batch.sha.as_bytes());
-        head.integer(calls as u64);
+        head.integer((calls * batch.keys_per_call) as u64);
         // The rest is already RESP: written as it stands.
         self.out.extend_from_slice(&waiting.keys);
         self.out.extend_from_slice(&waiting.arguments);

@@ -287,7 +287,7 @@ async fn a_call_given_up_while_waiting_is_never_sent() {
 
 /// The script as a batch (several keys, one call) answers what its checks answer as calls of
 /// their own, in the same order, byte for byte: on an injected clock, with repeated keys and
-/// differing costs, consuming and peeking, for every algorithm.
+/// differing costs, consuming and peeking, one key under an override, for every algorithm.
 #[test]
 fn a_batch_answers_as_its_checks_one_by_one() {
     let server = RedisServer::start().unwrap();
@@ -302,9 +302,10 @@ fn a_batch_answers_as_its_checks_one_by_one() {
             let now = (now_us + step * 700_000).to_string();
             let call = |prefix: &str, checks: &[(&str, u64)]| -> redis::Cmd {
                 let mut call = redis::cmd("EVALSHA");
-                call.arg(script.get_hash()).arg(checks.len());
+                call.arg(script.get_hash()).arg(2 * checks.len());
                 for (key, _) in checks {
-                    call.arg(format!("{prefix}:{key}"));
+                    call.arg(format!("{prefix}:{key}"))
+                        .arg(format!("{prefix}:override:{key}"));
                 }
                 for (_, cost) in checks {
                     call.arg(cost)
@@ -321,6 +322,15 @@ fn a_batch_answers_as_its_checks_one_by_one() {
                 .query::<String>(&mut connection)
                 .map(|_| ())
                 .unwrap();
+            for prefix in ["b", "s"] {
+                // "a" is held to 7 per 10 s (so its cost of 40 can never pass).
+                let _: i64 = redis::cmd("HSET")
+                    .arg(format!("{prefix}{}:override:a", algorithm.name()))
+                    .arg(&["algorithm", algorithm.name(), "limit", "7"])
+                    .arg(&["period_us", "10000000", "burst", "7"])
+                    .query(&mut connection)
+                    .unwrap();
+            }
             let batched: Vec<u8> = call(&format!("b{}", algorithm.name()), checks)
                 .query(&mut connection)
                 .unwrap();
@@ -331,7 +341,9 @@ fn a_batch_answers_as_its_checks_one_by_one() {
                     .unwrap();
                 alone.extend(reply);
             }
-            assert_eq!(batched.len(), 32 * checks.len());
+            assert_eq!(batched.len(), 40 * checks.len());
+            // The override's limit is in every answer for "a".
+            assert_eq!(f64::from_le_bytes(batched[32..40].try_into().unwrap()), 7.0);
             assert_eq!(batched, alone, "{algorithm:?} step {step} ({mode})");
         }
     }

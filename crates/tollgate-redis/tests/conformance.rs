@@ -3,7 +3,7 @@
 //! suite drives a manual clock); everything else is the production path.
 
 use tollgate::ManualClock;
-use tollgate::conformance::{run_differential, run_tables};
+use tollgate::conformance::{run_differential, run_override_tables, run_tables};
 use tollgate_redis::{RedisOptions, RedisStore};
 use tollgate_testkit::{shared_cluster, shared_standalone};
 
@@ -54,4 +54,18 @@ async fn differential_traces_match_the_model_on_cluster() {
             .await
             .unwrap();
     }
+}
+
+#[tokio::test]
+async fn override_tables_pass_on_standalone() {
+    let (store, clock) = store(&shared_standalone().url(), "conf-overrides").await;
+    let failures = run_override_tables(&store, &clock, "s:").await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn override_tables_pass_on_cluster() {
+    let (store, clock) = store(&shared_cluster().url(), "conf-overrides").await;
+    let failures = run_override_tables(&store, &clock, "c:").await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
