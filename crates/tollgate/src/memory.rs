@@ -81,7 +81,9 @@ impl KeyOverride {
 #[derive(Debug, Default)]
 struct Entry {
     slots: SmallVec<[Slot; 1]>,
-    /// Boxed: most identifiers have none, and an absent list costs the entry one word.
+    /// Boxed: most identifiers have none, and an absent list costs the entry one word (a
+    /// `Vec` would cost three in every entry of the table).
+    #[allow(clippy::box_collection)]
     overrides: Option<Box<Vec<KeyOverride>>>,
 }
 
