@@ -390,6 +390,9 @@ struct RawPolicy {
     period: Option<Duration>,
     #[serde(default, deserialize_with = "opt_positive")]
     burst: Option<u64>,
+    /// Decide and count, but never reject (report `shadow_denied`).
+    #[serde(default)]
+    shadow: bool,
 }
 
 impl TryFrom<RawPolicy> for FilePolicy {
@@ -406,7 +409,7 @@ impl TryFrom<RawPolicy> for FilePolicy {
             (None, Some(_), None) => return Err(PolicyError::MissingPeriod.to_string()),
         };
         Policy::new(raw.algorithm, limit, period, raw.burst)
-            .map(FilePolicy)
+            .map(|policy| FilePolicy(policy.with_shadow(raw.shadow)))
             .map_err(|e| e.to_string())
     }
 }

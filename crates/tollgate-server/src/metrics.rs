@@ -115,6 +115,8 @@ struct PolicyCounters {
     rejected: Counter,
     peek_allowed: Counter,
     peek_rejected: Counter,
+    /// Checks a shadow-mode policy would have rejected (let through).
+    shadow_denied: Counter,
     degraded: Counter,
 }
 
@@ -167,11 +169,20 @@ impl Metrics {
 
     /// One decision reported under policy `index`: a check ([`Mode::Consume`]) or a peek.
     #[inline]
-    pub fn record_decision(&self, index: usize, mode: Mode, allowed: bool, degraded: bool) {
+    /// A check a shadow-mode policy would have rejected counts as `shadow_denied`, not allowed.
+    pub fn record_decision(
+        &self,
+        index: usize,
+        mode: Mode,
+        allowed: bool,
+        degraded: bool,
+        shadow_denied: bool,
+    ) {
         let Some(policy) = self.policies.get(index) else {
             return;
         };
         let counter = match (mode, allowed) {
+            (Mode::Consume, _) if shadow_denied => &policy.shadow_denied,
             (Mode::Consume, true) => &policy.allowed,
             (Mode::Consume, false) => &policy.rejected,
             (Mode::Peek, true) => &policy.peek_allowed,
@@ -212,7 +223,11 @@ impl Metrics {
             "Checks decided, by the policy reported and outcome.",
         );
         for p in self.policies.iter() {
-            for (outcome, counter) in [("allowed", &p.allowed), ("rejected", &p.rejected)] {
+            for (outcome, counter) in [
+                ("allowed", &p.allowed),
+                ("rejected", &p.rejected),
+                ("shadow_denied", &p.shadow_denied),
+            ] {
                 let _ = writeln!(
                     out,
                     "tollgate_decisions_total{{policy=\"{}\",outcome=\"{outcome}\"}} {}",
@@ -322,8 +337,9 @@ mod tests {
     #[test]
     fn renders_every_series_from_the_start() {
         let m = Metrics::new(["api", "login"]);
-        m.record_decision(0, Mode::Consume, true, false);
-        m.record_decision(1, Mode::Consume, false, true);
+        m.record_decision(0, Mode::Consume, true, false, false);
+        m.record_decision(1, Mode::Consume, false, true, false);
+        m.record_decision(1, Mode::Consume, true, false, true);
         m.record_latency(Duration::from_micros(3));
         m.record_latency(Duration::from_secs(5));
         m.record_error(ErrorCode::BodyTooLarge);
@@ -333,6 +349,8 @@ mod tests {
             "tollgate_decisions_total{policy=\"api\",outcome=\"allowed\"} 1",
             "tollgate_decisions_total{policy=\"api\",outcome=\"rejected\"} 0",
             "tollgate_decisions_total{policy=\"login\",outcome=\"rejected\"} 1",
+            "tollgate_decisions_total{policy=\"login\",outcome=\"shadow_denied\"} 1",
+            "tollgate_decisions_total{policy=\"api\",outcome=\"shadow_denied\"} 0",
             "tollgate_degraded_decisions_total{policy=\"login\"} 1",
             "tollgate_errors_total{code=\"body_too_large\"} 1",
             "tollgate_decision_duration_seconds_bucket{le=\"0.000005\"} 1",

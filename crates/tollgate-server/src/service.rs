@@ -62,6 +62,13 @@ impl Service {
             .map_or("", |(name, _)| name)
     }
 
+    /// The capacity of the policy at `position` (what a decision reports without an override).
+    pub fn policy_capacity(&self, position: usize) -> Option<u64> {
+        self.limiter
+            .policy_at(position)
+            .map(|(_, policy)| policy.capacity())
+    }
+
     /// The store.
     pub fn store(&self) -> &AnyStore {
         self.limiter.store()
@@ -107,6 +114,7 @@ impl Service {
             mode,
             verdict.decision.allowed,
             verdict.degraded,
+            verdict.shadow_denied,
         );
         Ok(verdict)
     }

@@ -30,6 +30,14 @@ pub fn policy_item(name: &str, policy: &Policy) -> String {
     )
 }
 
+/// A `RateLimit-Policy` item of `policy` under an override of capacity `limit`.
+pub fn policy_item_limited(name: &str, policy: &Policy, limit: u64) -> String {
+    format!(
+        "\"{name}\";q={limit};w={}",
+        policy.period_us().div_ceil(MICROS_PER_SECOND)
+    )
+}
+
 /// Join precomputed items into one `RateLimit-Policy` value.
 pub fn join_items<'a>(items: impl Iterator<Item = &'a HeaderValue>) -> HeaderValue {
     let mut value = SmallVec::<[u8; 128]>::new();

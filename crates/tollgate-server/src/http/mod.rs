@@ -6,6 +6,7 @@
 //! | `POST /v1/check` | a decision, consuming `cost` when allowed |
 //! | `GET /v1/peek` | the same decision, consuming nothing |
 //! | `POST /v1/reset` | 204; bearer token when an admin token is set |
+//! | `PUT`, `GET`, `DELETE /v1/overrides` | per-key overrides (admin token as reset) |
 //! | `GET /v1/policies` | the configured policies |
 //! | `GET /health`, `GET /ready` | alive; store reachable |
 //! | `GET /metrics` | Prometheus text |
@@ -24,14 +25,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, Version, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version, header};
 use axum::response::Response;
 use hyper::body::Incoming;
 use serde::Serialize;
 use tollgate::{Mode, Verdict};
 
 use self::error::ApiError;
-use self::request::{CheckRequest, PeekQuery, ResetRequest};
+use self::request::{CheckRequest, OverrideQuery, OverrideRequest, PeekQuery, ResetRequest};
 use self::route::Route;
 use crate::metrics::ErrorCode;
 use crate::service::Service;
@@ -98,6 +99,7 @@ impl Api {
             Route::Check => Box::pin(check(api, request)),
             Route::Peek => Box::pin(peek(api, request)),
             Route::Reset => Box::pin(reset(api, request)),
+            Route::Overrides => Box::pin(overrides(api, request)),
             Route::Policies => answered(policies(&api)),
             Route::Health => answered(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
             Route::Ready => Box::pin(ready(api)),
@@ -130,13 +132,32 @@ impl Api {
     fn decision_response(&self, verdict: &Verdict) -> Response {
         let decision = &verdict.decision;
         let policy = self.service.policy_name(verdict.reported_policy());
-        let bytes = decision::render(policy, decision, verdict.degraded);
+        let bytes = decision::render(policy, decision, verdict.degraded, shadow_of(verdict));
         let mut response = Response::new(Body::from(bytes));
         let headers = response.headers_mut();
         // Room for all four headers at once instead of growing on the first and third insert.
         headers.reserve(4);
         headers.insert(header::CONTENT_TYPE, JSON.clone());
+        let overridden = verdict
+            .policies
+            .iter()
+            .zip(&verdict.decisions)
+            .any(|(&i, d)| self.service.policy_capacity(i) != Some(d.limit));
         let policy_header = match verdict.policies.as_slice() {
+            // Under an override the quota is the override's.
+            _ if overridden => Some(headers::join_items(
+                verdict
+                    .policies
+                    .iter()
+                    .zip(&verdict.decisions)
+                    .filter_map(|(&i, d)| {
+                        let (name, policy) = self.service.limiter().policy_at(i)?;
+                        HeaderValue::try_from(headers::policy_item_limited(name, policy, d.limit))
+                            .ok()
+                    })
+                    .collect::<Vec<_>>()
+                    .iter(),
+            )),
             [one] => self.policy_items.get(*one).cloned(),
             many => Some(headers::join_items(
                 many.iter().filter_map(|&i| self.policy_items.get(i)),
@@ -187,6 +208,12 @@ impl Api {
             Err(ApiError::new(ErrorCode::Forbidden, "invalid admin token"))
         }
     }
+}
+
+/// The shadow fields of a decision's JSON: `None` unless the reported policy is in shadow mode,
+/// else whether a shadow policy would have denied.
+fn shadow_of(verdict: &tollgate::Verdict) -> Option<bool> {
+    (verdict.shadow || verdict.shadow_denied).then_some(verdict.shadow_denied)
 }
 
 /// A request's handler, running.
@@ -248,6 +275,113 @@ async fn reset(api: Arc<Api>, request: Request<Incoming>) -> Response {
     api.respond(result)
 }
 
+/// `/v1/overrides`: `PUT` sets one (200 with it as stored), `GET` reads one (`key` given: 200
+/// or 404) or lists a page, `DELETE` removes one (204). All need the admin token when one is
+/// set, as reset does.
+async fn overrides(api: Arc<Api>, request: Request<Incoming>) -> Response {
+    let result = async {
+        let (parts, body) = request.into_parts();
+        api.authorize(&parts.headers)?;
+        let limiter = api.service.limiter();
+        if parts.method == Method::PUT {
+            let body = body::read_json(&parts.headers, body).await?;
+            let request: OverrideRequest = body::parse_json(&body)?;
+            let (policy, key) = (request.policy.as_str(), request.key.as_str());
+            let stored = limiter.set_override(policy, key, request.spec()?).await?;
+            tracing::info!(policy, key, limit = stored.policy.limit(), "override set");
+            return Ok(json(
+                StatusCode::OK,
+                &OverrideJson::new(policy, key, &stored),
+            ));
+        }
+        let query = OverrideQuery::parse(parts.uri.query().unwrap_or_default())?;
+        let policy = query.policy.as_str();
+        match (&parts.method, &query.key) {
+            (&Method::DELETE, Some(key)) => {
+                limiter.delete_override(policy, key.as_str()).await?;
+                tracing::info!(policy, key = key.as_str(), "override deleted");
+                let mut response = Response::new(Body::empty());
+                *response.status_mut() = StatusCode::NO_CONTENT;
+                Ok(response)
+            }
+            (&Method::DELETE, None) => Err(ApiError::invalid(
+                "missing query parameter `key` (an override is deleted one key at a time)",
+            )),
+            (_, Some(key)) => match limiter.get_override(policy, key.as_str()).await? {
+                Some(found) => Ok(json(
+                    StatusCode::OK,
+                    &OverrideJson::new(policy, key.as_str(), &found),
+                )),
+                None => Err(ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("no override of `{policy}` for this key"),
+                )),
+            },
+            (_, None) => {
+                let cursor = query.cursor.as_ref().map(|c| c.as_str());
+                let page = limiter
+                    .list_overrides(policy, cursor, OVERRIDES_PER_PAGE)
+                    .await?;
+                #[derive(Serialize)]
+                struct Page<'a> {
+                    overrides: Vec<OverrideJson<'a>>,
+                    next_cursor: Option<&'a str>,
+                }
+                Ok(json(
+                    StatusCode::OK,
+                    &Page {
+                        overrides: page
+                            .overrides
+                            .iter()
+                            .map(|(key, found)| OverrideJson::new(policy, key, found))
+                            .collect(),
+                        next_cursor: page.next_cursor.as_deref(),
+                    },
+                ))
+            }
+        }
+    }
+    .await;
+    api.respond(result)
+}
+
+/// Overrides per page of `GET /v1/overrides?policy=..`.
+const OVERRIDES_PER_PAGE: usize = 100;
+
+/// An override as the API shows it.
+#[derive(Serialize)]
+struct OverrideJson<'a> {
+    policy: &'a str,
+    key: &'a str,
+    algorithm: &'static str,
+    limit: u64,
+    period: String,
+    period_ms: u64,
+    /// Token bucket and GCRA only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    burst: Option<u64>,
+    /// `null`: until deleted.
+    expires_in_ms: Option<u64>,
+}
+
+impl<'a> OverrideJson<'a> {
+    fn new(policy: &'a str, key: &'a str, value: &tollgate::Override) -> OverrideJson<'a> {
+        let p = &value.policy;
+        OverrideJson {
+            policy,
+            key,
+            algorithm: p.algorithm().name(),
+            limit: p.limit(),
+            period: humantime::format_duration(p.period()).to_string(),
+            period_ms: p.period_us().div_ceil(1000),
+            burst: p.algorithm().has_burst().then_some(p.burst()),
+            expires_in_ms: value
+                .expires_in
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+}
+
 fn policies(api: &Api) -> Response {
     #[derive(Serialize)]
     struct PolicyJson<'a> {
@@ -258,6 +392,9 @@ fn policies(api: &Api) -> Response {
         period: String,
         /// Token bucket and GCRA only.
         burst: Option<u64>,
+        /// Present (true) only for a policy in shadow mode.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        shadow: bool,
     }
     #[derive(Serialize)]
     struct Policies<'a> {
@@ -274,6 +411,7 @@ fn policies(api: &Api) -> Response {
                 period_ms: p.period_us().div_ceil(1000),
                 period: humantime::format_duration(p.period()).to_string(),
                 burst: p.algorithm().has_burst().then_some(p.burst()),
+                shadow: p.shadow(),
             })
             .collect(),
     };

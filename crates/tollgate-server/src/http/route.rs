@@ -16,6 +16,8 @@ pub enum Route {
     Peek,
     /// `POST /v1/reset`.
     Reset,
+    /// `PUT`, `GET`, `DELETE /v1/overrides`.
+    Overrides,
     /// `GET /v1/policies`.
     Policies,
     /// `GET /health`.
@@ -33,6 +35,7 @@ impl Route {
             "/v1/check" => Route::Check,
             "/v1/peek" => Route::Peek,
             "/v1/reset" => Route::Reset,
+            "/v1/overrides" => Route::Overrides,
             "/v1/policies" => Route::Policies,
             "/health" => Route::Health,
             "/ready" => Route::Ready,
@@ -44,6 +47,9 @@ impl Route {
     /// Whether the route answers `method`. A GET route answers HEAD too: the handler runs and
     /// hyper sends the head without the body.
     pub fn allows(self, method: &Method) -> bool {
+        if self == Route::Overrides {
+            return [Method::GET, Method::HEAD, Method::PUT, Method::DELETE].contains(method);
+        }
         if self.is_post() {
             method == Method::POST
         } else {
@@ -53,7 +59,11 @@ impl Route {
 
     /// The `Allow` header of a 405 on this route.
     pub fn allow(self) -> HeaderValue {
-        HeaderValue::from_static(if self.is_post() { "POST" } else { "GET,HEAD" })
+        HeaderValue::from_static(match self {
+            Route::Overrides => "GET,HEAD,PUT,DELETE",
+            _ if self.is_post() => "POST",
+            _ => "GET,HEAD",
+        })
     }
 
     fn is_post(self) -> bool {
@@ -87,5 +97,7 @@ mod tests {
         assert!(!Route::Peek.allows(&Method::POST));
         assert_eq!(Route::Reset.allow(), "POST");
         assert_eq!(Route::Ready.allow(), "GET,HEAD");
+        assert!(Route::Overrides.allows(&Method::PUT) && Route::Overrides.allows(&Method::DELETE));
+        assert!(!Route::Overrides.allows(&Method::POST));
     }
 }
