@@ -6,7 +6,10 @@
 use std::fmt;
 
 use tollgate::memory::MemoryStore;
-use tollgate::{Check, Clock, Mode, ResilienceConfig, Resilient, Store, StoreDecision, StoreError};
+use tollgate::{
+    Check, Clock, Mode, Override, OverridePage, Policy, ResilienceConfig, Resilient, Store,
+    StoreDecision, StoreError,
+};
 use tollgate_redis::{RedisOptions, RedisStore, RedisStoreError};
 
 use crate::config::{StoreSettings, StoreUrl};
@@ -144,6 +147,40 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(memory) => memory.reset(checks).await,
             AnyStore::Redis(redis) => redis.reset(checks).await,
+        }
+    }
+
+    async fn set_override(&self, target: Check<'_>, value: &Override) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(memory) => memory.set_override(target, value).await,
+            AnyStore::Redis(redis) => redis.set_override(target, value).await,
+        }
+    }
+
+    async fn get_override(&self, target: Check<'_>) -> Result<Option<Override>, StoreError> {
+        match self {
+            AnyStore::Memory(memory) => memory.get_override(target).await,
+            AnyStore::Redis(redis) => redis.get_override(target).await,
+        }
+    }
+
+    async fn delete_override(&self, target: Check<'_>) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Memory(memory) => memory.delete_override(target).await,
+            AnyStore::Redis(redis) => redis.delete_override(target).await,
+        }
+    }
+
+    async fn list_overrides(
+        &self,
+        name: &str,
+        policy: &Policy,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<OverridePage, StoreError> {
+        match self {
+            AnyStore::Memory(memory) => memory.list_overrides(name, policy, after, count).await,
+            AnyStore::Redis(redis) => redis.list_overrides(name, policy, after, count).await,
         }
     }
 }
