@@ -9,5 +9,10 @@ if overridden[1] == ALGORITHM then
     tonumber(overridden[2]), tonumber(overridden[3]), tonumber(overridden[4])
 end
 if cost > capacity then
-  allowed, remaining, reset, retry = false, 0, period, period
+  -- One period; for a monthly policy (period 0) the longest month (calendar.rs).
+  local wait = period
+  if wait == 0 then
+    wait = 2678400000000
+  end
+  allowed, remaining, reset, retry = false, 0, wait, wait
 else

@@ -48,7 +48,7 @@ pub(crate) async fn set(
         .arg("limit")
         .arg(policy.limit())
         .arg("period_us")
-        .arg(policy.period_us())
+        .arg(crate::script::period_argument(policy))
         .arg("burst")
         .arg(policy.capacity());
     let _: i64 = connection.query(&set).await.map_err(backend)?;
@@ -177,12 +177,17 @@ fn parse(
             .ok_or_else(|| StoreError::Protocol(format!("malformed override field {field:?}")))
     };
     let (limit, period_us, burst) = (number(limit)?, number(period_us)?, number(burst)?);
-    let overriding = Policy::new(
-        policy.algorithm(),
-        limit,
-        Duration::from_micros(period_us),
-        policy.algorithm().has_burst().then_some(burst),
-    )
+    // Period 0: calendar months (as the scripts read it).
+    let overriding = if period_us == 0 {
+        Policy::monthly(policy.algorithm(), limit)
+    } else {
+        Policy::new(
+            policy.algorithm(),
+            limit,
+            Duration::from_micros(period_us),
+            policy.algorithm().has_burst().then_some(burst),
+        )
+    }
     .map_err(|e| StoreError::Protocol(format!("override does not make a policy: {e}")))?;
     Ok(Some(Override {
         policy: overriding,

@@ -184,7 +184,7 @@ pub(crate) fn push_args<'p, A: Arguments + ?Sized>(
             call.integer(code(policy.algorithm()).into());
         }
         call.integer(policy.limit());
-        call.integer(policy.period_us());
+        call.integer(period_argument(policy));
         call.integer(policy.capacity());
     }
     if sends_mode(mode, now_us) {
@@ -195,6 +195,15 @@ pub(crate) fn push_args<'p, A: Arguments + ?Sized>(
     }
     if let Some(now) = now_us {
         call.integer(now);
+    }
+}
+
+/// The period as the scripts take it: µs, or 0 for calendar months (`fixed_window.lua`).
+pub(crate) fn period_argument(policy: &Policy) -> u64 {
+    if policy.is_monthly() {
+        0
+    } else {
+        policy.period_us()
     }
 }
 

@@ -296,8 +296,33 @@ fn algorithm<'de, D: Deserializer<'de>>(d: D) -> Result<Algorithm, D::Error> {
     })
 }
 
-fn opt_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Rate>, D::Error> {
+/// A policy's period: a duration, or UTC calendar months (`period: month`, `rate: N/month`).
+#[derive(Debug, Clone, Copy)]
+enum Period {
+    Fixed(Duration),
+    Month,
+}
+
+fn opt_period<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Period>, D::Error> {
     let s = String::deserialize(d)?;
+    if matches!(s.trim(), "month" | "1month" | "1 month") {
+        return Ok(Some(Period::Month));
+    }
+    parse_duration(&s)
+        .map(|d| Some(Period::Fixed(d)))
+        .map_err(de::Error::custom)
+}
+
+fn opt_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<(u64, Period)>, D::Error> {
+    let s = String::deserialize(d)?;
+    if let Some(limit) = tollgate::policy::monthly_rate(&s) {
+        return match limit {
+            Some(limit) if limit > 0 => Ok(Some((limit, Period::Month))),
+            _ => Err(de::Error::custom(format!(
+                "invalid rate \"{s}\" (expected N/month with N at least 1)"
+            ))),
+        };
+    }
     let rate: Rate = s.parse().map_err(|_| {
         de::Error::custom(format!(
             "invalid rate \"{s}\" (expected N/unit with unit s, min, h or d, or N/duration like 10/15m)"
@@ -309,7 +334,7 @@ fn opt_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Rate>, D::Error> {
             PolicyError::ZeroLimit
         )));
     }
-    Ok(Some(rate))
+    Ok(Some((rate.limit, Period::Fixed(rate.period))))
 }
 
 /// The config file as written: every key optional, unknown keys refused.
@@ -383,11 +408,11 @@ struct RawPolicy {
     #[serde(deserialize_with = "algorithm")]
     algorithm: Algorithm,
     #[serde(default, deserialize_with = "opt_rate")]
-    rate: Option<Rate>,
+    rate: Option<(u64, Period)>,
     #[serde(default, deserialize_with = "opt_positive")]
     limit: Option<u64>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    period: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_period")]
+    period: Option<Period>,
     #[serde(default, deserialize_with = "opt_positive")]
     burst: Option<u64>,
     /// Decide and count, but never reject (report `shadow_denied`).
@@ -403,12 +428,19 @@ impl TryFrom<RawPolicy> for FilePolicy {
             (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
                 return Err("give either `rate` or `limit` and `period`, not both".into());
             }
-            (Some(rate), None, None) => (rate.limit, rate.period),
+            (Some(rate), None, None) => rate,
             (None, Some(limit), Some(period)) => (limit, period),
             (None, None, _) => return Err(PolicyError::MissingLimit.to_string()),
             (None, Some(_), None) => return Err(PolicyError::MissingPeriod.to_string()),
         };
-        Policy::new(raw.algorithm, limit, period, raw.burst)
+        let policy = match (period, raw.burst) {
+            (Period::Fixed(period), burst) => Policy::new(raw.algorithm, limit, period, burst),
+            (Period::Month, Some(_)) if raw.algorithm == Algorithm::FixedWindow => {
+                Err(PolicyError::BurstNotApplicable(raw.algorithm))
+            }
+            (Period::Month, _) => Policy::monthly(raw.algorithm, limit),
+        };
+        policy
             .map(|policy| FilePolicy(policy.with_shadow(raw.shadow)))
             .map_err(|e| e.to_string())
     }
@@ -630,6 +662,8 @@ store:
 policies:
   api:   { algorithm: token-bucket, rate: 100/min, burst: 150 }
   login: { algorithm: sliding-log, limit: 5, period: 15m }
+  trial: { algorithm: fixed-window, rate: 10000/month, shadow: true }
+  quota: { algorithm: fixed-window, limit: 7, period: month }
 envoy:
   config_dir: ./ratelimit
 ";
@@ -646,6 +680,9 @@ envoy:
         assert_eq!(s.store.timeout, Duration::from_millis(50));
         assert_eq!(s.policies["api"].capacity(), 150);
         assert_eq!(s.policies["login"].period(), Duration::from_secs(900));
+        let trial = &s.policies["trial"];
+        assert!(trial.is_monthly() && trial.shadow() && trial.limit() == 10_000);
+        assert!(s.policies["quota"].is_monthly() && !s.policies["quota"].shadow());
         assert_eq!(s.envoy_config_dir, Some(PathBuf::from("./ratelimit")));
     }
 
@@ -676,6 +713,15 @@ envoy:
             e.starts_with("t.yaml:3: policies.api: burst applies only"),
             "{e}"
         );
+        let e = parse_err("policies:\n  api:\n    algorithm: gcra\n    rate: 5/month\n");
+        assert!(
+            e.starts_with("t.yaml:3: policies.api: period: month (calendar months) applies only to fixed-window"),
+            "{e}"
+        );
+        let e = parse_err(
+            "policies:\n  api:\n    algorithm: sliding-log\n    limit: 5\n    period: month\n",
+        );
+        assert!(e.contains("applies only to fixed-window"), "{e}");
         let e = parse_err("policies:\n  api:\n    algorithm: bucket\n    rate: 5/s\n");
         assert!(
             e.starts_with("t.yaml:3: policies.api.algorithm: unknown algorithm"),

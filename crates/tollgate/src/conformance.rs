@@ -137,6 +137,29 @@ pub fn tables() -> Vec<Table> {
         ],
     });
 
+    // Calendar months: Jan 31 23:59:59.999 UTC and Feb 1 00:00 are different windows, and
+    // February 2027 lasts 28 days.
+    let month = match Policy::monthly(Algorithm::FixedWindow, 2) {
+        Ok(p) => p,
+        Err(e) => panic!("conformance policy is invalid: {e}"),
+    };
+    let feb_1 = 1_801_440_000 * SEC;
+    let day = 86_400 * SEC;
+    tables.push(Table {
+        name: "fixed-window-month",
+        policies: vec![("p", month)],
+        steps: vec![
+            with_times(step(feb_1 - 1_000, 2, true, 0), 1_000, 0),
+            with_times(step(feb_1 - 1, 1, false, 0), 1, 1),
+            with_times(step(feb_1, 1, true, 1), 28 * day, 0),
+            with_times(peek(step(feb_1 + 10 * day, 1, true, 1)), 18 * day, 0),
+            with_times(step(feb_1 + 28 * day - 1, 1, true, 0), 1, 0),
+            with_times(step(feb_1 + 28 * day - 1, 1, false, 0), 1, 1),
+            // March: 31 days.
+            with_times(step(feb_1 + 28 * day, 2, true, 0), 31 * day, 0),
+        ],
+    });
+
     // Sliding log: exact window (now − P, now]; cost entries leave one by one.
     let sl = policy(Algorithm::SlidingLog, 4, Duration::from_secs(10), None);
     tables.push(Table {

@@ -26,6 +26,7 @@
 
 pub mod algorithm;
 mod bounded_map;
+pub mod calendar;
 pub mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -86,12 +86,21 @@ impl OverrideSpec {
             }
             Some(d) => Some(d),
         };
-        let policy = Policy::new(
-            base.algorithm(),
-            self.limit,
-            self.period.unwrap_or(base.period()),
-            self.burst,
-        )?;
+        let policy = match self.period {
+            // A monthly policy's override keeps calendar months unless it names a period.
+            None if base.is_monthly() => {
+                if self.burst.is_some() {
+                    return Err(PolicyError::BurstNotApplicable(base.algorithm()));
+                }
+                Policy::monthly(base.algorithm(), self.limit)?
+            }
+            period => Policy::new(
+                base.algorithm(),
+                self.limit,
+                period.unwrap_or(base.period()),
+                self.burst,
+            )?,
+        };
         Ok(Override { policy, expires_in })
     }
 }

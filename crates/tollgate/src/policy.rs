@@ -110,6 +110,12 @@ impl FromStr for Rate {
     }
 }
 
+/// `Some(limit)` for `N/month` (`Some(None)` when N is not a number), `None` for other rates.
+pub fn monthly_rate(rate: &str) -> Option<Option<u64>> {
+    let (limit, unit) = rate.split_once('/')?;
+    matches!(unit.trim(), "month" | "months" | "mo").then(|| limit.trim().parse().ok())
+}
+
 /// A validated rate-limit policy. Build one with [`Policy::new`] or [`Policy::builder`].
 ///
 /// ```
@@ -124,9 +130,33 @@ pub struct Policy {
     period_us: u64,
     burst: u64,
     shadow: bool,
+    /// Windows are UTC calendar months (`period: month`); `period_us` is then the longest.
+    monthly: bool,
 }
 
 impl Policy {
+    /// A fixed-window policy of `limit` per UTC calendar month (`period: month`): windows start
+    /// on the first of each month at 00:00 UTC. Other algorithms refuse it: their arithmetic
+    /// needs a period of one length.
+    pub fn monthly(algorithm: Algorithm, limit: u64) -> Result<Policy, PolicyError> {
+        if algorithm != Algorithm::FixedWindow {
+            return Err(PolicyError::MonthNeedsFixedWindow(algorithm));
+        }
+        let mut policy = Policy::new(
+            algorithm,
+            limit,
+            Duration::from_micros(crate::calendar::LONGEST_MONTH_US),
+            None,
+        )?;
+        policy.monthly = true;
+        Ok(policy)
+    }
+
+    /// Whether the windows are UTC calendar months ([`Self::monthly`]).
+    pub fn is_monthly(&self) -> bool {
+        self.monthly
+    }
+
     /// A policy of `limit` per `period`; `burst` (token bucket and GCRA only) defaults to `limit`.
     pub fn new(
         algorithm: Algorithm,
@@ -165,6 +195,7 @@ impl Policy {
             period_us,
             burst,
             shadow: false,
+            monthly: false,
         };
         // Sliding window compares `prev·(P − e) + (curr + c)·P` with `L·P`; token bucket and GCRA
         // count in units where one token is P and one microsecond is L. Both need capacity·P exact.
@@ -193,6 +224,7 @@ impl Policy {
             period: None,
             burst: None,
             shadow: false,
+            monthly: false,
             rate_error: None,
         }
     }
@@ -276,6 +308,7 @@ pub struct PolicyBuilder {
     period: Option<Duration>,
     burst: Option<u64>,
     shadow: bool,
+    monthly: bool,
     rate_error: Option<PolicyError>,
 }
 
@@ -292,8 +325,24 @@ impl PolicyBuilder {
         self
     }
 
-    /// `N/unit` shorthand for limit and period.
+    /// Windows of one UTC calendar month (fixed-window only): see [`Policy::monthly`].
+    pub fn monthly(mut self) -> Self {
+        self.monthly = true;
+        self
+    }
+
+    /// `N/unit` shorthand for limit and period; `N/month` is [`Self::monthly`] with limit N.
     pub fn rate(mut self, rate: &str) -> Self {
+        if let Some(limit) = monthly_rate(rate) {
+            match limit {
+                Some(limit) => {
+                    self.limit = Some(limit);
+                    self.monthly = true;
+                }
+                None => self.rate_error = Some(PolicyError::InvalidRate(rate.to_owned())),
+            }
+            return self;
+        }
         match rate.parse::<Rate>() {
             Ok(r) => {
                 self.limit = Some(r.limit);
@@ -322,6 +371,12 @@ impl PolicyBuilder {
             return Err(e);
         }
         let limit = self.limit.ok_or(PolicyError::MissingLimit)?;
+        if self.monthly {
+            if self.burst.is_some() {
+                return Err(PolicyError::BurstNotApplicable(self.algorithm));
+            }
+            return Ok(Policy::monthly(self.algorithm, limit)?.with_shadow(self.shadow));
+        }
         let period = self.period.ok_or(PolicyError::MissingPeriod)?;
         Ok(Policy::new(self.algorithm, limit, period, self.burst)?.with_shadow(self.shadow))
     }

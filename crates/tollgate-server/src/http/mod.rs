@@ -372,13 +372,23 @@ impl<'a> OverrideJson<'a> {
             key,
             algorithm: p.algorithm().name(),
             limit: p.limit(),
-            period: humantime::format_duration(p.period()).to_string(),
+            period: period_text(p),
             period_ms: p.period_us().div_ceil(1000),
             burst: p.algorithm().has_burst().then_some(p.burst()),
             expires_in_ms: value
                 .expires_in
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         }
+    }
+}
+
+/// A policy's period as the API shows it: `month` for calendar months (whose `period_ms` is
+/// the longest month's), else a humantime duration.
+fn period_text(policy: &tollgate::Policy) -> String {
+    if policy.is_monthly() {
+        "month".to_owned()
+    } else {
+        humantime::format_duration(policy.period()).to_string()
     }
 }
 
@@ -409,7 +419,7 @@ fn policies(api: &Api) -> Response {
                 algorithm: p.algorithm().name(),
                 limit: p.limit(),
                 period_ms: p.period_us().div_ceil(1000),
-                period: humantime::format_duration(p.period()).to_string(),
+                period: period_text(p),
                 burst: p.algorithm().has_burst().then_some(p.burst()),
                 shadow: p.shadow(),
             })

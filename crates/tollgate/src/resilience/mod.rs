@@ -321,6 +321,9 @@ pub fn local_share(policy: &Policy, instances: u32) -> Option<Policy> {
     if n == 1 {
         return Some(policy.clone());
     }
+    if policy.is_monthly() {
+        return Policy::monthly(policy.algorithm(), (policy.limit() / n).max(1)).ok();
+    }
     let burst = policy
         .algorithm()
         .has_burst()
