@@ -17,7 +17,7 @@ const ROUNDS: usize = 5;
 
 fn policy() -> Policy {
     Policy::builder(Algorithm::Gcra)
-        .rate("1000000/h")
+        .rate("1000000/min")
         .build()
         .expect("valid policy")
 }
@@ -133,7 +133,7 @@ fn main() {
                         "limit",
                         "2000000",
                         "period_us",
-                        "3600000000",
+                        "60000000",
                         "burst",
                         "2000000",
                     ])
