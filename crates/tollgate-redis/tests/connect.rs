@@ -12,7 +12,7 @@ use tollgate_testkit::{RedisServer, free_port};
 
 /// The commands the store sends, and those its script calls (ACLs apply inside scripts too).
 const STORE_COMMANDS: &str = "+evalsha +eval +script|load +ping +del +select \
-     +time +get +set +lrange +rpush +lset +ltrim +lpush +pexpire";
+     +time +get +set +lrange +rpush +lset +ltrim +lpush +pexpire +hmget";
 
 async fn decide(store: &RedisStore, key: &str) -> Result<u64, StoreError> {
     let policy = Policy::new(Algorithm::SlidingLog, 3, Duration::from_secs(60), None).unwrap();
