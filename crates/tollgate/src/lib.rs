@@ -32,6 +32,7 @@ pub mod conformance;
 pub mod counter;
 pub mod decision;
 pub mod error;
+pub mod headers;
 pub mod limiter;
 pub mod memory;
 pub mod policy;
