@@ -28,13 +28,13 @@
 #![warn(missing_docs)]
 
 mod arguments;
+mod batch;
 mod connection;
 mod error;
 pub mod keys;
 pub mod script;
 mod sentinel;
 mod store;
-mod tcp;
 
 pub use connection::{TlsFiles, redact};
 pub use error::RedisStoreError;

@@ -19,7 +19,7 @@ use redis::{
     RedisConnectionInfo, RedisError, RedisResult, TlsCertificates, Value,
 };
 
-use crate::connection::{ConnectOptions, MultiHost};
+use crate::connection::{ConnectOptions, MultiHost, reply};
 
 /// A multiplexed connection to the current Sentinel-named master.
 pub(crate) struct SentinelMaster {
@@ -220,13 +220,20 @@ impl SentinelMaster {
 
     /// Run one command on the master.
     pub(crate) async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> RedisResult<T> {
+        Ok(T::from_redis_value(
+            self.reply(command).await?.extract_error()?,
+        )?)
+    }
+
+    /// Run one command on the master: its reply as sent (see [`crate::connection::reply`]).
+    pub(crate) async fn reply(&self, command: &redis::Cmd) -> RedisResult<Value> {
         let (generation, mut connection) = self.connection().await?;
-        let first = command.query_async(&mut connection).await;
+        let first = reply(&mut connection, command).await;
         if let Err(e) = &first {
             if is_read_only(e) {
                 self.invalidate(generation);
                 let (_, mut connection) = self.connection().await?;
-                return command.query_async(&mut connection).await;
+                return reply(&mut connection, command).await;
             }
             if is_connection_error(e) {
                 self.invalidate(generation);
