@@ -288,7 +288,7 @@ impl Batcher {
         let Some(group) = call.group() else {
             return link.run(&call.alone()).await;
         };
-        let receiver = {
+        let turn = {
             let mut queues = self.lock();
             let at = match queues.iter().position(|q| q.group == group) {
                 Some(at) => at,
@@ -299,8 +299,9 @@ impl Batcher {
             };
             let queue = &mut queues[at];
             if queue.in_flight == 0 && queue.waiters.is_empty() && !self.always {
+                // Sent alone from this task, below.
                 queue.in_flight += 1;
-                None
+                Turn::Alone(queue.group.clone())
             } else {
                 call.write_parts(&mut queue.keys, &mut queue.arguments);
                 let (reply, receiver) = oneshot::channel();
@@ -314,21 +315,21 @@ impl Batcher {
                         self.spawn(link, batch);
                     }
                 }
-                Some(receiver)
+                Turn::Wait(receiver)
             }
         };
-        match receiver {
-            None => {
+        match turn {
+            Turn::Alone(group) => {
                 // Alone: sent from this task. The queue learns it is answered (or given up)
                 // when the guard drops.
                 let _in_flight = InFlight {
                     batcher: self,
                     link,
-                    group: call.group(),
+                    group,
                 };
                 link.run(&call.alone()).await
             }
-            Some(receiver) => receiver.await.unwrap_or_else(|_| {
+            Turn::Wait(receiver) => receiver.await.unwrap_or_else(|_| {
                 Err(RedisError::from((
                     ErrorKind::Io,
                     "the batch was dropped before its reply",
@@ -337,53 +338,59 @@ impl Batcher {
         }
     }
 
-    /// One of `group`'s commands is answered: send what waits, if the rule says so.
-    fn answered<L: Link>(self: &Arc<Self>, link: &Arc<L>, group: &BatchGroup) {
+    /// One of `group`'s commands is answered: the waiting calls that the rule now lets go,
+    /// as a batch.
+    fn answered(&self, group: &BatchGroup) -> Option<Batch> {
         let mut queues = self.lock();
-        let Some(at) = queues.iter().position(|q| &q.group == group) else {
-            return;
-        };
+        let at = queues.iter().position(|q| &q.group == group)?;
         let queue = &mut queues[at];
         queue.in_flight = queue.in_flight.saturating_sub(1);
-        if queue.ready() {
-            if let Some(batch) = queue.take() {
-                self.spawn(link, batch);
-            }
-        }
+        let batch = if queue.ready() { queue.take() } else { None };
         if queue.idle() {
             queues.swap_remove(at);
         }
+        batch
     }
 
-    /// Send `batch` from a task of its own: its callers may give up, the batch goes on.
+    /// Send `batch` from a task of its own (its callers may give up, the batch goes on), and
+    /// from the same task whatever its answer lets go next.
     fn spawn<L: Link>(self: &Arc<Self>, link: &Arc<L>, batch: Batch) {
         let (batcher, link) = (Arc::clone(self), Arc::clone(link));
         tokio::spawn(async move {
-            let always = batcher.always;
-            let reply = match link.run(&batch.command(always, false)).await {
-                Err(e) if e.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                    link.run(&batch.command(always, true)).await
-                }
-                other => other,
-            };
-            let batch_form = batch.replies.len() > 1 || always;
-            split(reply, batch.replies, batch_form);
-            batcher.answered(&link, &batch.group);
+            let mut next = Some(batch);
+            while let Some(batch) = next.take() {
+                let always = batcher.always;
+                let reply = match link.run(&batch.command(always, false)).await {
+                    Err(e) if e.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                        link.run(&batch.command(always, true)).await
+                    }
+                    other => other,
+                };
+                let batch_form = batch.replies.len() > 1 || always;
+                split(reply, batch.replies, batch_form);
+                next = batcher.answered(&batch.group);
+            }
         });
     }
+}
+
+/// What a call does: goes alone (none of its group in flight), or waits for a batch.
+enum Turn {
+    Alone(BatchGroup),
+    Wait(oneshot::Receiver<RedisResult<Value>>),
 }
 
 /// Marks a call sent alone as in flight until it is answered or its caller gives up.
 struct InFlight<'a, L: Link> {
     batcher: &'a Arc<Batcher>,
     link: &'a Arc<L>,
-    group: Option<BatchGroup>,
+    group: BatchGroup,
 }
 
 impl<L: Link> Drop for InFlight<'_, L> {
     fn drop(&mut self) {
-        if let Some(group) = &self.group {
-            self.batcher.answered(self.link, group);
+        if let Some(batch) = self.batcher.answered(&self.group) {
+            self.batcher.spawn(self.link, batch);
         }
     }
 }

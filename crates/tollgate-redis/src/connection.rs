@@ -61,12 +61,12 @@ pub struct ConnectOptions {
 
 /// A connection to whichever topology the URL names, with the batching rule in front.
 pub(crate) struct Connection {
-    topology: Arc<Topology>,
+    client: Arc<Client>,
     batcher: Arc<Batcher>,
 }
 
 /// The redis-rs connection of a topology.
-enum Topology {
+pub(crate) enum Client {
     Single(ConnectionManager),
     Cluster(LazyCluster),
     Sentinel(SentinelMaster),
@@ -76,7 +76,7 @@ impl Connection {
     /// Parse `url` and prepare a lazy connection.
     pub(crate) fn open(url: &str, options: &ConnectOptions) -> Result<Self, RedisStoreError> {
         Ok(Connection {
-            topology: Arc::new(Topology::open(url, options)?),
+            client: Arc::new(Client::open(url, options)?),
             batcher: Arc::new(Batcher::new(options.batch_always)),
         })
     }
@@ -86,36 +86,36 @@ impl Connection {
         &self,
         pipeline: &redis::Pipeline,
     ) -> RedisResult<T> {
-        match &*self.topology {
-            Topology::Single(manager) => pipeline.query_async(&mut manager.clone()).await,
-            Topology::Cluster(cluster) => {
+        match &*self.client {
+            Client::Single(manager) => pipeline.query_async(&mut manager.clone()).await,
+            Client::Cluster(cluster) => {
                 pipeline.query_async(&mut cluster.connection().await?).await
             }
-            Topology::Sentinel(sentinel) => sentinel.pipeline(pipeline).await,
+            Client::Sentinel(sentinel) => sentinel.pipeline(pipeline).await,
         }
     }
 
     /// Run one script call (its reply, a server error as `Err`): through the batching rule,
     /// except on a Cluster.
     pub(crate) async fn eval(&self, call: &ScriptCall<'_>) -> RedisResult<Value> {
-        match &*self.topology {
-            Topology::Cluster(_) => self.topology.query(&call.to_cmd()).await,
-            _ => self.batcher.run(&self.topology, call).await,
+        match &*self.client {
+            Client::Cluster(_) => self.client.query(&call.to_cmd()).await,
+            _ => self.batcher.run(&self.client, call).await,
         }
     }
 
     /// Run one command.
     pub(crate) async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> RedisResult<T> {
-        self.topology.query(command).await
+        self.client.query(command).await
     }
 }
 
-impl Link for Topology {
+impl Link for Client {
     async fn run(&self, command: &redis::Cmd) -> RedisResult<Value> {
         match self {
-            Topology::Single(manager) => reply(&mut manager.clone(), command).await,
-            Topology::Cluster(cluster) => reply(&mut cluster.connection().await?, command).await,
-            Topology::Sentinel(sentinel) => sentinel.reply(command).await,
+            Client::Single(manager) => reply(&mut manager.clone(), command).await,
+            Client::Cluster(cluster) => reply(&mut cluster.connection().await?, command).await,
+            Client::Sentinel(sentinel) => sentinel.reply(command).await,
         }
     }
 }
@@ -132,17 +132,92 @@ pub(crate) async fn reply(
     }
 }
 
-impl Topology {
+/// The topology a store URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// `redis://`, `rediss://`, `valkey://`, `valkeys://`.
+    Standalone,
+    /// `redis+cluster://`, `rediss+cluster://`.
+    Cluster,
+    /// `redis+sentinel://`, `rediss+sentinel://`.
+    Sentinel,
+}
+
+/// Check a store URL without connecting: the one parser of the URLs
+/// [`RedisStore::connect`](crate::RedisStore::connect) accepts, for programs that take URLs
+/// from users (a config file, a flag) and want to refuse a bad one early. Accepts exactly what
+/// `connect` accepts.
+pub fn check_url(url: &str) -> Result<Topology, RedisStoreError> {
+    let invalid = |reason: String| RedisStoreError::InvalidUrl {
+        url: redact(url),
+        reason,
+    };
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| invalid("expected scheme://...".into()))?;
+    match scheme {
+        "redis" | "rediss" | "valkey" | "valkeys" => {
+            redis::Client::open(url).map_err(|e| invalid(e.to_string()))?;
+            Ok(Topology::Standalone)
+        }
+        "redis+cluster" | "rediss+cluster" => {
+            cluster_nodes(scheme, rest).map_err(invalid)?;
+            Ok(Topology::Cluster)
+        }
+        "redis+sentinel" | "rediss+sentinel" => {
+            let options = ConnectOptions {
+                connect_timeout: Duration::from_secs(1),
+                response_timeout: Duration::from_secs(1),
+                tls: None,
+                sentinel_username: None,
+                sentinel_password: None,
+                batch_always: false,
+            };
+            SentinelMaster::build(rest, scheme == "rediss+sentinel", None, &options)
+                .map_err(invalid)?;
+            Ok(Topology::Sentinel)
+        }
+        other => Err(invalid(format!(
+            "unknown scheme `{other}` (expected redis, rediss, valkey, valkeys, \
+             redis+cluster, rediss+cluster, redis+sentinel or rediss+sentinel)"
+        ))),
+    }
+}
+
+/// The node URLs of a `redis+cluster://` (or `rediss+cluster://`) URL's `rest`.
+fn cluster_nodes(scheme: &str, rest: &str) -> Result<Vec<String>, String> {
+    let multi = MultiHost::parse(rest)?;
+    if !matches!(multi.path, "" | "/" | "/0") {
+        return Err("a Cluster has no database number".into());
+    }
+    let node_scheme = if scheme == "rediss+cluster" {
+        "rediss"
+    } else {
+        "redis"
+    };
+    let nodes: Vec<String> = multi
+        .hosts
+        .iter()
+        .map(|host| format!("{node_scheme}://{}{host}", multi.userinfo))
+        .collect();
+    for node in &nodes {
+        redis::Client::open(node.as_str()).map_err(|e| e.to_string())?;
+    }
+    Ok(nodes)
+}
+
+impl Client {
     fn open(url: &str, options: &ConnectOptions) -> Result<Self, RedisStoreError> {
         let invalid = |reason: String| RedisStoreError::InvalidUrl {
             url: redact(url),
             reason,
         };
+        check_url(url)?;
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| invalid("expected scheme://...".into()))?;
         let certificates = options.tls.as_ref().map(read_tls_files).transpose()?;
-        if scheme.starts_with("rediss") {
+        if scheme.starts_with("rediss") || scheme.starts_with("valkeys") {
             // rustls needs a process-wide crypto provider; another crate may have installed one.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
@@ -163,23 +238,10 @@ impl Topology {
                     .set_max_delay(Duration::from_millis(500));
                 let manager = ConnectionManager::new_lazy_with_config(client, config)
                     .map_err(|e| invalid(e.to_string()))?;
-                Ok(Topology::Single(manager))
+                Ok(Client::Single(manager))
             }
             "redis+cluster" | "rediss+cluster" => {
-                let multi = MultiHost::parse(rest).map_err(invalid)?;
-                if !matches!(multi.path, "" | "/" | "/0") {
-                    return Err(invalid("a Cluster has no database number".into()));
-                }
-                let node_scheme = if scheme == "rediss+cluster" {
-                    "rediss"
-                } else {
-                    "redis"
-                };
-                let nodes: Vec<String> = multi
-                    .hosts
-                    .iter()
-                    .map(|host| format!("{node_scheme}://{}{host}", multi.userinfo))
-                    .collect();
+                let nodes = cluster_nodes(scheme, rest).map_err(invalid)?;
                 let mut builder = ClusterClientBuilder::new(nodes)
                     .connection_timeout(options.connect_timeout)
                     .response_timeout(options.response_timeout);
@@ -187,7 +249,7 @@ impl Topology {
                     builder = builder.certs(certs);
                 }
                 let client = builder.build().map_err(|e| invalid(e.to_string()))?;
-                Ok(Topology::Cluster(LazyCluster {
+                Ok(Client::Cluster(LazyCluster {
                     client,
                     connection: tokio::sync::OnceCell::new(),
                 }))
@@ -196,23 +258,21 @@ impl Topology {
                 let tls = scheme == "rediss+sentinel";
                 let master =
                     SentinelMaster::build(rest, tls, certificates, options).map_err(invalid)?;
-                Ok(Topology::Sentinel(master))
+                Ok(Client::Sentinel(master))
             }
-            other => Err(invalid(format!(
-                "unknown scheme `{other}` (expected redis, rediss, valkey, valkeys, \
-                 redis+cluster, rediss+cluster, redis+sentinel or rediss+sentinel)"
-            ))),
+            // `check_url` refused every other scheme above.
+            other => Err(invalid(format!("unknown scheme `{other}`"))),
         }
     }
 
     /// Run one command.
     async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> RedisResult<T> {
         match self {
-            Topology::Single(manager) => command.query_async(&mut manager.clone()).await,
-            Topology::Cluster(cluster) => {
+            Client::Single(manager) => command.query_async(&mut manager.clone()).await,
+            Client::Cluster(cluster) => {
                 command.query_async(&mut cluster.connection().await?).await
             }
-            Topology::Sentinel(sentinel) => sentinel.query(command).await,
+            Client::Sentinel(sentinel) => sentinel.query(command).await,
         }
     }
 }

@@ -36,6 +36,6 @@ pub mod script;
 mod sentinel;
 mod store;
 
-pub use connection::{TlsFiles, redact};
+pub use connection::{TlsFiles, Topology, check_url, redact};
 pub use error::RedisStoreError;
 pub use store::{DEFAULT_PREFIX, RedisOptions, RedisStore, ReplicaAck};
