@@ -269,9 +269,7 @@ impl Client {
     async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> RedisResult<T> {
         match self {
             Client::Single(manager) => command.query_async(&mut manager.clone()).await,
-            Client::Cluster(cluster) => {
-                command.query_async(&mut cluster.connection().await?).await
-            }
+            Client::Cluster(cluster) => command.query_async(&mut cluster.connection().await?).await,
             Client::Sentinel(sentinel) => sentinel.query(command).await,
         }
     }
