@@ -115,7 +115,10 @@ impl FromStr for StoreUrl {
         }
         match tollgate_redis::check_url(s) {
             Ok(_) => Ok(StoreUrl::Redis(s.to_owned())),
-            Err(e) => Err(format!("{e} (or `memory` for the memory store)")),
+            Err(tollgate_redis::RedisStoreError::InvalidUrl { url, reason }) => Err(format!(
+                "invalid store URL \"{url}\": {reason} (or `memory` for the memory store)"
+            )),
+            Err(other) => Err(format!("invalid store URL: {other}")),
         }
     }
 }
@@ -762,7 +765,7 @@ envoy:
         ] {
             let error = url.parse::<StoreUrl>().unwrap_err();
             assert!(tollgate_redis::check_url(url).is_err(), "{url}");
-            assert!(error.contains("invalid Redis URL"), "{url}: {error}");
+            assert!(error.contains("invalid store URL"), "{url}: {error}");
             assert!(!error.contains("secret"), "{error}");
         }
         assert_eq!("memory".parse::<StoreUrl>(), Ok(StoreUrl::Memory));
