@@ -87,3 +87,93 @@ async fn dashboard_and_alerts_use_only_exported_series() {
     assert!(out.contains("tollgate.json: ") && out.contains("alerts.yml: "), "{out}");
     assert!(!out.contains(" 0 selectors"), "{out}");
 }
+
+/// Kubernetes version the rendered manifests are validated against.
+const KUBERNETES_VERSION: &str = "1.33.0";
+
+/// Render a kustomization (base or overlay) with kubectl's kustomize, then validate every
+/// resource offline against the Kubernetes API schemas, rejecting unknown fields.
+fn render_and_validate(dir: &str) -> String {
+    let rendered = run_ok(
+        std::process::Command::new(venv_bin("kubectl"))
+            .arg("kustomize")
+            .arg(repo_file(dir)),
+    );
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(file.path(), &rendered).unwrap();
+    run_ok(
+        std::process::Command::new(venv_bin("kubernetes-validate"))
+            .args(["--strict", "--quiet", "-k", KUBERNETES_VERSION])
+            .arg(file.path()),
+    );
+    rendered
+}
+
+/// The kinds and names of a rendered multi-document stream, as `Kind/name`.
+fn resources(rendered: &str) -> Vec<String> {
+    rendered
+        .split("\n---\n")
+        .filter_map(|doc| {
+            let value: serde_json::Value = serde_saphyr::from_str(doc).ok()?;
+            Some(format!(
+                "{}/{}",
+                value["kind"].as_str()?,
+                value["metadata"]["name"].as_str()?
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn kubernetes_base_and_overlays_render_and_validate() {
+    let base = render_and_validate("deploy/kubernetes/base");
+    for wanted in [
+        "Deployment/tollgate",
+        "Service/tollgate",
+        "PodDisruptionBudget/tollgate",
+        "HorizontalPodAutoscaler/tollgate",
+    ] {
+        assert!(resources(&base).iter().any(|r| r == wanted), "{wanted} missing:\n{base}");
+    }
+    for wanted in [
+        "path: /health",
+        "path: /ready",
+        "name: grpc",
+        "requests:",
+        "tollgate-config-",
+    ] {
+        assert!(base.contains(wanted), "{wanted} missing:\n{base}");
+    }
+
+    let redis = resources(&render_and_validate("deploy/kubernetes/overlays/redis"));
+    assert!(redis.contains(&"Deployment/redis".to_owned()), "{redis:?}");
+    assert!(redis.contains(&"Service/redis".to_owned()), "{redis:?}");
+
+    let cluster = render_and_validate("deploy/kubernetes/overlays/redis-cluster");
+    assert!(resources(&cluster).contains(&"StatefulSet/redis-cluster".to_owned()));
+    assert!(cluster.contains("replicas: 6"), "{cluster}");
+    assert!(cluster.contains("redis+cluster://"), "{cluster}");
+
+    let envoy = render_and_validate("deploy/kubernetes/overlays/envoy");
+    assert!(resources(&envoy).contains(&"Deployment/envoy".to_owned()));
+    for wanted in [
+        "envoy.filters.http.ratelimit",
+        "cluster_name: tollgate",
+        "port_value: 8081",
+    ] {
+        assert!(envoy.contains(wanted), "{wanted} missing:\n{envoy}");
+    }
+}
+
+/// The tollgate configs that deploy/ ships pass `tollgate config check`.
+#[test]
+fn shipped_tollgate_configs_pass_config_check() {
+    for path in ["deploy/kubernetes/base/tollgate.yaml"] {
+        let out = run_ok(
+            std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+                .args(["config", "check"])
+                .arg(repo_file(path)),
+        );
+        assert!(out.starts_with("ok: "), "{out}");
+    }
+}
