@@ -168,7 +168,10 @@ fn kubernetes_base_and_overlays_render_and_validate() {
 /// The tollgate configs that deploy/ ships pass `tollgate config check`.
 #[test]
 fn shipped_tollgate_configs_pass_config_check() {
-    for path in ["deploy/kubernetes/base/tollgate.yaml"] {
+    for path in [
+        "deploy/kubernetes/base/tollgate.yaml",
+        "deploy/compose/tollgate.yaml",
+    ] {
         let out = run_ok(
             std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
                 .args(["config", "check"])
@@ -176,4 +179,38 @@ fn shipped_tollgate_configs_pass_config_check() {
         );
         assert!(out.starts_with("ok: "), "{out}");
     }
+}
+
+/// The compose stack passes the compose-spec schema, and its Prometheus config passes
+/// `promtool check config` with the alert rules it mounts. No container engine runs here: the
+/// stack itself is not started.
+#[test]
+fn compose_stack_passes_the_compose_schema_and_promtool() {
+    let out = run_ok(
+        std::process::Command::new(venv_bin("check-jsonschema"))
+            .args(["--builtin-schema", "vendor.compose-spec"])
+            .arg(repo_file("deploy/compose/compose.yaml")),
+    );
+    assert!(out.contains("validation done"), "{out}");
+
+    let compose = std::fs::read_to_string(repo_file("deploy/compose/compose.yaml")).unwrap();
+    for service in ["tollgate-1", "tollgate-2", "tollgate-3", "haproxy", "prometheus", "grafana"] {
+        assert!(compose.contains(&format!("\n  {service}:")), "{service} missing");
+    }
+    for node in 1..=6 {
+        assert!(compose.contains(&format!("\n  redis-{node}:")), "redis-{node} missing");
+    }
+
+    // The rules path as the container sees it, pointed at the repository's file.
+    let scratch = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(repo_file("deploy/compose/prometheus.yml"))
+        .unwrap()
+        .replace(
+            "/etc/prometheus/alerts.yml",
+            &repo_file("deploy/prometheus/alerts.yml").display().to_string(),
+        );
+    let path = scratch.path().join("prometheus.yml");
+    std::fs::write(&path, config).unwrap();
+    let out = run_ok(promtool().args(["check", "config"]).arg(&path));
+    assert!(out.contains("SUCCESS: 1 rule files found"), "{out}");
 }
