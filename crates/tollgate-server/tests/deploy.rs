@@ -58,11 +58,20 @@ async fn dashboard_and_alerts_use_only_exported_series() {
     for (i, yaml) in configs.iter().enumerate() {
         let server = TestServer::start(yaml).await;
         for _ in 0..5 {
-            server.check(json!({"policy": "api", "key": "user-1"})).await;
+            server
+                .check(json!({"policy": "api", "key": "user-1"}))
+                .await;
         }
         server.peek("api", "user-1").await;
-        server.check(json!({"policy": "nope", "key": "user-1"})).await;
-        let metrics = server.client.get(server.url("/metrics")).send().await.unwrap();
+        server
+            .check(json!({"policy": "nope", "key": "user-1"}))
+            .await;
+        let metrics = server
+            .client
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap();
         let text = metrics.text().await.unwrap();
         assert!(text.contains("outcome=\"rejected\"} 2"), "{text}");
         let path = scratch.path().join(format!("metrics-{i}.prom"));
@@ -84,7 +93,10 @@ async fn dashboard_and_alerts_use_only_exported_series() {
         .arg(repo_file("deploy/prometheus/alerts.yml"));
     let out = run_ok(&mut checker);
     // Not vacuous: both sources were read and their selectors checked.
-    assert!(out.contains("tollgate.json: ") && out.contains("alerts.yml: "), "{out}");
+    assert!(
+        out.contains("tollgate.json: ") && out.contains("alerts.yml: "),
+        "{out}"
+    );
     assert!(!out.contains(" 0 selectors"), "{out}");
 }
 
@@ -133,7 +145,10 @@ fn kubernetes_base_and_overlays_render_and_validate() {
         "PodDisruptionBudget/tollgate",
         "HorizontalPodAutoscaler/tollgate",
     ] {
-        assert!(resources(&base).iter().any(|r| r == wanted), "{wanted} missing:\n{base}");
+        assert!(
+            resources(&base).iter().any(|r| r == wanted),
+            "{wanted} missing:\n{base}"
+        );
     }
     for wanted in [
         "path: /health",
@@ -194,11 +209,24 @@ fn compose_stack_passes_the_compose_schema_and_promtool() {
     assert!(out.contains("validation done"), "{out}");
 
     let compose = std::fs::read_to_string(repo_file("deploy/compose/compose.yaml")).unwrap();
-    for service in ["tollgate-1", "tollgate-2", "tollgate-3", "haproxy", "prometheus", "grafana"] {
-        assert!(compose.contains(&format!("\n  {service}:")), "{service} missing");
+    for service in [
+        "tollgate-1",
+        "tollgate-2",
+        "tollgate-3",
+        "haproxy",
+        "prometheus",
+        "grafana",
+    ] {
+        assert!(
+            compose.contains(&format!("\n  {service}:")),
+            "{service} missing"
+        );
     }
     for node in 1..=6 {
-        assert!(compose.contains(&format!("\n  redis-{node}:")), "redis-{node} missing");
+        assert!(
+            compose.contains(&format!("\n  redis-{node}:")),
+            "redis-{node} missing"
+        );
     }
 
     // The rules path as the container sees it, pointed at the repository's file.
@@ -207,7 +235,9 @@ fn compose_stack_passes_the_compose_schema_and_promtool() {
         .unwrap()
         .replace(
             "/etc/prometheus/alerts.yml",
-            &repo_file("deploy/prometheus/alerts.yml").display().to_string(),
+            &repo_file("deploy/prometheus/alerts.yml")
+                .display()
+                .to_string(),
         );
     let path = scratch.path().join("prometheus.yml");
     std::fs::write(&path, config).unwrap();

@@ -16,7 +16,9 @@ pub fn repo_file(path: &str) -> PathBuf {
 
 /// This directory's helper scripts.
 pub fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deploy").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/deploy")
+        .join(name)
 }
 
 /// The tools' virtualenv, where scripts/setup.sh puts it.
