@@ -85,6 +85,9 @@ mod tests {
     fn paths_match_exactly_and_methods_per_route() {
         assert_eq!(Route::of("/v1/check"), Some(Route::Check));
         assert_eq!(Route::of("/metrics"), Some(Route::Metrics));
+        for route in Route::ALL {
+            assert_eq!(Route::of(route.path()), Some(route), "{route:?}");
+        }
         for path in [
             "/v1/check/",
             "/v1",
