@@ -1,5 +1,7 @@
 //! The external tools the deploy checks run: promtool (Debian's `prometheus` package) and the
 //! Python virtualenv that `scripts/setup.sh` fills from `tests/deploy/requirements.txt`.
+//! Each test binary uses part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
