@@ -153,7 +153,7 @@ async fn real_responses_of_every_served_path_match_the_openapi_document() {
     .await;
     let unreachable: Vec<Case> = cases
         .into_iter()
-        .filter(|c| matches!(c.path, "/ready" | "/v1/reset") && c.admin == (c.path == "/v1/reset"))
+        .filter(|c| c.path == "/ready" || (c.path == "/v1/reset" && c.admin))
         .collect();
     record(&down, &unreachable, &mut exchanges).await;
     down.stop().await;
