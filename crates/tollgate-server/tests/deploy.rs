@@ -180,6 +180,25 @@ fn kubernetes_base_and_overlays_render_and_validate() {
     }
 }
 
+/// The Envoy overlay's envoy.yaml is a valid bootstrap (field by field against Envoy's API
+/// messages), and its rate limit filter asks the tollgate cluster for the domain that tollgate's
+/// rules file defines.
+#[test]
+fn envoy_bootstrap_matches_envoys_api_and_tollgates_rules() {
+    let out = run_ok(
+        std::process::Command::new(venv_bin("python"))
+            .arg(script("envoy_bootstrap.py"))
+            .arg(repo_file("deploy/kubernetes/overlays/envoy/envoy.yaml")),
+    );
+    assert!(
+        out.contains("ratelimit: domain=edge cluster=tollgate\n"),
+        "{out}"
+    );
+    let rules =
+        std::fs::read_to_string(repo_file("deploy/kubernetes/base/ratelimit/edge.yaml")).unwrap();
+    assert!(rules.contains("\ndomain: edge\n"), "{rules}");
+}
+
 /// The tollgate configs that deploy/ ships pass `tollgate config check`.
 #[test]
 fn shipped_tollgate_configs_pass_config_check() {
