@@ -27,6 +27,7 @@ pub mod logging;
 pub mod metrics;
 pub mod server;
 pub mod service;
+pub mod stats;
 pub mod store;
 
 pub use config::Settings;
