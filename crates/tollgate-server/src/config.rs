@@ -337,6 +337,9 @@ pub struct FileConfig {
     /// `text` or `json`.
     #[serde(default, deserialize_with = "opt_parse_str")]
     pub log: Option<LogFormat>,
+    /// Live stats (`GET /v1/stats`, the dashboard); on unless `false`.
+    #[serde(default)]
+    pub stats: Option<bool>,
 }
 
 /// The `store` section as written.
@@ -524,6 +527,8 @@ pub struct Settings {
     pub admin_token: Option<AdminToken>,
     /// Log format.
     pub log: LogFormat,
+    /// Whether live stats are kept (`GET /v1/stats`, `GET /dashboard`).
+    pub stats: bool,
 }
 
 impl Default for Settings {
@@ -596,6 +601,7 @@ impl Settings {
             envoy_config_dir: file.envoy.and_then(|e| e.config_dir),
             admin_token: overrides.admin_token.or(file.admin_token),
             log: overrides.log.or(file.log).unwrap_or_default(),
+            stats: file.stats.unwrap_or(true),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Which handler a request goes to: seven fixed paths, matched by a `match`.
+//! Which handler a request goes to: nine fixed paths, matched by a `match`.
 //!
 //! axum's `Router` did this before, at a price paid on every decision: it cloned a boxed
 //! service per request, boxed the response future three times and stored the matched path in
@@ -24,6 +24,10 @@ pub enum Route {
     Ready,
     /// `GET /metrics`.
     Metrics,
+    /// `GET /v1/stats`.
+    Stats,
+    /// `GET /dashboard`.
+    Dashboard,
 }
 
 impl Route {
@@ -37,6 +41,8 @@ impl Route {
             "/health" => Route::Health,
             "/ready" => Route::Ready,
             "/metrics" => Route::Metrics,
+            "/v1/stats" => Route::Stats,
+            "/dashboard" => Route::Dashboard,
             _ => return None,
         })
     }
@@ -69,6 +75,9 @@ mod tests {
     fn paths_match_exactly_and_methods_per_route() {
         assert_eq!(Route::of("/v1/check"), Some(Route::Check));
         assert_eq!(Route::of("/metrics"), Some(Route::Metrics));
+        assert_eq!(Route::of("/v1/stats"), Some(Route::Stats));
+        assert_eq!(Route::of("/dashboard"), Some(Route::Dashboard));
+        assert!(!Route::Dashboard.allows(&Method::POST));
         for path in [
             "/v1/check/",
             "/v1",

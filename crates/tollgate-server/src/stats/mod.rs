@@ -50,7 +50,7 @@ pub struct StoreHealth {
     pub kind: &'static str,
     /// Whether `GET /ready` would answer 200 now.
     pub ready: bool,
-    /// The circuit breaker's state (`closed`, `open`, `half-open`), when the store has one.
+    /// The circuit breaker's state (`closed`, `open`, `half_open`), when the store has one.
     pub breaker: Option<&'static str>,
 }
 
@@ -252,7 +252,10 @@ mod tests {
         assert!(keys.contains(&("eve", 1)));
         // Shown as the store keys it: hashed.
         assert!(keys.iter().any(|(k, _)| k.starts_with("h:")), "{keys:?}");
-        assert!(report.store.degraded, "a degraded decision in the last 10 s");
+        assert!(
+            report.store.degraded,
+            "a degraded decision in the last 10 s"
+        );
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["policies"][1]["last_10s"]["shadow_denied"], 0.0);
         assert_eq!(json["store"]["breaker"], serde_json::Value::Null);

@@ -124,9 +124,7 @@ impl TopKeys {
         // hashbrown allocates a power of two of buckets, at least 8/7 of the capacity, with one
         // control byte per bucket plus a group's worth.
         let buckets = (CAPACITY * 8 / 7).next_power_of_two();
-        CAPACITY * (size_of::<Entry>() + size_of::<u32>())
-            + buckets * (size_of::<u32>() + 1)
-            + 16
+        CAPACITY * (size_of::<Entry>() + size_of::<u32>()) + buckets * (size_of::<u32>() + 1) + 16
     }
 
     /// Observations so far.
@@ -141,10 +139,9 @@ impl TopKeys {
         stored.set(key);
         let hash = self.hasher.hash_one(stored.as_bytes());
         let entries = &self.entries;
-        if let Some(&slot) = self
-            .slots
-            .find(hash, |&s| entries[s as usize].key.as_bytes() == stored.as_bytes())
-        {
+        if let Some(&slot) = self.slots.find(hash, |&s| {
+            entries[s as usize].key.as_bytes() == stored.as_bytes()
+        }) {
             let entry = &mut self.entries[slot as usize];
             entry.count += 1;
             let position = entry.heap_position as usize;
@@ -324,8 +321,14 @@ mod tests {
         for key in &found {
             let id: usize = key.key["user-".len()..].parse().unwrap();
             let actual = truth[&id];
-            assert!(key.count >= actual, "{key:?} counts below the truth {actual}");
-            assert!(key.count - key.error <= actual, "{key:?}: error bound broken");
+            assert!(
+                key.count >= actual,
+                "{key:?} counts below the truth {actual}"
+            );
+            assert!(
+                key.count - key.error <= actual,
+                "{key:?}: error bound broken"
+            );
             worst_absolute = worst_absolute.max(key.count - actual);
             worst_relative = worst_relative.max((key.count - actual) as f64 / actual as f64);
         }
@@ -364,7 +367,8 @@ mod tests {
             assert!(
                 sketch
                     .slots
-                    .find(hash, |&s| sketch.entries[s as usize].key.as_str() == key.key)
+                    .find(hash, |&s| sketch.entries[s as usize].key.as_str()
+                        == key.key)
                     .is_some()
             );
         }
