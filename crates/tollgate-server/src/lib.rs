@@ -22,6 +22,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::Settings;
+use crate::health::ReadinessHealth;
 use crate::service::Service;
 use crate::store::{AnyStore, OpenError};
 use tollgate_envoy::{EnvoyOptions, EnvoyService};
@@ -148,9 +150,14 @@ impl Server {
                     "envoy rate limit service (gRPC) listening"
                 );
                 let mut stop = stop_grpc_rx;
+                // The rate limit service beside a health service that follows `/ready`.
+                let router = tonic::transport::Server::builder()
+                    .add_service(envoy.rate_limit_server())
+                    .add_service(ReadinessHealth::server(self.service.clone()));
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
                 let task = tokio::spawn(async move {
-                    let result = envoy
-                        .serve(listener, async move {
+                    let result = router
+                        .serve_with_incoming_shutdown(incoming, async move {
                             let _ = stop.wait_for(|stopping| *stopping).await;
                             envoy_stopping().await;
                         })
