@@ -190,7 +190,7 @@ async fn the_dashboard_shows_live_figures_that_match_v1_stats() {
                     2 => "eve".to_owned(),
                     _ => format!("user-{}", i % 97),
                 };
-                let policy = if i % 5 == 0 { "login" } else { "api" };
+                let policy = if i.is_multiple_of(5) { "login" } else { "api" };
                 let _ = client
                     .post(format!("{base}/v1/check"))
                     .json(&serde_json::json!({"policy": policy, "key": key}))
