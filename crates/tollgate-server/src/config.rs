@@ -334,6 +334,9 @@ pub struct FileConfig {
     /// `text` or `json`.
     #[serde(default, deserialize_with = "opt_parse_str")]
     pub log: Option<LogFormat>,
+    /// Live stats (`GET /v1/stats`, the dashboard); on unless `false`.
+    #[serde(default)]
+    pub stats: Option<bool>,
 }
 
 /// The `store` section as written.
@@ -527,6 +530,8 @@ pub struct Settings {
     pub admin_token: Option<AdminToken>,
     /// Log format.
     pub log: LogFormat,
+    /// Whether live stats are kept (`GET /v1/stats`, `GET /dashboard`).
+    pub stats: bool,
 }
 
 impl Default for Settings {
@@ -600,6 +605,7 @@ impl Settings {
             envoy_config_dir: file.envoy.and_then(|e| e.config_dir),
             admin_token: overrides.admin_token.or(file.admin_token),
             log: overrides.log.or(file.log).unwrap_or_default(),
+            stats: file.stats.unwrap_or(true),
         }
     }
 }

@@ -100,6 +100,20 @@ impl AnyStore {
         }
     }
 
+    /// `memory` or `redis`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnyStore::Memory(_) => "memory",
+            AnyStore::Redis(_) => "redis",
+        }
+    }
+
+    /// The circuit breaker's state (`closed`, `open`, `half_open`), for a store behind one.
+    pub fn breaker_state(&self) -> Option<&'static str> {
+        self.resilience()
+            .map(|redis| redis.breaker().state().name())
+    }
+
     /// The memory store, if that is what this is (for its gauges).
     pub fn as_memory(&self) -> Option<&MemoryStore> {
         match self {

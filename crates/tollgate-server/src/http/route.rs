@@ -24,12 +24,16 @@ pub enum Route {
     Ready,
     /// `GET /metrics`.
     Metrics,
+    /// `GET /v1/stats`.
+    Stats,
+    /// `GET /dashboard`.
+    Dashboard,
 }
 
 impl Route {
     /// Every route. A route is served exactly when it is listed here ([`Route::of`] looks paths
     /// up in it), so tests can walk the whole API (the OpenAPI document's test does).
-    pub const ALL: [Route; 7] = [
+    pub const ALL: [Route; 9] = [
         Route::Check,
         Route::Peek,
         Route::Reset,
@@ -37,6 +41,8 @@ impl Route {
         Route::Health,
         Route::Ready,
         Route::Metrics,
+        Route::Stats,
+        Route::Dashboard,
     ];
 
     /// The route of `path` (exactly: no trailing slash, no prefix match).
@@ -54,6 +60,8 @@ impl Route {
             Route::Health => "/health",
             Route::Ready => "/ready",
             Route::Metrics => "/metrics",
+            Route::Stats => "/v1/stats",
+            Route::Dashboard => "/dashboard",
         }
     }
 
@@ -88,6 +96,9 @@ mod tests {
         for route in Route::ALL {
             assert_eq!(Route::of(route.path()), Some(route), "{route:?}");
         }
+        assert_eq!(Route::of("/v1/stats"), Some(Route::Stats));
+        assert_eq!(Route::of("/dashboard"), Some(Route::Dashboard));
+        assert!(!Route::Dashboard.allows(&Method::POST));
         for path in [
             "/v1/check/",
             "/v1",
