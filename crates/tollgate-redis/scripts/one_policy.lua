@@ -1,9 +1,11 @@
--- One policy: the frame of the per-algorithm scripts. One call decides one check or, on a
--- standalone connection that had several waiting at once, a batch of checks of this algorithm
--- (tcp.rs): each decided in turn, exactly as if each were a call of its own, the batch as a
--- whole atomic. Batching saves Redis the price of a call (about 14k of its 65k instructions
--- per decision, BENCHMARKS.md) and the clock read for all but one decision.
+-- One policy: the frame of the per-algorithm scripts. One call decides one check or, when
+-- several waited at once, a batch of checks of this algorithm (batch.rs): each decided in
+-- turn, exactly as if each were a call of its own, the batch as a whole atomic. Batching
+-- saves Redis the price of a call (about 14k of its 65k instructions per decision,
+-- BENCHMARKS.md) and the clock read for all but one decision.
 --
+-- `batched` (set by the line script.rs puts first) is true in the batch form, which decides
+-- even one check as a batch; the single form decides a lone check inline.
 -- KEYS: per check (n >= 1): its state key, then its override key (override.lua).
 -- ARGV: per check: cost, limit, period_us, capacity (burst for token bucket and GCRA, else
 --       limit); then, both optional: mode ('c' consume, the default, or 'p' peek) and now in
@@ -20,7 +22,7 @@ if not now then
   local time = redis.call('TIME')
   now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 end
-if count == 1 then
+if count == 1 and not batched then
   -- A check of its own: the block inline (a function would be a closure per call, about 2.5k
   -- Redis instructions), and an error is the call's error, as any script error.
   local key, okey, cost, limit, period, capacity = KEYS[1], KEYS[2],

@@ -12,9 +12,9 @@ use std::sync::LazyLock;
 
 use tollgate::{Algorithm, Check, Decision, Decisions, Mode, Policy};
 
-use crate::arguments::{Arguments, Bulk};
+use crate::arguments::Arguments;
+use crate::batch::{BatchGroup, Batchable, Parts, ScriptForms};
 use crate::keys::Key;
-use crate::tcp::Batch;
 
 /// Which script a check runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,10 +52,12 @@ impl Shape {
 }
 
 /// The one-policy script of an algorithm: its block (and the helper it needs) in the
-/// one-policy frame, twice: inline for a check alone, as a function for a batch.
+/// one-policy frame, twice: inline for a check alone, as a function for a batch. `$form` is
+/// the first line: whether even one check is decided as a batch (see one_policy.lua).
 macro_rules! one_policy_source {
-    ($name:literal, $block:literal $(, $helper:literal)?) => {
+    ($form:literal, $name:literal, $block:literal $(, $helper:literal)?) => {
         concat!(
+            $form,
             include_str!("../scripts/prelude.lua"),
             "local ALGORITHM = '", $name, "'\n",
             $(include_str!($helper),)?
@@ -75,17 +77,30 @@ macro_rules! one_policy_source {
 }
 
 /// One-policy sources, in [`ALGORITHMS`] order.
-const ONE_POLICY_SOURCES: [&str; 5] = [
-    one_policy_source!("fixed-window", "../scripts/fixed_window.lua"),
-    one_policy_source!("sliding-log", "../scripts/sliding_log.lua"),
-    one_policy_source!("sliding-window", "../scripts/sliding_window.lua"),
-    one_policy_source!(
-        "token-bucket",
-        "../scripts/token_bucket.lua",
-        "../scripts/bucket.lua"
-    ),
-    one_policy_source!("gcra", "../scripts/gcra.lua", "../scripts/bucket.lua"),
-];
+macro_rules! one_policy_sources {
+    ($form:literal) => {
+        [
+            one_policy_source!($form, "fixed-window", "../scripts/fixed_window.lua"),
+            one_policy_source!($form, "sliding-log", "../scripts/sliding_log.lua"),
+            one_policy_source!($form, "sliding-window", "../scripts/sliding_window.lua"),
+            one_policy_source!(
+                $form,
+                "token-bucket",
+                "../scripts/token_bucket.lua",
+                "../scripts/bucket.lua"
+            ),
+            one_policy_source!(
+                $form,
+                "gcra",
+                "../scripts/gcra.lua",
+                "../scripts/bucket.lua"
+            ),
+        ]
+    };
+}
+const ONE_POLICY_SOURCES: [&str; 5] = one_policy_sources!("local batched = false\n");
+/// The same in the batch form.
+const ONE_POLICY_BATCH_SOURCES: [&str; 5] = one_policy_sources!("local batched = true\n");
 
 /// The several-policies script: every block, chosen by the code argument. The branches
 /// compare it as text (interned strings: a pointer comparison) with [`code`]'s values.
@@ -127,25 +142,24 @@ const fn index(algorithm: Algorithm) -> usize {
 
 struct Scripts {
     one_policy: [redis::Script; 5],
+    one_policy_batch: [redis::Script; 5],
     several_policies: redis::Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     one_policy: ONE_POLICY_SOURCES.map(redis::Script::new),
+    one_policy_batch: ONE_POLICY_BATCH_SOURCES.map(redis::Script::new),
     several_policies: redis::Script::new(SEVERAL_POLICIES_SOURCE),
 });
 
-/// The one-policy scripts as batches of the plain-TCP connection, per algorithm: for
-/// consuming checks, then for peeks (the mode goes after every check's arguments).
-static BATCHES: LazyLock<[[Batch; 5]; 2]> = LazyLock::new(|| {
-    let batch = |peek: bool, algorithm: usize| Batch {
-        queue: usize::from(peek) * ALGORITHMS.len() + algorithm,
-        sha: SCRIPTS.one_policy[algorithm].get_hash(),
-        tail: if peek { b"$1\r\np\r\n" } else { b"" },
-        tail_arguments: usize::from(peek),
-        keys_per_call: KEYS_PER_CHECK,
-    };
-    [false, true].map(|peek| std::array::from_fn(|algorithm| batch(peek, algorithm)))
+/// The one-policy scripts in their two forms, for the batching layer, per algorithm.
+static FORMS: LazyLock<[ScriptForms; 5]> = LazyLock::new(|| {
+    std::array::from_fn(|algorithm| ScriptForms {
+        single: &SCRIPTS.one_policy[algorithm],
+        single_source: ONE_POLICY_SOURCES[algorithm],
+        batch: &SCRIPTS.one_policy_batch[algorithm],
+        batch_source: ONE_POLICY_BATCH_SOURCES[algorithm],
+    })
 });
 
 /// Integers the scripts return per policy: allowed, remaining, reset_after_us,
@@ -187,6 +201,12 @@ pub(crate) fn push_args<'p, A: Arguments + ?Sized>(
         call.integer(period_argument(policy));
         call.integer(policy.capacity());
     }
+    push_optional_args(call, mode, now_us);
+}
+
+/// The optional arguments that end [`push_args`]: mode and injected time, when needed. In a
+/// batch they follow every check's arguments, once (every check of a batch shares them).
+fn push_optional_args<A: Arguments + ?Sized>(call: &mut A, mode: Mode, now_us: Option<u64>) {
     if sends_mode(mode, now_us) {
         call.bytes(match mode {
             Mode::Consume => b"c",
@@ -278,29 +298,6 @@ impl ScriptCall<'_> {
         );
     }
 
-    /// The batch this call may join on the plain-TCP connection: a check of one policy, by
-    /// SHA, on Redis time (tests' injected time goes alone).
-    pub(crate) fn batch(&self) -> Option<&'static Batch> {
-        let [check] = self.checks else {
-            return None;
-        };
-        if self.by_source || self.now_us.is_some() {
-            return None;
-        }
-        let peek = usize::from(self.mode == Mode::Peek);
-        Some(&BATCHES[peek][index(check.policy.algorithm())])
-    }
-
-    /// As one call of [`Self::batch`]: its key into `keys`, its arguments into `arguments`
-    /// (what [`Self::write`] writes for them, the mode left to the batch), as RESP bulk
-    /// strings; returns how many it wrote in all.
-    pub(crate) fn write_batched(&self, keys: &mut Vec<u8>, arguments: &mut Vec<u8>) -> usize {
-        let (mut keys, mut arguments) = (Bulk::new(keys), Bulk::new(arguments));
-        self.write_keys(&mut keys);
-        self.write_args(&mut arguments, Mode::Consume, None);
-        keys.written() + arguments.written()
-    }
-
     /// The call as a redis-rs command (for the connections of redis-rs, and pipelines).
     pub(crate) fn to_cmd(&self) -> redis::Cmd {
         // Room for every argument up front: a growing command reallocates several times.
@@ -308,6 +305,47 @@ impl ScriptCall<'_> {
         let mut call = redis::Cmd::with_capacity(self.count(), bytes);
         self.write(&mut call);
         call
+    }
+}
+
+/// A check of one policy batches with the checks of the same algorithm and mode (and, in
+/// tests, the same injected time); by source (after `NOSCRIPT`) it goes alone.
+impl Batchable for ScriptCall<'_> {
+    fn group(&self) -> Option<BatchGroup> {
+        let [check] = self.checks else {
+            return None;
+        };
+        if self.by_source {
+            return None;
+        }
+        let mut shared = SharedArguments(Vec::new());
+        push_optional_args(&mut shared, self.mode, self.now_us);
+        Some(BatchGroup {
+            forms: &FORMS[index(check.policy.algorithm())],
+            shared: shared.0,
+        })
+    }
+
+    fn alone(&self) -> redis::Cmd {
+        self.to_cmd()
+    }
+
+    fn write_parts(&self, keys: &mut Parts, arguments: &mut Parts) {
+        self.write_keys(keys);
+        self.write_args(arguments, Mode::Consume, None);
+    }
+}
+
+/// Arguments collected one by one.
+struct SharedArguments(Vec<Vec<u8>>);
+
+impl Arguments for SharedArguments {
+    fn bytes(&mut self, argument: &[u8]) {
+        self.0.push(argument.to_vec());
+    }
+
+    fn pieces(&mut self, pieces: &[&str]) {
+        self.0.push(pieces.concat().into_bytes());
     }
 }
 

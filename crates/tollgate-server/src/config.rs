@@ -99,29 +99,26 @@ pub enum StoreUrl {
     /// The in-process memory store.
     #[default]
     Memory,
-    /// `redis://`, `rediss://`, `redis+cluster://` or `redis+sentinel://` (kept verbatim).
+    /// `redis://`, `rediss://`, `valkey://`, `valkeys://`, `redis+cluster://`,
+    /// `rediss+cluster://`, `redis+sentinel://` or `rediss+sentinel://` (kept verbatim).
     Redis(String),
 }
 
 impl FromStr for StoreUrl {
     type Err = String;
 
+    /// `memory`, or any URL the Redis store accepts: its own parser decides
+    /// ([`tollgate_redis::check_url`]), so the server and the library accept the same set.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        const REDIS_SCHEMES: [&str; 4] = [
-            "redis://",
-            "rediss://",
-            "redis+cluster://",
-            "redis+sentinel://",
-        ];
         if s == "memory" || s == "memory://" {
-            Ok(StoreUrl::Memory)
-        } else if REDIS_SCHEMES.iter().any(|scheme| s.starts_with(scheme)) {
-            Ok(StoreUrl::Redis(s.to_owned()))
-        } else {
-            Err(format!(
-                "invalid store URL \"{}\" (expected memory, redis://, rediss://, redis+cluster:// or redis+sentinel://)",
-                tollgate_redis::redact(s)
-            ))
+            return Ok(StoreUrl::Memory);
+        }
+        match tollgate_redis::check_url(s) {
+            Ok(_) => Ok(StoreUrl::Redis(s.to_owned())),
+            Err(tollgate_redis::RedisStoreError::InvalidUrl { url, reason }) => Err(format!(
+                "invalid store URL \"{url}\": {reason} (or `memory` for the memory store)"
+            )),
+            Err(other) => Err(format!("invalid store URL: {other}")),
         }
     }
 }
@@ -362,6 +359,9 @@ pub struct FileConfig {
     /// `text` or `json`.
     #[serde(default, deserialize_with = "opt_parse_str")]
     pub log: Option<LogFormat>,
+    /// Live stats (`GET /v1/stats`, the dashboard); on unless `false`.
+    #[serde(default)]
+    pub stats: Option<bool>,
 }
 
 /// The `store` section as written.
@@ -386,6 +386,9 @@ pub struct FileStore {
     /// Bound on identifiers held by the memory store.
     #[serde(default, deserialize_with = "opt_positive")]
     pub max_keys: Option<u64>,
+    /// Redis: replicas that must acknowledge each consuming decision (`WAIT`); 0 = off.
+    #[serde(default)]
+    pub replica_ack: Option<u32>,
 }
 
 /// The `envoy` section as written.
@@ -508,6 +511,8 @@ pub struct StoreSettings {
     pub instances: u32,
     /// Bound on identifiers held by the memory store.
     pub max_keys: usize,
+    /// Redis: replicas that must acknowledge each consuming decision; 0 = off.
+    pub replica_ack: u32,
 }
 
 impl Default for StoreSettings {
@@ -519,6 +524,7 @@ impl Default for StoreSettings {
             on_error: OnError::Local,
             instances: 1,
             max_keys: tollgate::memory::DEFAULT_MAX_KEYS,
+            replica_ack: 0,
         }
     }
 }
@@ -559,6 +565,8 @@ pub struct Settings {
     pub admin_token: Option<AdminToken>,
     /// Log format.
     pub log: LogFormat,
+    /// Whether live stats are kept (`GET /v1/stats`, `GET /dashboard`).
+    pub stats: bool,
 }
 
 impl Default for Settings {
@@ -626,11 +634,13 @@ impl Settings {
                 max_keys: store.max_keys.map_or(defaults.max_keys, |n| {
                     usize::try_from(n).unwrap_or(usize::MAX)
                 }),
+                replica_ack: store.replica_ack.unwrap_or(defaults.replica_ack),
             },
             policies,
             envoy_config_dir: file.envoy.and_then(|e| e.config_dir),
             admin_token: overrides.admin_token.or(file.admin_token),
             log: overrides.log.or(file.log).unwrap_or_default(),
+            stats: file.stats.unwrap_or(true),
         }
     }
 }
@@ -779,6 +789,41 @@ envoy:
         assert_eq!(s.store.url, StoreUrl::Memory);
         let p = &s.policies[DEFAULT_POLICY_NAME];
         assert_eq!((p.algorithm(), p.limit()), (Algorithm::Gcra, 100));
+    }
+
+    /// The server takes every URL the Redis store takes, and refuses what it refuses, with the
+    /// store's reason.
+    #[test]
+    fn store_urls_are_the_redis_stores() {
+        for url in [
+            "redis://127.0.0.1:6379/2",
+            "rediss://h:6380",
+            "valkey://h:6379",
+            "valkeys://u:p@h:6380",
+            "redis+cluster://a:1,b:2",
+            "rediss+cluster://u:p@a:1,b:2",
+            "redis+sentinel://a:1,b:2/mymaster",
+            "rediss+sentinel://a:1/mymaster/3",
+        ] {
+            assert_eq!(
+                url.parse::<StoreUrl>(),
+                Ok(StoreUrl::Redis(url.to_owned())),
+                "{url}"
+            );
+            assert!(tollgate_redis::check_url(url).is_ok());
+        }
+        for url in [
+            "http://x",
+            "redis+cluster://a:1/3",
+            "redis+sentinel://a:1",
+            "redis://:secret@h:notaport",
+        ] {
+            let error = url.parse::<StoreUrl>().unwrap_err();
+            assert!(tollgate_redis::check_url(url).is_err(), "{url}");
+            assert!(error.contains("invalid store URL"), "{url}: {error}");
+            assert!(!error.contains("secret"), "{error}");
+        }
+        assert_eq!("memory".parse::<StoreUrl>(), Ok(StoreUrl::Memory));
     }
 
     #[test]

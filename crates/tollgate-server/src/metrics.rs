@@ -107,6 +107,11 @@ const LATENCY_BUCKETS: [(u64, &str); 18] = [
     (1_000_000_000, "1"),
 ];
 
+/// Upper bounds of the latency histogram's finite buckets, in nanoseconds.
+pub fn latency_bounds_ns() -> [u64; LATENCY_BUCKETS.len()] {
+    LATENCY_BUCKETS.map(|(bound, _)| bound)
+}
+
 /// Counters of one policy.
 #[derive(Debug, Default)]
 struct PolicyCounters {
@@ -119,6 +124,25 @@ struct PolicyCounters {
     shadow_denied: Counter,
     degraded: Counter,
 }
+
+/// One policy's checks so far, by outcome (what live stats take their rates from).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PolicyTotals {
+    /// Checks allowed.
+    pub allowed: u64,
+    /// Checks denied.
+    pub denied: u64,
+    /// Decisions made without the store (checks and peeks).
+    pub degraded: u64,
+    /// Checks a shadow-mode policy would have denied.
+    pub shadow_denied: u64,
+}
+
+/// Buckets of the store latency histogram, `+Inf` included.
+pub const LATENCY_BUCKET_COUNT: usize = LATENCY_BUCKETS.len() + 1;
+
+/// Per-bucket (not cumulative) counts of the store latency histogram; the last one is `+Inf`.
+pub type LatencyCounts = [u64; LATENCY_BUCKET_COUNT];
 
 /// A fixed-bucket histogram on per-thread counters (one shared atomic per request would bounce
 /// between the server's worker threads).
@@ -198,6 +222,21 @@ impl Metrics {
     #[inline]
     pub fn record_latency(&self, elapsed: Duration) {
         self.latency.observe(elapsed);
+    }
+
+    /// Every policy's totals, in index order.
+    pub fn policy_totals(&self) -> impl Iterator<Item = PolicyTotals> + '_ {
+        self.policies.iter().map(|p| PolicyTotals {
+            allowed: p.allowed.get(),
+            denied: p.rejected.get(),
+            degraded: p.degraded.get(),
+            shadow_denied: p.shadow_denied.get(),
+        })
+    }
+
+    /// The store latency histogram's counts so far.
+    pub fn latency_counts(&self) -> LatencyCounts {
+        std::array::from_fn(|i| self.latency.counts[i].get())
     }
 
     /// A failed store call.

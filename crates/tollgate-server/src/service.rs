@@ -13,6 +13,7 @@ use tollgate::{LimitError, Limiter, Mode, Policy, StoreError, Verdict};
 
 use crate::config::{AdminToken, OnError, Settings};
 use crate::metrics::{self, Metrics};
+use crate::stats::Stats;
 use crate::store::AnyStore;
 use tollgate_envoy::EnvoyService;
 
@@ -24,6 +25,8 @@ pub struct Service {
     envoy: Option<EnvoyService<AnyStore>>,
     admin_token: Option<AdminToken>,
     metrics: Arc<Metrics>,
+    /// Live stats, unless `stats: false`.
+    stats: Option<Stats>,
 }
 
 impl Service {
@@ -37,11 +40,15 @@ impl Service {
         for (name, policy) in &settings.policies {
             limiter = limiter.with_policy(name.as_str(), policy.clone());
         }
+        let stats = settings
+            .stats
+            .then(|| Stats::new(settings.policies.keys().map(String::as_str)));
         Service {
             limiter,
             envoy: None,
             admin_token: settings.admin_token.clone(),
             metrics,
+            stats,
         }
     }
 
@@ -90,6 +97,11 @@ impl Service {
         &self.metrics
     }
 
+    /// The live stats, unless they are off.
+    pub fn stats(&self) -> Option<&Stats> {
+        self.stats.as_ref()
+    }
+
     /// The token guarding reset, if any.
     pub fn admin_token(&self) -> Option<&AdminToken> {
         self.admin_token.as_ref()
@@ -116,6 +128,10 @@ impl Service {
             verdict.degraded,
             verdict.shadow_denied,
         );
+        let limited = !verdict.decision.allowed || verdict.shadow_denied;
+        if let (Some(stats), Mode::Consume, true) = (&self.stats, mode, limited) {
+            stats.record_limited(verdict.reported_policy(), key);
+        }
         Ok(verdict)
     }
 

@@ -33,6 +33,7 @@ pub mod conformance;
 pub mod counter;
 pub mod decision;
 pub mod error;
+pub mod headers;
 pub mod limiter;
 pub mod memory;
 pub mod overrides;

@@ -10,8 +10,11 @@
 //! | `GET /v1/policies` | the configured policies |
 //! | `GET /health`, `GET /ready` | alive; store reachable |
 //! | `GET /metrics` | Prometheus text |
+//! | `GET /v1/stats` | live stats as JSON; admin token rule as reset |
+//! | `GET /dashboard` | the live dashboard page; admin token (or its cookie) as reset |
 
 pub mod body;
+pub mod dashboard;
 pub mod decision;
 pub mod error;
 pub mod headers;
@@ -36,6 +39,7 @@ use self::request::{CheckRequest, OverrideQuery, OverrideRequest, PeekQuery, Res
 use self::route::Route;
 use crate::metrics::ErrorCode;
 use crate::service::Service;
+use crate::stats::StoreHealth;
 
 /// `Content-Type: application/json`.
 pub static JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -104,6 +108,8 @@ impl Api {
             Route::Health => answered(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
             Route::Ready => Box::pin(ready(api)),
             Route::Metrics => answered(metrics(&api)),
+            Route::Stats => Box::pin(stats(api, request)),
+            Route::Dashboard => answered(dashboard(&api, &request)),
         }
     }
 
@@ -182,27 +188,20 @@ impl Api {
         response
     }
 
-    /// Refuse unless the request carries the admin token (when one is configured).
+    /// Refuse unless the request carries the admin token (when one is configured), as a
+    /// bearer header or the dashboard's cookie.
     fn authorize(&self, request_headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(token) = self.service.admin_token() else {
             return Ok(());
         };
-        let presented = request_headers
-            .get(header::AUTHORIZATION)
-            .map(HeaderValue::as_bytes)
-            .and_then(|v| {
-                let (scheme, rest) = v.split_at_checked(7)?;
-                scheme
-                    .eq_ignore_ascii_case(b"bearer ")
-                    .then_some(rest.trim_ascii())
-            })
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::Unauthorized,
-                    "this endpoint needs an Authorization: Bearer <admin token> header",
-                )
-            })?;
-        if token.matches(presented) {
+        let presented = dashboard::presented_token(request_headers).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "this endpoint needs an Authorization: Bearer <admin token> header \
+                 (or, in a browser, the cookie /dashboard?token=<admin token> sets)",
+            )
+        })?;
+        if token.matches(&presented) {
             Ok(())
         } else {
             Err(ApiError::new(ErrorCode::Forbidden, "invalid admin token"))
@@ -437,6 +436,58 @@ async fn ready(api: Arc<Api>) -> Response {
         )
         .into_response(),
     }
+}
+
+async fn stats(api: Arc<Api>, request: Request<Incoming>) -> Response {
+    let result = async {
+        api.authorize(request.headers())?;
+        let stats = api.service.stats().ok_or_else(stats_off)?;
+        let store = api.service.store();
+        let health = StoreHealth {
+            kind: store.kind(),
+            ready: api.service.ready().await.is_ok(),
+            breaker: store.breaker_state(),
+        };
+        let mut response = json(StatusCode::OK, &stats.report(health));
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(response)
+    }
+    .await;
+    api.respond(result)
+}
+
+fn stats_off() -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        "live stats are off on this server (stats: false in its config)",
+    )
+}
+
+/// The dashboard page; with `?token=`, the exchange of the token for the cookie.
+fn dashboard(api: &Api, request: &Request<Incoming>) -> Response {
+    let result = (|| {
+        let query = dashboard::DashboardQuery::parse(request.uri().query().unwrap_or_default())?;
+        if api.service.stats().is_none() {
+            return Err(stats_off());
+        }
+        if let Some(presented) = query.token {
+            return match api.service.admin_token() {
+                Some(token) if !token.matches(presented.as_bytes()) => {
+                    Err(ApiError::new(ErrorCode::Forbidden, "invalid admin token"))
+                }
+                Some(_) => Ok(dashboard::redirect(Some(presented.as_bytes()))),
+                None => Ok(dashboard::redirect(None)),
+            };
+        }
+        api.authorize(request.headers())?;
+        Ok(dashboard::page())
+    })();
+    result.unwrap_or_else(|error| {
+        api.service.metrics().record_error(error.code);
+        dashboard::refusal(&error)
+    })
 }
 
 fn metrics(api: &Api) -> Response {

@@ -1,4 +1,4 @@
-//! Which handler a request goes to: seven fixed paths, matched by a `match`.
+//! Which handler a request goes to: fixed paths, looked up in one list.
 //!
 //! axum's `Router` did this before, at a price paid on every decision: it cloned a boxed
 //! service per request, boxed the response future three times and stored the matched path in
@@ -26,22 +26,47 @@ pub enum Route {
     Ready,
     /// `GET /metrics`.
     Metrics,
+    /// `GET /v1/stats`.
+    Stats,
+    /// `GET /dashboard`.
+    Dashboard,
 }
 
 impl Route {
+    /// Every route. A route is served exactly when it is listed here ([`Route::of`] looks paths
+    /// up in it), so tests can walk the whole API (the OpenAPI document's test does).
+    pub const ALL: [Route; 10] = [
+        Route::Check,
+        Route::Peek,
+        Route::Reset,
+        Route::Overrides,
+        Route::Policies,
+        Route::Health,
+        Route::Ready,
+        Route::Metrics,
+        Route::Stats,
+        Route::Dashboard,
+    ];
+
     /// The route of `path` (exactly: no trailing slash, no prefix match).
     pub fn of(path: &str) -> Option<Route> {
-        Some(match path {
-            "/v1/check" => Route::Check,
-            "/v1/peek" => Route::Peek,
-            "/v1/reset" => Route::Reset,
-            "/v1/overrides" => Route::Overrides,
-            "/v1/policies" => Route::Policies,
-            "/health" => Route::Health,
-            "/ready" => Route::Ready,
-            "/metrics" => Route::Metrics,
-            _ => return None,
-        })
+        Route::ALL.into_iter().find(|route| route.path() == path)
+    }
+
+    /// The route's path.
+    pub const fn path(self) -> &'static str {
+        match self {
+            Route::Check => "/v1/check",
+            Route::Peek => "/v1/peek",
+            Route::Reset => "/v1/reset",
+            Route::Overrides => "/v1/overrides",
+            Route::Policies => "/v1/policies",
+            Route::Health => "/health",
+            Route::Ready => "/ready",
+            Route::Metrics => "/metrics",
+            Route::Stats => "/v1/stats",
+            Route::Dashboard => "/dashboard",
+        }
     }
 
     /// Whether the route answers `method`. A GET route answers HEAD too: the handler runs and
@@ -79,6 +104,12 @@ mod tests {
     fn paths_match_exactly_and_methods_per_route() {
         assert_eq!(Route::of("/v1/check"), Some(Route::Check));
         assert_eq!(Route::of("/metrics"), Some(Route::Metrics));
+        for route in Route::ALL {
+            assert_eq!(Route::of(route.path()), Some(route), "{route:?}");
+        }
+        assert_eq!(Route::of("/v1/stats"), Some(Route::Stats));
+        assert_eq!(Route::of("/dashboard"), Some(Route::Dashboard));
+        assert!(!Route::Dashboard.allows(&Method::POST));
         for path in [
             "/v1/check/",
             "/v1",
