@@ -5,6 +5,10 @@
 //! fewest requests remaining.
 
 use envoy_types::pb::envoy::config::core::v3::HeaderValue;
+use tollgate::Decision;
+use tollgate::headers::{push_policy_item, push_quota_item};
+
+const MICROS_PER_SECOND: u64 = 1_000_000;
 
 /// Which headers to add.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -12,7 +16,8 @@ pub enum ResponseHeaders {
     /// None (the default, as upstream).
     #[default]
     Off,
-    /// The IETF httpapi draft, as tollgate's HTTP API sends them:
+    /// The IETF httpapi draft, rendered as tollgate's HTTP API and middleware render them
+    /// (`tollgate::headers`):
     /// `RateLimit-Policy: "name";q=100;w=60` and `RateLimit: "name";r=99;t=42`.
     Draft,
     /// Upstream's `LIMIT_RESPONSE_HEADERS_ENABLED` headers with their default names:
@@ -56,16 +61,18 @@ pub fn render(kind: ResponseHeaders, source: &HeaderSource<'_>) -> Vec<HeaderVal
     match kind {
         ResponseHeaders::Off => Vec::new(),
         ResponseHeaders::Draft => {
-            let name = sf_string(source.name);
+            let (mut policy, mut quota) = (String::new(), String::new());
+            let window_us = source.window_secs.saturating_mul(MICROS_PER_SECOND);
+            push_policy_item(&mut policy, source.name, source.quota, window_us);
+            let state = Decision {
+                remaining: source.remaining,
+                reset_after_us: source.reset_secs.saturating_mul(MICROS_PER_SECOND),
+                ..Decision::default()
+            };
+            push_quota_item(&mut quota, source.name, &state);
             vec![
-                header(
-                    "RateLimit-Policy",
-                    format!("{name};q={};w={}", source.quota, source.window_secs),
-                ),
-                header(
-                    "RateLimit",
-                    format!("{name};r={};t={}", source.remaining, source.reset_secs),
-                ),
+                header("RateLimit-Policy", policy),
+                header("RateLimit", quota),
             ]
         }
         ResponseHeaders::Legacy => vec![
@@ -74,24 +81,6 @@ pub fn render(kind: ResponseHeaders, source: &HeaderSource<'_>) -> Vec<HeaderVal
             header("RateLimit-Reset", source.reset_secs.to_string()),
         ],
     }
-}
-
-/// A structured-field string: quoted, `"` and `\` escaped, anything not printable ASCII as `_`.
-fn sf_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            ' '..='~' => out.push(c),
-            _ => out.push('_'),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]

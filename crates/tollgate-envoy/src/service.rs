@@ -297,7 +297,20 @@ impl<S: Store> EnvoyService<S> {
             };
             let look_only = hits == 0 || descriptor.is_negative_hits;
             let target = if let Some(limit) = &descriptor.limit {
-                let rule = self.override_rule(&request.domain, index, limit)?;
+                // The override keeps the algorithm of the rule the descriptor matches (fixed
+                // window, upstream's, when none does).
+                let algorithm = lookup(
+                    &request.domain,
+                    root,
+                    &descriptor.entries,
+                    &self.shared.registry,
+                )
+                .and_then(|matched| {
+                    let policy = matched.rule.limit.as_ref()?.policy.as_ref()?;
+                    Some(policy.algorithm())
+                })
+                .unwrap_or(Algorithm::FixedWindow);
+                let rule = self.override_rule(&request.domain, index, limit, algorithm)?;
                 let stats = self
                     .shared
                     .registry
@@ -357,12 +370,13 @@ impl<S: Store> EnvoyService<S> {
         Ok(targets)
     }
 
-    /// The rule of a request's limit override (fixed window, no shadow mode, unnamed).
+    /// The rule of a request's limit override (of `algorithm`, no shadow mode, unnamed).
     fn override_rule(
         &self,
         domain: &str,
         index: usize,
         limit: &RateLimitOverride,
+        algorithm: Algorithm,
     ) -> Result<Arc<Rule>, tonic::Status> {
         let unit = Unit::from_proto(limit.unit).ok_or_else(|| {
             tonic::Status::invalid_argument(format!(
@@ -371,14 +385,8 @@ impl<S: Store> EnvoyService<S> {
             ))
         })?;
         let stats_key = format!("{domain}.(override)");
-        let limit = Limit::new(
-            &stats_key,
-            unit,
-            limit.requests_per_unit,
-            Algorithm::FixedWindow,
-            None,
-        )
-        .map_err(|e| tonic::Status::invalid_argument(format!("descriptor {index}: {e}")))?;
+        let limit = Limit::new(&stats_key, unit, limit.requests_per_unit, algorithm, None)
+            .map_err(|e| tonic::Status::invalid_argument(format!("descriptor {index}: {e}")))?;
         Ok(Arc::new(Rule {
             stats: self.shared.registry.series(&stats_key),
             stats_key: stats_key.into(),

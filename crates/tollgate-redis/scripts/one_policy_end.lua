@@ -1,4 +1,4 @@
-  return struct.pack('<dddd', allowed and 1 or 0, remaining, reset, retry)
+  return struct.pack('<ddddd', allowed and 1 or 0, remaining, reset, retry, capacity)
 end
 
 -- A check that fails has written nothing (every block reads, and fails, before it
@@ -16,7 +16,7 @@ for i = 1, count do
       texts[j], numbers[j] = text, tonumber(text)
     end
   end
-  local ok, answer = pcall(decide, KEYS[i], numbers[1], numbers[2], numbers[3], numbers[4])
+  local ok, answer = pcall(decide, KEYS[2 * i - 1], KEYS[2 * i], numbers[1], numbers[2], numbers[3], numbers[4])
   if ok then
     answers[i] = answer
   else

@@ -1,8 +1,10 @@
-    -- Policy i's answer goes to reply slots 4i-3 .. 4i (base = 4i - 2).
-    reply[base - 1] = allowed and 1 or 0
-    reply[base] = remaining
-    reply[base + 1] = reset
-    reply[base + 2] = retry
+    -- Policy i's answer goes to reply slots 5i-4 .. 5i.
+    local r = 5 * i
+    reply[r - 4] = allowed and 1 or 0
+    reply[r - 3] = remaining
+    reply[r - 2] = reset
+    reply[r - 1] = retry
+    reply[r] = capacity
     all_allowed = all_allowed and allowed
   end
   if not (consume or peek) and all_allowed then
@@ -11,14 +13,15 @@
     if not (consume or peek) then
       -- Some policy rejects: nothing was written, and all read as rejected.
       for i = 1, count do
-        reply[4 * i - 3] = 0
+        reply[5 * i - 4] = 0
       end
     end
-    -- As in one_policy_end.lua: four little-endian doubles per policy.
+    -- As in one_policy_end.lua: five little-endian doubles per policy.
     local packed = {}
     for i = 1, count do
-      local b = 4 * i
-      packed[i] = struct.pack('<dddd', reply[b - 3], reply[b - 2], reply[b - 1], reply[b])
+      local r = 5 * i
+      packed[i] = struct.pack('<ddddd', reply[r - 4], reply[r - 3], reply[r - 2], reply[r - 1],
+        reply[r])
     end
     return table.concat(packed)
   end

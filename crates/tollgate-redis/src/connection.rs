@@ -1,16 +1,17 @@
-//! Connections: one multiplexed connection per topology, reconnecting on its own.
+//! Connections: one multiplexed redis-rs connection per topology, reconnecting on its own,
+//! with the batching rule (`batch.rs`) in front of it.
 //!
-//! - standalone over plain TCP (`redis://`, `valkey://`): [`TcpConnection`], which pipelines
-//!   concurrent calls on one socket with no task hand-off on the way out (see `tcp.rs`), and
-//!   reconnects on the next call after a failure;
-//! - standalone over TLS (`rediss://`, `valkeys://`) or with `?protocol=resp3`: a
-//!   [`ConnectionManager`], which pipelines concurrent calls on one socket and reconnects in
-//!   the background;
+//! - standalone (`redis://`, `valkey://`, over TLS `rediss://`, `valkeys://`, RESP2 or
+//!   `?protocol=resp3`): a [`ConnectionManager`], which pipelines concurrent calls on one
+//!   socket and reconnects in the background;
 //! - Cluster (`redis+cluster://`, `rediss+cluster://`): the async cluster client, which
 //!   follows `MOVED`/`ASK` and refreshes its slot map after failovers;
 //! - Sentinel (`redis+sentinel://`, `rediss+sentinel://`): [`SentinelMaster`], a multiplexed
 //!   connection to the master the Sentinels name, resolved again after connection or
 //!   `READONLY` errors.
+//!
+//! Script calls of one policy go through the batching rule on standalone and Sentinel;
+//! on a Cluster each goes alone (to the node of its slot).
 //!
 //! Every topology connects lazily: a store can be built while Redis is down and starts working
 //! when it comes up.
@@ -21,13 +22,13 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{ConnectionAddr, FromRedisValue, ProtocolVersion, RedisResult, TlsCertificates, Value};
+use redis::{FromRedisValue, RedisResult, TlsCertificates, Value};
+use std::sync::Arc;
 
-use crate::arguments::Resp;
+use crate::batch::{Batcher, Link};
 use crate::error::RedisStoreError;
 use crate::script::ScriptCall;
 use crate::sentinel::SentinelMaster;
-use crate::tcp::{Endpoint, TcpConnection};
 
 /// Files for TLS beyond the system's root certificates.
 #[derive(Debug, Clone, Default)]
@@ -54,11 +55,18 @@ pub struct ConnectOptions {
     pub sentinel_username: Option<String>,
     /// See `sentinel_username`.
     pub sentinel_password: Option<String>,
+    /// **Tests only**: every batchable call in the batch form, even alone.
+    pub batch_always: bool,
 }
 
-/// A connection to whichever topology the URL names.
-pub(crate) enum Connection {
-    Tcp(TcpConnection),
+/// A connection to whichever topology the URL names, with the batching rule in front.
+pub(crate) struct Connection {
+    client: Arc<Client>,
+    batcher: Arc<Batcher>,
+}
+
+/// The redis-rs connection of a topology.
+pub(crate) enum Client {
     Single(ConnectionManager),
     Cluster(LazyCluster),
     Sentinel(SentinelMaster),
@@ -67,15 +75,149 @@ pub(crate) enum Connection {
 impl Connection {
     /// Parse `url` and prepare a lazy connection.
     pub(crate) fn open(url: &str, options: &ConnectOptions) -> Result<Self, RedisStoreError> {
+        Ok(Connection {
+            client: Arc::new(Client::open(url, options)?),
+            batcher: Arc::new(Batcher::new(options.batch_always)),
+        })
+    }
+
+    /// Run a pipeline on one connection (on a Cluster: to the node of its keys' slot).
+    pub(crate) async fn pipeline<T: FromRedisValue>(
+        &self,
+        pipeline: &redis::Pipeline,
+    ) -> RedisResult<T> {
+        match &*self.client {
+            Client::Single(manager) => pipeline.query_async(&mut manager.clone()).await,
+            Client::Cluster(cluster) => {
+                pipeline.query_async(&mut cluster.connection().await?).await
+            }
+            Client::Sentinel(sentinel) => sentinel.pipeline(pipeline).await,
+        }
+    }
+
+    /// Run one script call (its reply, a server error as `Err`): through the batching rule,
+    /// except on a Cluster.
+    pub(crate) async fn eval(&self, call: &ScriptCall<'_>) -> RedisResult<Value> {
+        match &*self.client {
+            Client::Cluster(_) => self.client.query(&call.to_cmd()).await,
+            _ => self.batcher.run(&self.client, call).await,
+        }
+    }
+
+    /// Run one command.
+    pub(crate) async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> RedisResult<T> {
+        self.client.query(command).await
+    }
+}
+
+impl Link for Client {
+    async fn run(&self, command: &redis::Cmd) -> RedisResult<Value> {
+        match self {
+            Client::Single(manager) => reply(&mut manager.clone(), command).await,
+            Client::Cluster(cluster) => reply(&mut cluster.connection().await?, command).await,
+            Client::Sentinel(sentinel) => sentinel.reply(command).await,
+        }
+    }
+}
+
+/// A command's reply as Redis sent it: only an error in its place is an `Err`; errors inside
+/// an array (one call of a batch that failed) stay values.
+pub(crate) async fn reply(
+    connection: &mut impl redis::aio::ConnectionLike,
+    command: &redis::Cmd,
+) -> RedisResult<Value> {
+    match connection.req_packed_command(command).await? {
+        Value::ServerError(error) => Err(error.into()),
+        value => Ok(value),
+    }
+}
+
+/// The topology a store URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// `redis://`, `rediss://`, `valkey://`, `valkeys://`.
+    Standalone,
+    /// `redis+cluster://`, `rediss+cluster://`.
+    Cluster,
+    /// `redis+sentinel://`, `rediss+sentinel://`.
+    Sentinel,
+}
+
+/// Check a store URL without connecting: the one parser of the URLs
+/// [`RedisStore::connect`](crate::RedisStore::connect) accepts, for programs that take URLs
+/// from users (a config file, a flag) and want to refuse a bad one early. Accepts exactly what
+/// `connect` accepts.
+pub fn check_url(url: &str) -> Result<Topology, RedisStoreError> {
+    let invalid = |reason: String| RedisStoreError::InvalidUrl {
+        url: redact(url),
+        reason,
+    };
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| invalid("expected scheme://...".into()))?;
+    match scheme {
+        "redis" | "rediss" | "valkey" | "valkeys" => {
+            redis::Client::open(url).map_err(|e| invalid(e.to_string()))?;
+            Ok(Topology::Standalone)
+        }
+        "redis+cluster" | "rediss+cluster" => {
+            cluster_nodes(scheme, rest).map_err(invalid)?;
+            Ok(Topology::Cluster)
+        }
+        "redis+sentinel" | "rediss+sentinel" => {
+            let options = ConnectOptions {
+                connect_timeout: Duration::from_secs(1),
+                response_timeout: Duration::from_secs(1),
+                tls: None,
+                sentinel_username: None,
+                sentinel_password: None,
+                batch_always: false,
+            };
+            SentinelMaster::build(rest, scheme == "rediss+sentinel", None, &options)
+                .map_err(invalid)?;
+            Ok(Topology::Sentinel)
+        }
+        other => Err(invalid(format!(
+            "unknown scheme `{other}` (expected redis, rediss, valkey, valkeys, \
+             redis+cluster, rediss+cluster, redis+sentinel or rediss+sentinel)"
+        ))),
+    }
+}
+
+/// The node URLs of a `redis+cluster://` (or `rediss+cluster://`) URL's `rest`.
+fn cluster_nodes(scheme: &str, rest: &str) -> Result<Vec<String>, String> {
+    let multi = MultiHost::parse(rest)?;
+    if !matches!(multi.path, "" | "/" | "/0") {
+        return Err("a Cluster has no database number".into());
+    }
+    let node_scheme = if scheme == "rediss+cluster" {
+        "rediss"
+    } else {
+        "redis"
+    };
+    let nodes: Vec<String> = multi
+        .hosts
+        .iter()
+        .map(|host| format!("{node_scheme}://{}{host}", multi.userinfo))
+        .collect();
+    for node in &nodes {
+        redis::Client::open(node.as_str()).map_err(|e| e.to_string())?;
+    }
+    Ok(nodes)
+}
+
+impl Client {
+    fn open(url: &str, options: &ConnectOptions) -> Result<Self, RedisStoreError> {
         let invalid = |reason: String| RedisStoreError::InvalidUrl {
             url: redact(url),
             reason,
         };
+        check_url(url)?;
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| invalid("expected scheme://...".into()))?;
         let certificates = options.tls.as_ref().map(read_tls_files).transpose()?;
-        if scheme.starts_with("rediss") {
+        if scheme.starts_with("rediss") || scheme.starts_with("valkeys") {
             // rustls needs a process-wide crypto provider; another crate may have installed one.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
@@ -86,13 +228,6 @@ impl Connection {
                     None => redis::Client::open(url),
                 }
                 .map_err(|e| invalid(e.to_string()))?;
-                if let Some(endpoint) = plain_tcp(client.get_connection_info()) {
-                    return Ok(Connection::Tcp(TcpConnection::new(
-                        endpoint,
-                        options.connect_timeout,
-                        options.response_timeout,
-                    )));
-                }
                 // Few retries per reconnection: every call that finds the connection broken
                 // starts another, so a long retry series would only make failures slow.
                 let config = ConnectionManagerConfig::new()
@@ -103,23 +238,10 @@ impl Connection {
                     .set_max_delay(Duration::from_millis(500));
                 let manager = ConnectionManager::new_lazy_with_config(client, config)
                     .map_err(|e| invalid(e.to_string()))?;
-                Ok(Connection::Single(manager))
+                Ok(Client::Single(manager))
             }
             "redis+cluster" | "rediss+cluster" => {
-                let multi = MultiHost::parse(rest).map_err(invalid)?;
-                if !matches!(multi.path, "" | "/" | "/0") {
-                    return Err(invalid("a Cluster has no database number".into()));
-                }
-                let node_scheme = if scheme == "rediss+cluster" {
-                    "rediss"
-                } else {
-                    "redis"
-                };
-                let nodes: Vec<String> = multi
-                    .hosts
-                    .iter()
-                    .map(|host| format!("{node_scheme}://{}{host}", multi.userinfo))
-                    .collect();
+                let nodes = cluster_nodes(scheme, rest).map_err(invalid)?;
                 let mut builder = ClusterClientBuilder::new(nodes)
                     .connection_timeout(options.connect_timeout)
                     .response_timeout(options.response_timeout);
@@ -127,7 +249,7 @@ impl Connection {
                     builder = builder.certs(certs);
                 }
                 let client = builder.build().map_err(|e| invalid(e.to_string()))?;
-                Ok(Connection::Cluster(LazyCluster {
+                Ok(Client::Cluster(LazyCluster {
                     client,
                     connection: tokio::sync::OnceCell::new(),
                 }))
@@ -136,80 +258,21 @@ impl Connection {
                 let tls = scheme == "rediss+sentinel";
                 let master =
                     SentinelMaster::build(rest, tls, certificates, options).map_err(invalid)?;
-                Ok(Connection::Sentinel(master))
+                Ok(Client::Sentinel(master))
             }
-            other => Err(invalid(format!(
-                "unknown scheme `{other}` (expected redis, rediss, valkey, valkeys, \
-                 redis+cluster, rediss+cluster, redis+sentinel or rediss+sentinel)"
-            ))),
-        }
-    }
-
-    /// Run a pipeline on one connection (on a Cluster: to the node of its keys' slot).
-    pub(crate) async fn pipeline<T: FromRedisValue>(
-        &self,
-        pipeline: &redis::Pipeline,
-    ) -> RedisResult<T> {
-        match self {
-            Connection::Tcp(tcp) => Ok(T::from_redis_value(tcp.pipeline(pipeline).await?)?),
-            Connection::Single(manager) => pipeline.query_async(&mut manager.clone()).await,
-            Connection::Cluster(cluster) => {
-                pipeline.query_async(&mut cluster.connection().await?).await
-            }
-            Connection::Sentinel(sentinel) => sentinel.pipeline(pipeline).await,
-        }
-    }
-
-    /// Run one script call (its reply, a server error as `Err`).
-    pub(crate) async fn eval(&self, call: &ScriptCall<'_>) -> RedisResult<Value> {
-        match self {
-            Connection::Tcp(tcp) => match call.batch() {
-                Some(batch) => {
-                    tcp.batched(batch, |keys, arguments| call.write_batched(keys, arguments))
-                        .await
-                }
-                None => {
-                    tcp.command_with(|out| {
-                        let mut resp = Resp::new(out, call.count());
-                        call.write(&mut resp);
-                        resp.finish();
-                    })
-                    .await
-                }
-            },
-            _ => self.query(&call.to_cmd()).await,
+            // `check_url` refused every other scheme above.
+            other => Err(invalid(format!("unknown scheme `{other}`"))),
         }
     }
 
     /// Run one command.
-    pub(crate) async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> RedisResult<T> {
+    async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> RedisResult<T> {
         match self {
-            Connection::Tcp(tcp) => Ok(T::from_redis_value(tcp.command(command).await?)?),
-            Connection::Single(manager) => command.query_async(&mut manager.clone()).await,
-            Connection::Cluster(cluster) => {
-                command.query_async(&mut cluster.connection().await?).await
-            }
-            Connection::Sentinel(sentinel) => sentinel.query(command).await,
+            Client::Single(manager) => command.query_async(&mut manager.clone()).await,
+            Client::Cluster(cluster) => command.query_async(&mut cluster.connection().await?).await,
+            Client::Sentinel(sentinel) => sentinel.query(command).await,
         }
     }
-}
-
-/// Where a plain-TCP RESP2 URL points, for [`TcpConnection`]; `None` for TLS and RESP3.
-fn plain_tcp(info: &redis::ConnectionInfo) -> Option<Endpoint> {
-    let ConnectionAddr::Tcp(host, port) = info.addr() else {
-        return None;
-    };
-    let settings = info.redis_settings();
-    if settings.protocol() != ProtocolVersion::RESP2 {
-        return None;
-    }
-    Some(Endpoint {
-        host: host.clone(),
-        port: *port,
-        username: settings.username().map(str::to_owned),
-        password: settings.password().map(str::to_owned),
-        db: settings.db(),
-    })
 }
 
 /// The async cluster connection, opened on first use (and again while that fails).
@@ -383,6 +446,7 @@ mod tests {
             tls: None,
             sentinel_username: None,
             sentinel_password: None,
+            batch_always: false,
         };
         for url in [
             "127.0.0.1:6379",

@@ -65,8 +65,33 @@ pub fn key(prefix: &str, policy: &str, algorithm: Algorithm, identifier: &str) -
 pub struct Key<'a> {
     prefix: &'a str,
     policy: &'a str,
-    algorithm: Algorithm,
+    /// The algorithm's name for state, [`OVERRIDE`] for an override.
+    kind: &'static str,
     tag: Cow<'a, str>,
+}
+
+/// What stands in an override's key where a state key names its algorithm.
+pub const OVERRIDE: &str = "override";
+
+/// The key of `policy`'s override for `identifier`: `<prefix>:<policy>:override:{<id>}`, a
+/// hash in the slot of the identifier's state, so the deciding script reads it.
+///
+/// ```
+/// use tollgate_redis::keys::override_key;
+/// assert_eq!(override_key("tollgate", "api", "t-7"), "tollgate:api:override:{t-7}");
+/// ```
+pub fn override_key(prefix: &str, policy: &str, identifier: &str) -> String {
+    Key::override_of(prefix, policy, identifier).to_string()
+}
+
+/// The index of `policy`'s overrides: a sorted set of identifiers, for listings only.
+///
+/// ```
+/// use tollgate_redis::keys::override_index;
+/// assert_eq!(override_index("tollgate", "api"), "tollgate:api:overrides");
+/// ```
+pub fn override_index(prefix: &str, policy: &str) -> String {
+    format!("{prefix}:{policy}:overrides")
 }
 
 impl<'a> Key<'a> {
@@ -80,7 +105,17 @@ impl<'a> Key<'a> {
         Key {
             prefix,
             policy,
-            algorithm,
+            kind: algorithm.name(),
+            tag: hash_tag(identifier),
+        }
+    }
+
+    /// The key of `policy`'s override for `identifier` (see [`override_key`]).
+    pub fn override_of(prefix: &'a str, policy: &'a str, identifier: &'a str) -> Self {
+        Key {
+            prefix,
+            policy,
+            kind: OVERRIDE,
             tag: hash_tag(identifier),
         }
     }
@@ -92,7 +127,7 @@ impl<'a> Key<'a> {
             ":",
             self.policy,
             ":",
-            self.algorithm.name(),
+            self.kind,
             ":{",
             &self.tag,
             "}",

@@ -28,14 +28,15 @@
 #![warn(missing_docs)]
 
 mod arguments;
+mod batch;
 mod connection;
 mod error;
 pub mod keys;
+mod overrides;
 pub mod script;
 mod sentinel;
 mod store;
-mod tcp;
 
-pub use connection::{TlsFiles, redact};
+pub use connection::{TlsFiles, Topology, check_url, redact};
 pub use error::RedisStoreError;
 pub use store::{DEFAULT_PREFIX, RedisOptions, RedisStore, ReplicaAck};

@@ -12,9 +12,9 @@ use std::sync::LazyLock;
 
 use tollgate::{Algorithm, Check, Decision, Decisions, LeaseOp, LeaseOutcome, Mode, Policy};
 
-use crate::arguments::{Arguments, Bulk};
+use crate::arguments::Arguments;
+use crate::batch::{BatchGroup, Batchable, Parts, ScriptForms};
 use crate::keys::Key;
-use crate::tcp::Batch;
 
 /// Which script a check runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,17 +52,24 @@ impl Shape {
 }
 
 /// The one-policy script of an algorithm: its block (and the helper it needs) in the
-/// one-policy frame, twice: inline for a check alone, as a function for a batch.
+/// one-policy frame, twice: inline for a check alone, as a function for a batch. `$form` is
+/// the first line: whether even one check is decided as a batch (see one_policy.lua).
 macro_rules! one_policy_source {
-    ($block:literal $(, $helper:literal)?) => {
+    ($form:literal, $name:literal, $block:literal $(, $helper:literal)?) => {
         concat!(
+            $form,
             include_str!("../scripts/prelude.lua"),
+            "local ALGORITHM = '", $name, "'\n",
             $(include_str!($helper),)?
             include_str!("../scripts/one_policy.lua"),
+            include_str!("../scripts/override.lua"),
             include_str!($block),
+            "end\n",
             include_str!("../scripts/write.lua"),
             include_str!("../scripts/one_policy_batch.lua"),
+            include_str!("../scripts/override.lua"),
             include_str!($block),
+            "end\n",
             include_str!("../scripts/write.lua"),
             include_str!("../scripts/one_policy_end.lua"),
         )
@@ -70,13 +77,30 @@ macro_rules! one_policy_source {
 }
 
 /// One-policy sources, in [`ALGORITHMS`] order.
-const ONE_POLICY_SOURCES: [&str; 5] = [
-    one_policy_source!("../scripts/fixed_window.lua"),
-    one_policy_source!("../scripts/sliding_log.lua"),
-    one_policy_source!("../scripts/sliding_window.lua"),
-    one_policy_source!("../scripts/token_bucket.lua", "../scripts/bucket.lua"),
-    one_policy_source!("../scripts/gcra.lua", "../scripts/bucket.lua"),
-];
+macro_rules! one_policy_sources {
+    ($form:literal) => {
+        [
+            one_policy_source!($form, "fixed-window", "../scripts/fixed_window.lua"),
+            one_policy_source!($form, "sliding-log", "../scripts/sliding_log.lua"),
+            one_policy_source!($form, "sliding-window", "../scripts/sliding_window.lua"),
+            one_policy_source!(
+                $form,
+                "token-bucket",
+                "../scripts/token_bucket.lua",
+                "../scripts/bucket.lua"
+            ),
+            one_policy_source!(
+                $form,
+                "gcra",
+                "../scripts/gcra.lua",
+                "../scripts/bucket.lua"
+            ),
+        ]
+    };
+}
+const ONE_POLICY_SOURCES: [&str; 5] = one_policy_sources!("local batched = false\n");
+/// The same in the batch form.
+const ONE_POLICY_BATCH_SOURCES: [&str; 5] = one_policy_sources!("local batched = true\n");
 
 /// The several-policies script: every block, chosen by the code argument. The branches
 /// compare it as text (interned strings: a pointer comparison) with [`code`]'s values.
@@ -84,6 +108,7 @@ const SEVERAL_POLICIES_SOURCE: &str = concat!(
     include_str!("../scripts/prelude.lua"),
     include_str!("../scripts/bucket.lua"),
     include_str!("../scripts/several_policies.lua"),
+    include_str!("../scripts/override.lua"),
     "if code == '5' then\n",
     include_str!("../scripts/gcra.lua"),
     "elseif code == '4' then\n",
@@ -96,6 +121,7 @@ const SEVERAL_POLICIES_SOURCE: &str = concat!(
     include_str!("../scripts/sliding_log.lua"),
     "else\n",
     "  error({ err = 'TOLLGATE unknown algorithm code ' .. tostring(code) })\n",
+    "end\n",
     "end\n",
     include_str!("../scripts/write.lua"),
     include_str!("../scripts/several_policies_end.lua"),
@@ -116,28 +142,32 @@ const fn index(algorithm: Algorithm) -> usize {
 
 struct Scripts {
     one_policy: [redis::Script; 5],
+    one_policy_batch: [redis::Script; 5],
     several_policies: redis::Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     one_policy: ONE_POLICY_SOURCES.map(redis::Script::new),
+    one_policy_batch: ONE_POLICY_BATCH_SOURCES.map(redis::Script::new),
     several_policies: redis::Script::new(SEVERAL_POLICIES_SOURCE),
 });
 
-/// The one-policy scripts as batches of the plain-TCP connection, per algorithm: for
-/// consuming checks, then for peeks (the mode goes after every check's arguments).
-static BATCHES: LazyLock<[[Batch; 5]; 2]> = LazyLock::new(|| {
-    let batch = |peek: bool, algorithm: usize| Batch {
-        queue: usize::from(peek) * ALGORITHMS.len() + algorithm,
-        sha: SCRIPTS.one_policy[algorithm].get_hash(),
-        tail: if peek { b"$1\r\np\r\n" } else { b"" },
-        tail_arguments: usize::from(peek),
-    };
-    [false, true].map(|peek| std::array::from_fn(|algorithm| batch(peek, algorithm)))
+/// The one-policy scripts in their two forms, for the batching layer, per algorithm.
+static FORMS: LazyLock<[ScriptForms; 5]> = LazyLock::new(|| {
+    std::array::from_fn(|algorithm| ScriptForms {
+        single: &SCRIPTS.one_policy[algorithm],
+        single_source: ONE_POLICY_SOURCES[algorithm],
+        batch: &SCRIPTS.one_policy_batch[algorithm],
+        batch_source: ONE_POLICY_BATCH_SOURCES[algorithm],
+    })
 });
 
-/// Integers the scripts return per policy.
-pub const REPLY_WIDTH: usize = 4;
+/// Integers the scripts return per policy: allowed, remaining, reset_after_us,
+/// retry_after_us, and the limit decided under (the override's capacity, if one stood).
+pub const REPLY_WIDTH: usize = 5;
+
+/// Keys per check: its state, and its override (read in the same script).
+pub const KEYS_PER_CHECK: usize = 2;
 
 /// The algorithm's code in the several-policies script's `ARGV` (the branch that runs it).
 pub const fn code(algorithm: Algorithm) -> u8 {
@@ -247,9 +277,15 @@ pub(crate) fn push_args<'p, A: Arguments + ?Sized>(
             call.integer(code(policy.algorithm()).into());
         }
         call.integer(policy.limit());
-        call.integer(policy.period_us());
+        call.integer(period_argument(policy));
         call.integer(policy.capacity());
     }
+    push_optional_args(call, mode, now_us);
+}
+
+/// The optional arguments that end [`push_args`]: mode and injected time, when needed. In a
+/// batch they follow every check's arguments, once (every check of a batch shares them).
+fn push_optional_args<A: Arguments + ?Sized>(call: &mut A, mode: Mode, now_us: Option<u64>) {
     if sends_mode(mode, now_us) {
         call.bytes(match mode {
             Mode::Consume => b"c",
@@ -258,6 +294,15 @@ pub(crate) fn push_args<'p, A: Arguments + ?Sized>(
     }
     if let Some(now) = now_us {
         call.integer(now);
+    }
+}
+
+/// The period as the scripts take it: µs, or 0 for calendar months (`fixed_window.lua`).
+pub(crate) fn period_argument(policy: &Policy) -> u64 {
+    if policy.is_monthly() {
+        0
+    } else {
+        policy.period_us()
     }
 }
 
@@ -296,7 +341,8 @@ impl ScriptCall<'_> {
     /// Every argument, the command name included.
     pub(crate) fn count(&self) -> usize {
         let shape = self.shape();
-        3 + self.checks.len() + args_count(shape, self.checks.len(), self.mode, self.now_us)
+        3 + KEYS_PER_CHECK * self.checks.len()
+            + args_count(shape, self.checks.len(), self.mode, self.now_us)
     }
 
     pub(crate) fn write<A: Arguments + ?Sized>(&self, out: &mut A) {
@@ -308,7 +354,7 @@ impl ScriptCall<'_> {
             out.bytes(b"EVALSHA");
             out.bytes(shape.script().get_hash().as_bytes());
         }
-        out.integer(self.checks.len() as u64);
+        out.integer((KEYS_PER_CHECK * self.checks.len()) as u64);
         self.write_keys(out);
         self.write_args(out, self.mode, self.now_us);
     }
@@ -316,6 +362,7 @@ impl ScriptCall<'_> {
     fn write_keys<A: Arguments + ?Sized>(&self, out: &mut A) {
         for check in self.checks {
             Key::new(self.prefix, check.name, check.policy.algorithm(), check.key).write_to(out);
+            Key::override_of(self.prefix, check.name, check.key).write_to(out);
         }
     }
 
@@ -330,29 +377,6 @@ impl ScriptCall<'_> {
         );
     }
 
-    /// The batch this call may join on the plain-TCP connection: a check of one policy, by
-    /// SHA, on Redis time (tests' injected time goes alone).
-    pub(crate) fn batch(&self) -> Option<&'static Batch> {
-        let [check] = self.checks else {
-            return None;
-        };
-        if self.by_source || self.now_us.is_some() {
-            return None;
-        }
-        let peek = usize::from(self.mode == Mode::Peek);
-        Some(&BATCHES[peek][index(check.policy.algorithm())])
-    }
-
-    /// As one call of [`Self::batch`]: its key into `keys`, its arguments into `arguments`
-    /// (what [`Self::write`] writes for them, the mode left to the batch), as RESP bulk
-    /// strings; returns how many it wrote in all.
-    pub(crate) fn write_batched(&self, keys: &mut Vec<u8>, arguments: &mut Vec<u8>) -> usize {
-        let (mut keys, mut arguments) = (Bulk::new(keys), Bulk::new(arguments));
-        self.write_keys(&mut keys);
-        self.write_args(&mut arguments, Mode::Consume, None);
-        keys.written() + arguments.written()
-    }
-
     /// The call as a redis-rs command (for the connections of redis-rs, and pipelines).
     pub(crate) fn to_cmd(&self) -> redis::Cmd {
         // Room for every argument up front: a growing command reallocates several times.
@@ -363,12 +387,53 @@ impl ScriptCall<'_> {
     }
 }
 
-/// Bytes of the reply per policy: four little-endian doubles.
+/// A check of one policy batches with the checks of the same algorithm and mode (and, in
+/// tests, the same injected time); by source (after `NOSCRIPT`) it goes alone.
+impl Batchable for ScriptCall<'_> {
+    fn group(&self) -> Option<BatchGroup> {
+        let [check] = self.checks else {
+            return None;
+        };
+        if self.by_source {
+            return None;
+        }
+        let mut shared = SharedArguments(Vec::new());
+        push_optional_args(&mut shared, self.mode, self.now_us);
+        Some(BatchGroup {
+            forms: &FORMS[index(check.policy.algorithm())],
+            shared: shared.0,
+        })
+    }
+
+    fn alone(&self) -> redis::Cmd {
+        self.to_cmd()
+    }
+
+    fn write_parts(&self, keys: &mut Parts, arguments: &mut Parts) {
+        self.write_keys(keys);
+        self.write_args(arguments, Mode::Consume, None);
+    }
+}
+
+/// Arguments collected one by one.
+struct SharedArguments(Vec<Vec<u8>>);
+
+impl Arguments for SharedArguments {
+    fn bytes(&mut self, argument: &[u8]) {
+        self.0.push(argument.to_vec());
+    }
+
+    fn pieces(&mut self, pieces: &[&str]) {
+        self.0.push(pieces.concat().into_bytes());
+    }
+}
+
+/// Bytes of the reply per policy: five little-endian doubles.
 pub const REPLY_BYTES: usize = 8 * REPLY_WIDTH;
 
-/// Turn a script's reply (four little-endian doubles per policy, one bulk string) into one
+/// Turn a script's reply (five little-endian doubles per policy, one bulk string) into one
 /// decision per policy, checking its shape: every value a non-negative integer, `allowed` 0 or
-/// 1, `remaining` at most the limit.
+/// 1, the limit positive, `remaining` at most the limit.
 pub fn parse_reply<'p>(
     reply: &redis::Value,
     policies: impl ExactSizeIterator<Item = &'p Policy>,
@@ -385,7 +450,7 @@ pub fn parse_reply<'p>(
     }
     policies
         .zip(bytes.chunks_exact(REPLY_BYTES))
-        .map(|(policy, r)| {
+        .map(|(_, r)| {
             let allowed = match integer(&r[..8])? {
                 0 => false,
                 1 => true,
@@ -393,12 +458,12 @@ pub fn parse_reply<'p>(
             };
             let decision = Decision {
                 allowed,
-                limit: policy.capacity(),
+                limit: integer(&r[32..40])?,
                 remaining: integer(&r[8..16])?,
                 reset_after_us: integer(&r[16..24])?,
                 retry_after_us: integer(&r[24..32])?,
             };
-            if decision.remaining > decision.limit {
+            if decision.limit == 0 || decision.remaining > decision.limit {
                 return Err(format!(
                     "remaining {} above the limit {}",
                     decision.remaining, decision.limit
@@ -435,7 +500,8 @@ mod tests {
             assert!(several.contains(&branch), "{branch}");
             let one = Shape::OnePolicy(algorithm).source();
             assert!(one.contains("redis.call('TIME')"));
-            assert!(one.contains("return struct.pack('<dddd', allowed and 1 or 0"));
+            assert!(one.contains("return struct.pack('<ddddd', allowed and 1 or 0"));
+            assert!(one.contains(&format!("local ALGORITHM = '{algorithm}'")));
             let is_bucket = matches!(algorithm, Algorithm::TokenBucket | Algorithm::Gcra);
             assert_eq!(
                 one.contains("local function bucket"),
@@ -511,7 +577,7 @@ mod tests {
             Value::BulkString(values.iter().flat_map(|v| v.to_le_bytes()).collect())
         };
         let p = Policy::new(Algorithm::Gcra, 5, Duration::from_secs(1), Some(7)).unwrap();
-        let d = parse_reply(&reply(&[1.0, 6.0, 200_000.0, 0.0]), [&p].into_iter()).unwrap();
+        let d = parse_reply(&reply(&[1.0, 6.0, 200_000.0, 0.0, 7.0]), [&p].into_iter()).unwrap();
         assert_eq!(
             d[0],
             Decision {
@@ -523,18 +589,19 @@ mod tests {
             }
         );
         let exact = parse_reply(
-            &reply(&[0.0, 0.0, 9e15, 2f64.powi(53) - 1.0]),
+            &reply(&[0.0, 0.0, 9e15, 2f64.powi(53) - 1.0, 7.0]),
             [&p].into_iter(),
         );
         assert_eq!(exact.unwrap()[0].retry_after_us, (1 << 53) - 1);
         for bad in [
-            reply(&[1.0, 6.0, 200_000.0]),
-            reply(&[2.0, 6.0, 0.0, 0.0]),
-            reply(&[0.0, -1.0, 0.0, 0.0]),
-            reply(&[1.0, 8.0, 0.0, 0.0]),
-            reply(&[1.0, 0.5, 0.0, 0.0]),
-            reply(&[1.0, f64::NAN, 0.0, 0.0]),
-            reply(&[0.0, 0.0, 2f64.powi(53), 0.0]),
+            reply(&[1.0, 6.0, 200_000.0, 0.0]),
+            reply(&[2.0, 6.0, 0.0, 0.0, 7.0]),
+            reply(&[0.0, -1.0, 0.0, 0.0, 7.0]),
+            reply(&[1.0, 8.0, 0.0, 0.0, 7.0]),
+            reply(&[1.0, 0.5, 0.0, 0.0, 7.0]),
+            reply(&[1.0, f64::NAN, 0.0, 0.0, 7.0]),
+            reply(&[0.0, 0.0, 2f64.powi(53), 0.0, 7.0]),
+            reply(&[1.0, 0.0, 0.0, 0.0, 0.0]),
             Value::Int(1),
             Value::Array(vec![
                 Value::Int(1),

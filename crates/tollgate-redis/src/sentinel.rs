@@ -5,13 +5,21 @@
 //! failover has completely ended. Here every resolution asks each Sentinel in turn for
 //! `SENTINEL GET-MASTER-ADDR-BY-NAME` (which names the promoted replica as soon as it is
 //! promoted) and takes the first named node that says `ROLE` master. The resulting multiplexed
-//! connection is kept until it fails: on a connection error or `READONLY` (the node was demoted)
-//! that connection is dropped and the next call resolves again. A call refused with `READONLY`
+//! connection is kept until it fails (a connection error, or `READONLY`: the node was demoted)
+//! or until a Sentinel announces a failover: one task per Sentinel subscribes to
+//! `+switch-master` and, when it names this master, drops the connection, so the next call
+//! connects to the announced master (after checking its `ROLE`). Without that, calls would
+//! keep going to the old master until Sentinel demotes it, which can take seconds, and every
+//! decision written there meanwhile would be lost when it resyncs as a replica. A call refused with `READONLY`
 //! wrote nothing, so it is retried once on the new master; a call that failed on a broken
 //! connection may have run, so it is not retried.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::task::AbortHandle;
 
 use redis::aio::MultiplexedConnection;
 use redis::{
@@ -19,7 +27,14 @@ use redis::{
     RedisConnectionInfo, RedisError, RedisResult, TlsCertificates, Value,
 };
 
-use crate::connection::{ConnectOptions, MultiHost};
+use crate::connection::{ConnectOptions, MultiHost, reply};
+
+/// The connection in use (with its generation), and the master a Sentinel announced last.
+#[derive(Default)]
+struct Current {
+    connection: Mutex<Option<(u64, MultiplexedConnection)>>,
+    announced: Mutex<Option<(String, u16)>>,
+}
 
 /// A multiplexed connection to the current Sentinel-named master.
 pub(crate) struct SentinelMaster {
@@ -32,8 +47,11 @@ pub(crate) struct SentinelMaster {
     db: i64,
     certificates: Option<TlsCertificates>,
     config: AsyncConnectionConfig,
-    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    connect_timeout: Duration,
+    current: Arc<Current>,
     generation: AtomicU64,
+    /// The `+switch-master` watchers, one per Sentinel, started with the first call.
+    watchers: OnceLock<Vec<AbortHandle>>,
     /// Held while resolving, so concurrent callers resolve once.
     resolving: tokio::sync::Mutex<()>,
 }
@@ -113,21 +131,21 @@ impl SentinelMaster {
             config: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(options.connect_timeout))
                 .set_response_timeout(Some(options.response_timeout)),
-            current: Mutex::new(None),
+            connect_timeout: options.connect_timeout,
+            current: Arc::new(Current::default()),
             generation: AtomicU64::new(0),
+            watchers: OnceLock::new(),
             resolving: tokio::sync::Mutex::new(()),
         })
     }
 
     fn cached(&self) -> Option<(u64, MultiplexedConnection)> {
-        self.current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.current.connection).clone()
     }
 
     /// The current master's connection, resolving it when there is none.
     async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
+        self.watchers.get_or_init(|| self.watch_switches());
         if let Some(current) = self.cached() {
             return Ok(current);
         }
@@ -137,13 +155,35 @@ impl SentinelMaster {
         }
         let connection = self.resolve().await?;
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((generation, connection.clone()));
+        *lock(&self.current.connection) = Some((generation, connection.clone()));
         Ok((generation, connection))
     }
 
-    /// Ask each Sentinel for the master; connect to the first named node that is master.
+    /// One task per Sentinel following `+switch-master` (see the module docs).
+    fn watch_switches(&self) -> Vec<AbortHandle> {
+        self.sentinels
+            .iter()
+            .map(|sentinel| {
+                let watch = watch_switches(
+                    sentinel.clone(),
+                    self.master_name.clone(),
+                    Arc::downgrade(&self.current),
+                    self.connect_timeout,
+                );
+                tokio::spawn(watch).abort_handle()
+            })
+            .collect()
+    }
+
+    /// The master a Sentinel announced last, if it says `ROLE` master; else ask each Sentinel
+    /// for the master and connect to the first named node that is master.
     async fn resolve(&self) -> RedisResult<MultiplexedConnection> {
+        let announced = lock(&self.current.announced).take();
+        if let Some((host, port)) = announced {
+            if let Ok(connection) = self.connect_master(&host, port).await {
+                return Ok(connection);
+            }
+        }
         let mut last_error = None;
         for sentinel in &self.sentinels {
             let named = async {
@@ -212,7 +252,7 @@ impl SentinelMaster {
 
     /// Forget the connection of `generation` if it is still the current one.
     fn invalidate(&self, generation: u64) {
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut current = lock(&self.current.connection);
         if current.as_ref().is_some_and(|(g, _)| *g == generation) {
             *current = None;
         }
@@ -220,13 +260,20 @@ impl SentinelMaster {
 
     /// Run one command on the master.
     pub(crate) async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> RedisResult<T> {
+        Ok(T::from_redis_value(
+            self.reply(command).await?.extract_error()?,
+        )?)
+    }
+
+    /// Run one command on the master: its reply as sent (see [`crate::connection::reply`]).
+    pub(crate) async fn reply(&self, command: &redis::Cmd) -> RedisResult<Value> {
         let (generation, mut connection) = self.connection().await?;
-        let first = command.query_async(&mut connection).await;
+        let first = reply(&mut connection, command).await;
         if let Err(e) = &first {
             if is_read_only(e) {
                 self.invalidate(generation);
                 let (_, mut connection) = self.connection().await?;
-                return command.query_async(&mut connection).await;
+                return reply(&mut connection, command).await;
             }
             if is_connection_error(e) {
                 self.invalidate(generation);
@@ -254,6 +301,55 @@ impl SentinelMaster {
             }
         }
         first
+    }
+}
+
+impl Drop for SentinelMaster {
+    fn drop(&mut self) {
+        for watcher in self.watchers.get().into_iter().flatten() {
+            watcher.abort();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing under these locks leaves their value half changed.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Follow one Sentinel's `+switch-master` messages (`<name> <old ip> <old port> <new ip> <new
+/// port>`): for `master_name`, drop the connection in use and remember the new master. Keeps
+/// resubscribing (once a second) while the Sentinel is unreachable; ends with the store.
+async fn watch_switches(
+    sentinel: redis::Client,
+    master_name: String,
+    current: Weak<Current>,
+    connect_timeout: Duration,
+) {
+    while current.strong_count() > 0 {
+        let subscribed = async {
+            let mut pubsub = sentinel.get_async_pubsub().await?;
+            pubsub.subscribe("+switch-master").await?;
+            RedisResult::Ok(pubsub)
+        };
+        if let Ok(Ok(pubsub)) = tokio::time::timeout(connect_timeout, subscribed).await {
+            let mut messages = pubsub.into_on_message();
+            while let Some(message) = messages.next().await {
+                let payload: String = message.get_payload().unwrap_or_default();
+                let fields: Vec<&str> = payload.split(' ').collect();
+                let [name, _, _, host, port] = fields[..] else {
+                    continue;
+                };
+                let (Some(current), Ok(port)) = (current.upgrade(), port.parse::<u16>()) else {
+                    continue;
+                };
+                if name == master_name {
+                    *lock(&current.announced) = Some((host.to_owned(), port));
+                    *lock(&current.connection) = None;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -4,12 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tollgate::{
-    Check, Decisions, LeaseOp, LeaseOutcome, ManualClock, Mode, Store, StoreDecision, StoreError,
+    Check, Decisions, LeaseOp, LeaseOutcome, ManualClock, Mode, Override, OverridePage, Policy,
+    Store, StoreDecision, StoreError,
 };
 
 use crate::connection::{ConnectOptions, Connection, TlsFiles, redact};
 use crate::error::RedisStoreError;
 use crate::keys;
+use crate::overrides;
 use crate::script::{self, LeaseCall, ScriptCall, Shape};
 
 /// Default key prefix.
@@ -42,6 +44,10 @@ pub struct RedisOptions {
     /// Count a decision that writes only once this many replicas hold the write (default: off).
     /// See [`ReplicaAck`].
     pub replica_ack: Option<ReplicaAck>,
+    /// **Tests only.** Send every one-policy check in the batch form of its script, even alone,
+    /// so that sequential tests (the conformance suite) run what batches run. Production leaves
+    /// it `false`: a check alone is cheaper in the single form.
+    pub batch_always: bool,
 }
 
 /// Acknowledgement by replicas before a consuming decision counts: the script call and
@@ -74,15 +80,16 @@ impl Default for RedisOptions {
             sentinel_password: None,
             clock_override: None,
             replica_ack: None,
+            batch_always: false,
         }
     }
 }
 
 /// A [`Store`] in Redis: every decision is one `EVALSHA` of one Lua script that reads Redis
 /// `TIME`, runs the same transitions as the core, writes only when it consumes, and sets a TTL
-/// on every key it writes. A check over several policies is one call and all-or-nothing. On a
-/// standalone Redis over plain TCP, one-policy checks of one algorithm that queue while such a
-/// call is unanswered share the next call, each decided in turn as if alone (`tcp.rs`).
+/// on every key it writes. A check over several policies is one call and all-or-nothing.
+/// One-policy checks of one algorithm that queue while such a call is unanswered share the
+/// next call, each decided in turn as if alone (standalone, TLS and Sentinel).
 ///
 /// Cheap to clone: clones share the connection, so concurrent decisions pipeline on it.
 ///
@@ -158,6 +165,7 @@ impl RedisStore {
             tls: options.tls,
             sentinel_username: options.sentinel_username,
             sentinel_password: options.sentinel_password,
+            batch_always: options.batch_always,
         };
         let connection = Connection::open(url, &connect)?;
         Ok(RedisStore {
@@ -397,5 +405,32 @@ impl Store for RedisStore {
                 .map_err(backend)?;
         }
         Ok(())
+    }
+
+    async fn set_override(&self, target: Check<'_>, value: &Override) -> Result<(), StoreError> {
+        brace_free(target.name)?;
+        overrides::set(&self.inner.connection, &self.inner.prefix, &target, value).await
+    }
+
+    async fn get_override(&self, target: Check<'_>) -> Result<Option<Override>, StoreError> {
+        brace_free(target.name)?;
+        overrides::get(&self.inner.connection, &self.inner.prefix, &target).await
+    }
+
+    async fn delete_override(&self, target: Check<'_>) -> Result<bool, StoreError> {
+        brace_free(target.name)?;
+        overrides::delete(&self.inner.connection, &self.inner.prefix, &target).await
+    }
+
+    async fn list_overrides(
+        &self,
+        name: &str,
+        policy: &Policy,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<OverridePage, StoreError> {
+        brace_free(name)?;
+        let connection = &self.inner.connection;
+        overrides::list(connection, &self.inner.prefix, name, policy, after, count).await
     }
 }

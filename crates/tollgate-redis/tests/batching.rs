@@ -1,5 +1,5 @@
-//! Batching on the plain-TCP connection (`tcp.rs`, `scripts/one_policy.lua`): concurrent
-//! checks of one algorithm share script calls, and every decision is the one it would have
+//! Batching (`src/batch.rs`, `scripts/one_policy.lua`), on standalone over plain TCP, over TLS
+//! and on Sentinel: concurrent checks of one algorithm share script calls, and every decision is the one it would have
 //! been as a call of its own: exact counts, every state consumed once, a check that fails
 //! fails alone, and a batch answers byte for byte as its checks sent one by one.
 
@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tollgate::{Algorithm, Check, Mode, Policy, Store, StoreError};
+use tollgate_redis::TlsFiles;
 use tollgate_redis::script::Shape;
 use tollgate_redis::{RedisOptions, RedisStore};
-use tollgate_testkit::{RedisServer, info_field};
+use tollgate_testkit::{Certificates, RedisNode, RedisSentinel, RedisServer, info_field};
 
 /// Callers deciding at once on one store (one connection).
 const TASKS: usize = 64;
@@ -35,7 +36,7 @@ fn policy(algorithm: Algorithm) -> Policy {
 }
 
 /// `EVALSHA` calls the server has run so far.
-fn evalsha_calls(server: &RedisServer) -> u64 {
+fn evalsha_calls(server: &RedisNode) -> u64 {
     let info = server.query_string(&["INFO", "commandstats"]).unwrap();
     info_field(&info, "cmdstat_evalsha")
         .and_then(|stats| stats.split(',').find_map(|f| f.strip_prefix("calls=")))
@@ -57,7 +58,7 @@ struct Run {
 /// `TASKS` callers at once, each deciding (`mode`) `ROUNDS` times on keys `victim` takes part
 /// in when given.
 async fn hammer(
-    server: &RedisServer,
+    server: &RedisNode,
     store: &RedisStore,
     policy: &Policy,
     victim: Option<&str>,
@@ -125,17 +126,19 @@ fn assert_exact(algorithm: Algorithm, outcomes: &Outcomes, attempts_per_key: u64
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_checks_share_script_calls_and_stay_exact() {
-    let server = RedisServer::start().unwrap();
+/// Every algorithm hammered on `store` (on `server`): exact, and in far fewer calls.
+async fn shares_calls_and_stays_exact(
+    server: &RedisNode,
+    store_for: impl AsyncFn(&str) -> RedisStore,
+) {
     for algorithm in Algorithm::ALL {
-        let store = store(&server, &format!("batch{}", algorithm.name())).await;
+        let store = store_for(&format!("batch{}", algorithm.name())).await;
         let policy = policy(algorithm);
         let Run {
             outcomes,
             errors,
             calls,
-        } = hammer(&server, &store, &policy, None, Mode::Consume).await;
+        } = hammer(server, &store, &policy, None, Mode::Consume).await;
         assert!(errors.is_empty(), "{algorithm:?}: {errors:?}");
         assert_eq!(outcomes.len(), KEYS);
         assert_exact(algorithm, &outcomes, (TASKS * ROUNDS / KEYS) as u64);
@@ -147,6 +150,50 @@ async fn concurrent_checks_share_script_calls_and_stay_exact() {
             "{algorithm:?}: {calls} EVALSHA calls for {decisions} decisions"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checks_share_script_calls_and_stay_exact() {
+    let server = RedisServer::start().unwrap();
+    shares_calls_and_stays_exact(&server, async |prefix: &str| store(&server, prefix).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batching_over_tls_is_exact() {
+    let dir = std::env::temp_dir().join(format!("tollgate-batch-tls-{}", std::process::id()));
+    let certs = Certificates::make(&dir).unwrap();
+    let (server, tls_port) = RedisServer::start_tls(&certs, false).unwrap();
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let tls = TlsFiles {
+        ca_cert: Some(certs.path("ca.crt").into()),
+        ..TlsFiles::default()
+    };
+    shares_calls_and_stays_exact(&server, async |prefix: &str| {
+        let options = RedisOptions {
+            prefix: prefix.to_owned(),
+            tls: Some(tls.clone()),
+            ..RedisOptions::default()
+        };
+        RedisStore::connect(&url, options).await.unwrap()
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batching_on_sentinel_is_exact() {
+    let deployment = RedisSentinel::start().unwrap();
+    let master = &deployment.data_nodes()[deployment.master_index().unwrap()];
+    shares_calls_and_stays_exact(master, async |prefix: &str| {
+        let options = RedisOptions {
+            prefix: prefix.to_owned(),
+            ..RedisOptions::default()
+        };
+        RedisStore::connect(&deployment.url(), options)
+            .await
+            .unwrap()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,7 +334,7 @@ async fn a_call_given_up_while_waiting_is_never_sent() {
 
 /// The script as a batch (several keys, one call) answers what its checks answer as calls of
 /// their own, in the same order, byte for byte: on an injected clock, with repeated keys and
-/// differing costs, consuming and peeking, for every algorithm.
+/// differing costs, consuming and peeking, one key under an override, for every algorithm.
 #[test]
 fn a_batch_answers_as_its_checks_one_by_one() {
     let server = RedisServer::start().unwrap();
@@ -302,9 +349,10 @@ fn a_batch_answers_as_its_checks_one_by_one() {
             let now = (now_us + step * 700_000).to_string();
             let call = |prefix: &str, checks: &[(&str, u64)]| -> redis::Cmd {
                 let mut call = redis::cmd("EVALSHA");
-                call.arg(script.get_hash()).arg(checks.len());
+                call.arg(script.get_hash()).arg(2 * checks.len());
                 for (key, _) in checks {
-                    call.arg(format!("{prefix}:{key}"));
+                    call.arg(format!("{prefix}:{key}"))
+                        .arg(format!("{prefix}:override:{key}"));
                 }
                 for (_, cost) in checks {
                     call.arg(cost)
@@ -321,6 +369,15 @@ fn a_batch_answers_as_its_checks_one_by_one() {
                 .query::<String>(&mut connection)
                 .map(|_| ())
                 .unwrap();
+            for prefix in ["b", "s"] {
+                // "a" is held to 7 per 10 s (so its cost of 40 can never pass).
+                let _: i64 = redis::cmd("HSET")
+                    .arg(format!("{prefix}{}:override:a", algorithm.name()))
+                    .arg(&["algorithm", algorithm.name(), "limit", "7"])
+                    .arg(&["period_us", "10000000", "burst", "7"])
+                    .query(&mut connection)
+                    .unwrap();
+            }
             let batched: Vec<u8> = call(&format!("b{}", algorithm.name()), checks)
                 .query(&mut connection)
                 .unwrap();
@@ -331,7 +388,9 @@ fn a_batch_answers_as_its_checks_one_by_one() {
                     .unwrap();
                 alone.extend(reply);
             }
-            assert_eq!(batched.len(), 32 * checks.len());
+            assert_eq!(batched.len(), 40 * checks.len());
+            // The override's limit is in every answer for "a".
+            assert_eq!(f64::from_le_bytes(batched[32..40].try_into().unwrap()), 7.0);
             assert_eq!(batched, alone, "{algorithm:?} step {step} ({mode})");
         }
     }

@@ -1,83 +1,116 @@
-//! The core's conformance suite, unchanged, on Redis standalone and Cluster: the hand-written
-//! tables and seeded differential traces against the pure transitions. Time is injected (the
-//! suite drives a manual clock); everything else is the production path.
+//! The core's conformance suite, unchanged, on every topology: the hand-written tables and
+//! seeded differential traces against the pure transitions. Time is injected (the suite drives
+//! a manual clock, and every call carries its time, batched or not); everything else is the
+//! production path.
+//!
+//! The suite decides one check at a time, so nothing would ever wait to be batched: on
+//! standalone, Sentinel and TLS the store runs with `batch_always`, which sends every
+//! one-policy check in the batch form of its script (the form a batch of any size runs), and
+//! on standalone once more without it (the single form). The Cluster decides each check alone.
 
 use tollgate::ManualClock;
 use tollgate::conformance::{
-    run_differential, run_lease_differential, run_lease_tables, run_tables,
+    run_differential, run_lease_differential, run_lease_tables, run_override_tables, run_tables,
 };
-use tollgate_redis::{RedisOptions, RedisStore};
-use tollgate_testkit::{shared_cluster, shared_standalone};
+use tollgate_redis::{RedisOptions, RedisStore, TlsFiles};
+use tollgate_testkit::{
+    Certificates, RedisSentinel, RedisServer, shared_cluster, shared_standalone,
+};
 
 /// Seeds per topology, and steps per seed.
 const SEEDS: u64 = 24;
 const STEPS: usize = 1_500;
+/// Lease traces per topology (of its seeds), and steps per lease trace.
+const LEASE_SEEDS: usize = 6;
+const LEASE_STEPS: usize = 600;
 
-async fn store(url: &str, prefix: &str) -> (RedisStore, ManualClock) {
-    let clock = ManualClock::new(0);
-    let options = RedisOptions {
+fn options(prefix: &str, clock: &ManualClock, batch_always: bool) -> RedisOptions {
+    RedisOptions {
         prefix: prefix.to_owned(),
         clock_override: Some(clock.clone()),
+        batch_always,
         ..RedisOptions::default()
-    };
-    (RedisStore::connect(url, options).await.unwrap(), clock)
+    }
 }
 
-#[tokio::test]
-async fn tables_pass_on_standalone() {
-    let (store, clock) = store(&shared_standalone().url(), "conf-tables").await;
-    let failures = run_tables(&store, &clock, "s:").await;
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-#[tokio::test]
-async fn tables_pass_on_cluster() {
-    let (store, clock) = store(&shared_cluster().url(), "conf-tables").await;
-    let failures = run_tables(&store, &clock, "c:").await;
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-#[tokio::test]
-async fn differential_traces_match_the_model_on_standalone() {
-    let (store, clock) = store(&shared_standalone().url(), "conf-diff").await;
-    for seed in 0..SEEDS {
-        run_differential(&store, &clock, seed, STEPS, "s:")
+/// The tables (overrides and leases included), then `seeds` differential traces, on `url`.
+async fn conforms(url: &str, mut options: RedisOptions, seeds: std::ops::Range<u64>, label: &str) {
+    let clock = options
+        .clock_override
+        .clone()
+        .unwrap_or_else(|| ManualClock::new(0));
+    options.clock_override = Some(clock.clone());
+    let store = RedisStore::connect(url, options).await.unwrap();
+    let failures = run_tables(&store, &clock, label).await;
+    assert!(failures.is_empty(), "{label}\n{}", failures.join("\n"));
+    let failures = run_override_tables(&store, &clock, label).await;
+    assert!(
+        failures.is_empty(),
+        "{label} overrides\n{}",
+        failures.join("\n")
+    );
+    let failures = run_lease_tables(&store, &clock, label).await;
+    assert!(
+        failures.is_empty(),
+        "{label} leases\n{}",
+        failures.join("\n")
+    );
+    for seed in seeds.clone().take(LEASE_SEEDS) {
+        run_lease_differential(&store, &clock, seed, LEASE_STEPS, label)
+            .await
+            .unwrap();
+    }
+    for seed in seeds {
+        run_differential(&store, &clock, seed, STEPS, label)
             .await
             .unwrap();
     }
 }
 
 #[tokio::test]
-async fn differential_traces_match_the_model_on_cluster() {
-    let (store, clock) = store(&shared_cluster().url(), "conf-diff").await;
+async fn standalone_conforms_alone() {
+    let clock = ManualClock::new(0);
+    let options = options("conf-single", &clock, false);
+    conforms(&shared_standalone().url(), options, 0..SEEDS, "s:").await;
+}
+
+#[tokio::test]
+async fn standalone_conforms_in_batches() {
+    let clock = ManualClock::new(0);
+    let options = options("conf-batch", &clock, true);
+    conforms(&shared_standalone().url(), options, SEEDS..2 * SEEDS, "b:").await;
+}
+
+#[tokio::test]
+async fn cluster_conforms() {
+    let clock = ManualClock::new(0);
+    let options = options("conf-cluster", &clock, false);
     // Other seeds than on standalone: more traces in all.
-    for seed in SEEDS..2 * SEEDS {
-        run_differential(&store, &clock, seed, STEPS, "c:")
-            .await
-            .unwrap();
-    }
+    conforms(&shared_cluster().url(), options, 2 * SEEDS..3 * SEEDS, "c:").await;
 }
 
 #[tokio::test]
-async fn lease_tables_and_traces_pass_on_standalone() {
-    let (store, clock) = store(&shared_standalone().url(), "conf-leases").await;
-    let failures = run_lease_tables(&store, &clock, "s:").await;
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    for seed in 0..8 {
-        run_lease_differential(&store, &clock, seed, 600, "s:")
-            .await
-            .unwrap();
-    }
+async fn sentinel_conforms_in_batches() {
+    let sentinel = RedisSentinel::start().unwrap();
+    let clock = ManualClock::new(0);
+    let options = options("conf-sentinel", &clock, true);
+    conforms(&sentinel.url(), options, 3 * SEEDS..3 * SEEDS + 6, "m:").await;
 }
 
 #[tokio::test]
-async fn lease_tables_and_traces_pass_on_cluster() {
-    let (store, clock) = store(&shared_cluster().url(), "conf-leases").await;
-    let failures = run_lease_tables(&store, &clock, "c:").await;
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    for seed in 8..16 {
-        run_lease_differential(&store, &clock, seed, 600, "c:")
-            .await
-            .unwrap();
-    }
+async fn tls_conforms_in_batches() {
+    let dir = std::env::temp_dir().join(format!("tollgate-conf-tls-{}", std::process::id()));
+    let certs = Certificates::make(&dir).unwrap();
+    let (_server, tls_port): (RedisServer, u16) = RedisServer::start_tls(&certs, false).unwrap();
+    let clock = ManualClock::new(0);
+    let options = RedisOptions {
+        tls: Some(TlsFiles {
+            ca_cert: Some(certs.path("ca.crt").into()),
+            ..TlsFiles::default()
+        }),
+        ..options("conf-tls", &clock, true)
+    };
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    conforms(&url, options, 4 * SEEDS..4 * SEEDS + 6, "t:").await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,17 +2,15 @@
 //! needs, a database number, wrong credentials as typed errors (password never printed), TLS
 //! with a private CA, and mutual TLS.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use tollgate::{Algorithm, Check, Mode, Policy, Store, StoreError};
 use tollgate_redis::{RedisOptions, RedisStore, RedisStoreError, TlsFiles};
-use tollgate_testkit::{RedisServer, free_port};
+use tollgate_testkit::{Certificates, RedisServer};
 
 /// The commands the store sends, and those its script calls (ACLs apply inside scripts too).
 const STORE_COMMANDS: &str = "+evalsha +eval +script|load +ping +del +select \
-     +time +get +set +lrange +rpush +lset +ltrim +lpush +pexpire";
+     +time +get +set +lrange +rpush +lset +ltrim +lpush +pexpire +hmget";
 
 async fn decide(store: &RedisStore, key: &str) -> Result<u64, StoreError> {
     let policy = Policy::new(Algorithm::SlidingLog, 3, Duration::from_secs(60), None).unwrap();
@@ -68,111 +66,13 @@ async fn acl_user_with_least_privileges_and_a_database() {
     assert!(!error.to_string().contains("wrong-pass"), "{error}");
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with `openssl`.
-struct Certificates {
-    dir: PathBuf,
-}
-
-impl Certificates {
-    fn make(dir: &Path) -> Certificates {
-        std::fs::create_dir_all(dir).unwrap();
-        let run = |args: &[&str]| {
-            let status = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .expect("openssl is needed for the TLS tests");
-            assert!(status.success(), "openssl {args:?}");
-        };
-        std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=tollgate test CA",
-        ]);
-        for name in ["server", "client"] {
-            let (key, csr, crt, ext) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.crt"),
-                format!("{name}.ext"),
-            );
-            run(&[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                "/CN=127.0.0.1",
-            ]);
-            run(&[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &crt,
-                "-days",
-                "2",
-                "-extfile",
-                &ext,
-            ]);
-        }
-        Certificates {
-            dir: dir.to_owned(),
-        }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-}
-
-fn tls_server(certs: &Certificates, clients_need_certs: bool) -> (RedisServer, u16) {
-    let tls_port = free_port();
-    let server = RedisServer::start_with(&[
-        ("tls-port", tls_port.to_string()),
-        ("tls-cert-file", certs.path("server.crt")),
-        ("tls-key-file", certs.path("server.key")),
-        ("tls-ca-cert-file", certs.path("ca.crt")),
-        (
-            "tls-auth-clients",
-            if clients_need_certs { "yes" } else { "no" }.into(),
-        ),
-    ])
-    .unwrap();
-    (server, tls_port)
-}
-
 #[tokio::test]
 async fn tls_with_a_private_ca_and_mutual_tls() {
     let dir = std::env::temp_dir().join(format!("tollgate-tls-{}", std::process::id()));
-    let certs = Certificates::make(&dir);
+    let certs = Certificates::make(&dir).unwrap();
 
     // Server-authenticated TLS: the store trusts the private CA.
-    let (server, tls_port) = tls_server(&certs, false);
+    let (server, tls_port) = RedisServer::start_tls(&certs, false).unwrap();
     let url = format!("rediss://127.0.0.1:{tls_port}");
     let trusting = RedisOptions {
         tls: Some(TlsFiles {
@@ -196,7 +96,7 @@ async fn tls_with_a_private_ca_and_mutual_tls() {
     drop(server);
 
     // Mutual TLS: the server wants a client certificate.
-    let (_server, tls_port) = tls_server(&certs, true);
+    let (_server, tls_port) = RedisServer::start_tls(&certs, true).unwrap();
     let url = format!("rediss://127.0.0.1:{tls_port}");
     assert!(RedisStore::connect(&url, trusting).await.is_err());
     let with_client_cert = RedisOptions {

@@ -162,6 +162,45 @@ async fn sentinel_failover_moves_decisions_to_the_new_master() {
     assert_eq!(on_back, 1);
 }
 
+/// A graceful `SENTINEL FAILOVER`: once the Sentinels name the new master, decisions go there
+/// within seconds (the store follows `+switch-master`), not to the old master, which keeps
+/// taking writes until Sentinel demotes it (up to 10 s later) and then loses them all.
+#[tokio::test]
+async fn sentinel_switch_moves_decisions_at_once() {
+    let deployment = RedisSentinel::start().unwrap();
+    let store = RedisStore::connect(&deployment.url(), options())
+        .await
+        .unwrap();
+    consume(&store, "warm").await.unwrap();
+    let old = deployment.master_index().unwrap();
+    // Sentinel refuses (NOGOODSLAVE) until it has seen the replica healthy.
+    wait_until("sentinel to accept a failover", || {
+        deployment.sentinels()[0]
+            .query::<String>(&["SENTINEL", "FAILOVER", deployment.master_name()])
+            .is_ok()
+    })
+    .await;
+    let new = deployment.wait_failover(old).unwrap();
+    let new_master = &deployment.data_nodes()[new];
+    let started = Instant::now();
+    for attempt in 0.. {
+        let key = format!("after-{attempt}");
+        // A call may fail while the connection moves; the next one goes on.
+        let _ = consume(&store, &key).await;
+        let stored = format!("failover:p:fixed-window:{{{key}}}");
+        if new_master.query::<i64>(&["EXISTS", &stored]).unwrap_or(0) == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "decisions still go elsewhere {:?} after the switch (old master's role: {:?})",
+            started.elapsed(),
+            role(&deployment.data_nodes()[old])
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ready() {

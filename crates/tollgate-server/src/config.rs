@@ -100,29 +100,26 @@ pub enum StoreUrl {
     /// The in-process memory store.
     #[default]
     Memory,
-    /// `redis://`, `rediss://`, `redis+cluster://` or `redis+sentinel://` (kept verbatim).
+    /// `redis://`, `rediss://`, `valkey://`, `valkeys://`, `redis+cluster://`,
+    /// `rediss+cluster://`, `redis+sentinel://` or `rediss+sentinel://` (kept verbatim).
     Redis(String),
 }
 
 impl FromStr for StoreUrl {
     type Err = String;
 
+    /// `memory`, or any URL the Redis store accepts: its own parser decides
+    /// ([`tollgate_redis::check_url`]), so the server and the library accept the same set.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        const REDIS_SCHEMES: [&str; 4] = [
-            "redis://",
-            "rediss://",
-            "redis+cluster://",
-            "redis+sentinel://",
-        ];
         if s == "memory" || s == "memory://" {
-            Ok(StoreUrl::Memory)
-        } else if REDIS_SCHEMES.iter().any(|scheme| s.starts_with(scheme)) {
-            Ok(StoreUrl::Redis(s.to_owned()))
-        } else {
-            Err(format!(
-                "invalid store URL \"{}\" (expected memory, redis://, rediss://, redis+cluster:// or redis+sentinel://)",
-                tollgate_redis::redact(s)
-            ))
+            return Ok(StoreUrl::Memory);
+        }
+        match tollgate_redis::check_url(s) {
+            Ok(_) => Ok(StoreUrl::Redis(s.to_owned())),
+            Err(tollgate_redis::RedisStoreError::InvalidUrl { url, reason }) => Err(format!(
+                "invalid store URL \"{url}\": {reason} (or `memory` for the memory store)"
+            )),
+            Err(other) => Err(format!("invalid store URL: {other}")),
         }
     }
 }
@@ -297,8 +294,33 @@ fn algorithm<'de, D: Deserializer<'de>>(d: D) -> Result<Algorithm, D::Error> {
     })
 }
 
-fn opt_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Rate>, D::Error> {
+/// A policy's period: a duration, or UTC calendar months (`period: month`, `rate: N/month`).
+#[derive(Debug, Clone, Copy)]
+enum Period {
+    Fixed(Duration),
+    Month,
+}
+
+fn opt_period<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Period>, D::Error> {
     let s = String::deserialize(d)?;
+    if matches!(s.trim(), "month" | "1month" | "1 month") {
+        return Ok(Some(Period::Month));
+    }
+    parse_duration(&s)
+        .map(|d| Some(Period::Fixed(d)))
+        .map_err(de::Error::custom)
+}
+
+fn opt_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<(u64, Period)>, D::Error> {
+    let s = String::deserialize(d)?;
+    if let Some(limit) = tollgate::policy::monthly_rate(&s) {
+        return match limit {
+            Some(limit) if limit > 0 => Ok(Some((limit, Period::Month))),
+            _ => Err(de::Error::custom(format!(
+                "invalid rate \"{s}\" (expected N/month with N at least 1)"
+            ))),
+        };
+    }
     let rate: Rate = s.parse().map_err(|_| {
         de::Error::custom(format!(
             "invalid rate \"{s}\" (expected N/unit with unit s, min, h or d, or N/duration like 10/15m)"
@@ -310,7 +332,7 @@ fn opt_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Rate>, D::Error> {
             PolicyError::ZeroLimit
         )));
     }
-    Ok(Some(rate))
+    Ok(Some((rate.limit, Period::Fixed(rate.period))))
 }
 
 /// The config file as written: every key optional, unknown keys refused.
@@ -338,6 +360,9 @@ pub struct FileConfig {
     /// `text` or `json`.
     #[serde(default, deserialize_with = "opt_parse_str")]
     pub log: Option<LogFormat>,
+    /// Live stats (`GET /v1/stats`, the dashboard); on unless `false`.
+    #[serde(default)]
+    pub stats: Option<bool>,
 }
 
 /// The `store` section as written.
@@ -362,6 +387,9 @@ pub struct FileStore {
     /// Bound on identifiers held by the memory store.
     #[serde(default, deserialize_with = "opt_positive")]
     pub max_keys: Option<u64>,
+    /// Redis: replicas that must acknowledge each consuming decision (`WAIT`); 0 = off.
+    #[serde(default)]
+    pub replica_ack: Option<u32>,
 }
 
 /// The `envoy` section as written.
@@ -384,16 +412,19 @@ struct RawPolicy {
     #[serde(deserialize_with = "algorithm")]
     algorithm: Algorithm,
     #[serde(default, deserialize_with = "opt_rate")]
-    rate: Option<Rate>,
+    rate: Option<(u64, Period)>,
     #[serde(default, deserialize_with = "opt_positive")]
     limit: Option<u64>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    period: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_period")]
+    period: Option<Period>,
     #[serde(default, deserialize_with = "opt_positive")]
     burst: Option<u64>,
     /// `concurrency` only: how long a lease lasts (default 60s).
     #[serde(default, deserialize_with = "opt_duration")]
     lease: Option<Duration>,
+    /// Decide and count, but never reject (report `shadow_denied`).
+    #[serde(default)]
+    shadow: bool,
 }
 
 impl TryFrom<RawPolicy> for FilePolicy {
@@ -413,13 +444,20 @@ impl TryFrom<RawPolicy> for FilePolicy {
             (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
                 return Err("give either `rate` or `limit` and `period`, not both".into());
             }
-            (Some(rate), None, None) => (rate.limit, rate.period),
+            (Some(rate), None, None) => rate,
             (None, Some(limit), Some(period)) => (limit, period),
             (None, None, _) => return Err(PolicyError::MissingLimit.to_string()),
             (None, Some(_), None) => return Err(PolicyError::MissingPeriod.to_string()),
         };
-        Policy::new(raw.algorithm, limit, period, raw.burst)
-            .map(FilePolicy)
+        let policy = match (period, raw.burst) {
+            (Period::Fixed(period), burst) => Policy::new(raw.algorithm, limit, period, burst),
+            (Period::Month, Some(_)) if raw.algorithm == Algorithm::FixedWindow => {
+                Err(PolicyError::BurstNotApplicable(raw.algorithm))
+            }
+            (Period::Month, _) => Policy::monthly(raw.algorithm, limit),
+        };
+        policy
+            .map(|policy| FilePolicy(policy.with_shadow(raw.shadow)))
             .map_err(|e| e.to_string())
     }
 }
@@ -503,6 +541,8 @@ pub struct StoreSettings {
     pub instances: u32,
     /// Bound on identifiers held by the memory store.
     pub max_keys: usize,
+    /// Redis: replicas that must acknowledge each consuming decision; 0 = off.
+    pub replica_ack: u32,
 }
 
 impl Default for StoreSettings {
@@ -514,6 +554,7 @@ impl Default for StoreSettings {
             on_error: OnError::Local,
             instances: 1,
             max_keys: tollgate::memory::DEFAULT_MAX_KEYS,
+            replica_ack: 0,
         }
     }
 }
@@ -554,6 +595,8 @@ pub struct Settings {
     pub admin_token: Option<AdminToken>,
     /// Log format.
     pub log: LogFormat,
+    /// Whether live stats are kept (`GET /v1/stats`, `GET /dashboard`).
+    pub stats: bool,
 }
 
 impl Default for Settings {
@@ -621,11 +664,13 @@ impl Settings {
                 max_keys: store.max_keys.map_or(defaults.max_keys, |n| {
                     usize::try_from(n).unwrap_or(usize::MAX)
                 }),
+                replica_ack: store.replica_ack.unwrap_or(defaults.replica_ack),
             },
             policies,
             envoy_config_dir: file.envoy.and_then(|e| e.config_dir),
             admin_token: overrides.admin_token.or(file.admin_token),
             log: overrides.log.or(file.log).unwrap_or_default(),
+            stats: file.stats.unwrap_or(true),
         }
     }
 }
@@ -658,6 +703,8 @@ policies:
   api:   { algorithm: token-bucket, rate: 100/min, burst: 150 }
   login: { algorithm: sliding-log, limit: 5, period: 15m }
   jobs:  { algorithm: concurrency, limit: 20, lease: 60s }
+  trial: { algorithm: fixed-window, rate: 10000/month, shadow: true }
+  quota: { algorithm: fixed-window, limit: 7, period: month }
 envoy:
   config_dir: ./ratelimit
 ";
@@ -674,6 +721,9 @@ envoy:
         assert_eq!(s.store.timeout, Duration::from_millis(50));
         assert_eq!(s.policies["api"].capacity(), 150);
         assert_eq!(s.policies["login"].period(), Duration::from_secs(900));
+        let trial = &s.policies["trial"];
+        assert!(trial.is_monthly() && trial.shadow() && trial.limit() == 10_000);
+        assert!(s.policies["quota"].is_monthly() && !s.policies["quota"].shadow());
         assert_eq!(s.envoy_config_dir, Some(PathBuf::from("./ratelimit")));
         assert_eq!(s.policies["jobs"].algorithm(), Algorithm::Concurrency);
         assert_eq!(
@@ -747,6 +797,15 @@ envoy:
             e.starts_with("t.yaml:3: policies.api: burst applies only"),
             "{e}"
         );
+        let e = parse_err("policies:\n  api:\n    algorithm: gcra\n    rate: 5/month\n");
+        assert!(
+            e.starts_with("t.yaml:3: policies.api: period: month (calendar months) applies only to fixed-window"),
+            "{e}"
+        );
+        let e = parse_err(
+            "policies:\n  api:\n    algorithm: sliding-log\n    limit: 5\n    period: month\n",
+        );
+        assert!(e.contains("applies only to fixed-window"), "{e}");
         let e = parse_err("policies:\n  api:\n    algorithm: bucket\n    rate: 5/s\n");
         assert!(
             e.starts_with("t.yaml:3: policies.api.algorithm: unknown algorithm"),
@@ -804,6 +863,41 @@ envoy:
         assert_eq!(s.store.url, StoreUrl::Memory);
         let p = &s.policies[DEFAULT_POLICY_NAME];
         assert_eq!((p.algorithm(), p.limit()), (Algorithm::Gcra, 100));
+    }
+
+    /// The server takes every URL the Redis store takes, and refuses what it refuses, with the
+    /// store's reason.
+    #[test]
+    fn store_urls_are_the_redis_stores() {
+        for url in [
+            "redis://127.0.0.1:6379/2",
+            "rediss://h:6380",
+            "valkey://h:6379",
+            "valkeys://u:p@h:6380",
+            "redis+cluster://a:1,b:2",
+            "rediss+cluster://u:p@a:1,b:2",
+            "redis+sentinel://a:1,b:2/mymaster",
+            "rediss+sentinel://a:1/mymaster/3",
+        ] {
+            assert_eq!(
+                url.parse::<StoreUrl>(),
+                Ok(StoreUrl::Redis(url.to_owned())),
+                "{url}"
+            );
+            assert!(tollgate_redis::check_url(url).is_ok());
+        }
+        for url in [
+            "http://x",
+            "redis+cluster://a:1/3",
+            "redis+sentinel://a:1",
+            "redis://:secret@h:notaport",
+        ] {
+            let error = url.parse::<StoreUrl>().unwrap_err();
+            assert!(tollgate_redis::check_url(url).is_err(), "{url}");
+            assert!(error.contains("invalid store URL"), "{url}: {error}");
+            assert!(!error.contains("secret"), "{error}");
+        }
+        assert_eq!("memory".parse::<StoreUrl>(), Ok(StoreUrl::Memory));
     }
 
     #[test]

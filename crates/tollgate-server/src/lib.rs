@@ -22,11 +22,13 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod server;
 pub mod service;
+pub mod stats;
 pub mod store;
 
 pub use config::Settings;

@@ -115,6 +115,11 @@ const LATENCY_BUCKETS: [(u64, &str); 18] = [
     (1_000_000_000, "1"),
 ];
 
+/// Upper bounds of the latency histogram's finite buckets, in nanoseconds.
+pub fn latency_bounds_ns() -> [u64; LATENCY_BUCKETS.len()] {
+    LATENCY_BUCKETS.map(|(bound, _)| bound)
+}
+
 /// Counters of one policy.
 #[derive(Debug, Default)]
 struct PolicyCounters {
@@ -123,8 +128,29 @@ struct PolicyCounters {
     rejected: Counter,
     peek_allowed: Counter,
     peek_rejected: Counter,
+    /// Checks a shadow-mode policy would have rejected (let through).
+    shadow_denied: Counter,
     degraded: Counter,
 }
+
+/// One policy's checks so far, by outcome (what live stats take their rates from).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PolicyTotals {
+    /// Checks allowed.
+    pub allowed: u64,
+    /// Checks denied.
+    pub denied: u64,
+    /// Decisions made without the store (checks and peeks).
+    pub degraded: u64,
+    /// Checks a shadow-mode policy would have denied.
+    pub shadow_denied: u64,
+}
+
+/// Buckets of the store latency histogram, `+Inf` included.
+pub const LATENCY_BUCKET_COUNT: usize = LATENCY_BUCKETS.len() + 1;
+
+/// Per-bucket (not cumulative) counts of the store latency histogram; the last one is `+Inf`.
+pub type LatencyCounts = [u64; LATENCY_BUCKET_COUNT];
 
 /// A fixed-bucket histogram on per-thread counters (one shared atomic per request would bounce
 /// between the server's worker threads).
@@ -175,11 +201,20 @@ impl Metrics {
 
     /// One decision reported under policy `index`: a check ([`Mode::Consume`]) or a peek.
     #[inline]
-    pub fn record_decision(&self, index: usize, mode: Mode, allowed: bool, degraded: bool) {
+    /// A check a shadow-mode policy would have rejected counts as `shadow_denied`, not allowed.
+    pub fn record_decision(
+        &self,
+        index: usize,
+        mode: Mode,
+        allowed: bool,
+        degraded: bool,
+        shadow_denied: bool,
+    ) {
         let Some(policy) = self.policies.get(index) else {
             return;
         };
         let counter = match (mode, allowed) {
+            (Mode::Consume, _) if shadow_denied => &policy.shadow_denied,
             (Mode::Consume, true) => &policy.allowed,
             (Mode::Consume, false) => &policy.rejected,
             (Mode::Peek, true) => &policy.peek_allowed,
@@ -195,6 +230,21 @@ impl Metrics {
     #[inline]
     pub fn record_latency(&self, elapsed: Duration) {
         self.latency.observe(elapsed);
+    }
+
+    /// Every policy's totals, in index order.
+    pub fn policy_totals(&self) -> impl Iterator<Item = PolicyTotals> + '_ {
+        self.policies.iter().map(|p| PolicyTotals {
+            allowed: p.allowed.get(),
+            denied: p.rejected.get(),
+            degraded: p.degraded.get(),
+            shadow_denied: p.shadow_denied.get(),
+        })
+    }
+
+    /// The store latency histogram's counts so far.
+    pub fn latency_counts(&self) -> LatencyCounts {
+        std::array::from_fn(|i| self.latency.counts[i].get())
     }
 
     /// A failed store call.
@@ -220,7 +270,11 @@ impl Metrics {
             "Checks decided, by the policy reported and outcome.",
         );
         for p in self.policies.iter() {
-            for (outcome, counter) in [("allowed", &p.allowed), ("rejected", &p.rejected)] {
+            for (outcome, counter) in [
+                ("allowed", &p.allowed),
+                ("rejected", &p.rejected),
+                ("shadow_denied", &p.shadow_denied),
+            ] {
                 let _ = writeln!(
                     out,
                     "tollgate_decisions_total{{policy=\"{}\",outcome=\"{outcome}\"}} {}",
@@ -330,8 +384,9 @@ mod tests {
     #[test]
     fn renders_every_series_from_the_start() {
         let m = Metrics::new(["api", "login"]);
-        m.record_decision(0, Mode::Consume, true, false);
-        m.record_decision(1, Mode::Consume, false, true);
+        m.record_decision(0, Mode::Consume, true, false, false);
+        m.record_decision(1, Mode::Consume, false, true, false);
+        m.record_decision(1, Mode::Consume, true, false, true);
         m.record_latency(Duration::from_micros(3));
         m.record_latency(Duration::from_secs(5));
         m.record_error(ErrorCode::BodyTooLarge);
@@ -341,6 +396,8 @@ mod tests {
             "tollgate_decisions_total{policy=\"api\",outcome=\"allowed\"} 1",
             "tollgate_decisions_total{policy=\"api\",outcome=\"rejected\"} 0",
             "tollgate_decisions_total{policy=\"login\",outcome=\"rejected\"} 1",
+            "tollgate_decisions_total{policy=\"login\",outcome=\"shadow_denied\"} 1",
+            "tollgate_decisions_total{policy=\"api\",outcome=\"shadow_denied\"} 0",
             "tollgate_degraded_decisions_total{policy=\"login\"} 1",
             "tollgate_errors_total{code=\"body_too_large\"} 1",
             "tollgate_decision_duration_seconds_bucket{le=\"0.000005\"} 1",

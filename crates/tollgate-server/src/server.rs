@@ -7,14 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::Settings;
+use crate::health::ReadinessHealth;
 use crate::service::Service;
 use crate::store::{AnyStore, OpenError};
 use tollgate_envoy::{EnvoyOptions, EnvoyService};
 
 /// How often expired state is dropped from the memory store.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the live stats sample the counters: their rates are per second.
+pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long shutdown waits for in-flight requests before exiting anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -133,6 +137,7 @@ impl Server {
             "tollgate listening"
         );
         let sweeper = tokio::spawn(sweep(self.service.clone()));
+        let sampler = tokio::spawn(sample_stats(self.service.clone()));
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         // Both front ends stop on the same signal.
         let (stop_grpc_tx, stop_grpc_rx) = tokio::sync::watch::channel(false);
@@ -145,9 +150,14 @@ impl Server {
                     "envoy rate limit service (gRPC) listening"
                 );
                 let mut stop = stop_grpc_rx;
+                // The rate limit service beside a health service that follows `/ready`.
+                let router = tonic::transport::Server::builder()
+                    .add_service(envoy.rate_limit_server())
+                    .add_service(ReadinessHealth::server(self.service.clone()));
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
                 let task = tokio::spawn(async move {
-                    let result = envoy
-                        .serve(listener, async move {
+                    let result = router
+                        .serve_with_incoming_shutdown(incoming, async move {
                             let _ = stop.wait_for(|stopping| *stopping).await;
                             envoy_stopping().await;
                         })
@@ -185,6 +195,7 @@ impl Server {
             }
         };
         sweeper.abort();
+        sampler.abort();
         if let Some((task, reloader)) = grpc {
             drop(reloader);
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, task).await;
@@ -206,6 +217,22 @@ async fn sweep(service: Arc<Service>) {
         interval.tick().await;
         let service = service.clone();
         let _ = tokio::task::spawn_blocking(move || service.store().sweep()).await;
+    }
+}
+
+/// Sample the counters for the live stats every [`STATS_INTERVAL`] (nothing to do when they
+/// are off).
+async fn sample_stats(service: Arc<Service>) {
+    let Some(stats) = service.stats() else {
+        return;
+    };
+    let mut interval = tokio::time::interval(STATS_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick completes at once; the stats already hold the sample at start.
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        stats.sample(service.metrics());
     }
 }
 

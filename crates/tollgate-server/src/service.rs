@@ -13,6 +13,7 @@ use tollgate::{LeaseOp, LeaseOutcome, LimitError, Limiter, Mode, Policy, StoreEr
 
 use crate::config::{AdminToken, OnError, Settings};
 use crate::metrics::{self, Metrics};
+use crate::stats::Stats;
 use crate::store::AnyStore;
 use tollgate_envoy::EnvoyService;
 
@@ -24,6 +25,8 @@ pub struct Service {
     envoy: Option<EnvoyService<AnyStore>>,
     admin_token: Option<AdminToken>,
     metrics: Arc<Metrics>,
+    /// Live stats, unless `stats: false`.
+    stats: Option<Stats>,
 }
 
 impl Service {
@@ -37,11 +40,15 @@ impl Service {
         for (name, policy) in &settings.policies {
             limiter = limiter.with_policy(name.as_str(), policy.clone());
         }
+        let stats = settings
+            .stats
+            .then(|| Stats::new(settings.policies.keys().map(String::as_str)));
         Service {
             limiter,
             envoy: None,
             admin_token: settings.admin_token.clone(),
             metrics,
+            stats,
         }
     }
 
@@ -60,6 +67,13 @@ impl Service {
         self.limiter
             .policy_at(position)
             .map_or("", |(name, _)| name)
+    }
+
+    /// The capacity of the policy at `position` (what a decision reports without an override).
+    pub fn policy_capacity(&self, position: usize) -> Option<u64> {
+        self.limiter
+            .policy_at(position)
+            .map(|(_, policy)| policy.capacity())
     }
 
     /// The store.
@@ -81,6 +95,11 @@ impl Service {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The live stats, unless they are off.
+    pub fn stats(&self) -> Option<&Stats> {
+        self.stats.as_ref()
     }
 
     /// The token guarding reset, if any.
@@ -107,7 +126,12 @@ impl Service {
             mode,
             verdict.decision.allowed,
             verdict.degraded,
+            verdict.shadow_denied,
         );
+        let limited = !verdict.decision.allowed || verdict.shadow_denied;
+        if let (Some(stats), Mode::Consume, true) = (&self.stats, mode, limited) {
+            stats.record_limited(verdict.reported_policy(), key);
+        }
         Ok(verdict)
     }
 
@@ -129,6 +153,7 @@ impl Service {
                 Mode::Consume,
                 outcome.decision.allowed,
                 outcome.degraded,
+                false,
             );
         }
         Ok((position, outcome))

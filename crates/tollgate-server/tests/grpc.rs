@@ -83,3 +83,99 @@ async fn grpc_listen_without_a_config_dir_is_an_error() {
     let err = Server::bind(settings("{}\n")).await.unwrap_err();
     assert!(matches!(err, ServeError::NoEnvoyConfigDir(_)), "{err}");
 }
+
+/// gRPC health says NOT_SERVING exactly while `/ready` answers 503: with Redis up, killed and
+/// back.
+#[tokio::test]
+async fn grpc_health_follows_ready() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let redis = tollgate_testkit::RedisServer::start().expect("redis-server starts");
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "store:\n  url: {}\n  timeout: 200ms\nenvoy:\n  config_dir: {}\n",
+        redis.url(),
+        dir.path().display()
+    );
+    let server = Server::bind(settings(&yaml)).await.expect("binds");
+    let http = server.local_addr().unwrap();
+    let grpc = server.grpc_local_addr().expect("gRPC is on");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("gRPC connects");
+    let mut health = HealthClient::new(channel);
+
+    // One observation: what /ready answers, then what gRPC health answers for every name.
+    let mut observe = async || {
+        let ready = reqwest::get(format!("http://{http}/ready"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        let mut statuses = Vec::new();
+        for name in [
+            "",
+            "envoy.service.ratelimit.v3.RateLimitService",
+            "ratelimit",
+        ] {
+            let answer = health
+                .check(HealthCheckRequest {
+                    service: name.into(),
+                })
+                .await
+                .expect("health answers");
+            statuses.push(answer.into_inner().status);
+        }
+        (ready, statuses)
+    };
+    let serving = vec![ServingStatus::Serving as i32; 3];
+    let not_serving = vec![ServingStatus::NotServing as i32; 3];
+    let (ready, statuses) = observe().await;
+    assert_eq!((ready, statuses), (200, serving.clone()));
+
+    redis.kill();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (ready, statuses) = loop {
+        let seen = observe().await;
+        if seen.0 == 503 || tokio::time::Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(ready, 503, "/ready notices the dead store");
+    assert_eq!(statuses, not_serving, "gRPC health agrees with /ready");
+
+    redis.restart().expect("redis-server restarts");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (ready, statuses) = loop {
+        let seen = observe().await;
+        if seen.0 == 200 || tokio::time::Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!((ready, statuses), (200, serving), "both recover");
+
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("server stops")
+        .expect("task")
+        .expect("clean exit");
+}

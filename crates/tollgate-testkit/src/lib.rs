@@ -7,6 +7,8 @@
 //! - [`RedisCluster`]: six nodes, three masters and three replicas, formed with
 //!   `redis-cli --cluster create`, with a short `cluster-node-timeout` so failovers are quick.
 //! - [`RedisSentinel`]: a master, a replica and three Sentinels.
+//! - [`RedisServer::start_tls`]: a server listening with TLS too, with [`Certificates`] of a
+//!   private CA made by `openssl`.
 //!
 //! Every process is killed when its handle is dropped (even while a test panics), and — because
 //! children are spawned with `PR_SET_PDEATHSIG` from a thread that never exits — when the test
@@ -27,6 +29,7 @@ mod ports;
 mod sentinel;
 mod server;
 mod spawner;
+mod tls;
 
 use std::sync::OnceLock;
 
@@ -36,6 +39,7 @@ pub use ports::free_port;
 pub use sentinel::RedisSentinel;
 pub use server::RedisServer;
 pub use spawner::spawn;
+pub use tls::Certificates;
 
 /// Why a Redis process could not be started or inspected.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,8 @@
-//! Response headers (IETF httpapi `RateLimit` / `RateLimit-Policy`, draft 10) and error bodies.
+//! Response headers (IETF httpapi `RateLimit` / `RateLimit-Policy`, rendered by the core's
+//! [`tollgate::headers`], which says what each parameter means) and error bodies.
 //!
 //! ```text
-//! RateLimit-Policy: "api";q=100;w=60          quota q per window w seconds, one item per policy
+//! RateLimit-Policy: "api";q=100;w=60          quota q (the capacity) per window w seconds
 //! RateLimit: "api";r=99;t=1                    r remaining, t seconds until the quota is full again
 //! X-RateLimit-Limit: 100                       legacy (optional), for the most restrictive policy
 //! X-RateLimit-Remaining: 99
@@ -14,6 +15,7 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue};
+use tollgate::headers::{push_quota_item, retry_after_secs, secs_ceil};
 use tollgate::{Decision, Verdict};
 
 use crate::policy_set::PolicySet;
@@ -32,11 +34,6 @@ pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-
 static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 static DEGRADED: HeaderValue = HeaderValue::from_static("1");
 
-/// Microseconds to whole seconds, rounded up.
-pub(crate) fn secs_ceil(us: u64) -> u64 {
-    us.div_ceil(1_000_000)
-}
-
 /// Which optional headers to write.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct HeaderOptions {
@@ -52,17 +49,9 @@ pub(crate) fn write_quota(
     options: &HeaderOptions,
 ) {
     headers.insert(RATELIMIT_POLICY.clone(), set.policy_header().clone());
-    let mut value = String::with_capacity(24 * set.items().len());
-    for (item, decision) in set.items().iter().zip(&verdict.decisions) {
-        if !value.is_empty() {
-            value.push_str(", ");
-        }
-        let _ = write!(
-            value,
-            "{item};r={};t={}",
-            decision.remaining,
-            secs_ceil(decision.reset_after_us)
-        );
+    let mut value = String::with_capacity(24 * set.names().len());
+    for (name, decision) in set.names().zip(&verdict.decisions) {
+        push_quota_item(&mut value, name, decision);
     }
     if let Ok(value) = HeaderValue::try_from(value) {
         headers.insert(RATELIMIT.clone(), value);
@@ -79,11 +68,6 @@ pub(crate) fn write_quota(
     if let (true, Some(name)) = (verdict.degraded, &options.degraded) {
         headers.insert(name.clone(), DEGRADED.clone());
     }
-}
-
-/// `Retry-After` seconds for a rejection: rounded up, at least 1 (0 would invite a hot loop).
-pub(crate) fn retry_after_secs(decision: &Decision) -> u64 {
-    secs_ceil(decision.retry_after_us).max(1)
 }
 
 /// Headers and body of a 429.
@@ -124,18 +108,6 @@ fn json_escape(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rounding() {
-        assert_eq!(secs_ceil(0), 0);
-        assert_eq!(secs_ceil(1), 1);
-        assert_eq!(secs_ceil(1_000_000), 1);
-        assert_eq!(secs_ceil(1_000_001), 2);
-        let mut d = Decision::default();
-        assert_eq!(retry_after_secs(&d), 1);
-        d.retry_after_us = 2_500_000;
-        assert_eq!(retry_after_secs(&d), 3);
-    }
 
     #[test]
     fn error_body_is_json() {

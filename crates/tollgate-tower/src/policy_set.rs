@@ -1,13 +1,12 @@
 //! A resolved set of policies with its static header parts rendered once, at build time.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use http::HeaderValue;
+use tollgate::headers::push_policy_item;
 use tollgate::{Limiter, Store};
 
 use crate::error::BuildError;
-use crate::headers::secs_ceil;
 
 /// Policies checked together for one request, in order, as the layer resolved them.
 ///
@@ -15,8 +14,6 @@ use crate::headers::secs_ceil;
 #[derive(Debug)]
 pub struct PolicySet {
     names: Box<[Arc<str>]>,
-    /// Each name as a structured-field string (`"api"`), the item of both headers.
-    items: Box<[Box<str>]>,
     /// `RateLimit-Policy`, the same for every request: `"api";q=100;w=60, ...`.
     policy_header: HeaderValue,
 }
@@ -33,7 +30,6 @@ impl PolicySet {
             return Err(BuildError::NoPolicies);
         }
         let mut resolved: Vec<Arc<str>> = Vec::with_capacity(names.len());
-        let mut items = Vec::with_capacity(names.len());
         let mut header = String::new();
         for name in names {
             let policy = limiter
@@ -48,25 +44,16 @@ impl PolicySet {
                     policy: name.clone(),
                     source,
                 })?;
-            let item = sf_string(name).ok_or_else(|| BuildError::PolicyName(name.clone()))?;
-            if !header.is_empty() {
-                header.push_str(", ");
+            if !name.chars().all(|c| matches!(c, ' '..='~')) {
+                return Err(BuildError::PolicyName(name.clone()));
             }
-            // The quota is the rate (limit per period); with a burst, `r` may exceed `q`.
-            let _ = write!(
-                header,
-                "{item};q={};w={}",
-                policy.limit(),
-                secs_ceil(policy.period_us())
-            );
+            push_policy_item(&mut header, name, policy.capacity(), policy.period_us());
             resolved.push(name.as_str().into());
-            items.push(item.into_boxed_str());
         }
         let policy_header =
             HeaderValue::try_from(header).map_err(|_| BuildError::PolicyName(names.join(",")))?;
         Ok(PolicySet {
             names: resolved.into(),
-            items: items.into(),
             policy_header,
         })
     }
@@ -81,32 +68,9 @@ impl PolicySet {
         self.names.get(i).map(|n| &**n)
     }
 
-    pub(crate) fn items(&self) -> &[Box<str>] {
-        &self.items
-    }
-
     pub(crate) fn policy_header(&self) -> &HeaderValue {
         &self.policy_header
     }
-}
-
-/// `name` as a structured-field string (RFC 9651 §3.3.3): printable ASCII, with `"` and `\`
-/// escaped. `None` for names that cannot be one (non-ASCII or control characters).
-fn sf_string(name: &str) -> Option<String> {
-    let mut out = String::with_capacity(name.len() + 2);
-    out.push('"');
-    for c in name.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            ' '..='~' => out.push(c),
-            _ => return None,
-        }
-    }
-    out.push('"');
-    Some(out)
 }
 
 #[cfg(test)]

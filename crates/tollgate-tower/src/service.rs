@@ -159,6 +159,14 @@ where
             ));
         }
     };
+    if verdict.shadow_denied {
+        // A policy in shadow mode would have rejected: the request goes through, and says so.
+        tracing::info!(
+            key = %key,
+            path = %req.uri().path(),
+            "rate limit in shadow mode would have rejected this request; let through"
+        );
+    }
 
     if !verdict.allowed() && rule.mode == Mode::Consume {
         let mut headers = HeaderMap::new();

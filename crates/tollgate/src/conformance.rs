@@ -17,6 +17,7 @@ use crate::clock::ManualClock;
 use crate::decision::Decision;
 use crate::lease::{LeaseId, LeaseOp};
 use crate::limiter::verdict;
+use crate::overrides::OverrideSpec;
 use crate::policy::{Algorithm, Policy};
 use crate::store::{Check, Decisions, Store};
 
@@ -134,6 +135,29 @@ pub fn tables() -> Vec<Table> {
             with_times(step(T0 + 20 * SEC, 1, true, 2), 10 * SEC, 0),
             // The clock steps back into the previous window: the count is not forgotten.
             with_times(step(T0 + 19 * SEC, 2, true, 0), 11 * SEC, 0),
+        ],
+    });
+
+    // Calendar months: Jan 31 23:59:59.999 UTC and Feb 1 00:00 are different windows, and
+    // February 2027 lasts 28 days.
+    let month = match Policy::monthly(Algorithm::FixedWindow, 2) {
+        Ok(p) => p,
+        Err(e) => panic!("conformance policy is invalid: {e}"),
+    };
+    let feb_1 = 1_801_440_000 * SEC;
+    let day = 86_400 * SEC;
+    tables.push(Table {
+        name: "fixed-window-month",
+        policies: vec![("p", month)],
+        steps: vec![
+            with_times(step(feb_1 - 1_000, 2, true, 0), 1_000, 0),
+            with_times(step(feb_1 - 1, 1, false, 0), 1, 1),
+            with_times(step(feb_1, 1, true, 1), 28 * day, 0),
+            with_times(peek(step(feb_1 + 10 * day, 1, true, 1)), 18 * day, 0),
+            with_times(step(feb_1 + 28 * day - 1, 1, true, 0), 1, 0),
+            with_times(step(feb_1 + 28 * day - 1, 1, false, 0), 1, 1),
+            // March: 31 days.
+            with_times(step(feb_1 + 28 * day, 2, true, 0), 31 * day, 0),
         ],
     });
 
@@ -463,6 +487,260 @@ pub async fn run_differential<S: Store>(
         }
     }
     Ok(())
+}
+
+/// What an override scenario does at one instant.
+#[derive(Debug, Clone)]
+pub enum OverrideAction {
+    /// Set the override of the step's first policy.
+    Set(OverrideSpec),
+    /// Delete the override of the step's first policy; whether one stood.
+    Delete(bool),
+    /// Decide `cost` in `mode` and expect `(allowed, limit, remaining)` of the reported
+    /// decision, and its `retry_after_us` when given.
+    Decide {
+        /// The cost.
+        cost: u64,
+        /// Consume or peek.
+        mode: Mode,
+        /// `(allowed, limit, remaining)`.
+        expect: (bool, u64, u64),
+        /// `retry_after_us`, when compared.
+        retry_after_us: Option<u64>,
+    },
+}
+
+/// One step of an override scenario.
+#[derive(Debug, Clone)]
+pub struct OverrideStep {
+    /// Absolute time, µs.
+    pub at_us: u64,
+    /// The policies (the first is the one `Set` and `Delete` act on).
+    pub policies: Vec<&'static str>,
+    /// What happens.
+    pub action: OverrideAction,
+}
+
+/// A named override scenario: a key with state changes limit, by the rule of
+/// [`crate::overrides`] for its algorithm.
+#[derive(Debug, Clone)]
+pub struct OverrideTable {
+    /// Scenario name (failure messages, key prefix).
+    pub name: String,
+    /// The policies the steps name.
+    pub policies: Vec<(&'static str, Policy)>,
+    /// The steps, in order.
+    pub steps: Vec<OverrideStep>,
+}
+
+fn decide_step(at_us: u64, cost: u64, expect: (bool, u64, u64)) -> OverrideStep {
+    OverrideStep {
+        at_us,
+        policies: vec!["p"],
+        action: OverrideAction::Decide {
+            cost,
+            mode: Mode::Consume,
+            expect,
+            retry_after_us: None,
+        },
+    }
+}
+
+fn override_step(at_us: u64, action: OverrideAction) -> OverrideStep {
+    OverrideStep {
+        at_us,
+        policies: vec!["p"],
+        action,
+    }
+}
+
+/// Every override scenario: per algorithm a raise, a lowering, a deletion and a cost the
+/// override cannot admit; and a multi-policy check with one policy overridden.
+pub fn override_tables() -> Vec<OverrideTable> {
+    use OverrideAction::{Delete, Set};
+    let mut tables = Vec::new();
+    for algorithm in Algorithm::ALL {
+        let base = policy(algorithm, 3, Duration::from_secs(10), None);
+        // Raised from 3 to 5 after 3 were taken at T0: the windows, the log and the token
+        // bucket admit the difference at once; GCRA keeps the 10 s it owes and reads them
+        // at the new interval (2 s per unit).
+        let raised_passes = algorithm != Algorithm::Gcra;
+        let mut steps = vec![
+            decide_step(T0, 3, (true, 3, 0)),
+            decide_step(T0, 1, (false, 3, 0)),
+            override_step(T0 + 1, Set(OverrideSpec::limit(5))),
+        ];
+        if raised_passes {
+            steps.push(decide_step(T0 + 1, 1, (true, 5, 1)));
+            steps.push(decide_step(T0 + 1, 1, (true, 5, 0)));
+            steps.push(decide_step(T0 + 1, 1, (false, 5, 0)));
+        } else {
+            let mut rejected = decide_step(T0 + 1, 1, (false, 5, 0));
+            if let OverrideAction::Decide { retry_after_us, .. } = &mut rejected.action {
+                *retry_after_us = Some(2 * SEC - 1);
+            }
+            steps.push(rejected);
+        }
+        // Deleted: the policy's 3 hold again.
+        steps.push(override_step(T0 + 2, Delete(true)));
+        steps.push(override_step(T0 + 2, Delete(false)));
+        steps.push(decide_step(T0 + 2, 1, (false, 3, 0)));
+        tables.push(OverrideTable {
+            name: format!("override-raised-{algorithm}"),
+            policies: vec![("p", base.clone())],
+            steps,
+        });
+
+        // Lowered from 3 to 1 after 2 were taken: nothing passes until what was taken is
+        // below the new limit; in the next window (the windows) only the new limit passes.
+        let mut steps = vec![
+            decide_step(T0, 2, (true, 3, 1)),
+            override_step(T0 + 1, Set(OverrideSpec::limit(1))),
+            decide_step(T0 + 1, 1, (false, 1, 0)),
+            // A cost above the override's capacity can never pass while it stands.
+            OverrideStep {
+                at_us: T0 + 2,
+                policies: vec!["p"],
+                action: OverrideAction::Decide {
+                    cost: 2,
+                    mode: Mode::Consume,
+                    expect: (false, 1, 0),
+                    retry_after_us: Some(10 * SEC),
+                },
+            },
+        ];
+        if matches!(algorithm, Algorithm::FixedWindow) {
+            steps.push(decide_step(T0 + 10 * SEC, 1, (true, 1, 0)));
+            steps.push(decide_step(T0 + 10 * SEC, 1, (false, 1, 0)));
+        }
+        tables.push(OverrideTable {
+            name: format!("override-lowered-{algorithm}"),
+            policies: vec![("p", base)],
+            steps,
+        });
+    }
+
+    // Several policies, one overridden: the check reads each policy's own limit.
+    let a = policy(Algorithm::FixedWindow, 3, Duration::from_secs(10), None);
+    let b = policy(Algorithm::TokenBucket, 5, Duration::from_secs(10), None);
+    let both = |at_us, cost, expect| OverrideStep {
+        policies: vec!["a", "b"],
+        ..decide_step(at_us, cost, expect)
+    };
+    tables.push(OverrideTable {
+        name: "override-multi-policy".into(),
+        policies: vec![("a", a), ("b", b)],
+        steps: vec![
+            both(T0, 3, (true, 3, 0)),
+            both(T0, 1, (false, 3, 0)),
+            OverrideStep {
+                at_us: T0,
+                policies: vec!["a"],
+                action: Set(OverrideSpec::limit(10)),
+            },
+            // a: 5 of 10 left, b: 0 of 5: b is reported.
+            both(T0 + 1, 2, (true, 5, 0)),
+            OverrideStep {
+                policies: vec!["a"],
+                ..decide_step(T0 + 2, 3, (true, 10, 2))
+            },
+        ],
+    });
+    tables
+}
+
+/// Run one override scenario against `store` on `clock`; the first mismatch, described.
+pub async fn run_override_table<S: Store>(
+    store: &S,
+    clock: &ManualClock,
+    table: &OverrideTable,
+    prefix: &str,
+) -> Result<(), String> {
+    let key = format!("{prefix}{}:k", table.name);
+    for (i, step) in table.steps.iter().enumerate() {
+        clock.set_us(step.at_us);
+        let at = |what: String| format!("{}: step {i}: {what}", table.name);
+        let checks: Vec<Check<'_>> = step
+            .policies
+            .iter()
+            .map(|name| {
+                let (name, policy) = table
+                    .policies
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .ok_or_else(|| at(format!("unknown policy {name}")))?;
+                Ok(Check {
+                    name,
+                    policy,
+                    key: &key,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        let first = *checks.first().ok_or_else(|| at("no policy".into()))?;
+        match &step.action {
+            OverrideAction::Set(spec) => {
+                let value = spec
+                    .resolve(first.policy)
+                    .map_err(|e| at(format!("invalid override {e}")))?;
+                store
+                    .set_override(first, &value)
+                    .await
+                    .map_err(|e| at(format!("set: {e}")))?;
+                let stored = store
+                    .get_override(first)
+                    .await
+                    .map_err(|e| at(format!("get: {e}")))?;
+                if stored.as_ref().map(|o| &o.policy) != Some(&value.policy) {
+                    return Err(at(format!("set {value:?}, read back {stored:?}")));
+                }
+            }
+            OverrideAction::Delete(stood) => {
+                let deleted = store
+                    .delete_override(first)
+                    .await
+                    .map_err(|e| at(format!("delete: {e}")))?;
+                if deleted != *stood {
+                    return Err(at(format!("delete said {deleted}, expected {stood}")));
+                }
+            }
+            OverrideAction::Decide {
+                cost,
+                mode,
+                expect,
+                retry_after_us,
+            } => {
+                let answer = store
+                    .decide(&checks, *cost, *mode)
+                    .await
+                    .map_err(|e| at(format!("store error {e}")))?;
+                let got = verdict(answer.decisions, answer.degraded).decision;
+                let ok = (got.allowed, got.limit, got.remaining) == *expect
+                    && retry_after_us.is_none_or(|r| r == got.retry_after_us)
+                    && (got.allowed || got.retry_after_us > 0);
+                if !ok {
+                    return Err(at(format!(
+                        "cost {cost} {mode:?}: expected {expect:?} retry {retry_after_us:?}, got {got:?}"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Run every override scenario; collects all mismatches.
+pub async fn run_override_tables<S: Store>(
+    store: &S,
+    clock: &ManualClock,
+    prefix: &str,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for table in override_tables() {
+        if let Err(e) = run_override_table(store, clock, &table, prefix).await {
+            failures.push(e);
+        }
+    }
+    failures
 }
 
 /// What a lease step expects (`None` fields are not compared).

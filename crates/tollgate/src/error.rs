@@ -74,6 +74,17 @@ pub enum PolicyError {
         /// Its period in microseconds.
         period_us: u64,
     },
+    /// `period: month` on an algorithm other than fixed-window.
+    #[error(
+        "period: month (calendar months) applies only to fixed-window, not to {0}: use a fixed period such as 30d"
+    )]
+    MonthNeedsFixedWindow(Algorithm),
+    /// An override's `expires_in` of zero.
+    #[error("expires_in must be longer than zero (omit it for an override until deleted)")]
+    ZeroExpiry,
+    /// An override's expiry beyond the bound of a period.
+    #[error("expires_in is too long (at most about 71 years)")]
+    ExpiryTooLong,
     /// Cost 0.
     #[error("cost must be at least 1")]
     ZeroCost,

@@ -27,15 +27,18 @@
 
 pub mod algorithm;
 mod bounded_map;
+pub mod calendar;
 pub mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod counter;
 pub mod decision;
 pub mod error;
+pub mod headers;
 pub mod lease;
 pub mod limiter;
 pub mod memory;
+pub mod overrides;
 pub mod policy;
 pub mod resilience;
 mod short_str;
@@ -48,6 +51,7 @@ pub use error::{LimitError, PolicyError, StoreError};
 pub use lease::{Acquired, Lease, LeaseId, LeaseOp, LeaseOutcome};
 pub use limiter::{Limiter, MAX_KEY_LEN, Verdict};
 pub use memory::MemoryStore;
+pub use overrides::{Override, OverridePage, OverrideSpec};
 pub use policy::{Algorithm, Policy, PolicyBuilder, Rate};
 pub use resilience::{OnError, ResilienceConfig, Resilient};
 pub use store::{Check, Decisions, Store, StoreDecision};

@@ -11,6 +11,7 @@ use crate::decision::Decision;
 use crate::error::LimitError;
 use crate::error::StoreError;
 use crate::lease::{Acquired, Lease, LeaseId, LeaseOp, LeaseOutcome};
+use crate::overrides::{self, Override, OverridePage, OverrideSpec};
 use crate::policy::Policy;
 use crate::resilience::{OnError, fixed_decisions};
 use crate::short_str;
@@ -34,6 +35,10 @@ pub struct Verdict {
     pub policies: SmallVec<[usize; 2]>,
     /// Decided without the shared store (a fallback answered).
     pub degraded: bool,
+    /// The reported policy is in shadow mode ([`Policy::shadow`]).
+    pub shadow: bool,
+    /// A shadow-mode policy would have rejected the request (it was let through).
+    pub shadow_denied: bool,
 }
 
 impl Verdict {
@@ -252,10 +257,14 @@ impl<S: Store> Limiter<S> {
             },
             _ => self.validated(policy, key, cost)?,
         };
-        match self.store.decide_one(check, cost, mode).await {
-            Ok(decision) => Ok(decision),
-            Err(error) => Ok(self.without_store(error, &[check], cost)?[0]),
+        let mut decision = match self.store.decide_one(check, cost, mode).await {
+            Ok(decision) => decision,
+            Err(error) => self.without_store(error, &[check], cost)?[0],
+        };
+        if check.policy.shadow() {
+            let_through(&mut decision);
         }
+        Ok(decision)
     }
 
     /// The check of a one-policy call, validated in the order [`Self::checks`] validates.
@@ -294,11 +303,178 @@ impl<S: Store> Limiter<S> {
         cost: u64,
         mode: Mode,
     ) -> Result<Verdict, LimitError> {
-        let (decisions, degraded) = match self.store.decide(checks, cost, mode).await {
-            Ok(answer) => (answer.decisions, answer.degraded),
-            Err(error) => (self.without_store(error, checks, cost)?, true),
-        };
-        Ok(verdict(decisions, degraded))
+        if !checks.iter().any(|c| c.policy.shadow()) {
+            let (decisions, degraded) = self.decide_all(checks, cost, mode).await?;
+            return Ok(verdict(decisions, degraded));
+        }
+        self.decide_with_shadows(checks, cost, mode).await
+    }
+
+    /// The store's decisions for `checks`, or the failure policy's when the store failed.
+    async fn decide_all(
+        &self,
+        checks: &[Check<'_>],
+        cost: u64,
+        mode: Mode,
+    ) -> Result<(Decisions, bool), LimitError> {
+        match self.store.decide(checks, cost, mode).await {
+            Ok(answer) => Ok((answer.decisions, answer.degraded)),
+            Err(error) => Ok((self.without_store(error, checks, cost)?, true)),
+        }
+    }
+
+    /// [`Self::decide_checks`] when some policies are in shadow mode. The enforced policies
+    /// decide first, all or nothing, as if the shadow ones were absent; the shadow ones then
+    /// decide as usual among themselves (consuming only when the request passes the enforced
+    /// ones; a request the enforced ones reject only looks), and whatever they reject is let
+    /// through and reported as `shadow_denied`.
+    async fn decide_with_shadows(
+        &self,
+        checks: &[Check<'_>],
+        cost: u64,
+        mode: Mode,
+    ) -> Result<Verdict, LimitError> {
+        let (shadows, enforced): (SmallVec<[Check<'_>; 2]>, SmallVec<[Check<'_>; 2]>) =
+            checks.iter().copied().partition(|c| c.policy.shadow());
+        let mut degraded = false;
+        let mut passed = true;
+        let mut enforced_decisions = Decisions::new();
+        if !enforced.is_empty() {
+            let (decisions, by_fallback) = self.decide_all(&enforced, cost, mode).await?;
+            degraded |= by_fallback;
+            passed = decisions.iter().all(|d| d.allowed);
+            enforced_decisions = decisions;
+        }
+        let shadow_mode = if passed { mode } else { Mode::Peek };
+        let (shadow_decisions, by_fallback) = self.decide_all(&shadows, cost, shadow_mode).await?;
+        degraded |= by_fallback;
+        let mut shadow_denied = false;
+        let (mut from_enforced, mut from_shadows) =
+            (enforced_decisions.into_iter(), shadow_decisions.into_iter());
+        let decisions: Decisions = checks
+            .iter()
+            .map(|c| {
+                let next = if c.policy.shadow() {
+                    from_shadows.next().map(|mut d| {
+                        shadow_denied |= let_through(&mut d);
+                        d
+                    })
+                } else {
+                    from_enforced.next()
+                };
+                next.unwrap_or_default()
+            })
+            .collect();
+        let mut verdict = verdict(decisions, degraded);
+        verdict.shadow = checks
+            .get(verdict.policy_index)
+            .is_some_and(|c| c.policy.shadow());
+        verdict.shadow_denied = shadow_denied;
+        Ok(verdict)
+    }
+
+    /// Set the override of `policy` for `key` (see [`crate::overrides`]): from the next
+    /// decision on, every instance on the store holds `key` to it. Returns it as stored.
+    ///
+    /// ```
+    /// use tollgate::{Algorithm, Limiter, MemoryStore, OverrideSpec, Policy};
+    ///
+    /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// # rt.block_on(async {
+    /// let limiter = Limiter::new(MemoryStore::new())
+    ///     .with_policy("api", Policy::builder(Algorithm::FixedWindow).rate("2/min").build()?);
+    /// limiter.set_override("api", "tenant-7", OverrideSpec::limit(5000)).await?;
+    /// let decision = limiter.check("api", "tenant-7").await?;
+    /// assert_eq!((decision.limit, decision.remaining), (5000, 4999));
+    /// assert_eq!(limiter.check("api", "someone-else").await?.limit, 2);
+    /// assert!(limiter.delete_override("api", "tenant-7").await?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn set_override(
+        &self,
+        policy: &str,
+        key: &str,
+        spec: OverrideSpec,
+    ) -> Result<Override, LimitError> {
+        let target = self.target(policy, key)?;
+        let value = spec
+            .resolve(target.policy)
+            .map_err(|source| LimitError::Policy {
+                policy: policy.to_owned(),
+                source,
+            })?;
+        self.store.set_override(target, &value).await?;
+        Ok(value)
+    }
+
+    /// The override of `policy` for `key`, if one stands.
+    pub async fn get_override(
+        &self,
+        policy: &str,
+        key: &str,
+    ) -> Result<Option<Override>, LimitError> {
+        let target = self.target(policy, key)?;
+        Ok(self.store.get_override(target).await?)
+    }
+
+    /// Delete the override of `policy` for `key`: the policy holds again from the next
+    /// decision on. Returns whether one stood.
+    pub async fn delete_override(&self, policy: &str, key: &str) -> Result<bool, LimitError> {
+        let target = self.target(policy, key)?;
+        Ok(self.store.delete_override(target).await?)
+    }
+
+    /// One page of `policy`'s overrides (at most `count`, capped at
+    /// [`overrides::MAX_PAGE`]), keys ascending, starting after `cursor` (a page's
+    /// `next_cursor`; `None` for the first page).
+    ///
+    /// ```
+    /// use tollgate::{Algorithm, Limiter, MemoryStore, OverrideSpec, Policy};
+    ///
+    /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// # rt.block_on(async {
+    /// let limiter = Limiter::new(MemoryStore::new())
+    ///     .with_policy("api", Policy::builder(Algorithm::Gcra).rate("10/s").build()?);
+    /// for tenant in ["a", "b", "c"] {
+    ///     limiter.set_override("api", tenant, OverrideSpec::limit(100)).await?;
+    /// }
+    /// let first = limiter.list_overrides("api", None, 2).await?;
+    /// assert_eq!(first.overrides.len(), 2);
+    /// let rest = limiter.list_overrides("api", first.next_cursor.as_deref(), 2).await?;
+    /// assert_eq!((rest.overrides[0].0.as_str(), rest.next_cursor), ("c", None));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn list_overrides(
+        &self,
+        policy: &str,
+        cursor: Option<&str>,
+        count: usize,
+    ) -> Result<OverridePage, LimitError> {
+        let (name, found) = self
+            .policies
+            .get(policy)
+            .ok_or_else(|| LimitError::UnknownPolicy(policy.to_owned()))?;
+        let count = count.clamp(1, overrides::MAX_PAGE);
+        Ok(self
+            .store
+            .list_overrides(name, found, cursor, count)
+            .await?)
+    }
+
+    /// The policy `policy` applied to `key`, for the override calls.
+    fn target<'a>(&'a self, policy: &str, key: &'a str) -> Result<Check<'a>, LimitError> {
+        validate_key(key)?;
+        let (name, found) = self
+            .policies
+            .get(policy)
+            .ok_or_else(|| LimitError::UnknownPolicy(policy.to_owned()))?;
+        Ok(Check {
+            name,
+            policy: found,
+            key,
+        })
     }
 
     /// Lease `cost` units of `key` under the `concurrency` policy `policy`: granted when they fit
@@ -584,6 +760,15 @@ pub fn validate_key(key: &str) -> Result<(), LimitError> {
     }
 }
 
+/// A shadow-mode policy's decision: allowed whatever it decided. Returns whether it would have
+/// rejected.
+fn let_through(decision: &mut Decision) -> bool {
+    let denied = !decision.allowed;
+    decision.allowed = true;
+    decision.retry_after_us = 0;
+    denied
+}
+
 /// Pick the most restrictive decision.
 pub fn verdict(decisions: Decisions, degraded: bool) -> Verdict {
     let mut policy_index = 0;
@@ -598,6 +783,8 @@ pub fn verdict(decisions: Decisions, degraded: bool) -> Verdict {
         decisions,
         policies: SmallVec::new(),
         degraded,
+        shadow: false,
+        shadow_denied: false,
     }
 }
 

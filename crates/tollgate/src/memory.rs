@@ -12,6 +12,11 @@
 //! check fails with [`StoreError::Full`] and the limiter's failure policy decides (the server's
 //! default denies). Existing identifiers are never evicted early: evicting live state would
 //! hand its owner a fresh quota, which is exactly what a flood of unique keys would aim for.
+//!
+//! **Overrides** ([`crate::overrides`]) live in the identifier's entry beside its state, so a
+//! decision finds them with the lookup it makes anyway; an identifier with an override counts
+//! toward `max_keys` like one with state, and is kept until its last override expires or is
+//! deleted.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -25,6 +30,8 @@ use crate::clock::Clock;
 use crate::decision::Decision;
 use crate::error::StoreError;
 use crate::lease::{LeaseOp, LeaseOutcome};
+use crate::overrides::{self, Override, OverridePage};
+use crate::policy::Policy;
 use crate::short_str::{self, KeyStr, KeyString};
 use crate::store::{Check, Decisions, Store, StoreDecision};
 
@@ -42,15 +49,71 @@ struct Slot {
     expires_at: u64,
 }
 
-/// Every policy's state for one identifier.
+/// One policy's override for one identifier.
+#[derive(Debug)]
+struct KeyOverride {
+    /// The name of the policy it overrides.
+    policy_name: CompactString,
+    /// The policy decisions follow instead.
+    policy: Policy,
+    /// When it disappears (µs); `u64::MAX`: never.
+    expires_at: u64,
+}
+
+impl KeyOverride {
+    /// Whether it stands at `now` for a check of `check`'s policy (an override set for another
+    /// algorithm, before a reload changed the policy's, does not).
+    fn applies(&self, check: &Check<'_>, now: u64) -> bool {
+        self.expires_at > now
+            && self.policy.algorithm() == check.policy.algorithm()
+            && short_str::eq(&self.policy_name, check.name)
+    }
+
+    fn to_override(&self, now: u64) -> Override {
+        Override {
+            policy: self.policy.clone(),
+            expires_in: (self.expires_at != u64::MAX)
+                .then(|| std::time::Duration::from_micros(self.expires_at - now)),
+        }
+    }
+}
+
+/// Every policy's state for one identifier, and its overrides.
 #[derive(Debug, Default)]
 struct Entry {
     slots: SmallVec<[Slot; 1]>,
+    /// Boxed: most identifiers have none, and an absent list costs the entry one word (a
+    /// `Vec` would cost three in every entry of the table).
+    #[allow(clippy::box_collection)]
+    overrides: Option<Box<Vec<KeyOverride>>>,
 }
 
 impl Entry {
     fn is_live(&self, now: u64) -> bool {
         self.slots.iter().any(|s| s.expires_at > now)
+            || self
+                .overrides
+                .as_ref()
+                .is_some_and(|list| list.iter().any(|o| o.expires_at > now))
+    }
+
+    /// Drop expired overrides (a sweep).
+    fn drop_expired_overrides(&mut self, now: u64) {
+        if let Some(list) = &mut self.overrides {
+            list.retain(|o| o.expires_at > now);
+            if list.is_empty() {
+                self.overrides = None;
+            }
+        }
+    }
+
+    /// The override standing for `check` at `now`.
+    #[inline]
+    fn override_of(&self, check: &Check<'_>, now: u64) -> Option<&KeyOverride> {
+        self.overrides
+            .as_ref()?
+            .iter()
+            .find(|o| o.applies(check, now))
     }
 
     /// The slot of `check`, fresh if absent.
@@ -82,11 +145,17 @@ impl Entry {
         slot
     }
 
-    /// Decide one check on this entry.
+    /// Decide one check on this entry, under its override if one stands.
     #[inline]
     fn decide_one(&mut self, check: &Check<'_>, cost: u64, mode: Mode, now: u64) -> Decision {
+        let overridden = self.override_of(check, now).map(|o| o.policy.clone());
         let slot = self.slot(check);
-        let decision = slot.state.decide(now, check.policy, cost, mode);
+        let decision = match &overridden {
+            None => slot.state.decide(now, check.policy, cost, mode),
+            Some(policy) => overrides::decide_within(policy, cost, || {
+                slot.state.decide(now, policy, cost, mode)
+            }),
+        };
         if decision.allowed && mode == Mode::Consume {
             slot.expires_at = slot.expires_at.max(now + decision.reset_after_us);
         }
@@ -210,6 +279,7 @@ impl MemoryStore {
         let now = self.clock.now_us();
         let mut dropped = 0;
         self.entries.retain(|_, entry| {
+            entry.drop_expired_overrides(now);
             let live = entry.is_live(now);
             if !live {
                 dropped += 1;
@@ -302,6 +372,80 @@ impl MemoryStore {
         self.on_entry(check.key, mode, |entry, now| entry.lease(check, op, now))
     }
 
+    /// Store `value` as the override of `target` (see [`Store::set_override`]).
+    pub fn set_override_now(&self, target: &Check<'_>, value: &Override) -> Result<(), StoreError> {
+        let now = self.clock.now_us();
+        let expires_at = value.expires_in.map_or(u64::MAX, |d| {
+            now.saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        });
+        let stored = KeyOverride {
+            policy_name: target.name.into(),
+            policy: value.policy.clone(),
+            expires_at,
+        };
+        self.on_entry(target.key, Mode::Consume, |entry, _| {
+            let list = entry.overrides.get_or_insert_with(Box::default);
+            match list
+                .iter_mut()
+                .find(|o| short_str::eq(&o.policy_name, target.name))
+            {
+                Some(existing) => *existing = stored,
+                None => list.push(stored),
+            }
+        })
+    }
+
+    /// The override of `target` standing now.
+    pub fn get_override_now(&self, target: &Check<'_>) -> Option<Override> {
+        let now = self.clock.now_us();
+        let entry = self.entries.get(KeyStr::new(target.key))?;
+        entry.override_of(target, now).map(|o| o.to_override(now))
+    }
+
+    /// Delete the override of `target`; whether one stood.
+    pub fn delete_override_now(&self, target: &Check<'_>) -> bool {
+        let now = self.clock.now_us();
+        let Some(mut entry) = self.entries.get_mut(KeyStr::new(target.key)) else {
+            return false;
+        };
+        let stood = entry.override_of(target, now).is_some();
+        if let Some(list) = &mut entry.overrides {
+            list.retain(|o| !short_str::eq(&o.policy_name, target.name));
+        }
+        entry.drop_expired_overrides(now);
+        stood
+    }
+
+    /// Up to `count` overrides of policy `name` with keys after `after`, keys ascending. Scans
+    /// every identifier: a listing is an administrator's call, not a decision's.
+    pub fn list_overrides_now(
+        &self,
+        name: &str,
+        policy: &Policy,
+        after: Option<&str>,
+        count: usize,
+    ) -> OverridePage {
+        let now = self.clock.now_us();
+        let mut found: Vec<(String, Override)> = Vec::new();
+        for entry in self.entries.iter() {
+            let key = entry.key().as_str();
+            if after.is_some_and(|after| key <= after) {
+                continue;
+            }
+            let target = Check { name, policy, key };
+            if let Some(o) = entry.override_of(&target, now) {
+                found.push((key.to_owned(), o.to_override(now)));
+            }
+        }
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let next_cursor = (found.len() > count && count > 0).then(|| found[count - 1].0.clone());
+        found.truncate(count);
+        OverridePage {
+            overrides: found,
+            next_cursor,
+        }
+    }
+
     /// Forget the state of each check's policy for its identifier.
     pub fn reset_now(&self, checks: &[Check<'_>]) {
         for check in checks {
@@ -343,6 +487,28 @@ impl Store for MemoryStore {
 
     async fn lease(&self, check: Check<'_>, op: LeaseOp) -> Result<LeaseOutcome, StoreError> {
         self.lease_now(&check, op)
+    }
+
+    async fn set_override(&self, target: Check<'_>, value: &Override) -> Result<(), StoreError> {
+        self.set_override_now(&target, value)
+    }
+
+    async fn get_override(&self, target: Check<'_>) -> Result<Option<Override>, StoreError> {
+        Ok(self.get_override_now(&target))
+    }
+
+    async fn delete_override(&self, target: Check<'_>) -> Result<bool, StoreError> {
+        Ok(self.delete_override_now(&target))
+    }
+
+    async fn list_overrides(
+        &self,
+        name: &str,
+        policy: &Policy,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<OverridePage, StoreError> {
+        Ok(self.list_overrides_now(name, policy, after, count))
     }
 }
 
@@ -398,5 +564,62 @@ mod tests {
         assert!(!store.decide_now(&c, 1, Mode::Consume).unwrap()[0].allowed);
         store.reset_now(&c);
         assert_eq!(store.decide_now(&c, 1, Mode::Peek).unwrap()[0].remaining, 2);
+    }
+
+    /// An override expires by itself, counts toward the bound, keeps its identifier through
+    /// sweeps while it stands, and lists in key order, page by page.
+    #[test]
+    fn overrides_expire_count_and_list() {
+        let clock = ManualClock::new(10_000_000);
+        let store = MemoryStore::with_options(Clock::Manual(clock.clone()), 3);
+        let p = policy();
+        let target = |key| Check {
+            name: "p",
+            policy: &p,
+            key,
+        };
+        let spec = |limit, secs| crate::OverrideSpec {
+            expires_in: Some(Duration::from_secs(secs)),
+            ..crate::OverrideSpec::limit(limit)
+        };
+        for (key, secs) in [("b", 5), ("a", 50), ("c", 50)] {
+            let value = spec(7, secs).resolve(&p).unwrap();
+            store.set_override_now(&target(key), &value).unwrap();
+        }
+        let value = spec(7, 5).resolve(&p).unwrap();
+        assert!(matches!(
+            store.set_override_now(&target("d"), &value),
+            Err(StoreError::Full { max_keys: 3 })
+        ));
+        let page = store.list_overrides_now("p", &p, None, 2);
+        let keys: Vec<&str> = page.overrides.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            (keys, page.next_cursor.as_deref()),
+            (vec!["a", "b"], Some("b"))
+        );
+        let rest = store.list_overrides_now("p", &p, Some("b"), 2);
+        assert_eq!((rest.overrides.len(), rest.next_cursor), (1, None));
+        assert_eq!(
+            store.get_override_now(&target("b")).unwrap().expires_in,
+            Some(Duration::from_secs(5))
+        );
+        let one = [target("b")];
+        assert_eq!(
+            store.decide_now(&one, 1, Mode::Consume).unwrap()[0].limit,
+            7
+        );
+        clock.advance_us(5_000_000);
+        assert_eq!(store.get_override_now(&target("b")), None);
+        assert_eq!(store.decide_now(&one, 1, Mode::Peek).unwrap()[0].limit, 2);
+        // "b" had state until 11 s and an override until 15 s: swept now; "a" and "c" stay.
+        assert_eq!(store.sweep(), 1);
+        assert_eq!(store.len(), 2);
+        assert!(store.delete_override_now(&target("a")));
+        assert!(!store.delete_override_now(&target("a")));
+        assert_eq!(store.sweep(), 1);
+        assert_eq!(
+            store.list_overrides_now("p", &p, None, 10).overrides.len(),
+            1
+        );
     }
 }

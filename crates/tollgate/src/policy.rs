@@ -129,6 +129,12 @@ impl FromStr for Rate {
     }
 }
 
+/// `Some(limit)` for `N/month` (`Some(None)` when N is not a number), `None` for other rates.
+pub fn monthly_rate(rate: &str) -> Option<Option<u64>> {
+    let (limit, unit) = rate.split_once('/')?;
+    matches!(unit.trim(), "month" | "months" | "mo").then(|| limit.trim().parse().ok())
+}
+
 /// A validated rate-limit policy. Build one with [`Policy::new`] or [`Policy::builder`].
 ///
 /// ```
@@ -142,9 +148,34 @@ pub struct Policy {
     limit: u64,
     period_us: u64,
     burst: u64,
+    shadow: bool,
+    /// Windows are UTC calendar months (`period: month`); `period_us` is then the longest.
+    monthly: bool,
 }
 
 impl Policy {
+    /// A fixed-window policy of `limit` per UTC calendar month (`period: month`): windows start
+    /// on the first of each month at 00:00 UTC. Other algorithms refuse it: their arithmetic
+    /// needs a period of one length.
+    pub fn monthly(algorithm: Algorithm, limit: u64) -> Result<Policy, PolicyError> {
+        if algorithm != Algorithm::FixedWindow {
+            return Err(PolicyError::MonthNeedsFixedWindow(algorithm));
+        }
+        let mut policy = Policy::new(
+            algorithm,
+            limit,
+            Duration::from_micros(crate::calendar::LONGEST_MONTH_US),
+            None,
+        )?;
+        policy.monthly = true;
+        Ok(policy)
+    }
+
+    /// Whether the windows are UTC calendar months ([`Self::monthly`]).
+    pub fn is_monthly(&self) -> bool {
+        self.monthly
+    }
+
     /// A policy of `limit` per `period`; `burst` (token bucket and GCRA only) defaults to `limit`.
     pub fn new(
         algorithm: Algorithm,
@@ -185,6 +216,8 @@ impl Policy {
             limit,
             period_us,
             burst,
+            shadow: false,
+            monthly: false,
         };
         // Sliding window compares `prev·(P − e) + (curr + c)·P` with `L·P`; token bucket and GCRA
         // count in units where one token is P and one microsecond is L. Both need capacity·P exact.
@@ -225,8 +258,24 @@ impl Policy {
             limit: None,
             period: None,
             burst: None,
+            shadow: false,
+            monthly: false,
             rate_error: None,
         }
+    }
+
+    /// The same policy in shadow mode (or not): decided and counted as usual, but a request
+    /// it would reject is let through and reported as `shadow_denied` (see [`Decision`]).
+    ///
+    /// [`Decision`]: crate::Decision
+    pub fn with_shadow(mut self, shadow: bool) -> Policy {
+        self.shadow = shadow;
+        self
+    }
+
+    /// Whether the policy is in shadow mode: it never rejects, it only reports.
+    pub fn shadow(&self) -> bool {
+        self.shadow
     }
 
     /// The algorithm.
@@ -318,6 +367,8 @@ pub struct PolicyBuilder {
     limit: Option<u64>,
     period: Option<Duration>,
     burst: Option<u64>,
+    shadow: bool,
+    monthly: bool,
     rate_error: Option<PolicyError>,
 }
 
@@ -334,8 +385,24 @@ impl PolicyBuilder {
         self
     }
 
-    /// `N/unit` shorthand for limit and period.
+    /// Windows of one UTC calendar month (fixed-window only): see [`Policy::monthly`].
+    pub fn monthly(mut self) -> Self {
+        self.monthly = true;
+        self
+    }
+
+    /// `N/unit` shorthand for limit and period; `N/month` is [`Self::monthly`] with limit N.
     pub fn rate(mut self, rate: &str) -> Self {
+        if let Some(limit) = monthly_rate(rate) {
+            match limit {
+                Some(limit) => {
+                    self.limit = Some(limit);
+                    self.monthly = true;
+                }
+                None => self.rate_error = Some(PolicyError::InvalidRate(rate.to_owned())),
+            }
+            return self;
+        }
         match rate.parse::<Rate>() {
             Ok(r) => {
                 self.limit = Some(r.limit);
@@ -357,18 +424,30 @@ impl PolicyBuilder {
         self
     }
 
+    /// Shadow mode: see [`Policy::with_shadow`].
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
     /// Validate and build.
     pub fn build(self) -> Result<Policy, PolicyError> {
         if let Some(e) = self.rate_error {
             return Err(e);
         }
         let limit = self.limit.ok_or(PolicyError::MissingLimit)?;
+        if self.monthly {
+            if self.burst.is_some() {
+                return Err(PolicyError::BurstNotApplicable(self.algorithm));
+            }
+            return Ok(Policy::monthly(self.algorithm, limit)?.with_shadow(self.shadow));
+        }
         let period = match (self.period, self.algorithm) {
             (Some(period), _) => period,
             (None, Algorithm::Concurrency) => DEFAULT_LEASE,
             (None, _) => return Err(PolicyError::MissingPeriod),
         };
-        Policy::new(self.algorithm, limit, period, self.burst)
+        Ok(Policy::new(self.algorithm, limit, period, self.burst)?.with_shadow(self.shadow))
     }
 }
 

@@ -56,6 +56,10 @@ impl KeyString {
     pub(crate) fn new(s: &str) -> KeyString {
         KeyString(CompactString::from(s))
     }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl PartialEq for KeyString {

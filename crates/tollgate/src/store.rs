@@ -8,6 +8,7 @@ use crate::algorithm::Mode;
 use crate::decision::Decision;
 use crate::error::StoreError;
 use crate::lease::{LeaseOp, LeaseOutcome};
+use crate::overrides::{Override, OverridePage};
 use crate::policy::Policy;
 
 /// One policy applied to one identifier.
@@ -39,6 +40,11 @@ pub struct StoreDecision {
 /// if every check allows it, and then each consumes `cost`; otherwise nothing is consumed.
 /// Callers guarantee the checks share one identifier, `1 <= cost <= capacity` of every policy,
 /// and no policy name appears twice.
+///
+/// A store that keeps overrides ([`crate::overrides`]) decides a check whose key has one under
+/// the override's policy instead of `check.policy`, in the same atomic step (a cost above the
+/// override's capacity is [`crate::overrides::unpassable`]). The override methods' defaults
+/// describe a store that keeps none.
 pub trait Store: Send + Sync + 'static {
     /// Decide `checks` for `cost` in `mode`.
     fn decide(
@@ -64,6 +70,48 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<LeaseOutcome, StoreError>> + Send {
         let _ = (check, op);
         async { Err(StoreError::Unsupported("leases")) }
+    }
+
+    /// Store `value` as the override of `target.policy` (named `target.name`) for `target.key`,
+    /// replacing any; obeyed from the next decision on.
+    fn set_override(
+        &self,
+        target: Check<'_>,
+        value: &Override,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (target, value);
+        async { Err(StoreError::Unsupported("overrides")) }
+    }
+
+    /// The override of `target`, if one stands (of the policy's algorithm, not expired).
+    fn get_override(
+        &self,
+        target: Check<'_>,
+    ) -> impl Future<Output = Result<Option<Override>, StoreError>> + Send {
+        let _ = target;
+        async { Ok(None) }
+    }
+
+    /// Delete the override of `target`; whether there was one.
+    fn delete_override(
+        &self,
+        target: Check<'_>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = target;
+        async { Ok(false) }
+    }
+
+    /// Up to `count` overrides of the policy `name` with keys after `after` (all when `None`),
+    /// keys ascending.
+    fn list_overrides(
+        &self,
+        name: &str,
+        policy: &Policy,
+        after: Option<&str>,
+        count: usize,
+    ) -> impl Future<Output = Result<OverridePage, StoreError>> + Send {
+        let _ = (name, policy, after, count);
+        async { Ok(OverridePage::default()) }
     }
 
     /// Decide one check: what [`Self::decide`] answers for `[check]`, for the common call that
@@ -116,5 +164,37 @@ impl<S: Store> Store for std::sync::Arc<S> {
         op: LeaseOp,
     ) -> impl Future<Output = Result<LeaseOutcome, StoreError>> + Send {
         (**self).lease(check, op)
+    }
+
+    fn set_override(
+        &self,
+        target: Check<'_>,
+        value: &Override,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).set_override(target, value)
+    }
+
+    fn get_override(
+        &self,
+        target: Check<'_>,
+    ) -> impl Future<Output = Result<Option<Override>, StoreError>> + Send {
+        (**self).get_override(target)
+    }
+
+    fn delete_override(
+        &self,
+        target: Check<'_>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).delete_override(target)
+    }
+
+    fn list_overrides(
+        &self,
+        name: &str,
+        policy: &Policy,
+        after: Option<&str>,
+        count: usize,
+    ) -> impl Future<Output = Result<OverridePage, StoreError>> + Send {
+        (**self).list_overrides(name, policy, after, count)
     }
 }

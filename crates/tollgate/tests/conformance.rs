@@ -1,7 +1,7 @@
 //! The conformance suite on the memory store.
 
 use tollgate::conformance::{
-    run_differential, run_lease_differential, run_lease_tables, run_tables,
+    run_differential, run_lease_differential, run_lease_tables, run_override_tables, run_tables,
 };
 use tollgate::{Clock, ManualClock, MemoryStore};
 
@@ -45,4 +45,11 @@ async fn lease_traces_match_the_model_on_memory() {
             .await
             .unwrap();
     }
+}
+
+#[tokio::test]
+async fn override_tables_pass_on_memory() {
+    let (store, clock) = store();
+    let failures = run_override_tables(&store, &clock, "o:").await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

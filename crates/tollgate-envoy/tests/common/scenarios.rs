@@ -394,7 +394,7 @@ pub async fn limit_override<S: Store>(store: Arc<S>) {
         store,
         &[(
             "o.yaml",
-            "domain: o-{d}\ndescriptors:\n  - key: k\n    rate_limit: { unit: hour, requests_per_unit: 100 }\n",
+            "domain: o-{d}\ndescriptors:\n  - key: k\n    rate_limit: { unit: hour, requests_per_unit: 100 }\n  - key: g\n    rate_limit: { unit: hour, requests_per_unit: 100, algorithm: gcra }\n",
         )],
         EnvoyOptions::default(),
     )
@@ -413,6 +413,11 @@ pub async fn limit_override<S: Store>(store: Arc<S>) {
     assert_eq!((rpu(&other), other.limit_remaining), (Some(3), 2));
     // The configured limit is untouched.
     assert_eq!(h.one("o", desc(&[("k", "v")])).await.1.limit_remaining, 99);
+    // The override keeps the matched rule's algorithm: GCRA at 2 per minute is full again 30 s
+    // after one hit (a fixed window would report the rest of its minute).
+    let (_, gcra) = h.one("o", desc_override(&[("g", "v")], 2, MINUTE)).await;
+    assert_eq!(gcra.limit_remaining, 1);
+    assert_eq!(gcra.duration_until_reset.expect("reset").seconds, 30);
     // An unknown unit is a bad request.
     let bad = h
         .call(request(

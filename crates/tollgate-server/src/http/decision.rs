@@ -10,7 +10,9 @@ use tollgate::Decision;
 
 /// Render the decision reported for `policy` (a configured name: `[A-Za-z0-9_.-]`, which needs
 /// no JSON escaping; any other name is escaped all the same).
-pub fn render(policy: &str, decision: &Decision, degraded: bool) -> Vec<u8> {
+/// `shadow`: for a policy in shadow mode, whether it would have denied (`"shadow":true,
+/// "shadow_denied":..`); `None` (the fields left out) otherwise.
+pub fn render(policy: &str, decision: &Decision, degraded: bool, shadow: Option<bool>) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + policy.len());
     let mut digits = itoa::Buffer::new();
     out.extend_from_slice(if decision.allowed {
@@ -39,10 +41,16 @@ pub fn render(policy: &str, decision: &Decision, degraded: bool) -> Vec<u8> {
         out.extend_from_slice(digits.format(value).as_bytes());
     }
     out.extend_from_slice(if degraded {
-        b",\"degraded\":true}"
+        b",\"degraded\":true"
     } else {
-        b",\"degraded\":false}"
+        b",\"degraded\":false"
     });
+    match shadow {
+        None => {}
+        Some(true) => out.extend_from_slice(b",\"shadow\":true,\"shadow_denied\":true"),
+        Some(false) => out.extend_from_slice(b",\"shadow\":true,\"shadow_denied\":false"),
+    }
+    out.push(b'}');
     out
 }
 
@@ -97,7 +105,7 @@ mod tests {
                         degraded,
                     })
                     .unwrap();
-                    let rendered = render(policy, decision, degraded);
+                    let rendered = render(policy, decision, degraded, None);
                     assert_eq!(
                         String::from_utf8_lossy(&rendered),
                         String::from_utf8_lossy(&expected)

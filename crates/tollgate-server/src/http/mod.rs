@@ -7,11 +7,15 @@
 //! | `GET /v1/peek` | the same decision, consuming nothing |
 //! | `POST /v1/reset` | 204; bearer token when an admin token is set |
 //! | `POST /v1/acquire`, `/v1/release`, `/v1/renew` | leases of `concurrency` policies |
+//! | `PUT`, `GET`, `DELETE /v1/overrides` | per-key overrides (admin token as reset) |
 //! | `GET /v1/policies` | the configured policies |
 //! | `GET /health`, `GET /ready` | alive; store reachable |
 //! | `GET /metrics` | Prometheus text |
+//! | `GET /v1/stats` | live stats as JSON; admin token rule as reset |
+//! | `GET /dashboard` | the live dashboard page; admin token (or its cookie) as reset |
 
 pub mod body;
+pub mod dashboard;
 pub mod decision;
 pub mod error;
 pub mod headers;
@@ -26,17 +30,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, Version, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version, header};
 use axum::response::Response;
 use hyper::body::Incoming;
 use serde::Serialize;
 use tollgate::{Mode, Verdict};
 
 use self::error::ApiError;
-use self::request::{CheckRequest, PeekQuery, ResetRequest};
+use self::request::{CheckRequest, OverrideQuery, OverrideRequest, PeekQuery, ResetRequest};
 use self::route::Route;
 use crate::metrics::ErrorCode;
 use crate::service::Service;
+use crate::stats::StoreHealth;
 
 /// `Content-Type: application/json`.
 pub static JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -103,10 +108,13 @@ impl Api {
             Route::Acquire => Box::pin(lease::acquire(api, request)),
             Route::Release => Box::pin(lease::release(api, request)),
             Route::Renew => Box::pin(lease::renew(api, request)),
+            Route::Overrides => Box::pin(overrides(api, request)),
             Route::Policies => answered(policies(&api)),
             Route::Health => answered(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
             Route::Ready => Box::pin(ready(api)),
             Route::Metrics => answered(metrics(&api)),
+            Route::Stats => Box::pin(stats(api, request)),
+            Route::Dashboard => answered(dashboard(&api, &request)),
         }
     }
 
@@ -135,13 +143,32 @@ impl Api {
     fn decision_response(&self, verdict: &Verdict) -> Response {
         let decision = &verdict.decision;
         let policy = self.service.policy_name(verdict.reported_policy());
-        let bytes = decision::render(policy, decision, verdict.degraded);
+        let bytes = decision::render(policy, decision, verdict.degraded, shadow_of(verdict));
         let mut response = Response::new(Body::from(bytes));
         let headers = response.headers_mut();
         // Room for all four headers at once instead of growing on the first and third insert.
         headers.reserve(4);
         headers.insert(header::CONTENT_TYPE, JSON.clone());
+        let overridden = verdict
+            .policies
+            .iter()
+            .zip(&verdict.decisions)
+            .any(|(&i, d)| self.service.policy_capacity(i) != Some(d.limit));
         let policy_header = match verdict.policies.as_slice() {
+            // Under an override the quota is the override's.
+            _ if overridden => Some(headers::join_items(
+                verdict
+                    .policies
+                    .iter()
+                    .zip(&verdict.decisions)
+                    .filter_map(|(&i, d)| {
+                        let (name, policy) = self.service.limiter().policy_at(i)?;
+                        HeaderValue::try_from(headers::policy_item_limited(name, policy, d.limit))
+                            .ok()
+                    })
+                    .collect::<Vec<_>>()
+                    .iter(),
+            )),
             [one] => self.policy_items.get(*one).cloned(),
             many => Some(headers::join_items(
                 many.iter().filter_map(|&i| self.policy_items.get(i)),
@@ -166,32 +193,31 @@ impl Api {
         response
     }
 
-    /// Refuse unless the request carries the admin token (when one is configured).
+    /// Refuse unless the request carries the admin token (when one is configured), as a
+    /// bearer header or the dashboard's cookie.
     fn authorize(&self, request_headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(token) = self.service.admin_token() else {
             return Ok(());
         };
-        let presented = request_headers
-            .get(header::AUTHORIZATION)
-            .map(HeaderValue::as_bytes)
-            .and_then(|v| {
-                let (scheme, rest) = v.split_at_checked(7)?;
-                scheme
-                    .eq_ignore_ascii_case(b"bearer ")
-                    .then_some(rest.trim_ascii())
-            })
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::Unauthorized,
-                    "this endpoint needs an Authorization: Bearer <admin token> header",
-                )
-            })?;
-        if token.matches(presented) {
+        let presented = dashboard::presented_token(request_headers).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "this endpoint needs an Authorization: Bearer <admin token> header \
+                 (or, in a browser, the cookie /dashboard?token=<admin token> sets)",
+            )
+        })?;
+        if token.matches(&presented) {
             Ok(())
         } else {
             Err(ApiError::new(ErrorCode::Forbidden, "invalid admin token"))
         }
     }
+}
+
+/// The shadow fields of a decision's JSON: `None` unless the reported policy is in shadow mode,
+/// else whether a shadow policy would have denied.
+fn shadow_of(verdict: &tollgate::Verdict) -> Option<bool> {
+    (verdict.shadow || verdict.shadow_denied).then_some(verdict.shadow_denied)
 }
 
 /// A request's handler, running.
@@ -253,6 +279,123 @@ async fn reset(api: Arc<Api>, request: Request<Incoming>) -> Response {
     api.respond(result)
 }
 
+/// `/v1/overrides`: `PUT` sets one (200 with it as stored), `GET` reads one (`key` given: 200
+/// or 404) or lists a page, `DELETE` removes one (204). All need the admin token when one is
+/// set, as reset does.
+async fn overrides(api: Arc<Api>, request: Request<Incoming>) -> Response {
+    let result = async {
+        let (parts, body) = request.into_parts();
+        api.authorize(&parts.headers)?;
+        let limiter = api.service.limiter();
+        if parts.method == Method::PUT {
+            let body = body::read_json(&parts.headers, body).await?;
+            let request: OverrideRequest = body::parse_json(&body)?;
+            let (policy, key) = (request.policy.as_str(), request.key.as_str());
+            let stored = limiter.set_override(policy, key, request.spec()?).await?;
+            tracing::info!(policy, key, limit = stored.policy.limit(), "override set");
+            return Ok(json(
+                StatusCode::OK,
+                &OverrideJson::new(policy, key, &stored),
+            ));
+        }
+        let query = OverrideQuery::parse(parts.uri.query().unwrap_or_default())?;
+        let policy = query.policy.as_str();
+        match (&parts.method, &query.key) {
+            (&Method::DELETE, Some(key)) => {
+                limiter.delete_override(policy, key.as_str()).await?;
+                tracing::info!(policy, key = key.as_str(), "override deleted");
+                let mut response = Response::new(Body::empty());
+                *response.status_mut() = StatusCode::NO_CONTENT;
+                Ok(response)
+            }
+            (&Method::DELETE, None) => Err(ApiError::invalid(
+                "missing query parameter `key` (an override is deleted one key at a time)",
+            )),
+            (_, Some(key)) => match limiter.get_override(policy, key.as_str()).await? {
+                Some(found) => Ok(json(
+                    StatusCode::OK,
+                    &OverrideJson::new(policy, key.as_str(), &found),
+                )),
+                None => Err(ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("no override of `{policy}` for this key"),
+                )),
+            },
+            (_, None) => {
+                let cursor = query.cursor.as_ref().map(|c| c.as_str());
+                let page = limiter
+                    .list_overrides(policy, cursor, OVERRIDES_PER_PAGE)
+                    .await?;
+                #[derive(Serialize)]
+                struct Page<'a> {
+                    overrides: Vec<OverrideJson<'a>>,
+                    next_cursor: Option<&'a str>,
+                }
+                Ok(json(
+                    StatusCode::OK,
+                    &Page {
+                        overrides: page
+                            .overrides
+                            .iter()
+                            .map(|(key, found)| OverrideJson::new(policy, key, found))
+                            .collect(),
+                        next_cursor: page.next_cursor.as_deref(),
+                    },
+                ))
+            }
+        }
+    }
+    .await;
+    api.respond(result)
+}
+
+/// Overrides per page of `GET /v1/overrides?policy=..`.
+const OVERRIDES_PER_PAGE: usize = 100;
+
+/// An override as the API shows it.
+#[derive(Serialize)]
+struct OverrideJson<'a> {
+    policy: &'a str,
+    key: &'a str,
+    algorithm: &'static str,
+    limit: u64,
+    period: String,
+    period_ms: u64,
+    /// Token bucket and GCRA only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    burst: Option<u64>,
+    /// `null`: until deleted.
+    expires_in_ms: Option<u64>,
+}
+
+impl<'a> OverrideJson<'a> {
+    fn new(policy: &'a str, key: &'a str, value: &tollgate::Override) -> OverrideJson<'a> {
+        let p = &value.policy;
+        OverrideJson {
+            policy,
+            key,
+            algorithm: p.algorithm().name(),
+            limit: p.limit(),
+            period: period_text(p),
+            period_ms: p.period_us().div_ceil(1000),
+            burst: p.algorithm().has_burst().then_some(p.burst()),
+            expires_in_ms: value
+                .expires_in
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+}
+
+/// A policy's period as the API shows it: `month` for calendar months (whose `period_ms` is
+/// the longest month's), else a humantime duration.
+fn period_text(policy: &tollgate::Policy) -> String {
+    if policy.is_monthly() {
+        "month".to_owned()
+    } else {
+        humantime::format_duration(policy.period()).to_string()
+    }
+}
+
 fn policies(api: &Api) -> Response {
     #[derive(Serialize)]
     struct PolicyJson<'a> {
@@ -263,6 +406,9 @@ fn policies(api: &Api) -> Response {
         period: String,
         /// Token bucket and GCRA only.
         burst: Option<u64>,
+        /// Present (true) only for a policy in shadow mode.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        shadow: bool,
     }
     #[derive(Serialize)]
     struct Policies<'a> {
@@ -277,8 +423,9 @@ fn policies(api: &Api) -> Response {
                 algorithm: p.algorithm().name(),
                 limit: p.limit(),
                 period_ms: p.period_us().div_ceil(1000),
-                period: humantime::format_duration(p.period()).to_string(),
+                period: period_text(p),
                 burst: p.algorithm().has_burst().then_some(p.burst()),
+                shadow: p.shadow(),
             })
             .collect(),
     };
@@ -294,6 +441,58 @@ async fn ready(api: Arc<Api>) -> Response {
         )
         .into_response(),
     }
+}
+
+async fn stats(api: Arc<Api>, request: Request<Incoming>) -> Response {
+    let result = async {
+        api.authorize(request.headers())?;
+        let stats = api.service.stats().ok_or_else(stats_off)?;
+        let store = api.service.store();
+        let health = StoreHealth {
+            kind: store.kind(),
+            ready: api.service.ready().await.is_ok(),
+            breaker: store.breaker_state(),
+        };
+        let mut response = json(StatusCode::OK, &stats.report(health));
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(response)
+    }
+    .await;
+    api.respond(result)
+}
+
+fn stats_off() -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        "live stats are off on this server (stats: false in its config)",
+    )
+}
+
+/// The dashboard page; with `?token=`, the exchange of the token for the cookie.
+fn dashboard(api: &Api, request: &Request<Incoming>) -> Response {
+    let result = (|| {
+        let query = dashboard::DashboardQuery::parse(request.uri().query().unwrap_or_default())?;
+        if api.service.stats().is_none() {
+            return Err(stats_off());
+        }
+        if let Some(presented) = query.token {
+            return match api.service.admin_token() {
+                Some(token) if !token.matches(presented.as_bytes()) => {
+                    Err(ApiError::new(ErrorCode::Forbidden, "invalid admin token"))
+                }
+                Some(_) => Ok(dashboard::redirect(Some(presented.as_bytes()))),
+                None => Ok(dashboard::redirect(None)),
+            };
+        }
+        api.authorize(request.headers())?;
+        Ok(dashboard::page())
+    })();
+    result.unwrap_or_else(|error| {
+        api.service.metrics().record_error(error.code);
+        dashboard::refusal(&error)
+    })
 }
 
 fn metrics(api: &Api) -> Response {

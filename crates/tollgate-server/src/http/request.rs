@@ -173,6 +173,74 @@ pub struct ResetRequest<'a> {
     pub key: Text<'a>,
 }
 
+/// `PUT /v1/overrides`:
+/// `{"policy":"api","key":"tenant-7","limit":5000,"period":"1m","burst":6000,"expires_in_ms":86400000}`
+/// (period, burst and expiry optional).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideRequest<'a> {
+    /// The policy overridden.
+    #[serde(borrow)]
+    pub policy: Text<'a>,
+    /// The identifier.
+    #[serde(borrow)]
+    pub key: Text<'a>,
+    /// Requests per period.
+    pub limit: u64,
+    /// The period (`1m`, `90s`, `1h 30m`); the policy's when omitted.
+    #[serde(borrow, default)]
+    pub period: Option<Text<'a>>,
+    /// Token bucket / GCRA capacity.
+    #[serde(default)]
+    pub burst: Option<u64>,
+    /// How long the override stands; until deleted when omitted.
+    #[serde(default)]
+    pub expires_in_ms: Option<u64>,
+}
+
+impl OverrideRequest<'_> {
+    /// What the limiter takes; a period that is not a duration is a 400.
+    pub fn spec(&self) -> Result<tollgate::OverrideSpec, ApiError> {
+        let period = self
+            .period
+            .as_ref()
+            .map(|text| {
+                humantime::parse_duration(text.as_str()).map_err(|e| {
+                    ApiError::invalid(format!("invalid period `{}`: {e}", text.as_str()))
+                })
+            })
+            .transpose()?;
+        Ok(tollgate::OverrideSpec {
+            limit: self.limit,
+            period,
+            burst: self.burst,
+            expires_in: self.expires_in_ms.map(std::time::Duration::from_millis),
+        })
+    }
+}
+
+/// `GET`/`DELETE /v1/overrides?policy=api[&key=tenant-7][&cursor=..]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideQuery<'a> {
+    /// The policy.
+    #[serde(borrow)]
+    pub policy: Text<'a>,
+    /// The identifier: one override; without it, a page of the policy's.
+    #[serde(borrow, default)]
+    pub key: Option<Text<'a>>,
+    /// Where a listing's page starts (the previous page's `next_cursor`).
+    #[serde(borrow, default)]
+    pub cursor: Option<Text<'a>>,
+}
+
+impl<'a> OverrideQuery<'a> {
+    /// Parse a query string, as a 400 on any error.
+    pub fn parse(query: &'a str) -> Result<OverrideQuery<'a>, ApiError> {
+        parse_query(query)
+    }
+}
+
 /// `POST /v1/acquire`: `{"policy":"jobs","key":"tenant-7","cost":1}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -392,3 +392,37 @@ fn configuration_mistakes_fail_at_build() {
         BuildError::UnknownPolicy("nope".to_owned())
     );
 }
+
+/// A policy in shadow mode lets every request through, counting as usual: past its limit the
+/// handler still runs (the layer logs it), and an enforced policy beside it still rejects.
+#[tokio::test]
+async fn a_shadow_policy_lets_requests_through() {
+    let limiter = Limiter::new(MemoryStore::new())
+        .with_policy(
+            "trial",
+            per_hour(Algorithm::SlidingLog, 2).with_shadow(true),
+        )
+        .with_policy("api", per_hour(Algorithm::FixedWindow, 5));
+    let server = serve(
+        RateLimitLayer::builder(limiter)
+            .key(Key::header("x-user-id"))
+            .route("/trial/**", "trial")
+            .default_policies("api"),
+    )
+    .await;
+    let alice = [("x-user-id", "alice")];
+    for i in 0..4 {
+        let reply = server.get("/trial/x", &alice).await;
+        assert_eq!(reply.status, StatusCode::OK, "request {i}");
+        assert!(reply.header("retry-after").is_none(), "request {i}");
+    }
+    for i in 0..6 {
+        let reply = server.get("/api/x", &alice).await;
+        let expected = if i < 5 {
+            StatusCode::OK
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        assert_eq!(reply.status, expected, "request {i}");
+    }
+}

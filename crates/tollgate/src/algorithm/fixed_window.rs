@@ -1,6 +1,8 @@
-//! Fixed window: a counter per window `[k·P, (k+1)·P)` aligned to the Unix epoch.
+//! Fixed window: a counter per window `[k·P, (k+1)·P)` aligned to the Unix epoch, or per UTC
+//! calendar month for a monthly policy.
 
 use crate::algorithm::Mode;
+use crate::calendar;
 use crate::decision::Decision;
 use crate::policy::Policy;
 
@@ -17,10 +19,20 @@ impl FixedWindow {
     /// Allow if `count + cost <= limit`; a rejected request waits for the next window.
     #[inline]
     pub fn decide(&mut self, now: u64, policy: &Policy, cost: u64, mode: Mode) -> Decision {
-        let (limit, period) = (policy.limit(), policy.period_us());
-        let window = current_window(now / period, self.window);
+        let limit = policy.limit();
+        let (window, until_end) = if policy.is_monthly() {
+            // Calendar months: window k is month k since January 1970 (calendar.rs).
+            let window = current_window(calendar::month_of(now), self.window);
+            (
+                window,
+                calendar::month_start_us(window + 1).saturating_sub(now),
+            )
+        } else {
+            let period = policy.period_us();
+            let window = current_window(now / period, self.window);
+            (window, ((window + 1) * period).saturating_sub(now))
+        };
         let count = if window == self.window { self.count } else { 0 };
-        let until_end = ((window + 1) * period).saturating_sub(now);
         let allowed = count + cost <= limit;
         let used = if allowed && mode == Mode::Consume {
             self.window = window;

@@ -17,6 +17,12 @@
 //! it half-open. When a probe closes the breaker the over-limit cache is emptied, because the
 //! store may have come back without the state its rejections came from. `docs/resilience.md`
 //! explains the guarantees in full.
+//!
+//! Overrides go to the store (with the timeout; a failure is the caller's error, never decided
+//! by `on_error`). Setting or deleting one forgets this instance's cached rejections of that
+//! policy and key, so a raised limit is obeyed here on the next decision. Decisions made
+//! without the store (degraded) follow the configured policies: the overrides live in the
+//! store.
 
 pub mod breaker;
 pub mod over_limit_cache;
@@ -31,6 +37,7 @@ use crate::decision::Decision;
 use crate::error::StoreError;
 use crate::lease::{LeaseOp, LeaseOutcome};
 use crate::memory::{DEFAULT_MAX_KEYS, MemoryStore};
+use crate::overrides::{Override, OverridePage};
 use crate::policy::Policy;
 use crate::store::{Check, Decisions, Store, StoreDecision};
 
@@ -233,6 +240,16 @@ impl<S: Store> Resilient<S> {
         }
     }
 
+    /// `call` on the store, within the timeout.
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.config.timeout, call)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(self.config.timeout)))
+    }
+
     /// Decide without the store, by `on_error`.
     fn fallback(&self, checks: &[Check<'_>], cost: u64, mode: Mode) -> StoreDecision {
         self.stats.degraded.add(1);
@@ -359,6 +376,9 @@ pub fn local_share(policy: &Policy, instances: u32) -> Option<Policy> {
     let n = u64::from(instances.max(1));
     if n == 1 {
         return Some(policy.clone());
+    }
+    if policy.is_monthly() {
+        return Policy::monthly(policy.algorithm(), (policy.limit() / n).max(1)).ok();
     }
     let burst = policy
         .algorithm()
@@ -506,9 +526,39 @@ impl<S: Store> Store for Resilient<S> {
             }
         }
         self.local.reset_now(checks);
-        match tokio::time::timeout(self.config.timeout, self.store.reset(checks)).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Timeout(self.config.timeout)),
+        self.bounded(self.store.reset(checks)).await
+    }
+
+    async fn set_override(&self, target: Check<'_>, value: &Override) -> Result<(), StoreError> {
+        let result = self.bounded(self.store.set_override(target, value)).await;
+        // Forgotten once the store holds the override: rejections cached before it was set
+        // no longer answer for the key here.
+        if let Some(cache) = &self.cache {
+            cache.forget(target.name, target.key);
         }
+        result
+    }
+
+    async fn get_override(&self, target: Check<'_>) -> Result<Option<Override>, StoreError> {
+        self.bounded(self.store.get_override(target)).await
+    }
+
+    async fn delete_override(&self, target: Check<'_>) -> Result<bool, StoreError> {
+        let result = self.bounded(self.store.delete_override(target)).await;
+        if let Some(cache) = &self.cache {
+            cache.forget(target.name, target.key);
+        }
+        result
+    }
+
+    async fn list_overrides(
+        &self,
+        name: &str,
+        policy: &Policy,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<OverridePage, StoreError> {
+        self.bounded(self.store.list_overrides(name, policy, after, count))
+            .await
     }
 }

@@ -9,9 +9,15 @@
 //! fit earlier and goes to the store. The wait is measured from *before* the store was called, so
 //! the network round trip cannot stretch it. The one event that can free quota early is an admin
 //! reset: it clears this instance's entry; other instances keep theirs until it expires (at most
-//! one `retry_after`). An entry also records the policy's configuration (algorithm, limit, period,
+//! one second, as below). An entry also records the policy's configuration (algorithm, limit, period,
 //! burst): after a reload that changes the policy under the same name, the old rejection no
 //! longer applies and the store is asked again.
+//!
+//! **Overrides.** A per-key override set or deleted through this instance forgets its entry at
+//! once. One set through another instance cannot reach this cache, so an entry answers for at
+//! most [`MAX_ANSWERING_US`] after the store's rejection, whatever its `retry_after`: a raised
+//! limit is obeyed everywhere within that time, and a flood against one key still costs at most
+//! one round trip per key per second.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -23,11 +29,17 @@ use crate::decision::Decision;
 use crate::policy::Policy;
 use crate::store::Check;
 
+/// Longest an entry answers for the store, µs: how soon an override raised elsewhere is obeyed
+/// here.
+pub const MAX_ANSWERING_US: u64 = 1_000_000;
+
 /// One remembered rejection.
 #[derive(Debug, Clone)]
 struct Rejection {
     /// Local µs (same clock as the caller's `now`) until which the store would reject.
     until: u64,
+    /// Until when this entry answers (at most [`MAX_ANSWERING_US`] after the rejection).
+    answers_until: u64,
     /// Local µs at which the key is back to a full quota if nobody consumes (reported as
     /// `reset_after`).
     reset_at: u64,
@@ -80,12 +92,14 @@ impl OverLimitCache {
         }
         let slots = self.entries.get(check.key)?;
         let (_, hit) = slots.iter().find(|(p, _)| &**p == check.name)?;
-        (now < hit.until && cost >= hit.cost && hit.policy == *check.policy).then(|| Decision {
-            allowed: false,
-            limit: hit.limit,
-            remaining: hit.remaining,
-            reset_after_us: hit.reset_at.saturating_sub(now).max(hit.until - now),
-            retry_after_us: hit.until - now,
+        (now < hit.answers_until && cost >= hit.cost && hit.policy == *check.policy).then(|| {
+            Decision {
+                allowed: false,
+                limit: hit.limit,
+                remaining: hit.remaining,
+                reset_after_us: hit.reset_at.saturating_sub(now).max(hit.until - now),
+                retry_after_us: hit.until - now,
+            }
         })
     }
 
@@ -105,6 +119,7 @@ impl OverLimitCache {
         }
         let rejection = Rejection {
             until: sent_at + decision.retry_after_us,
+            answers_until: sent_at + decision.retry_after_us.min(MAX_ANSWERING_US),
             reset_at: sent_at + decision.reset_after_us.max(decision.retry_after_us),
             cost,
             limit: decision.limit,
@@ -119,7 +134,7 @@ impl OverLimitCache {
             Some((_, r)) => {
                 // Keep what covers more: a smaller cost, or a later deadline for the same cost;
                 // a rejection under another configuration of the policy is replaced.
-                if r.until <= sent_at
+                if r.answers_until <= sent_at
                     || r.policy != *check.policy
                     || cost < r.cost
                     || (cost == r.cost && rejection.until > r.until)
@@ -146,7 +161,7 @@ impl OverLimitCache {
     /// Drop expired entries.
     pub fn sweep(&self, now: u64) {
         self.retain(|slots| {
-            slots.retain(|(_, r)| r.until > now);
+            slots.retain(|(_, r)| r.answers_until > now);
             !slots.is_empty()
         });
     }

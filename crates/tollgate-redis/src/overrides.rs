@@ -1,0 +1,201 @@
+//! Overrides in Redis: where they live and the commands that set, read, list and delete them.
+//!
+//! An override of policy `P` for identifier `I` is a hash at `<prefix>:P:override:{I}` (in the
+//! slot of `I`'s state, so the deciding script reads it in the same call, `override.lua`)
+//! with the fields `algorithm`, `limit`, `period_us` and `burst` (the capacity: the limit for
+//! the window algorithms). One with an expiry carries it as the key's TTL, so it disappears
+//! by itself; one without stays until deleted (overrides are configuration, not state).
+//!
+//! Listings go through an index per policy, a sorted set of identifiers at
+//! `<prefix>:P:overrides` paged by key (`ZRANGEBYLEX`). The index only lists: a decision never
+//! reads it. Identifiers whose override expired are dropped from it when a listing meets them.
+
+use std::time::Duration;
+
+use tollgate::{Check, Override, OverridePage, Policy, StoreError};
+
+use crate::connection::Connection;
+use crate::keys;
+
+/// Sets the hash in one atomic step: the old fields go, the new ones come with their TTL.
+/// KEYS[1]: the override key. ARGV: TTL in ms ('0': none), then field, value pairs.
+const SET_SCRIPT: &str = "\
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if ARGV[1] ~= '0' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return 1";
+
+/// Store `value` as the override of `target`, then list it in the index.
+pub(crate) async fn set(
+    connection: &Connection,
+    prefix: &str,
+    target: &Check<'_>,
+    value: &Override,
+) -> Result<(), StoreError> {
+    let policy = &value.policy;
+    let ttl_ms = value.expires_in.map_or(0, |d| {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    });
+    let mut set = redis::cmd("EVAL");
+    set.arg(SET_SCRIPT)
+        .arg(1)
+        .arg(keys::override_key(prefix, target.name, target.key))
+        .arg(ttl_ms)
+        .arg("algorithm")
+        .arg(policy.algorithm().name())
+        .arg("limit")
+        .arg(policy.limit())
+        .arg("period_us")
+        .arg(crate::script::period_argument(policy))
+        .arg("burst")
+        .arg(policy.capacity());
+    let _: i64 = connection.query(&set).await.map_err(backend)?;
+    let _: i64 = connection
+        .query(
+            redis::cmd("ZADD")
+                .arg(keys::override_index(prefix, target.name))
+                .arg(0)
+                .arg(target.key),
+        )
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// The override of `target` standing now.
+pub(crate) async fn get(
+    connection: &Connection,
+    prefix: &str,
+    target: &Check<'_>,
+) -> Result<Option<Override>, StoreError> {
+    let key = keys::override_key(prefix, target.name, target.key);
+    let mut read = redis::pipe();
+    read.cmd("HMGET")
+        .arg(&key)
+        .arg(&["algorithm", "limit", "period_us", "burst"])
+        .cmd("PTTL")
+        .arg(&key);
+    let (fields, ttl_ms): (Vec<Option<String>>, i64) =
+        connection.pipeline(&read).await.map_err(backend)?;
+    parse(target.policy, &fields, ttl_ms)
+}
+
+/// Delete the override of `target` and its index entry; whether it stood.
+pub(crate) async fn delete(
+    connection: &Connection,
+    prefix: &str,
+    target: &Check<'_>,
+) -> Result<bool, StoreError> {
+    let stood = get(connection, prefix, target).await?.is_some();
+    let _: i64 = connection
+        .query(redis::cmd("DEL").arg(keys::override_key(prefix, target.name, target.key)))
+        .await
+        .map_err(backend)?;
+    unlist(connection, prefix, target.name, target.key).await?;
+    Ok(stood)
+}
+
+/// Up to `count` overrides of `name` after `after`, keys ascending.
+pub(crate) async fn list(
+    connection: &Connection,
+    prefix: &str,
+    name: &str,
+    policy: &Policy,
+    after: Option<&str>,
+    count: usize,
+) -> Result<OverridePage, StoreError> {
+    let start = after.map_or_else(|| "-".to_owned(), |after| format!("({after}"));
+    let members: Vec<String> = connection
+        .query(
+            redis::cmd("ZRANGEBYLEX")
+                .arg(keys::override_index(prefix, name))
+                .arg(start)
+                .arg("+")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(count),
+        )
+        .await
+        .map_err(backend)?;
+    let mut page = OverridePage {
+        overrides: Vec::with_capacity(members.len()),
+        next_cursor: (members.len() == count)
+            .then(|| members.last().cloned())
+            .flatten(),
+    };
+    for key in members {
+        let target = Check {
+            name,
+            policy,
+            key: &key,
+        };
+        match get(connection, prefix, &target).await? {
+            Some(value) => page.overrides.push((key, value)),
+            None => unlist(connection, prefix, name, &key).await?,
+        }
+    }
+    Ok(page)
+}
+
+/// Drop `key` from `name`'s index.
+async fn unlist(
+    connection: &Connection,
+    prefix: &str,
+    name: &str,
+    key: &str,
+) -> Result<(), StoreError> {
+    let _: i64 = connection
+        .query(
+            redis::cmd("ZREM")
+                .arg(keys::override_index(prefix, name))
+                .arg(key),
+        )
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// An override read back: `None` when absent or set for another algorithm than `policy`'s
+/// (as `override.lua` ignores it); an error when the hash is not one tollgate wrote.
+fn parse(
+    policy: &Policy,
+    fields: &[Option<String>],
+    ttl_ms: i64,
+) -> Result<Option<Override>, StoreError> {
+    let [Some(algorithm), limit, period_us, burst] = fields else {
+        return Ok(None);
+    };
+    if algorithm != policy.algorithm().name() {
+        return Ok(None);
+    }
+    let number = |field: &Option<String>| -> Result<u64, StoreError> {
+        field
+            .as_deref()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| StoreError::Protocol(format!("malformed override field {field:?}")))
+    };
+    let (limit, period_us, burst) = (number(limit)?, number(period_us)?, number(burst)?);
+    // Period 0: calendar months (as the scripts read it).
+    let overriding = if period_us == 0 {
+        Policy::monthly(policy.algorithm(), limit)
+    } else {
+        Policy::new(
+            policy.algorithm(),
+            limit,
+            Duration::from_micros(period_us),
+            policy.algorithm().has_burst().then_some(burst),
+        )
+    }
+    .map_err(|e| StoreError::Protocol(format!("override does not make a policy: {e}")))?;
+    Ok(Some(Override {
+        policy: overriding,
+        // -1: no TTL; -2: gone between the two reads (then HMGET found nothing either).
+        expires_in: u64::try_from(ttl_ms).ok().map(Duration::from_millis),
+    }))
+}
+
+fn backend(e: redis::RedisError) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}

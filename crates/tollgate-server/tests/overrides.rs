@@ -1,0 +1,329 @@
+//! DESIGN §9 per-key overrides over real HTTP: the routes, their errors and admin token, a
+//! decision under an override (JSON and headers), shadow-mode policies, and three servers on
+//! one real Redis obeying an override set through one of them.
+
+mod common;
+
+use common::{Reply, TestServer, read};
+use serde_json::{Value, json};
+use tollgate_testkit::shared_standalone;
+
+const POLICIES: &str = "
+policies:
+  api:   { algorithm: fixed-window, rate: 10/100d }
+  burst: { algorithm: token-bucket, rate: 10/100d, burst: 20 }
+  trial: { algorithm: sliding-log, rate: 3/100d, shadow: true }
+";
+
+async fn send(server: &TestServer, method: &str, path: &str, body: Option<Value>) -> Reply {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = server.client.request(method, server.url(path));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    read(request.send().await.expect("request sent")).await
+}
+
+#[tokio::test]
+async fn overrides_are_set_read_listed_and_deleted() {
+    let server = TestServer::start(POLICIES).await;
+    let put = json!({"policy": "burst", "key": "tenant-7", "limit": 50, "period": "1m",
+        "burst": 60, "expires_in_ms": 86_400_000});
+    let reply = send(&server, "PUT", "/v1/overrides", Some(put)).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let stored = &reply.json;
+    assert_eq!(
+        (&stored["limit"], &stored["burst"], &stored["period_ms"]),
+        (&json!(50), &json!(60), &json!(60_000))
+    );
+    assert_eq!(stored["expires_in_ms"], 86_400_000);
+    let got = server.get("/v1/overrides?policy=burst&key=tenant-7").await;
+    assert_eq!((got.status, &got.json["limit"]), (200, &json!(50)));
+
+    // A decision under it reports its limit, in the body and in RateLimit-Policy.
+    let decided = server
+        .check(json!({"policy": "burst", "key": "tenant-7", "cost": 5}))
+        .await;
+    assert_eq!(
+        (&decided.json["limit"], &decided.json["remaining"]),
+        (&json!(60), &json!(55))
+    );
+    assert!(
+        decided.header("ratelimit-policy").unwrap().contains("q=60"),
+        "{decided:?}"
+    );
+    let other = server.check(json!({"policy": "burst", "key": "x"})).await;
+    assert_eq!(other.json["limit"], 20);
+
+    for key in ["b", "a", "c"] {
+        let put = json!({"policy": "api", "key": key, "limit": 1});
+        assert_eq!(
+            send(&server, "PUT", "/v1/overrides", Some(put))
+                .await
+                .status,
+            200
+        );
+    }
+    let page = server.get("/v1/overrides?policy=api").await;
+    let keys: Vec<&str> = page.json["overrides"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["a", "b", "c"]);
+    assert_eq!(page.json["next_cursor"], Value::Null);
+    assert_eq!(page.json["overrides"][0]["expires_in_ms"], Value::Null);
+    let rest = server.get("/v1/overrides?policy=api&cursor=b").await;
+    assert_eq!(rest.json["overrides"][0]["key"], "c");
+
+    let deleted = send(
+        &server,
+        "DELETE",
+        "/v1/overrides?policy=burst&key=tenant-7",
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status, 204);
+    let gone = server.get("/v1/overrides?policy=burst&key=tenant-7").await;
+    assert_eq!((gone.status, gone.code()), (404, "not_found"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_overrides_are_4xx_never_5xx() {
+    let server = TestServer::start(POLICIES).await;
+    let long = "k".repeat(1025);
+    for (body, status, code) in [
+        (
+            json!({"policy": "nope", "key": "k", "limit": 5}),
+            404,
+            "unknown_policy",
+        ),
+        (
+            json!({"policy": "api", "key": "k", "limit": 0}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"policy": "api", "key": "k", "limit": 5, "period": "100000y"}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"policy": "api", "key": "k", "limit": 5, "period": "soon"}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"policy": "api", "key": "k", "limit": 5, "burst": 9}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"policy": "api", "key": "k", "limit": 5, "expires_in_ms": 0}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"policy": "api", "key": long, "limit": 5}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"policy": "api", "key": "", "limit": 5}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"policy": "api", "key": "k", "limit": -1}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"policy": "api", "key": "k", "limit": 5, "colour": 1}),
+            400,
+            "invalid_request",
+        ),
+    ] {
+        let reply = send(&server, "PUT", "/v1/overrides", Some(body.clone())).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (status, code),
+            "{body}: {reply:?}"
+        );
+    }
+    let form = server
+        .client
+        .put(server.url("/v1/overrides"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("policy=api")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 415);
+    for (method, path, status) in [
+        ("GET", "/v1/overrides", 400),
+        ("GET", "/v1/overrides?policy=nope", 404),
+        ("GET", "/v1/overrides?policy=api&key=", 400),
+        ("DELETE", "/v1/overrides?policy=api", 400),
+        ("POST", "/v1/overrides?policy=api", 405),
+    ] {
+        let reply = send(&server, method, path, None).await;
+        assert_eq!(reply.status, status, "{method} {path}: {reply:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn overrides_need_the_admin_token_when_one_is_set() {
+    let server = TestServer::start(&format!("admin_token: s3cret\n{POLICIES}")).await;
+    let put = json!({"policy": "api", "key": "k", "limit": 5});
+    let reply = send(&server, "PUT", "/v1/overrides", Some(put.clone())).await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(
+        send(&server, "GET", "/v1/overrides?policy=api", None)
+            .await
+            .status,
+        401
+    );
+    let authorized = server
+        .client
+        .put(server.url("/v1/overrides"))
+        .bearer_auth("s3cret")
+        .json(&put)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(authorized.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_shadow_policy_never_denies_and_says_when_it_would_have() {
+    let server = TestServer::start(POLICIES).await;
+    for i in 0..5 {
+        let reply = server.check(json!({"policy": "trial", "key": "s"})).await;
+        let body = &reply.json;
+        assert_eq!(
+            (body["allowed"].clone(), body["shadow"].clone()),
+            (json!(true), json!(true))
+        );
+        assert_eq!(body["shadow_denied"], i >= 3, "check {i}: {body}");
+        assert!(reply.header("retry-after").is_none());
+    }
+    // Beside an enforced policy that allows: the request passes (and the enforced policy
+    // counts it); the shadow one only reports, and is the one reported (nothing left).
+    let both = server
+        .check(json!({"policies": ["api", "trial"], "key": "s"}))
+        .await;
+    assert_eq!(both.json["allowed"], true);
+    assert_eq!(both.json["shadow_denied"], true);
+    assert_eq!(both.json["policy"], "trial");
+    assert_eq!(server.peek("api", "s").await.json["remaining"], 9);
+    let plain = server.check(json!({"policy": "api", "key": "s"})).await;
+    assert!(plain.json.get("shadow").is_none(), "{:?}", plain.json);
+    let metrics = server.get("/metrics").await;
+    let text = metrics.json.as_str().unwrap();
+    assert!(
+        text.contains("tollgate_decisions_total{policy=\"trial\",outcome=\"shadow_denied\"} 3"),
+        "{text}"
+    );
+    let policies = server.get("/v1/policies").await;
+    assert!(policies.json.to_string().contains("\"shadow\":true"));
+    server.stop().await;
+}
+
+/// Three servers on one Redis: an override set through one is obeyed exactly by all three on
+/// the next decision, under 32 concurrent clients; deleting it restores the policy.
+#[tokio::test]
+async fn three_servers_obey_one_override_at_once() {
+    let redis = shared_standalone();
+    let config = format!(
+        "store:\n  url: {}\n  prefix: three-servers\n{POLICIES}",
+        redis.url()
+    );
+    let servers = [
+        TestServer::start(&config).await,
+        TestServer::start(&config).await,
+        TestServer::start(&config).await,
+    ];
+    // The policy's 10 spent across the three.
+    for i in 0..10 {
+        let reply = servers[i % 3]
+            .check(json!({"policy": "api", "key": "tenant"}))
+            .await;
+        assert_eq!(reply.json["allowed"], true);
+    }
+    let put = json!({"policy": "api", "key": "tenant", "limit": 100});
+    assert_eq!(
+        send(&servers[0], "PUT", "/v1/overrides", Some(put))
+            .await
+            .status,
+        200
+    );
+    // 32 clients, 4 rounds each, across the three: exactly 90 more pass.
+    let mut clients = Vec::new();
+    for c in 0..32 {
+        let urls: Vec<String> = servers.iter().map(|s| s.url("/v1/check")).collect();
+        clients.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut allowed = 0;
+            for round in 0..4 {
+                let url = &urls[(c + round) % 3];
+                let reply: Value = client
+                    .post(url)
+                    .json(&json!({"policy": "api", "key": "tenant"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(reply["limit"], 100, "{reply}");
+                allowed += usize::from(reply["allowed"] == true);
+            }
+            allowed
+        }));
+    }
+    let mut allowed = 0;
+    for client in clients {
+        allowed += client.await.unwrap();
+    }
+    assert_eq!(allowed, 90);
+    let deleted = send(
+        &servers[2],
+        "DELETE",
+        "/v1/overrides?policy=api&key=tenant",
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status, 204);
+    // Rejected everywhere at once; the limit reported is the policy's again at once where the
+    // override was deleted, and within a second elsewhere (a rejection the over-limit cache
+    // remembered answers for at most a second).
+    let reply = servers[2]
+        .check(json!({"policy": "api", "key": "tenant"}))
+        .await;
+    assert_eq!(
+        (&reply.json["allowed"], &reply.json["limit"]),
+        (&json!(false), &json!(10))
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    for server in &servers {
+        loop {
+            let reply = server
+                .check(json!({"policy": "api", "key": "tenant"}))
+                .await;
+            assert_eq!(reply.json["allowed"], false);
+            if reply.json["limit"] == 10 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{reply:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    for server in servers {
+        server.stop().await;
+    }
+}
