@@ -247,11 +247,15 @@ pub fn parse_lease_reply(reply: &redis::Value, policy: &Policy) -> Result<LeaseO
             bytes.len()
         ));
     }
+    // allowed, remaining, reset_after_us, retry_after_us, then the lease's expiry: a decision
+    // reply's first four values, its limit being the policy's (leases have no overrides).
+    let mut decision_reply = bytes[..32].to_vec();
+    decision_reply.extend_from_slice(&(policy.capacity() as f64).to_le_bytes());
     let decision = parse_reply(
-        &redis::Value::BulkString(bytes[..REPLY_BYTES].to_vec()),
+        &redis::Value::BulkString(decision_reply),
         [policy].into_iter(),
     )?[0];
-    let lease_expires_in_us = integer(&bytes[REPLY_BYTES..])?;
+    let lease_expires_in_us = integer(&bytes[32..40])?;
     Ok(LeaseOutcome {
         decision,
         lease_expires_in_us,

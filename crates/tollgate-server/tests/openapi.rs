@@ -85,6 +85,9 @@ fn cases() -> Vec<Case> {
         case(M::DELETE, "/v1/overrides").query(&[("policy", "api"), ("key", "tenant-7")]).admin(),
         case(M::GET, "/v1/overrides").query(&[("policy", "api")]),
         case(M::POST, "/v1/acquire").body(json!({"policy": "jobs", "key": "tenant-7"})),
+        case(M::POST, "/v1/renew").body(json!({"policy": "jobs", "key": "tenant-7", "lease": LAST_LEASE})),
+        case(M::POST, "/v1/release").body(json!({"policy": "jobs", "key": "tenant-7", "lease": LAST_LEASE})),
+        case(M::POST, "/v1/renew").body(json!({"policy": "jobs", "key": "tenant-7", "lease": LAST_LEASE})),
         case(M::POST, "/v1/renew").body(json!({"policy": "jobs", "key": "tenant-7", "lease": "unknown"})),
         case(M::POST, "/v1/release").body(json!({"policy": "jobs", "key": "tenant-7", "lease": "unknown"})),
         case(M::POST, "/v1/adjust").body(json!({"policy": "api", "key": "user-1", "delta": -1})),
@@ -95,8 +98,13 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// A `lease` field of this value stands for the lease the last acquire returned (lease ids are
+/// random, so a case cannot name one).
+const LAST_LEASE: &str = "$last-lease";
+
 /// Send each case whose path the server serves; record the exchange for the validator.
 async fn record(server: &TestServer, cases: &[Case], exchanges: &mut Vec<Value>) {
+    let mut last_lease = Value::Null;
     for case in cases {
         let mut url = server.url(case.path);
         if !case.query.is_empty() {
@@ -104,7 +112,11 @@ async fn record(server: &TestServer, cases: &[Case], exchanges: &mut Vec<Value>)
         }
         let mut request = server.client.request(case.method.clone(), url);
         if let Some(body) = &case.body {
-            request = request.json(body);
+            let mut body = body.clone();
+            if body["lease"] == LAST_LEASE {
+                body["lease"] = last_lease.clone();
+            }
+            request = request.json(&body);
         }
         if case.admin {
             request = request.bearer_auth(TOKEN);
@@ -118,6 +130,11 @@ async fn record(server: &TestServer, cases: &[Case], exchanges: &mut Vec<Value>)
             .collect();
         let content_type = headers.get("content-type").cloned().unwrap_or(json!(""));
         let body = response.text().await.unwrap();
+        if case.path == "/v1/acquire" {
+            if let Ok(answer) = serde_json::from_str::<Value>(&body) {
+                last_lease = answer["lease"].clone();
+            }
+        }
         exchanges.push(json!({
             "method": case.method.as_str(),
             "path": case.path,
