@@ -130,10 +130,10 @@ async fn record(server: &TestServer, cases: &[Case], exchanges: &mut Vec<Value>)
             .collect();
         let content_type = headers.get("content-type").cloned().unwrap_or(json!(""));
         let body = response.text().await.unwrap();
-        if case.path == "/v1/acquire" {
-            if let Ok(answer) = serde_json::from_str::<Value>(&body) {
-                last_lease = answer["lease"].clone();
-            }
+        if case.path == "/v1/acquire"
+            && let Ok(answer) = serde_json::from_str::<Value>(&body)
+        {
+            last_lease = answer["lease"].clone();
         }
         exchanges.push(json!({
             "method": case.method.as_str(),
