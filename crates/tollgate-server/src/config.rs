@@ -94,7 +94,7 @@ impl FromStr for LogFormat {
     }
 }
 
-/// Where decisions are made: `memory`, or a Redis URL (DESIGN §4).
+/// Where decisions are made: `memory`, or a Redis URL (docs/architecture.md §4).
 #[derive(Clone, PartialEq, Eq, Default)]
 pub enum StoreUrl {
     /// The in-process memory store.

@@ -3,7 +3,7 @@
 //! The `tollgate` binary's parts, as a library so tests, benchmarks and later front ends (gRPC
 //! for Envoy) reuse them: [`config`] (YAML, flags > env > file > defaults), [`store`] (the
 //! store the server decides on), [`service`] (the decision engine), [`http`] (the HTTP API of
-//! DESIGN §6), [`metrics`] and [`server`] (bind, serve, shut down).
+//! docs/architecture.md §6), [`metrics`] and [`server`] (bind, serve, shut down).
 //!
 //! ```no_run
 //! use tollgate_server::{config::Settings, server::{Server, shutdown_signal}};

@@ -1,4 +1,4 @@
-//! The HTTP API of DESIGN §6, against a real server over real HTTP.
+//! The HTTP API of docs/architecture.md §6, against a real server over real HTTP.
 
 mod common;
 

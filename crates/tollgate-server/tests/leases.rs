@@ -1,4 +1,4 @@
-//! Leases of `concurrency` policies over HTTP (DESIGN §10): the API on the memory store, and
+//! Leases of `concurrency` policies over HTTP (docs/architecture.md §10): the API on the memory store, and
 //! three servers sharing one Redis under many concurrent clients.
 
 mod common;

@@ -1,4 +1,4 @@
-//! DESIGN §9 per-key overrides over real HTTP: the routes, their errors and admin token, a
+//! docs/architecture.md §9 per-key overrides over real HTTP: the routes, their errors and admin token, a
 //! decision under an override (JSON and headers), shadow-mode policies, and three servers on
 //! one real Redis obeying an override set through one of them.
 

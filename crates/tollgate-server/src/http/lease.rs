@@ -1,4 +1,4 @@
-//! The lease routes of `concurrency` policies (DESIGN §10): `POST /v1/acquire`, `/v1/release`
+//! The lease routes of `concurrency` policies (docs/architecture.md §10): `POST /v1/acquire`, `/v1/release`
 //! (idempotent, 204) and `/v1/renew` (404 `not_found` once the lease has expired).
 
 use std::sync::Arc;

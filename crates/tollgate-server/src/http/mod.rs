@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN §6): JSON in, JSON out, rate-limit headers, JSON errors for everything
+//! The HTTP API (docs/architecture.md §6): JSON in, JSON out, rate-limit headers, JSON errors for everything
 //! axum would otherwise answer in plain text.
 //!
 //! | route | answer |
