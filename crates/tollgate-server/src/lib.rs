@@ -1,7 +1,6 @@
 //! # tollgate-server
 //!
-//! The `tollgate` binary's parts, as a library so tests, benchmarks and later front ends (gRPC
-//! for Envoy) reuse them: [`config`] (YAML, flags > env > file > defaults), [`store`] (the
+//! The `tollgate` binary's parts, as a library so tests and benchmarks reuse them: [`config`] (YAML, flags > env > file > defaults), [`store`] (the
 //! store the server decides on), [`service`] (the decision engine), [`http`] (the HTTP API of
 //! docs/architecture.md §6), [`metrics`] and [`server`] (bind, serve, shut down).
 //!

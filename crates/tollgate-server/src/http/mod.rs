@@ -1,5 +1,5 @@
-//! The HTTP API (docs/architecture.md §6): JSON in, JSON out, rate-limit headers, JSON errors for everything
-//! axum would otherwise answer in plain text.
+//! The HTTP API (docs/architecture.md §6) on hyper: JSON in, JSON out, rate-limit headers, and
+//! a JSON error for every refusal (unknown path, wrong method, bad body), never plain text.
 //!
 //! | route | answer |
 //! |---|---|
