@@ -138,9 +138,10 @@ $(tail -n 5 "$tmp/demo-$port.log")"
 done
 echo "all three instances are healthy"
 
-# The value of header $1 in the last response.
+# The value of header $1 in the last response; empty when there is none (a request cut short,
+# by Ctrl-C say, left no headers: that must not end the script before its INT trap runs).
 header() {
-  tr -d '\r' <"$tmp/headers" | grep -i "^$1:" | tail -n 1 | cut -d: -f2- | sed 's/^ *//'
+  { tr -d '\r' <"$tmp/headers" | grep -i "^$1:" | tail -n 1 | cut -d: -f2- | sed 's/^ *//'; } 2>/dev/null || true
 }
 
 echo
@@ -163,7 +164,7 @@ for i in $(seq 1 "$REQUESTS"); do
       detail="retry after $(header retry-after) s"
       ;;
     *)
-      detail="unexpected: $(head -c 200 "$tmp/body" 2>/dev/null)"
+      detail="unexpected: $(head -c 200 "$tmp/body" 2>/dev/null || true)"
       ;;
   esac
   printf '%4d  %-16s %s  %s\n' "$i" "${instance:-127.0.0.1:$port?}" "$status" "$detail"
