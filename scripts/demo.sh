@@ -138,30 +138,50 @@ $(tail -n 5 "$tmp/demo-$port.log")"
 done
 echo "all three instances are healthy"
 
-# The value of header $1 in the last response; empty when there is none (a request cut short,
-# by Ctrl-C say, left no headers: that must not end the script before its INT trap runs).
+# Set `value` to header $1 of the last response (empty when there is none). Bash builtins only,
+# like the request loop below: bash can fail to run its INT trap when Ctrl-C lands while it
+# parses a command substitution ("interrupt trap: unexpected EOF"), and then exits 2 instead
+# of 130, so the loop a Ctrl-C usually interrupts has none.
 header() {
-  { tr -d '\r' <"$tmp/headers" | grep -i "^$1:" | tail -n 1 | cut -d: -f2- | sed 's/^ *//'; } 2>/dev/null || true
+  value=""
+  local line name
+  [ -f "$tmp/headers" ] || return 0
+  while IFS= read -r line; do
+    line=${line%$'\r'}
+    name=${line%%:*}
+    if [ "${name,,}" = "${1,,}" ]; then
+      value=${line#*:}
+      value=${value# }
+    fi
+  done <"$tmp/headers"
 }
 
 echo
 echo "$REQUESTS x GET /api/data with X-User-ID: $USER_ID, round robin over the three instances"
 printf '%4s  %-16s %s\n' "#" "answered by" "status"
 allowed=0 limited=0 order_ok=1
-for i in $(seq 1 "$REQUESTS"); do
+for ((i = 1; i <= REQUESTS; i++)); do
   port=${PORTS[$(((i - 1) % 3))]}
-  status=$(curl -sS --max-time 5 -o "$tmp/body" -D "$tmp/headers" -w '%{http_code}' \
-    -H "X-User-ID: $USER_ID" "http://127.0.0.1:$port/api/data") || status=000
-  instance=$(header x-instance)
+  rm -f "$tmp/headers"
+  curl -sS --max-time 5 -o "$tmp/body" -D "$tmp/headers" -w '%{http_code}' \
+    -H "X-User-ID: $USER_ID" "http://127.0.0.1:$port/api/data" >"$tmp/status" || true
+  status=""
+  read -r status <"$tmp/status" || true # curl writes no newline after the code
+  status=${status:-000}
+  header x-instance
+  instance=$value
   case $status in
     200)
       allowed=$((allowed + 1))
       [ "$limited" = 0 ] || order_ok=0
-      detail="remaining $(header ratelimit | sed -n 's/.*;r=\([0-9]*\).*/\1/p')"
+      header ratelimit # "name";r=<remaining>;t=<seconds>
+      remaining=${value#*;r=}
+      detail="remaining ${remaining%%;*}"
       ;;
     429)
       limited=$((limited + 1))
-      detail="retry after $(header retry-after) s"
+      header retry-after
+      detail="retry after $value s"
       ;;
     *)
       detail="unexpected: $(head -c 200 "$tmp/body" 2>/dev/null || true)"
