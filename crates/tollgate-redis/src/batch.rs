@@ -180,6 +180,18 @@ impl Queue {
 
     /// Take up to [`MAX_BATCH`] waiting calls whose callers still wait, as one batch.
     fn take(&mut self) -> Option<Batch> {
+        let fits = !self.waiters.is_empty() && self.waiters.len() <= MAX_BATCH;
+        if fits && self.waiters.iter().all(|w| !w.reply.is_closed()) {
+            // The common case: every waiting call goes, so its keys and arguments move as
+            // they are instead of being copied call by call.
+            self.in_flight += 1;
+            return Some(Batch {
+                group: self.group.clone(),
+                keys: std::mem::take(&mut self.keys),
+                arguments: std::mem::take(&mut self.arguments),
+                replies: self.waiters.drain(..).map(|w| w.reply).collect(),
+            });
+        }
         let mut batch = Batch {
             group: self.group.clone(),
             keys: Parts::default(),

@@ -59,6 +59,21 @@ pub struct ConnectOptions {
     pub batch_always: bool,
 }
 
+/// One second to connect and one to answer, no extra TLS files or Sentinel credentials (as
+/// [`crate::RedisOptions::default`]).
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+            tls: None,
+            sentinel_username: None,
+            sentinel_password: None,
+            batch_always: false,
+        }
+    }
+}
+
 /// A connection to whichever topology the URL names, with the batching rule in front.
 pub(crate) struct Connection {
     client: Arc<Client>,
@@ -165,14 +180,7 @@ pub fn check_url(url: &str) -> Result<Topology, RedisStoreError> {
             Ok(Topology::Cluster)
         }
         "redis+sentinel" | "rediss+sentinel" => {
-            let options = ConnectOptions {
-                connect_timeout: Duration::from_secs(1),
-                response_timeout: Duration::from_secs(1),
-                tls: None,
-                sentinel_username: None,
-                sentinel_password: None,
-                batch_always: false,
-            };
+            let options = ConnectOptions::default();
             SentinelMaster::build(rest, scheme == "rediss+sentinel", None, &options)
                 .map_err(invalid)?;
             Ok(Topology::Sentinel)
@@ -440,14 +448,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_urls_are_typed_errors() {
-        let options = ConnectOptions {
-            connect_timeout: Duration::from_secs(1),
-            response_timeout: Duration::from_secs(1),
-            tls: None,
-            sentinel_username: None,
-            sentinel_password: None,
-            batch_always: false,
-        };
+        let options = ConnectOptions::default();
         for url in [
             "127.0.0.1:6379",
             "http://127.0.0.1",

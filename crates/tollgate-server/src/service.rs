@@ -69,13 +69,6 @@ impl Service {
             .map_or("", |(name, _)| name)
     }
 
-    /// The capacity of the policy at `position` (what a decision reports without an override).
-    pub fn policy_capacity(&self, position: usize) -> Option<u64> {
-        self.limiter
-            .policy_at(position)
-            .map(|(_, policy)| policy.capacity())
-    }
-
     /// The store.
     pub fn store(&self) -> &AnyStore {
         self.limiter.store()

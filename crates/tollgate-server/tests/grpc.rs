@@ -141,27 +141,25 @@ async fn grpc_health_follows_ready() {
     let (ready, statuses) = observe().await;
     assert_eq!((ready, statuses), (200, serving.clone()));
 
-    redis.kill();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let (ready, statuses) = loop {
-        let seen = observe().await;
-        if seen.0 == 503 || tokio::time::Instant::now() > deadline {
-            break seen;
+    // What both say once `/ready` answers `status`, or after 30 s.
+    let mut settled = async |status: u16| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen = observe().await;
+            if seen.0 == status || tokio::time::Instant::now() > deadline {
+                break seen;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     };
+
+    redis.kill();
+    let (ready, statuses) = settled(503).await;
     assert_eq!(ready, 503, "/ready notices the dead store");
     assert_eq!(statuses, not_serving, "gRPC health agrees with /ready");
 
     redis.restart().expect("redis-server restarts");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let (ready, statuses) = loop {
-        let seen = observe().await;
-        if seen.0 == 200 || tokio::time::Instant::now() > deadline {
-            break seen;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (ready, statuses) = settled(200).await;
     assert_eq!((ready, statuses), (200, serving), "both recover");
 
     let unknown = health

@@ -452,10 +452,7 @@ impl<S: Store> Limiter<S> {
         cursor: Option<&str>,
         count: usize,
     ) -> Result<OverridePage, LimitError> {
-        let (name, found) = self
-            .policies
-            .get(policy)
-            .ok_or_else(|| LimitError::UnknownPolicy(policy.to_owned()))?;
+        let (name, found) = self.named(policy)?;
         let count = count.clamp(1, overrides::MAX_PAGE);
         Ok(self
             .store
@@ -466,10 +463,7 @@ impl<S: Store> Limiter<S> {
     /// The policy `policy` applied to `key`, for the override calls.
     fn target<'a>(&'a self, policy: &str, key: &'a str) -> Result<Check<'a>, LimitError> {
         validate_key(key)?;
-        let (name, found) = self
-            .policies
-            .get(policy)
-            .ok_or_else(|| LimitError::UnknownPolicy(policy.to_owned()))?;
+        let (name, found) = self.named(policy)?;
         Ok(Check {
             name,
             policy: found,
@@ -563,10 +557,7 @@ impl<S: Store> Limiter<S> {
             Err(error) => error,
         };
         let LeaseOp::Acquire(id) = op else {
-            if let Some(failure) = &self.failure {
-                (failure.report)(&error);
-            }
-            return Err(LimitError::Store(error));
+            return Err(self.reported(error));
         };
         let decision = self.without_store(error, &[check], id.cost())?[0];
         Ok(LeaseOutcome {
@@ -601,12 +592,19 @@ impl<S: Store> Limiter<S> {
     /// Forget `key`'s state under `policy`.
     pub async fn reset(&self, policy: &str, key: &str) -> Result<(), LimitError> {
         let (_, checks) = self.checks(&[policy], key, 1)?;
-        self.store.reset(&checks).await.map_err(|error| {
-            if let Some(failure) = &self.failure {
-                (failure.report)(&error);
-            }
-            LimitError::Store(error)
-        })
+        self.store
+            .reset(&checks)
+            .await
+            .map_err(|error| self.reported(error))
+    }
+
+    /// A store error the caller gets as it is, shown to the failure policy's report first.
+    #[cold]
+    fn reported(&self, error: StoreError) -> LimitError {
+        if let Some(failure) = &self.failure {
+            (failure.report)(&error);
+        }
+        LimitError::Store(error)
     }
 
     /// The decisions of a failed store call, by the failure policy; without one, the error.
@@ -647,8 +645,9 @@ impl<S: Store> Limiter<S> {
             if positions.contains(&position) {
                 return Err(LimitError::DuplicatePolicy(name.to_owned()));
             }
+            let (name, policy) = &self.policies.entries[position];
+            checks.push(admitting(name, policy, key, cost)?);
             positions.push(position);
-            checks.push(self.resolve(name, key, cost)?);
         }
         Ok((positions, checks))
     }
@@ -663,10 +662,7 @@ impl<S> Limiter<S> {
         cost: u64,
     ) -> Result<(&Arc<str>, &Policy), LimitError> {
         validate_key(key)?;
-        let (name, policy) = self
-            .policies
-            .get(name)
-            .ok_or_else(|| LimitError::UnknownPolicy(name.to_owned()))?;
+        let (name, policy) = self.named(name)?;
         policy
             .validate_lease_cost(cost)
             .map_err(|source| LimitError::Policy {
@@ -678,18 +674,32 @@ impl<S> Limiter<S> {
 
     /// Look up `name` and check that `cost` can pass it.
     fn resolve<'a>(&'a self, name: &str, key: &'a str, cost: u64) -> Result<Check<'a>, LimitError> {
-        let (name, policy) = self
-            .policies
-            .get(name)
-            .ok_or_else(|| LimitError::UnknownPolicy(name.to_owned()))?;
-        policy
-            .validate_cost(cost)
-            .map_err(|source| LimitError::Policy {
-                policy: name.to_string(),
-                source,
-            })?;
-        Ok(Check { name, policy, key })
+        let (name, policy) = self.named(name)?;
+        admitting(name, policy, key, cost)
     }
+
+    /// The policy named `name`, with its name as stored, or [`LimitError::UnknownPolicy`].
+    fn named(&self, name: &str) -> Result<(&Arc<str>, &Policy), LimitError> {
+        self.policies
+            .get(name)
+            .ok_or_else(|| LimitError::UnknownPolicy(name.to_owned()))
+    }
+}
+
+/// The check of `policy` (named `name`) for `key`, if `cost` can pass it.
+fn admitting<'a>(
+    name: &'a Arc<str>,
+    policy: &'a Policy,
+    key: &'a str,
+    cost: u64,
+) -> Result<Check<'a>, LimitError> {
+    policy
+        .validate_cost(cost)
+        .map_err(|source| LimitError::Policy {
+            policy: name.to_string(),
+            source,
+        })?;
+    Ok(Check { name, policy, key })
 }
 
 /// The limiter's named policies, in the order added. Usually a handful: found by comparing the

@@ -3,26 +3,22 @@
 //! service, one list item per policy checked, and `Retry-After` on a rejection.
 
 use axum::http::{HeaderName, HeaderValue};
+use tollgate::Decision;
 use tollgate::headers::{push_policy_item, push_quota_item, retry_after_secs};
-use tollgate::{Decision, Policy};
 
 /// `RateLimit-Policy`.
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// `RateLimit`.
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
-/// The `RateLimit-Policy` item of one policy: `"name";q=<capacity>;w=<period seconds>`.
-pub fn policy_item(name: &str, policy: &Policy) -> String {
-    let mut item = String::new();
-    push_policy_item(&mut item, name, policy.capacity(), policy.period_us());
-    item
-}
-
-/// A `RateLimit-Policy` item of `policy` under an override of capacity `limit`.
-pub fn policy_item_limited(name: &str, policy: &Policy, limit: u64) -> String {
-    let mut item = String::new();
-    push_policy_item(&mut item, name, limit, policy.period_us());
-    item
+/// `RateLimit-Policy` for `(name, capacity, period_us)` items: `"name";q=<capacity>;w=<period
+/// seconds>` each (the capacity decided under: an override's, where one stood).
+pub fn policy_header<'a>(items: impl Iterator<Item = (&'a str, u64, u64)>) -> HeaderValue {
+    let mut value = String::with_capacity(64);
+    for (name, capacity, period_us) in items {
+        push_policy_item(&mut value, name, capacity, period_us);
+    }
+    HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Join precomputed items into one `RateLimit-Policy` value.
@@ -55,7 +51,7 @@ pub fn retry_after(decision: &Decision) -> HeaderValue {
 mod tests {
     use super::*;
     use std::time::Duration;
-    use tollgate::Algorithm;
+    use tollgate::{Algorithm, Policy};
 
     #[test]
     fn renders_header_values() {
@@ -66,7 +62,11 @@ mod tests {
             Some(150),
         )
         .unwrap();
-        assert_eq!(policy_item("api", &api), "\"api\";q=150;w=61");
+        let item = (api.capacity(), api.period_us());
+        assert_eq!(
+            policy_header(std::iter::once(("api", item.0, item.1))),
+            "\"api\";q=150;w=61"
+        );
         let items = [
             HeaderValue::from_static("\"a\";q=1;w=1"),
             HeaderValue::from_static("\"b\";q=2;w=2"),

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use axum::response::Response;
 use hyper::body::Incoming;
@@ -12,7 +11,7 @@ use tollgate::{LeaseId, LeaseOp, LeaseOutcome, LimitError};
 
 use super::error::ApiError;
 use super::request::{AcquireRequest, LeaseRequest};
-use super::{Api, body, headers, json};
+use super::{Api, body, headers, json, no_content};
 use crate::metrics::ErrorCode;
 
 /// The answer to an acquire or a renew.
@@ -95,9 +94,7 @@ pub(super) async fn release(api: Arc<Api>, request: Request<Incoming>) -> Respon
                 LeaseOp::Release(id),
             )
             .await?;
-        let mut response = Response::new(Body::empty());
-        *response.status_mut() = StatusCode::NO_CONTENT;
-        Ok(response)
+        Ok(no_content())
     }
     .await;
     api.respond(result)

@@ -62,8 +62,8 @@ impl Api {
         let policy_items = service
             .policies()
             .map(|(name, policy)| {
-                HeaderValue::try_from(headers::policy_item(name, policy))
-                    .unwrap_or_else(|_| HeaderValue::from_static(""))
+                let item = (name, policy.capacity(), policy.period_us());
+                headers::policy_header(std::iter::once(item))
             })
             .collect();
         Arc::new(Api {
@@ -149,26 +149,24 @@ impl Api {
         // Room for all four headers at once instead of growing on the first and third insert.
         headers.reserve(4);
         headers.insert(header::CONTENT_TYPE, JSON.clone());
-        let overridden = verdict
-            .policies
-            .iter()
-            .zip(&verdict.decisions)
-            .any(|(&i, d)| self.service.policy_capacity(i) != Some(d.limit));
+        let limiter = self.service.limiter();
+        // Each policy as decided: its name, the capacity decided under (an override's, where
+        // one stood), its configured capacity and its period.
+        let decided = || {
+            verdict
+                .policies
+                .iter()
+                .zip(&verdict.decisions)
+                .filter_map(|(&i, d)| {
+                    let (name, policy) = limiter.policy_at(i)?;
+                    Some((name, d.limit, policy.capacity(), policy.period_us()))
+                })
+        };
         let policy_header = match verdict.policies.as_slice() {
-            // Under an override the quota is the override's.
-            _ if overridden => Some(headers::join_items(
-                verdict
-                    .policies
-                    .iter()
-                    .zip(&verdict.decisions)
-                    .filter_map(|(&i, d)| {
-                        let (name, policy) = self.service.limiter().policy_at(i)?;
-                        HeaderValue::try_from(headers::policy_item_limited(name, policy, d.limit))
-                            .ok()
-                    })
-                    .collect::<Vec<_>>()
-                    .iter(),
-            )),
+            // Under an override the quota is the override's: rendered for this decision.
+            _ if decided().any(|(_, limit, capacity, _)| limit != capacity) => Some(
+                headers::policy_header(decided().map(|(name, limit, _, w)| (name, limit, w))),
+            ),
             [one] => self.policy_items.get(*one).cloned(),
             many => Some(headers::join_items(
                 many.iter().filter_map(|&i| self.policy_items.get(i)),
@@ -271,9 +269,7 @@ async fn reset(api: Arc<Api>, request: Request<Incoming>) -> Response {
         api.service
             .reset(request.policy.as_str(), request.key.as_str())
             .await?;
-        let mut response = Response::new(Body::empty());
-        *response.status_mut() = StatusCode::NO_CONTENT;
-        Ok(response)
+        Ok(no_content())
     }
     .await;
     api.respond(result)
@@ -304,9 +300,7 @@ async fn overrides(api: Arc<Api>, request: Request<Incoming>) -> Response {
             (&Method::DELETE, Some(key)) => {
                 limiter.delete_override(policy, key.as_str()).await?;
                 tracing::info!(policy, key = key.as_str(), "override deleted");
-                let mut response = Response::new(Body::empty());
-                *response.status_mut() = StatusCode::NO_CONTENT;
-                Ok(response)
+                Ok(no_content())
             }
             (&Method::DELETE, None) => Err(ApiError::invalid(
                 "missing query parameter `key` (an override is deleted one key at a time)",
@@ -500,6 +494,13 @@ fn metrics(api: &Api) -> Response {
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, PROMETHEUS.clone());
+    response
+}
+
+/// `204 No Content`: done, nothing to say.
+fn no_content() -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
     response
 }
 
