@@ -90,7 +90,6 @@ fn cases() -> Vec<Case> {
         case(M::POST, "/v1/renew").body(json!({"policy": "jobs", "key": "tenant-7", "lease": LAST_LEASE})),
         case(M::POST, "/v1/renew").body(json!({"policy": "jobs", "key": "tenant-7", "lease": "unknown"})),
         case(M::POST, "/v1/release").body(json!({"policy": "jobs", "key": "tenant-7", "lease": "unknown"})),
-        case(M::POST, "/v1/adjust").body(json!({"policy": "api", "key": "user-1", "delta": -1})),
         case(M::GET, "/v1/stats").admin(),
         case(M::GET, "/v1/stats"),
         case(M::GET, "/dashboard").admin(),

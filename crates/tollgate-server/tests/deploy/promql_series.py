@@ -1,6 +1,6 @@
 """Checks that PromQL expressions use only series a real tollgate exports.
 
-    promql_series.py --metrics FILE [--metrics FILE ...] [--pending NAME ...] SOURCE ...
+    promql_series.py --metrics FILE [--metrics FILE ...] SOURCE ...
 
 A SOURCE is a Grafana dashboard (.json: every panel target's `expr` and every query variable) or
 a Prometheus rules file (.yml: every rule's `expr`). Each expression is parsed with a real PromQL
@@ -8,9 +8,8 @@ parser, and each vector selector in it must name a series present in one of the 
 files (Prometheus text scraped from running servers), with label matchers that can match:
 an `=` matcher's value must occur on that series, other matchers need the label to exist, and
 `by (...)` / `without (...)` labels must exist on a series inside the aggregation. `instance` and
-`job` are added by Prometheus at scrape time and always accepted. A `--pending` name is a series
-that the contract promises but this build does not export yet: its selectors are accepted as
-they are. Prints one line per source and exits 1 with every problem listed.
+`job` are added by Prometheus at scrape time and always accepted. Prints one line per source
+and exits 1 with every problem listed.
 """
 
 import argparse
@@ -44,9 +43,8 @@ def read_exposition(paths):
 
 
 class Checker:
-    def __init__(self, series, pending):
+    def __init__(self, series):
         self.series = series
-        self.pending = set(pending)
         self.problems = []
         self.selectors = 0
 
@@ -59,8 +57,6 @@ class Checker:
         if not name:
             self.problems.append(f"{where}: a selector without a metric name")
             return set()
-        if name in self.pending:
-            return {m.name for m in selector.matchers.matchers} | SCRAPE_LABELS
         if name not in self.series:
             self.problems.append(f"{where}: {name} is not exported by tollgate")
             return set()
@@ -156,11 +152,10 @@ def rules_exprs(path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--metrics", action="append", required=True)
-    parser.add_argument("--pending", action="append", default=[])
     parser.add_argument("sources", nargs="+")
     args = parser.parse_args()
 
-    checker = Checker(read_exposition(args.metrics), args.pending)
+    checker = Checker(read_exposition(args.metrics))
     for source in args.sources:
         if source.endswith(".json"):
             exprs, variables = dashboard_exprs(source)
