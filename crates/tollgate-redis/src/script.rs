@@ -270,12 +270,14 @@ pub fn parse_lease_reply(reply: &redis::Value, policy: &Policy) -> Result<LeaseO
 pub(crate) fn push_args<'p, A: Arguments + ?Sized>(
     call: &mut A,
     shape: Shape,
-    mode: Mode,
-    cost: u64,
+    op: Op,
     now_us: Option<u64>,
     policies: impl Iterator<Item = &'p Policy>,
 ) {
-    call.integer(cost);
+    match op {
+        Op::Decide { cost, .. } => call.integer(cost),
+        Op::Adjust { delta } => call.bytes(itoa::Buffer::new().format(delta).as_bytes()),
+    }
     for policy in policies {
         if shape == Shape::SeveralPolicies {
             call.integer(code(policy.algorithm()).into());
@@ -284,17 +286,32 @@ pub(crate) fn push_args<'p, A: Arguments + ?Sized>(
         call.integer(period_argument(policy));
         call.integer(policy.capacity());
     }
-    push_optional_args(call, mode, now_us);
+    push_optional_args(call, op, now_us);
+}
+
+/// What a script call does with its checks: decide `cost` in `mode`, or (one policy only)
+/// adjust by `delta` after the fact (`one_policy.lua`'s mode `a`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Decide `cost` in `mode`.
+    Decide {
+        /// The cost of the request.
+        cost: u64,
+        /// Consume or peek.
+        mode: Mode,
+    },
+    /// Charge (`delta > 0`) or refund, then answer a peek of one unit.
+    Adjust {
+        /// The signed amount.
+        delta: i64,
+    },
 }
 
 /// The optional arguments that end [`push_args`]: mode and injected time, when needed. In a
 /// batch they follow every check's arguments, once (every check of a batch shares them).
-fn push_optional_args<A: Arguments + ?Sized>(call: &mut A, mode: Mode, now_us: Option<u64>) {
-    if sends_mode(mode, now_us) {
-        call.bytes(match mode {
-            Mode::Consume => b"c",
-            Mode::Peek => b"p",
-        });
+fn push_optional_args<A: Arguments + ?Sized>(call: &mut A, op: Op, now_us: Option<u64>) {
+    if let Some(mode) = mode_argument(op, now_us) {
+        call.bytes(mode);
     }
     if let Some(now) = now_us {
         call.integer(now);
@@ -311,18 +328,28 @@ pub(crate) fn period_argument(policy: &Policy) -> u64 {
 }
 
 /// How many arguments [`push_args`] writes.
-pub(crate) fn args_count(shape: Shape, policies: usize, mode: Mode, now_us: Option<u64>) -> usize {
+pub(crate) fn args_count(shape: Shape, policies: usize, op: Op, now_us: Option<u64>) -> usize {
     let per_policy = match shape {
         Shape::OnePolicy(_) => 3,
         Shape::SeveralPolicies => 4,
     };
     1 + per_policy * policies
-        + usize::from(sends_mode(mode, now_us))
+        + usize::from(mode_argument(op, now_us).is_some())
         + usize::from(now_us.is_some())
 }
 
-fn sends_mode(mode: Mode, now_us: Option<u64>) -> bool {
-    mode == Mode::Peek || now_us.is_some()
+/// The mode argument, when one is sent: consuming (the default) only before an injected time.
+fn mode_argument(op: Op, now_us: Option<u64>) -> Option<&'static [u8]> {
+    match op {
+        Op::Adjust { .. } => Some(b"a"),
+        Op::Decide {
+            mode: Mode::Peek, ..
+        } => Some(b"p"),
+        Op::Decide {
+            mode: Mode::Consume,
+            ..
+        } => now_us.is_some().then_some(b"c"),
+    }
 }
 
 /// One decision's script call: `EVALSHA <sha>` (or, after `NOSCRIPT`, `EVAL <source>`), the
@@ -331,8 +358,8 @@ fn sends_mode(mode: Mode, now_us: Option<u64>) -> bool {
 pub(crate) struct ScriptCall<'a> {
     pub(crate) prefix: &'a str,
     pub(crate) checks: &'a [Check<'a>],
-    pub(crate) cost: u64,
-    pub(crate) mode: Mode,
+    /// A decision, or (of one check only) an adjustment.
+    pub(crate) op: Op,
     pub(crate) now_us: Option<u64>,
     pub(crate) by_source: bool,
 }
@@ -346,7 +373,7 @@ impl ScriptCall<'_> {
     pub(crate) fn count(&self) -> usize {
         let shape = self.shape();
         3 + KEYS_PER_CHECK * self.checks.len()
-            + args_count(shape, self.checks.len(), self.mode, self.now_us)
+            + args_count(shape, self.checks.len(), self.op, self.now_us)
     }
 
     pub(crate) fn write<A: Arguments + ?Sized>(&self, out: &mut A) {
@@ -360,7 +387,7 @@ impl ScriptCall<'_> {
         }
         out.integer((KEYS_PER_CHECK * self.checks.len()) as u64);
         self.write_keys(out);
-        self.write_args(out, self.mode, self.now_us);
+        self.write_args(out, self.op, self.now_us);
     }
 
     fn write_keys<A: Arguments + ?Sized>(&self, out: &mut A) {
@@ -370,12 +397,11 @@ impl ScriptCall<'_> {
         }
     }
 
-    fn write_args<A: Arguments + ?Sized>(&self, out: &mut A, mode: Mode, now_us: Option<u64>) {
+    fn write_args<A: Arguments + ?Sized>(&self, out: &mut A, op: Op, now_us: Option<u64>) {
         push_args(
             out,
             self.shape(),
-            mode,
-            self.cost,
+            op,
             now_us,
             self.checks.iter().map(|c| c.policy),
         );
@@ -392,17 +418,18 @@ impl ScriptCall<'_> {
 }
 
 /// A check of one policy batches with the checks of the same algorithm and mode (and, in
-/// tests, the same injected time); by source (after `NOSCRIPT`) it goes alone.
+/// tests, the same injected time); by source (after `NOSCRIPT`), or an adjustment, it goes
+/// alone.
 impl Batchable for ScriptCall<'_> {
     fn group(&self) -> Option<BatchGroup> {
         let [check] = self.checks else {
             return None;
         };
-        if self.by_source {
+        if self.by_source || matches!(self.op, Op::Adjust { .. }) {
             return None;
         }
         let mut shared = SharedArguments(Vec::new());
-        push_optional_args(&mut shared, self.mode, self.now_us);
+        push_optional_args(&mut shared, self.op, self.now_us);
         Some(BatchGroup {
             forms: &FORMS[index(check.policy.algorithm())],
             shared: shared.0,
@@ -415,7 +442,16 @@ impl Batchable for ScriptCall<'_> {
 
     fn write_parts(&self, keys: &mut Parts, arguments: &mut Parts) {
         self.write_keys(keys);
-        self.write_args(arguments, Mode::Consume, None);
+        // Each check's own arguments only: the mode and time are the batch's shared ones (an
+        // adjustment never batches, [`Self::group`]).
+        let op = match self.op {
+            Op::Decide { cost, .. } => Op::Decide {
+                cost,
+                mode: Mode::Consume,
+            },
+            adjust => adjust,
+        };
+        self.write_args(arguments, op, None);
     }
 }
 
@@ -554,8 +590,7 @@ mod tests {
                         let call = ScriptCall {
                             prefix: "t",
                             checks,
-                            cost: 1,
-                            mode,
+                            op: Op::Decide { cost: 1, mode },
                             now_us,
                             by_source,
                         };

@@ -4,15 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tollgate::{
-    Check, Decisions, LeaseOp, LeaseOutcome, ManualClock, Mode, Override, OverridePage, Policy,
-    Store, StoreDecision, StoreError,
+    Check, Decision, Decisions, LeaseOp, LeaseOutcome, ManualClock, Mode, Override, OverridePage,
+    Policy, Store, StoreDecision, StoreError,
 };
 
 use crate::connection::{ConnectOptions, Connection, TlsFiles, redact};
 use crate::error::RedisStoreError;
 use crate::keys;
 use crate::overrides;
-use crate::script::{self, LeaseCall, ScriptCall, Shape};
+use crate::script::{self, LeaseCall, Op, ScriptCall, Shape};
 
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "tollgate";
@@ -215,8 +215,7 @@ impl RedisStore {
     fn script_call<'a>(
         &'a self,
         checks: &'a [Check<'a>],
-        cost: u64,
-        mode: Mode,
+        op: Op,
         by_source: bool,
     ) -> Result<ScriptCall<'a>, StoreError> {
         for check in checks {
@@ -225,11 +224,24 @@ impl RedisStore {
         Ok(ScriptCall {
             prefix: &self.inner.prefix,
             checks,
-            cost,
-            mode,
+            op,
             now_us: self.inner.clock.as_ref().map(ManualClock::now_us),
             by_source,
         })
+    }
+
+    /// Run the script of `checks` for `op` (`EVALSHA`, then `EVAL` after `NOSCRIPT`), through
+    /// the batching layer, and read its decisions.
+    async fn run_script(&self, checks: &[Check<'_>], op: Op) -> Result<Decisions, StoreError> {
+        let connection = &self.inner.connection;
+        let reply = match connection.eval(&self.script_call(checks, op, false)?).await {
+            Err(e) if is_noscript(&e) => {
+                connection.eval(&self.script_call(checks, op, true)?).await
+            }
+            other => other,
+        }
+        .map_err(backend)?;
+        script::parse_reply(&reply, checks.iter().map(|c| c.policy)).map_err(StoreError::Protocol)
     }
 
     /// Run the lease script for `check` (`EVALSHA`, then `EVAL` after `NOSCRIPT`).
@@ -277,8 +289,15 @@ impl RedisStore {
             let mut pipeline = redis::pipe();
             pipeline
                 .add_command(
-                    self.script_call(checks, cost, Mode::Consume, by_source)?
-                        .to_cmd(),
+                    self.script_call(
+                        checks,
+                        Op::Decide {
+                            cost,
+                            mode: Mode::Consume,
+                        },
+                        by_source,
+                    )?
+                    .to_cmd(),
                 )
                 .cmd("WAIT")
                 .arg(ack.replicas)
@@ -361,25 +380,25 @@ impl Store for RedisStore {
                 degraded: false,
             });
         }
-        let connection = &self.inner.connection;
-        let reply = match connection
-            .eval(&self.script_call(checks, cost, mode, false)?)
-            .await
-        {
-            Err(e) if is_noscript(&e) => {
-                connection
-                    .eval(&self.script_call(checks, cost, mode, true)?)
-                    .await
-            }
-            other => other,
-        }
-        .map_err(backend)?;
-        let decisions = script::parse_reply(&reply, checks.iter().map(|c| c.policy))
-            .map_err(StoreError::Protocol)?;
+        let decisions = self.run_script(checks, Op::Decide { cost, mode }).await?;
         Ok(StoreDecision {
             decisions,
             degraded: false,
         })
+    }
+
+    async fn adjust(&self, check: Check<'_>, delta: i64) -> Result<Decision, StoreError> {
+        if check.policy.algorithm().is_concurrency() {
+            return Err(StoreError::Protocol(format!(
+                "policy `{}` is a concurrency policy: its leases are released, not adjusted",
+                check.name
+            )));
+        }
+        let decisions = self.run_script(&[check], Op::Adjust { delta }).await?;
+        decisions
+            .first()
+            .copied()
+            .ok_or_else(|| StoreError::Protocol("no decision for an adjustment".into()))
     }
 
     async fn lease(&self, check: Check<'_>, op: LeaseOp) -> Result<LeaseOutcome, StoreError> {

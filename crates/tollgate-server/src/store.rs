@@ -7,8 +7,8 @@ use std::fmt;
 
 use tollgate::memory::MemoryStore;
 use tollgate::{
-    Check, Clock, LeaseOp, LeaseOutcome, Mode, Override, OverridePage, Policy, ResilienceConfig,
-    Resilient, Store, StoreDecision, StoreError,
+    Check, Clock, Decision, LeaseOp, LeaseOutcome, Mode, Override, OverridePage, Policy,
+    ResilienceConfig, Resilient, Store, StoreDecision, StoreError,
 };
 use tollgate_redis::{RedisOptions, RedisStore, RedisStoreError, ReplicaAck};
 
@@ -171,6 +171,13 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(memory) => memory.lease(check, op).await,
             AnyStore::Redis(redis) => Box::pin(redis.lease(check, op)).await,
+        }
+    }
+
+    async fn adjust(&self, check: Check<'_>, delta: i64) -> Result<Decision, StoreError> {
+        match self {
+            AnyStore::Memory(memory) => memory.adjust(check, delta).await,
+            AnyStore::Redis(redis) => Box::pin(redis.adjust(check, delta)).await,
         }
     }
 

@@ -9,10 +9,11 @@ use smallvec::SmallVec;
 use crate::algorithm::Mode;
 use crate::decision::Decision;
 use crate::error::LimitError;
+use crate::error::PolicyError;
 use crate::error::StoreError;
 use crate::lease::{Acquired, Lease, LeaseId, LeaseOp, LeaseOutcome};
 use crate::overrides::{self, Override, OverridePage, OverrideSpec};
-use crate::policy::Policy;
+use crate::policy::{Algorithm, MAX_EXACT, Policy};
 use crate::resilience::{OnError, fixed_decisions};
 use crate::short_str;
 use crate::store::{Check, Decisions, Store};
@@ -587,6 +588,65 @@ impl<S: Store> Limiter<S> {
     ) -> Result<Option<std::time::Duration>, LimitError> {
         let outcome = self.lease_op(policy, key, LeaseOp::Renew(id)).await?;
         Ok(outcome.decision.allowed.then(|| outcome.lease_expires_in()))
+    }
+
+    /// Charge (`delta > 0`) or refund (`delta < 0`) `key` under `policy` once the real cost is
+    /// known, e.g. the tokens an LLM response used after a check of an estimate. A charge may
+    /// take the key up to one limit into debt, so the next requests wait; a refund never gives
+    /// back more than a full quota. Answers what a check of one unit would answer now. The rule
+    /// of each algorithm is in its `adjust` ([`crate::State::adjust`]); a sliding log takes
+    /// charges only, and a `concurrency` policy none. Not idempotent: after a store timeout it
+    /// may or may not have applied.
+    ///
+    /// ```
+    /// use tollgate::{Algorithm, Limiter, MemoryStore, Policy};
+    ///
+    /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// # rt.block_on(async {
+    /// let limiter = Limiter::new(MemoryStore::new())
+    ///     .with_policy("tokens", Policy::builder(Algorithm::TokenBucket).rate("1000/min").build()?);
+    /// // Reserve an estimate, then settle the real count once the response has ended.
+    /// limiter.check_cost("tokens", "tenant-7", 100).await?;
+    /// let after = limiter.adjust("tokens", "tenant-7", 40 - 100).await?;
+    /// assert_eq!(after.remaining, 960);
+    /// let debt = limiter.adjust("tokens", "tenant-7", 1500).await?;
+    /// assert!(!debt.allowed && debt.retry_after_ms() > 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn adjust(
+        &self,
+        policy: &str,
+        key: &str,
+        delta: i64,
+    ) -> Result<Decision, LimitError> {
+        validate_key(key)?;
+        let (name, found) = self.named(policy)?;
+        let refused = |source| LimitError::Policy {
+            policy: name.to_string(),
+            source,
+        };
+        match found.algorithm() {
+            Algorithm::Concurrency => {
+                return Err(refused(PolicyError::NotAdjustable(Algorithm::Concurrency)));
+            }
+            Algorithm::SlidingLog if delta < 0 => {
+                return Err(refused(PolicyError::RefundNotSupported));
+            }
+            _ => {}
+        }
+        if delta.unsigned_abs() >= MAX_EXACT {
+            return Err(refused(PolicyError::DeltaOutOfRange { delta }));
+        }
+        let check = Check {
+            name,
+            policy: found,
+            key,
+        };
+        self.store
+            .adjust(check, delta)
+            .await
+            .map_err(|error| self.reported(error))
     }
 
     /// Forget `key`'s state under `policy`.

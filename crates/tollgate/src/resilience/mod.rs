@@ -529,6 +529,17 @@ impl<S: Store> Store for Resilient<S> {
         self.bounded(self.store.reset(checks)).await
     }
 
+    /// Bounded like the override calls. A failure is the caller's error: an adjustment is not a
+    /// decision a fallback could make up (and after a timeout it may or may not have applied).
+    /// A refund may open room, so rejections cached for the key are forgotten.
+    async fn adjust(&self, check: Check<'_>, delta: i64) -> Result<Decision, StoreError> {
+        let result = self.bounded(self.store.adjust(check, delta)).await;
+        if let Some(cache) = &self.cache {
+            cache.forget(check.name, check.key);
+        }
+        result
+    }
+
     async fn set_override(&self, target: Check<'_>, value: &Override) -> Result<(), StoreError> {
         let result = self.bounded(self.store.set_override(target, value)).await;
         // Forgotten once the store holds the override: rejections cached before it was set
