@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use tollgate::{LeaseOp, LeaseOutcome, LimitError, Limiter, Mode, Policy, StoreError, Verdict};
+use tollgate::{
+    Decision, LeaseOp, LeaseOutcome, LimitError, Limiter, Mode, Policy, StoreError, Verdict,
+};
 
 use crate::config::{AdminToken, OnError, Settings};
 use crate::metrics::{self, Metrics};
@@ -150,6 +152,21 @@ impl Service {
             );
         }
         Ok((position, outcome))
+    }
+
+    /// Charge (`delta > 0`) or refund `key` under `name` after the fact ([`Limiter::adjust`]);
+    /// the policy's position comes back with what a check of one unit would answer now.
+    pub async fn adjust(
+        &self,
+        name: &str,
+        key: &str,
+        delta: i64,
+    ) -> Result<(usize, Decision), LimitError> {
+        let decision = self.limiter.adjust(name, key, delta).await?;
+        Ok((
+            self.limiter.policy_position(name).unwrap_or_default(),
+            decision,
+        ))
     }
 
     /// Forget `key`'s state under `name`.

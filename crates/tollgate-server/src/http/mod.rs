@@ -6,6 +6,7 @@
 //! | `POST /v1/check` | a decision, consuming `cost` when allowed |
 //! | `GET /v1/peek` | the same decision, consuming nothing |
 //! | `POST /v1/reset` | 204; bearer token when an admin token is set |
+//! | `POST /v1/adjust` | charge or refund after the fact; the decision of one more unit |
 //! | `POST /v1/acquire`, `/v1/release`, `/v1/renew` | leases of `concurrency` policies |
 //! | `PUT`, `GET`, `DELETE /v1/overrides` | per-key overrides (admin token as reset) |
 //! | `GET /v1/policies` | the configured policies |
@@ -34,10 +35,12 @@ use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version, h
 use axum::response::Response;
 use hyper::body::Incoming;
 use serde::Serialize;
-use tollgate::{Mode, Verdict};
+use tollgate::{Decisions, Mode, Verdict};
 
 use self::error::ApiError;
-use self::request::{CheckRequest, OverrideQuery, OverrideRequest, PeekQuery, ResetRequest};
+use self::request::{
+    AdjustRequest, CheckRequest, OverrideQuery, OverrideRequest, PeekQuery, ResetRequest,
+};
 use self::route::Route;
 use crate::metrics::ErrorCode;
 use crate::service::Service;
@@ -105,6 +108,7 @@ impl Api {
             Route::Check => Box::pin(check(api, request)),
             Route::Peek => Box::pin(peek(api, request)),
             Route::Reset => Box::pin(reset(api, request)),
+            Route::Adjust => Box::pin(adjust(api, request)),
             Route::Acquire => Box::pin(lease::acquire(api, request)),
             Route::Release => Box::pin(lease::release(api, request)),
             Route::Renew => Box::pin(lease::renew(api, request)),
@@ -270,6 +274,26 @@ async fn reset(api: Arc<Api>, request: Request<Incoming>) -> Response {
             .reset(request.policy.as_str(), request.key.as_str())
             .await?;
         Ok(no_content())
+    }
+    .await;
+    api.respond(result)
+}
+
+/// `POST /v1/adjust`: charge or refund after the fact; 200 with what a check of one unit would
+/// answer now (the decision body and headers, `allowed` meaning one more unit would pass). No
+/// admin token: like a check, it is the callers' own accounting.
+async fn adjust(api: Arc<Api>, request: Request<Incoming>) -> Response {
+    let result = async {
+        let (parts, body) = request.into_parts();
+        let body = body::read_json(&parts.headers, body).await?;
+        let request: AdjustRequest = body::parse_json(&body)?;
+        let (position, decision) = api
+            .service
+            .adjust(request.policy.as_str(), request.key.as_str(), request.delta)
+            .await?;
+        let mut verdict = tollgate::limiter::verdict(Decisions::from_buf([decision]), false);
+        verdict.policies = std::iter::once(position).collect();
+        Ok(api.decision_response(&verdict))
     }
     .await;
     api.respond(result)

@@ -173,6 +173,20 @@ pub struct ResetRequest<'a> {
     pub key: Text<'a>,
 }
 
+/// `POST /v1/adjust`: `{"policy":"api","key":"u","delta":-40}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustRequest<'a> {
+    /// The policy.
+    #[serde(borrow)]
+    pub policy: Text<'a>,
+    /// The identifier.
+    #[serde(borrow)]
+    pub key: Text<'a>,
+    /// Units to charge (> 0) or refund (< 0).
+    pub delta: i64,
+}
+
 /// `PUT /v1/overrides`:
 /// `{"policy":"api","key":"tenant-7","limit":5000,"period":"1m","burst":6000,"expires_in_ms":86400000}`
 /// (period, burst and expiry optional).
