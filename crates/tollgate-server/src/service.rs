@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use tollgate::{
-    Decision, LeaseOp, LeaseOutcome, LimitError, Limiter, Mode, Policy, StoreError, Verdict,
+    Decision, LeaseOp, LeaseOutcome, LimitError, Limiter, Mode, Policy, StoreError, Verdict, Waited,
 };
 
 use crate::config::{AdminToken, OnError, Settings};
@@ -116,6 +116,26 @@ impl Service {
         let started = Instant::now();
         let verdict = self.limiter.run(names, key, cost, mode).await?;
         self.metrics.record_latency(started.elapsed());
+        self.record(&verdict, key, mode);
+        Ok(verdict)
+    }
+
+    /// [`Self::decide`] (consuming) waiting up to `max_wait` for the cost to fit
+    /// ([`Limiter::check_wait`]), counted once, by its final verdict.
+    pub async fn decide_waiting(
+        &self,
+        names: &[&str],
+        key: &str,
+        cost: u64,
+        max_wait: std::time::Duration,
+    ) -> Result<Waited, LimitError> {
+        let waited = self.limiter.check_wait(names, key, cost, max_wait).await?;
+        self.record(&waited.verdict, key, Mode::Consume);
+        Ok(waited)
+    }
+
+    /// Count a verdict in the metrics, and in the stats when it limited a consuming request.
+    fn record(&self, verdict: &Verdict, key: &str, mode: Mode) {
         self.metrics.record_decision(
             verdict.reported_policy(),
             mode,
@@ -127,7 +147,6 @@ impl Service {
         if let (Some(stats), Mode::Consume, true) = (&self.stats, mode, limited) {
             stats.record_limited(verdict.reported_policy(), key);
         }
-        Ok(verdict)
     }
 
     /// Apply a lease operation of the `concurrency` policy `name` to `key` and count acquires

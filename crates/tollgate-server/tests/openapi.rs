@@ -62,6 +62,8 @@ fn cases() -> Vec<Case> {
         case(M::POST, "/v1/check").body(check.clone()),
         case(M::POST, "/v1/check").body(json!({"policies": ["api", "login"], "key": "user-1", "cost": 2})),
         case(M::POST, "/v1/check").body(json!({"policy": "api", "key": "user-1", "cost": 5})),
+        case(M::POST, "/v1/check").body(json!({"policy": "api", "key": "user-2", "max_wait_ms": 50})),
+        case(M::POST, "/v1/check").body(json!({"policy": "api", "key": "user-2", "max_wait_ms": 60001})),
         case(M::POST, "/v1/check").body(json!({"policy": "api"})),
         case(M::POST, "/v1/check").body(json!({"policy": "nope", "key": "k"})),
         case(M::GET, "/v1/check"),

@@ -143,11 +143,18 @@ impl Api {
         result.unwrap_or_else(|error| self.error(error))
     }
 
-    /// The decision as JSON with its rate-limit headers.
-    fn decision_response(&self, verdict: &Verdict) -> Response {
+    /// The decision as JSON with its rate-limit headers (and, for a check that asked to wait,
+    /// how long it waited).
+    fn decision_response(&self, verdict: &Verdict, waited_ms: Option<u64>) -> Response {
         let decision = &verdict.decision;
         let policy = self.service.policy_name(verdict.reported_policy());
-        let bytes = decision::render(policy, decision, verdict.degraded, shadow_of(verdict));
+        let bytes = decision::render(
+            policy,
+            decision,
+            verdict.degraded,
+            shadow_of(verdict),
+            waited_ms,
+        );
         let mut response = Response::new(Body::from(bytes));
         let headers = response.headers_mut();
         // Room for all four headers at once instead of growing on the first and third insert.
@@ -236,11 +243,17 @@ async fn check(api: Arc<Api>, request: Request<Incoming>) -> Response {
         let body = body::read_json(&parts.headers, body).await?;
         let request: CheckRequest = body::parse_json(&body)?;
         let names = request.policy_names()?;
-        let verdict = api
-            .service
-            .decide(&names, request.key.as_str(), request.cost(), Mode::Consume)
-            .await?;
-        Ok(api.decision_response(&verdict))
+        let (key, cost) = (request.key.as_str(), request.cost());
+        if let Some(max_wait) = request.max_wait()? {
+            let waited = api
+                .service
+                .decide_waiting(&names, key, cost, max_wait)
+                .await?;
+            let waited_ms = u64::try_from(waited.waited.as_millis()).unwrap_or(u64::MAX);
+            return Ok(api.decision_response(&waited.verdict, Some(waited_ms)));
+        }
+        let verdict = api.service.decide(&names, key, cost, Mode::Consume).await?;
+        Ok(api.decision_response(&verdict, None))
     }
     .await;
     api.respond(result)
@@ -258,7 +271,7 @@ async fn peek(api: Arc<Api>, request: Request<Incoming>) -> Response {
                 Mode::Peek,
             )
             .await?;
-        Ok(api.decision_response(&verdict))
+        Ok(api.decision_response(&verdict, None))
     }
     .await;
     api.respond(result)
@@ -293,7 +306,7 @@ async fn adjust(api: Arc<Api>, request: Request<Incoming>) -> Response {
             .await?;
         let mut verdict = tollgate::limiter::verdict(Decisions::from_buf([decision]), false);
         verdict.policies = std::iter::once(position).collect();
-        Ok(api.decision_response(&verdict))
+        Ok(api.decision_response(&verdict, None))
     }
     .await;
     api.respond(result)
