@@ -183,8 +183,20 @@ pub const fn code(algorithm: Algorithm) -> u8 {
     }
 }
 
-/// The lease script: acquire, release and renew of `concurrency` policies, one call each.
-pub const LEASE_SOURCE: &str = include_str!("../scripts/concurrency.lua");
+/// The lease script: acquire, release and renew of `concurrency` policies, one call each (the
+/// concurrency.lua block in its single frame).
+pub const LEASE_SOURCE: &str = concat!(
+    include_str!("../scripts/lease_single.lua"),
+    include_str!("../scripts/concurrency.lua"),
+    include_str!("../scripts/lease_single_end.lua"),
+);
+
+/// The lease script's batch form: the same block, applied to each operation of a batch.
+pub const LEASE_BATCH_SOURCE: &str = concat!(
+    include_str!("../scripts/lease_batch.lua"),
+    include_str!("../scripts/concurrency.lua"),
+    include_str!("../scripts/lease_batch_end.lua"),
+);
 
 static LEASE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(LEASE_SOURCE));
 
