@@ -29,6 +29,7 @@
 
 mod arguments;
 mod batch;
+mod cluster;
 mod connection;
 mod error;
 pub mod keys;
