@@ -74,6 +74,10 @@ impl Default for ConnectOptions {
     }
 }
 
+/// Milliseconds a Cluster call waits before it is retried (after `TRYAGAIN`, `CLUSTERDOWN`):
+/// from the first, doubling up to the last.
+const CLUSTER_RETRY_WAIT_MS: std::ops::Range<u64> = 5..100;
+
 /// A connection to whichever topology the URL names, with the batching rule in front.
 pub(crate) struct Connection {
     client: Arc<Client>,
@@ -279,9 +283,14 @@ impl Client {
             }
             "redis+cluster" | "rediss+cluster" => {
                 let nodes = cluster_nodes(scheme, rest).map_err(invalid)?;
+                // Short waits before a retry (TRYAGAIN while a slot's keys move, CLUSTERDOWN
+                // during a failover): those last milliseconds, and redis-rs's default first
+                // wait (1.28 s) outlasts a decision's whole response timeout.
                 let mut builder = ClusterClientBuilder::new(nodes)
                     .connection_timeout(options.connect_timeout)
-                    .response_timeout(options.response_timeout);
+                    .response_timeout(options.response_timeout)
+                    .min_retry_wait(CLUSTER_RETRY_WAIT_MS.start)
+                    .max_retry_wait(CLUSTER_RETRY_WAIT_MS.end);
                 if let Some(certs) = certificates {
                     builder = builder.certs(certs);
                 }

@@ -286,7 +286,15 @@ async fn a_check_that_fails_in_a_batch_fails_alone() {
             outcomes,
             errors,
             calls,
-        } = hammer(&[&server], &store, &policy, Some(victim), Mode::Consume, KEYS).await;
+        } = hammer(
+            &[&server],
+            &store,
+            &policy,
+            Some(victim),
+            Mode::Consume,
+            KEYS,
+        )
+        .await;
         let decisions = (TASKS * ROUNDS) as u64;
         assert!(calls * 2 <= decisions, "{algorithm:?}: {calls} calls");
         // Half the attempts went to the victim: every one an error naming its key.
