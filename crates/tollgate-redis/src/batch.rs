@@ -576,26 +576,26 @@ impl<L: Link> Drop for InFlight<'_, L> {
 /// alone, routed by their keys, the calls that Redis refused before running them.
 fn deliver<L: Link>(link: &Arc<L>, mut batch: Batch, form: Form, reply: RedisResult<Value>) {
     let replies = std::mem::take(&mut batch.replies);
-    let again = if form == Form::CrossSlot {
-        match &reply {
-            Err(e) if cluster::refuses_cross_slot(e) => {
-                link.refuse_cross_slot();
-                replies.into_iter().enumerate().collect()
-            }
-            Err(e) if cluster::is_not_run(e) => {
-                link.misrouted();
-                replies.into_iter().enumerate().collect()
-            }
-            _ => split(reply, replies, true, cluster::is_not_run),
+    let again = match &reply {
+        Err(e) if form == Form::CrossSlot && cluster::refuses_cross_slot(e) => {
+            link.refuse_cross_slot();
+            replies.into_iter().enumerate().collect()
         }
-    } else {
-        split(reply, replies, form != Form::Single, |_| false)
+        Err(e) if form == Form::CrossSlot && cluster::is_not_run(e) => {
+            link.misrouted();
+            replies.into_iter().enumerate().collect()
+        }
+        _ if form == Form::CrossSlot => {
+            let again = split(reply, replies, true, cluster::is_not_run);
+            if !again.is_empty() {
+                link.misrouted();
+            }
+            again
+        }
+        _ => split(reply, replies, form != Form::Single, |_| false),
     };
     if again.is_empty() {
         return;
-    }
-    if form == Form::CrossSlot {
-        link.misrouted();
     }
     let link = Arc::clone(link);
     tokio::spawn(async move {
