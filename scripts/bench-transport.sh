@@ -5,20 +5,87 @@
 #
 #   A=/path/to/redis_load B=/path/to/redis_load [N=400000] [REPEAT=5] scripts/bench-transport.sh
 #
+# With TOPOLOGY=cluster, one build instead, on a standalone Redis and on a Cluster of 3 masters
+# (no replicas) side by side, alternating (ABBA), the same workload; then a summary per
+# topology: medians of decisions/s and of Redis CPU per decision (`INFO commandstats` usec of
+# the script calls, summed over the Cluster's nodes, divided by decisions), and the per
+# repetition ratios Cluster / standalone:
+#
+#   A=/path/to/redis_load TOPOLOGY=cluster [N=400000] [REPEAT=5] scripts/bench-transport.sh
+#
 # Build each side with `cargo build --release -p tollgate-redis --bench redis_load` at its
 # commit and copy target/release/deps/redis_load-<hash>. Prints JSON lines (one per run) and
 # the redis-benchmark CSV lines; the peers' script comes from ../shared/peers when present.
 set -euo pipefail
-: "${A:?A=redis_load binary}" "${B:?B=redis_load binary}"
+: "${A:?A=redis_load binary}"
+TOPOLOGY=${TOPOLOGY:-builds}
+[ "$TOPOLOGY" = cluster ] || : "${B:?B=redis_load binary}"
 N=${N:-400000}
 REPEAT=${REPEAT:-5}
 PEERS_GCRA=${PEERS_GCRA:-$(dirname "$0")/../../shared/peers/lua/gcra.lua}
 RUN=$(mktemp -d)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
-  --pidfile "$RUN/redis.pid" --logfile "$RUN/redis.log"
-trap 'kill "$(cat "$RUN/redis.pid")" 2>/dev/null; rm -rf "$RUN"' EXIT
-for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+# A redis-server on port $1 (further arguments are its config), pid in $RUN/redis-$1.pid.
+start_redis() {
+  local port=$1
+  shift
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+    --dir "$RUN" --pidfile "$RUN/redis-$port.pid" --logfile "$RUN/redis-$port.log" "$@"
+  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "redis-server on $port did not start" >&2
+  exit 1
+}
+trap 'for p in "$RUN"/redis-*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done; rm -rf "$RUN"' EXIT
+PORT=$(free_port)
+start_redis "$PORT"
+
+if [ "$TOPOLOGY" = cluster ]; then
+  NODES=()
+  for _ in 1 2 3; do
+    p=$(free_port)
+    start_redis "$p" --cluster-enabled yes --cluster-config-file "nodes-$p.conf"
+    NODES+=("127.0.0.1:$p")
+  done
+  redis-cli --cluster create "${NODES[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
+  for _ in $(seq 100); do
+    redis-cli -p "${NODES[0]#*:}" cluster info | grep -q 'cluster_state:ok' && break
+    sleep 0.1
+  done
+  CLUSTER_URL="redis+cluster://$(IFS=,; echo "${NODES[*]}")"
+  LINES="$RUN/lines.jsonl"
+  for rep in $(seq "$REPEAT"); do
+    order="standalone cluster"; [ $((rep % 2)) = 0 ] && order="cluster standalone"
+    for side in $order; do
+      url="redis://127.0.0.1:$PORT"; [ "$side" = cluster ] && url=$CLUSTER_URL
+      timeout 300 "$A" load "$url" --algorithm gcra --concurrency 50 --requests "$N" \
+        --keys 10000 --variant "$side rep$rep" | tee -a "$LINES"
+    done
+  done
+  python3 - "$LINES" <<'EOF'
+import json, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    side, rep = r["variant"].split()
+    usec = r["redis_usec_per_call"] * r["redis_calls_per_decision"]
+    runs.setdefault(rep, {})[side] = (r["rps"], usec, r["redis_calls_per_decision"])
+med = lambda xs: statistics.median(xs)
+for side in ("standalone", "cluster"):
+    rows = [reps[side] for reps in runs.values()]
+    print(f"{side:10}  {med([r[0] for r in rows]):9.0f} decisions/s  "
+          f"{med([r[1] for r in rows]):6.2f} µs Redis CPU/decision  "
+          f"{med([r[2] for r in rows]):.3f} script calls/decision")
+ratios = [(reps["cluster"][0] / reps["standalone"][0], reps["cluster"][1] / reps["standalone"][1])
+          for reps in runs.values()]
+print("cluster/standalone per repetition: rate " + " ".join(f"{r[0]:.2f}" for r in ratios)
+      + f" (median {med([r[0] for r in ratios]):.2f}); CPU/decision "
+      + " ".join(f"{r[1]:.2f}" for r in ratios) + f" (median {med([r[1] for r in ratios]):.2f})")
+EOF
+  exit 0
+fi
+
 G=""
 [ -f "$PEERS_GCRA" ] && G=$(redis-cli -p "$PORT" -x script load <"$PEERS_GCRA")
 for rep in $(seq "$REPEAT"); do

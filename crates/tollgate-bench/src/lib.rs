@@ -12,6 +12,6 @@ pub mod target;
 pub mod workload;
 
 pub use report::Report;
-pub use runner::{CommandCounter, redis_command_counter, run};
+pub use runner::{CommandCounter, RedisCounters, redis_command_counter, run};
 pub use target::{HttpTarget, Outcome, StoreTarget, Target, TargetError};
 pub use workload::{Distribution, Workload};

@@ -14,7 +14,8 @@
 //! ```
 //!
 //! `load` prints the same JSON line as `tollgate bench --json` (rps, p50/p99, outcomes, Redis
-//! commands per decision and script CPU µs per call from `INFO commandstats`). `--resilient`
+//! commands per decision and script CPU µs per call from `INFO commandstats`, summed over every
+//! node of a `redis+cluster://` URL). `--resilient`
 //! puts the server's wrapper in front (timeout, circuit breaker, over-limit cache), as
 //! `tollgate serve` runs it; `--current-thread` runs the client on one thread instead of Tokio's
 //! multi-thread runtime (no cross-thread wake-ups between the tasks and the connection).
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tollgate::{Algorithm, Limiter, Policy, ResilienceConfig, Resilient, Store};
-use tollgate_bench::{CommandCounter, StoreTarget, Workload, run};
+use tollgate_bench::{CommandCounter, RedisCounters, StoreTarget, Workload, run};
 use tollgate_redis::script::Shape;
 use tollgate_redis::{RedisOptions, RedisStore};
 
@@ -124,9 +125,7 @@ async fn load(load: LoadArgs) -> Result<(), String> {
     let store = RedisStore::connect(&load.url, RedisOptions::default())
         .await
         .map_err(|e| e.to_string())?;
-    let counter = tollgate_bench::redis_command_counter(
-        redis::Client::open(load.url.as_str()).map_err(|e| e.to_string())?,
-    );
+    let counter = command_counter(&load.url)?;
     if load.resilient {
         let store = Resilient::new(store, ResilienceConfig::default());
         drive(store, &load, policy, counter).await;
@@ -134,6 +133,35 @@ async fn load(load: LoadArgs) -> Result<(), String> {
         drive(store, &load, policy, counter).await;
     }
     Ok(())
+}
+
+/// Counts of `INFO commandstats` at `url`: of its one server, or summed over every node a
+/// `redis+cluster://` URL names.
+fn command_counter(url: &str) -> Result<CommandCounter, String> {
+    let nodes: Vec<String> = match url.strip_prefix("redis+cluster://") {
+        Some(hosts) => hosts.split(',').map(|h| format!("redis://{h}")).collect(),
+        None => vec![url.to_owned()],
+    };
+    let counters = nodes
+        .iter()
+        .map(|node| {
+            let client = redis::Client::open(node.as_str()).map_err(|e| e.to_string())?;
+            Ok(tollgate_bench::redis_command_counter(client))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Arc::new(move || {
+        let counters = counters.clone();
+        Box::pin(async move {
+            let mut sum = RedisCounters::default();
+            for counter in &counters {
+                let node = counter().await?;
+                sum.calls += node.calls;
+                sum.script_calls += node.script_calls;
+                sum.script_usec += node.script_usec;
+            }
+            Some(sum)
+        })
+    }))
 }
 
 fn main() {

@@ -20,17 +20,28 @@
 //!   calls joined the batch (the script runs a batch atomically);
 //! - a call whose caller gave up (timed out, dropped) while it waited is left out of its batch:
 //!   it was never sent, so it never runs, not even after what its caller does next;
-//! - a call is never sent twice: if the batch fails on the connection, every call in it fails
-//!   (whether it ran is unknown) and the caller's failure policy decides.
+//! - a call is never sent twice once it may have run: if the batch fails on the connection,
+//!   every call in it fails (whether it ran is unknown) and the caller's failure policy
+//!   decides. Only a call that Redis refused before running it is sent again (below).
+//!
+//! On a Cluster ([`Lane`]), calls queue per node (by the slot map of `cluster.rs`) and a
+//! node's batch is one call of the cross-slot form of the script, sent to that node. A call
+//! that the node refused because it does not serve its key (the map was stale, or the slot is
+//! migrating) did not run: it is sent again alone, with its keys declared, through redis-rs's
+//! routing, which follows `MOVED` and `ASK` (a caller that gave up meanwhile is not). Where
+//! the nodes refuse the cross-slot script itself (Redis before 7), the batch is sent again the
+//! same way and calls queue per slot from then on.
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use redis::{ErrorKind, RedisError, RedisResult, Value};
 use tokio::sync::oneshot;
 
 use crate::arguments::Arguments;
+use crate::cluster;
 
-/// Commands of one group that may be unanswered at once. A call finding none goes out at
+/// Commands of one queue that may be unanswered at once. A call finding none goes out at
 /// once; one finding some waits until [`MORE_PER_BATCH`] calls per unanswered command wait
 /// (8 behind one, 16 behind two, 24 behind three: then they go out as one more command, so
 /// that Redis has the next batch in its socket while it runs one) or until one is answered
@@ -43,24 +54,47 @@ use crate::arguments::Arguments;
 /// callers and the slowest at 50; this rule is as good as the best fixed one at 16, 50 and 64.
 const BATCHES_IN_FLIGHT: usize = 4;
 
-/// Calls that wait, per command of their group already unanswered, before one more goes out:
+/// Calls that wait, per command of their queue already unanswered, before one more goes out:
 /// fewer would make batches too small to be cheap, more would leave Redis idle between them.
 const MORE_PER_BATCH: usize = 8;
 
 /// Most calls in one batch, so that one script call never holds Redis long.
 pub(crate) const MAX_BATCH: usize = 64;
 
-/// A script in the two forms a batch needs. Both take the same arguments per call; the batch
-/// form decides every call as a batch even when it is alone (the single form decides a lone
-/// call inline, which is cheaper).
+/// A script in the forms a batch needs. All take the same arguments per call; the batch form
+/// decides every call as a batch even when it is alone (the single form decides a lone call
+/// inline, which is cheaper); the cross-slot form is the batch form with its keys in `ARGV`
+/// (`cluster.rs`), for a Cluster node's batch.
 #[derive(Debug)]
 pub(crate) struct ScriptForms {
     /// The form a call alone is sent in.
-    pub(crate) single: &'static redis::Script,
-    pub(crate) single_source: &'static str,
+    single: &'static redis::Script,
+    single_source: &'static str,
     /// The form of a batch.
-    pub(crate) batch: &'static redis::Script,
-    pub(crate) batch_source: &'static str,
+    batch: &'static redis::Script,
+    batch_source: &'static str,
+    /// The form of a Cluster node's batch.
+    cross_slot: redis::Script,
+    cross_slot_source: String,
+}
+
+impl ScriptForms {
+    /// The forms of a script whose single and batch forms are these (the cross-slot form is
+    /// made from the batch form).
+    pub(crate) fn new(
+        (single, single_source): (&'static redis::Script, &'static str),
+        (batch, batch_source): (&'static redis::Script, &'static str),
+    ) -> Self {
+        let cross_slot_source = cluster::cross_slot_source(batch_source);
+        ScriptForms {
+            single,
+            single_source,
+            batch,
+            batch_source,
+            cross_slot: redis::Script::new(&cross_slot_source),
+            cross_slot_source,
+        }
+    }
 }
 
 /// What a call's batch is: calls batch only with calls of the same script and the same shared
@@ -85,15 +119,51 @@ impl Eq for ScriptForms {}
 pub(crate) trait Batchable {
     /// Its group; `None` when it must go alone (several policies, say).
     fn group(&self) -> Option<BatchGroup>;
+    /// The Cluster slot of its keys (asked only on a Cluster).
+    fn slot(&self) -> u16;
     /// The call alone, as a command (sent when it finds nothing in flight).
     fn alone(&self) -> redis::Cmd;
     /// Its keys into `keys` and its arguments into `arguments`, as the batch form takes them.
     fn write_parts(&self, keys: &mut Parts, arguments: &mut Parts);
 }
 
+/// Where a queue's calls go: calls batch only with calls of the same lane (and group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// The one connection of a standalone server or a Sentinel master.
+    Connection,
+    /// One Cluster node (an index of the slot map): its batches hold keys of several of its
+    /// slots, in the cross-slot form.
+    Node(u16),
+    /// One Cluster slot, with its keys declared: until the slot map is known, or where the
+    /// nodes refuse cross-slot scripts.
+    Slot(u16),
+}
+
 /// A connection that runs one command and returns its reply (a server error as `Err`).
 pub(crate) trait Link: Send + Sync + 'static {
+    /// Run `command`, routed by its keys.
     fn run(&self, command: &redis::Cmd) -> impl Future<Output = RedisResult<Value>> + Send;
+
+    /// The lane of a call whose keys are in `slot` (computed only when needed).
+    fn lane(&self, _slot: impl FnOnce() -> u16) -> Lane {
+        Lane::Connection
+    }
+
+    /// Run a [`Lane::Node`] batch on the master that serves `slot`, one of its calls' slots.
+    fn run_on(
+        &self,
+        _slot: u16,
+        command: redis::Cmd,
+    ) -> impl Future<Output = RedisResult<Value>> + Send {
+        async move { self.run(&command).await }
+    }
+
+    /// A node refused calls of a [`Lane::Node`] batch that it does not serve.
+    fn misrouted(&self) {}
+
+    /// A node refused the cross-slot form itself.
+    fn refuse_cross_slot(&self) {}
 }
 
 /// Arguments laid end to end, with where each ends.
@@ -113,11 +183,12 @@ impl Parts {
         &self.bytes[from..self.ends[i]]
     }
 
+    #[cfg(test)]
     fn iter(&self) -> impl Iterator<Item = &[u8]> {
         (0..self.len()).map(|i| self.get(i))
     }
 
-    fn extend_from(&mut self, other: &Parts, range: std::ops::Range<usize>) {
+    fn extend_from(&mut self, other: &Parts, range: Range<usize>) {
         for i in range {
             self.bytes(other.get(i));
         }
@@ -140,16 +211,26 @@ impl Arguments for Parts {
 
 type Reply = oneshot::Sender<RedisResult<Value>>;
 
-/// One waiting call: who waits, and where its keys and arguments end in the queue's parts.
-struct Waiter {
-    reply: Reply,
-    keys_end: usize,
-    arguments_end: usize,
+/// Where a call's keys and arguments end in its queue's (or batch's) parts, and the slot of
+/// its keys (on a Cluster; else 0).
+#[derive(Debug, Clone, Copy)]
+struct End {
+    keys: usize,
+    arguments: usize,
+    slot: u16,
 }
 
-/// The calls of one group waiting to be sent, and how many of its commands are in flight.
+/// One waiting call: who waits, and where its parts end.
+struct Waiter {
+    reply: Reply,
+    end: End,
+}
+
+/// The calls of one group and lane waiting to be sent, and how many of its commands are in
+/// flight.
 struct Queue {
     group: BatchGroup,
+    lane: Lane,
     keys: Parts,
     arguments: Parts,
     waiters: Vec<Waiter>,
@@ -157,9 +238,10 @@ struct Queue {
 }
 
 impl Queue {
-    fn new(group: BatchGroup) -> Self {
+    fn new(group: BatchGroup, lane: Lane) -> Self {
         Queue {
             group,
+            lane,
             keys: Parts::default(),
             arguments: Parts::default(),
             waiters: Vec::new(),
@@ -167,7 +249,7 @@ impl Queue {
         }
     }
 
-    /// Whether the waiting calls go out now: none of the group's commands is unanswered, or
+    /// Whether the waiting calls go out now: none of the queue's commands is unanswered, or
     /// enough wait to make one more worth its price, or a whole batch waits.
     fn ready(&self) -> bool {
         let waiting = self.waiters.len();
@@ -187,43 +269,47 @@ impl Queue {
             self.in_flight += 1;
             return Some(Batch {
                 group: self.group.clone(),
+                lane: self.lane,
                 keys: std::mem::take(&mut self.keys),
                 arguments: std::mem::take(&mut self.arguments),
+                ends: self.waiters.iter().map(|w| w.end).collect(),
                 replies: self.waiters.drain(..).map(|w| w.reply).collect(),
             });
         }
         let mut batch = Batch {
             group: self.group.clone(),
+            lane: self.lane,
             keys: Parts::default(),
             arguments: Parts::default(),
+            ends: Vec::new(),
             replies: Vec::new(),
         };
         let (mut keys_from, mut arguments_from) = (0, 0);
-        let mut rest = Queue::new(self.group.clone());
-        for waiter in self.waiters.drain(..) {
-            let (keys, arguments) = (
-                keys_from..waiter.keys_end,
-                arguments_from..waiter.arguments_end,
-            );
-            (keys_from, arguments_from) = (waiter.keys_end, waiter.arguments_end);
-            if waiter.reply.is_closed() {
+        let mut rest = Queue::new(self.group.clone(), self.lane);
+        for Waiter { reply, end } in self.waiters.drain(..) {
+            let (keys, arguments) = (keys_from..end.keys, arguments_from..end.arguments);
+            (keys_from, arguments_from) = (end.keys, end.arguments);
+            if reply.is_closed() {
                 continue;
             }
-            let to = if batch.replies.len() < MAX_BATCH {
-                batch.keys.extend_from(&self.keys, keys);
-                batch.arguments.extend_from(&self.arguments, arguments);
-                &mut batch.replies
+            let (to_keys, to_arguments) = if batch.replies.len() < MAX_BATCH {
+                (&mut batch.keys, &mut batch.arguments)
             } else {
-                rest.keys.extend_from(&self.keys, keys);
-                rest.arguments.extend_from(&self.arguments, arguments);
-                rest.waiters.push(Waiter {
-                    reply: waiter.reply,
-                    keys_end: rest.keys.len(),
-                    arguments_end: rest.arguments.len(),
-                });
-                continue;
+                (&mut rest.keys, &mut rest.arguments)
             };
-            to.push(waiter.reply);
+            to_keys.extend_from(&self.keys, keys);
+            to_arguments.extend_from(&self.arguments, arguments);
+            let end = End {
+                keys: to_keys.len(),
+                arguments: to_arguments.len(),
+                slot: end.slot,
+            };
+            if batch.replies.len() < MAX_BATCH {
+                batch.ends.push(end);
+                batch.replies.push(reply);
+            } else {
+                rest.waiters.push(Waiter { reply, end });
+            }
         }
         (self.keys, self.arguments) = (rest.keys, rest.arguments);
         self.waiters = rest.waiters;
@@ -242,37 +328,99 @@ impl Queue {
 /// Calls taken from a queue, to be sent as one command.
 struct Batch {
     group: BatchGroup,
+    lane: Lane,
     keys: Parts,
     arguments: Parts,
+    /// Where each call's keys and arguments end in `keys` and `arguments`.
+    ends: Vec<End>,
+    /// Who waits for each call's answer.
     replies: Vec<Reply>,
 }
 
+/// The form of a script a command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Single,
+    Batch,
+    CrossSlot,
+}
+
 impl Batch {
-    /// The command: the batch form when several calls (or `always`), else the single form;
-    /// by SHA, or with `by_source` by source (after `NOSCRIPT`).
-    fn command(&self, always: bool, by_source: bool) -> redis::Cmd {
+    /// The form the batch goes in: a call alone in the single form (unless `always`), a
+    /// Cluster node's batch in the cross-slot form, else the batch form.
+    fn form(&self, always: bool) -> Form {
+        match self.lane {
+            _ if self.ends.len() == 1 && !always => Form::Single,
+            Lane::Node(_) => Form::CrossSlot,
+            Lane::Connection | Lane::Slot(_) => Form::Batch,
+        }
+    }
+
+    /// The command of the calls at `calls` in `form`: by SHA, or with `by_source` by source
+    /// (after `NOSCRIPT`).
+    fn command(&self, form: Form, calls: Range<usize>, by_source: bool) -> redis::Cmd {
         let forms = self.group.forms;
-        let (script, source) = if self.replies.len() > 1 || always {
-            (forms.batch, forms.batch_source)
-        } else {
-            (forms.single, forms.single_source)
+        let (sha, source) = match form {
+            Form::Single => (forms.single.get_hash(), forms.single_source),
+            Form::Batch => (forms.batch.get_hash(), forms.batch_source),
+            Form::CrossSlot => (forms.cross_slot.get_hash(), &forms.cross_slot_source[..]),
         };
-        let count = 3 + self.keys.len() + self.arguments.len() + self.group.shared.len();
+        let end = |i: usize| -> (usize, usize) {
+            match i.checked_sub(1) {
+                Some(before) => (self.ends[before].keys, self.ends[before].arguments),
+                None => (0, 0),
+            }
+        };
+        let ((keys_from, arguments_from), (keys_to, arguments_to)) =
+            (end(calls.start), end(calls.end));
+        let (keys, arguments) = (keys_from..keys_to, arguments_from..arguments_to);
+        let count = 4 + keys.len() + arguments.len() + self.group.shared.len();
         let bytes = self.keys.bytes.len() + self.arguments.bytes.len() + 64;
         let mut command = redis::Cmd::with_capacity(count, bytes);
         if by_source {
             command.arg("EVAL").arg(source);
         } else {
-            command.arg("EVALSHA").arg(script.get_hash());
+            command.arg("EVALSHA").arg(sha);
         }
-        command.arg(self.keys.len());
-        for part in self.keys.iter().chain(self.arguments.iter()) {
-            command.arg(part);
+        if form == Form::CrossSlot {
+            // No key declared (Redis refuses declared keys of several slots): the keys lead
+            // the arguments, after their count.
+            command.arg(0).arg(keys.len());
+        } else {
+            command.arg(keys.len());
+        }
+        for i in keys {
+            command.arg(self.keys.get(i));
+        }
+        for i in arguments {
+            command.arg(self.arguments.get(i));
         }
         for shared in &self.group.shared {
             command.arg(&shared[..]);
         }
         command
+    }
+
+    /// Run the calls at `calls` in `form` on `link` (again by source after `NOSCRIPT`).
+    async fn run<L: Link>(&self, link: &L, form: Form, calls: Range<usize>) -> RedisResult<Value> {
+        let send = |by_source| {
+            let command = self.command(form, calls.clone(), by_source);
+            async move {
+                match (form, self.lane) {
+                    (Form::CrossSlot, _) => {
+                        let slot = self.ends[calls.start].slot;
+                        link.run_on(slot, command).await
+                    }
+                    _ => link.run(&command).await,
+                }
+            }
+        };
+        match send(false).await {
+            Err(e) if e.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                send(true).await
+            }
+            other => other,
+        }
     }
 }
 
@@ -298,7 +446,7 @@ impl Batcher {
         self.queues.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Run `call` on `link`: alone when none of its group is in flight, else in a batch.
+    /// Run `call` on `link`: alone when none of its queue is in flight, else in a batch.
     pub(crate) async fn run<L: Link>(
         self: &Arc<Self>,
         link: &Arc<L>,
@@ -307,12 +455,20 @@ impl Batcher {
         let Some(group) = call.group() else {
             return link.run(&call.alone()).await;
         };
+        let mut slot = 0;
+        let lane = link.lane(|| {
+            slot = call.slot();
+            slot
+        });
         let turn = {
             let mut queues = self.lock();
-            let at = match queues.iter().position(|q| q.group == group) {
+            let at = match queues
+                .iter()
+                .position(|q| q.lane == lane && q.group == group)
+            {
                 Some(at) => at,
                 None => {
-                    queues.push(Queue::new(group));
+                    queues.push(Queue::new(group, lane));
                     queues.len() - 1
                 }
             };
@@ -326,8 +482,11 @@ impl Batcher {
                 let (reply, receiver) = oneshot::channel();
                 queue.waiters.push(Waiter {
                     reply,
-                    keys_end: queue.keys.len(),
-                    arguments_end: queue.arguments.len(),
+                    end: End {
+                        keys: queue.keys.len(),
+                        arguments: queue.arguments.len(),
+                        slot,
+                    },
                 });
                 if queue.ready() {
                     if let Some(batch) = queue.take() {
@@ -339,12 +498,13 @@ impl Batcher {
         };
         match turn {
             Turn::Alone(group) => {
-                // Alone: sent from this task. The queue learns it is answered (or given up)
-                // when the guard drops.
+                // Alone: sent from this task, routed by its keys. The queue learns it is
+                // answered (or given up) when the guard drops.
                 let _in_flight = InFlight {
                     batcher: self,
                     link,
                     group,
+                    lane,
                 };
                 link.run(&call.alone()).await
             }
@@ -357,11 +517,13 @@ impl Batcher {
         }
     }
 
-    /// One of `group`'s commands is answered: the waiting calls that the rule now lets go,
+    /// One of the queue's commands is answered: the waiting calls that the rule now lets go,
     /// as a batch.
-    fn answered(&self, group: &BatchGroup) -> Option<Batch> {
+    fn answered(&self, group: &BatchGroup, lane: Lane) -> Option<Batch> {
         let mut queues = self.lock();
-        let at = queues.iter().position(|q| &q.group == group)?;
+        let at = queues
+            .iter()
+            .position(|q| q.lane == lane && &q.group == group)?;
         let queue = &mut queues[at];
         queue.in_flight = queue.in_flight.saturating_sub(1);
         let batch = if queue.ready() { queue.take() } else { None };
@@ -378,22 +540,17 @@ impl Batcher {
         tokio::spawn(async move {
             let mut next = Some(batch);
             while let Some(batch) = next.take() {
-                let always = batcher.always;
-                let reply = match link.run(&batch.command(always, false)).await {
-                    Err(e) if e.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                        link.run(&batch.command(always, true)).await
-                    }
-                    other => other,
-                };
-                let batch_form = batch.replies.len() > 1 || always;
-                split(reply, batch.replies, batch_form);
-                next = batcher.answered(&batch.group);
+                let form = batch.form(batcher.always);
+                let reply = batch.run(&*link, form, 0..batch.ends.len()).await;
+                let (group, lane) = (batch.group.clone(), batch.lane);
+                deliver(&link, batch, form, reply);
+                next = batcher.answered(&group, lane);
             }
         });
     }
 }
 
-/// What a call does: goes alone (none of its group in flight), or waits for a batch.
+/// What a call does: goes alone (none of its queue in flight), or waits for a batch.
 enum Turn {
     Alone(BatchGroup),
     Wait(oneshot::Receiver<RedisResult<Value>>),
@@ -404,43 +561,96 @@ struct InFlight<'a, L: Link> {
     batcher: &'a Arc<Batcher>,
     link: &'a Arc<L>,
     group: BatchGroup,
+    lane: Lane,
 }
 
 impl<L: Link> Drop for InFlight<'_, L> {
     fn drop(&mut self) {
-        if let Some(batch) = self.batcher.answered(&self.group) {
+        if let Some(batch) = self.batcher.answered(&self.group, self.lane) {
             self.batcher.spawn(self.link, batch);
         }
     }
 }
 
-/// Share a batch's reply among its calls (see the module docs). A server error inside an
-/// array (a call that failed in the script) becomes that call's `Err`.
-fn split(reply: RedisResult<Value>, replies: Vec<Reply>, batch_form: bool) {
-    let calls = replies.len();
-    let send = |reply: Reply, value: Value| {
-        let _ = reply.send(match value {
-            Value::ServerError(error) => Err(error.into()),
-            value => Ok(value),
-        });
+/// Answer `batch`'s calls from its `reply` (sent in `form`); on a Cluster node, send again
+/// alone, routed by their keys, the calls that Redis refused before running them.
+fn deliver<L: Link>(link: &Arc<L>, mut batch: Batch, form: Form, reply: RedisResult<Value>) {
+    let replies = std::mem::take(&mut batch.replies);
+    let again = match &reply {
+        Err(e) if form == Form::CrossSlot && cluster::refuses_cross_slot(e) => {
+            link.refuse_cross_slot();
+            replies.into_iter().enumerate().collect()
+        }
+        Err(e) if form == Form::CrossSlot && cluster::is_not_run(e) => {
+            link.misrouted();
+            replies.into_iter().enumerate().collect()
+        }
+        _ if form == Form::CrossSlot => {
+            let again = split(reply, replies, true, cluster::is_not_run);
+            if !again.is_empty() {
+                link.misrouted();
+            }
+            again
+        }
+        _ => split(reply, replies, form != Form::Single, |_| false),
     };
+    if again.is_empty() {
+        return;
+    }
+    let link = Arc::clone(link);
+    tokio::spawn(async move {
+        // In order, each alone: a call whose caller gave up meanwhile is not sent.
+        for (i, reply) in again {
+            if reply.is_closed() {
+                continue;
+            }
+            let answer = batch.run(&*link, Form::Single, i..i + 1).await;
+            let _ = reply.send(answer);
+        }
+    });
+}
+
+/// Share a batch's reply among its calls (see the module docs). A server error inside an
+/// array (a call that failed in the script) becomes that call's `Err`, unless `again` says it
+/// did not run: those calls are returned, with their places, unanswered.
+fn split(
+    reply: RedisResult<Value>,
+    replies: Vec<Reply>,
+    batch_form: bool,
+    again: fn(&RedisError) -> bool,
+) -> Vec<(usize, Reply)> {
+    let calls = replies.len();
+    let mut unanswered = Vec::new();
     match reply {
         Ok(Value::BulkString(bytes))
             if batch_form && !bytes.is_empty() && bytes.len() % calls == 0 =>
         {
             let part = bytes.len() / calls;
             for (reply, chunk) in replies.into_iter().zip(bytes.chunks_exact(part)) {
-                send(reply, Value::BulkString(chunk.to_vec()));
+                let _ = reply.send(Ok(Value::BulkString(chunk.to_vec())));
             }
         }
         Ok(Value::Array(values)) if batch_form && values.len() == calls => {
-            for (reply, value) in replies.into_iter().zip(values) {
-                send(reply, value);
+            for (i, (reply, value)) in replies.into_iter().zip(values).enumerate() {
+                let answer = match value {
+                    Value::ServerError(error) => Err(RedisError::from(error)),
+                    value => Ok(value),
+                };
+                match answer {
+                    Err(e) if again(&e) => unanswered.push((i, reply)),
+                    answer => {
+                        let _ = reply.send(answer);
+                    }
+                }
             }
         }
         Ok(whole) => {
+            let whole = match whole {
+                Value::ServerError(error) => Err(RedisError::from(error)),
+                value => Ok(value),
+            };
             for reply in replies {
-                send(reply, whole.clone());
+                let _ = reply.send(whole.clone());
             }
         }
         Err(error) => {
@@ -449,26 +659,30 @@ fn split(reply: RedisResult<Value>, replies: Vec<Reply>, batch_form: bool) {
             }
         }
     }
+    unanswered
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
-    static SCRIPT: std::sync::LazyLock<redis::Script> =
+    static SINGLE: std::sync::LazyLock<redis::Script> =
         std::sync::LazyLock::new(|| redis::Script::new("return 1"));
-    static FORMS: std::sync::LazyLock<ScriptForms> = std::sync::LazyLock::new(|| ScriptForms {
-        single: &SCRIPT,
-        single_source: "return 1",
-        batch: &SCRIPT,
-        batch_source: "return 1",
-    });
+    static BATCH: std::sync::LazyLock<redis::Script> =
+        std::sync::LazyLock::new(|| redis::Script::new("return 2"));
+    static FORMS: std::sync::LazyLock<ScriptForms> =
+        std::sync::LazyLock::new(|| ScriptForms::new((&SINGLE, "return 1"), (&BATCH, "return 2")));
 
-    fn queue() -> Queue {
-        Queue::new(BatchGroup {
+    fn group() -> BatchGroup {
+        BatchGroup {
             forms: &FORMS,
             shared: Vec::new(),
-        })
+        }
+    }
+
+    fn queue() -> Queue {
+        Queue::new(group(), Lane::Connection)
     }
 
     fn wait(queue: &mut Queue, key: &str) -> oneshot::Receiver<RedisResult<Value>> {
@@ -478,10 +692,24 @@ mod tests {
         let (reply, receiver) = oneshot::channel();
         queue.waiters.push(Waiter {
             reply,
-            keys_end: queue.keys.len(),
-            arguments_end: queue.arguments.len(),
+            end: End {
+                keys: queue.keys.len(),
+                arguments: queue.arguments.len(),
+                slot: cluster::tag_slot(key.as_bytes()),
+            },
         });
         receiver
+    }
+
+    /// A command's arguments, as text.
+    fn text(command: &redis::Cmd) -> Vec<String> {
+        command
+            .args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                _ => String::new(),
+            })
+            .collect()
     }
 
     #[test]
@@ -530,36 +758,50 @@ mod tests {
         drop(b);
         let batch = queue.take().unwrap();
         assert_eq!(batch.replies.len(), 2);
-        let command = batch.command(false, false);
-        let args: Vec<&[u8]> = command
-            .args_iter()
-            .map(|a| match a {
-                redis::Arg::Simple(bytes) => bytes,
-                _ => b"",
-            })
-            .collect();
+        let sha = BATCH.get_hash();
         assert_eq!(
-            args,
-            [
-                &b"EVALSHA"[..],
-                SCRIPT.get_hash().as_bytes(),
-                b"2",
-                b"a",
-                b"c",
-                b"1",
-                b"a",
-                b"1",
-                b"c"
-            ]
+            text(&batch.command(Form::Batch, 0..2, false)),
+            ["EVALSHA", sha, "2", "a", "c", "1", "a", "1", "c"]
+        );
+        // One call of it alone, in the single form.
+        let single = SINGLE.get_hash();
+        assert_eq!(
+            text(&batch.command(Form::Single, 1..2, false)),
+            ["EVALSHA", single, "1", "c", "1", "c"]
         );
         drop((a, c));
         assert!(queue.take().is_none(), "nothing left");
     }
 
     #[test]
+    fn a_cluster_node_batch_declares_no_keys() {
+        let mut queue = Queue::new(group(), Lane::Node(0));
+        let _receivers = [wait(&mut queue, "a"), wait(&mut queue, "b")];
+        let batch = queue.take().unwrap();
+        assert_eq!(batch.form(false), Form::CrossSlot);
+        let sha = FORMS.cross_slot.get_hash();
+        assert_eq!(
+            text(&batch.command(Form::CrossSlot, 0..2, false)),
+            ["EVALSHA", sha, "0", "2", "a", "b", "1", "a", "1", "b"]
+        );
+        assert!(
+            FORMS
+                .cross_slot_source
+                .starts_with("#!lua flags=allow-cross-slot-keys\n")
+        );
+        assert!(FORMS.cross_slot_source.ends_with("return 2"));
+    }
+
+    #[test]
     fn replies_are_split_in_order() {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..3).map(|_| oneshot::channel()).unzip();
-        split(Ok(Value::BulkString(b"aabbcc".to_vec())), senders, true);
+        let again = split(
+            Ok(Value::BulkString(b"aabbcc".to_vec())),
+            senders,
+            true,
+            |_| true,
+        );
+        assert!(again.is_empty());
         let parts: Vec<_> = receivers
             .into_iter()
             .map(|mut r| r.try_recv().unwrap().unwrap())
@@ -571,16 +813,169 @@ mod tests {
         // A failed call in an array fails alone.
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..2).map(|_| oneshot::channel()).unzip();
         let failed = redis::parse_redis_value(b"-TOLLGATE bad\r\n").unwrap();
-        split(
+        let again = split(
             Ok(Value::Array(vec![
                 Value::BulkString(b"ok".to_vec()),
                 failed,
             ])),
             senders,
             true,
+            cluster::is_not_run,
         );
+        assert!(again.is_empty());
         let mut receivers = receivers.into_iter();
         assert!(receivers.next().unwrap().try_recv().unwrap().is_ok());
         assert!(receivers.next().unwrap().try_recv().unwrap().is_err());
+    }
+
+    /// A Cluster as the rule sees it: a node that answers a cross-slot batch with `cross_slot`
+    /// (a reply, or an error), and any other command with its first key; every command it ran.
+    struct FakeCluster {
+        cross_slot: fn(usize) -> RedisResult<Value>,
+        sent: Mutex<Vec<Vec<String>>>,
+        refused: AtomicBool,
+        misrouted: AtomicBool,
+    }
+
+    impl FakeCluster {
+        fn new(cross_slot: fn(usize) -> RedisResult<Value>) -> Arc<Self> {
+            Arc::new(FakeCluster {
+                cross_slot,
+                sent: Mutex::new(Vec::new()),
+                refused: AtomicBool::new(false),
+                misrouted: AtomicBool::new(false),
+            })
+        }
+    }
+
+    impl Link for FakeCluster {
+        async fn run(&self, command: &redis::Cmd) -> RedisResult<Value> {
+            let args = text(command);
+            self.sent.lock().unwrap().push(args.clone());
+            Ok(Value::BulkString(args[3].clone().into_bytes()))
+        }
+
+        async fn run_on(&self, _slot: u16, command: redis::Cmd) -> RedisResult<Value> {
+            let args = text(&command);
+            self.sent.lock().unwrap().push(args.clone());
+            (self.cross_slot)(args[3].parse().unwrap())
+        }
+
+        fn misrouted(&self) {
+            self.misrouted.store(true, Ordering::Relaxed);
+        }
+
+        fn refuse_cross_slot(&self) {
+            self.refused.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Send a node's batch of `keys` (those in `give_up` given up after it was sent) on
+    /// `link`, and return every call's answer (`None`: given up) once it is answered.
+    async fn node_batch(
+        link: &Arc<FakeCluster>,
+        keys: &[&str],
+        give_up: &[&str],
+    ) -> Vec<Option<RedisResult<Value>>> {
+        let mut queue = Queue::new(group(), Lane::Node(0));
+        let receivers: Vec<_> = keys.iter().map(|key| wait(&mut queue, key)).collect();
+        let batch = queue.take().unwrap();
+        let form = batch.form(false);
+        let reply = batch.run(&**link, form, 0..batch.ends.len()).await;
+        let receivers: Vec<_> = keys
+            .iter()
+            .zip(receivers)
+            .map(|(key, receiver)| (!give_up.contains(key)).then_some(receiver))
+            .collect();
+        deliver(link, batch, form, reply);
+        let mut answers = Vec::new();
+        for receiver in receivers {
+            answers.push(match receiver {
+                Some(receiver) => Some(receiver.await.unwrap()),
+                None => None,
+            });
+        }
+        answers
+    }
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    fn server_error(text: &str) -> Value {
+        redis::parse_redis_value(format!("{text}\r\n").as_bytes()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn calls_a_node_does_not_serve_go_again_alone_once() {
+        // The node served a and c; it refused b (and d, whose caller gave up) before running
+        // them; e failed in the script.
+        let link = FakeCluster::new(|_| {
+            let refused =
+                server_error("-ERR Script attempted to access a non local key in a cluster node");
+            Ok(Value::Array(vec![
+                bulk("A"),
+                refused.clone(),
+                bulk("C"),
+                refused,
+                server_error("-ERR TOLLGATE malformed rate-limit state at e"),
+            ]))
+        });
+        let answers = node_batch(&link, &["a", "b", "c", "d", "e"], &["d"]).await;
+        let ok = |answer: &Option<RedisResult<Value>>| answer.as_ref().unwrap().clone().unwrap();
+        assert_eq!(ok(&answers[0]), bulk("A"));
+        assert_eq!(
+            ok(&answers[1]),
+            bulk("b"),
+            "b again, alone, routed by its key"
+        );
+        assert_eq!(ok(&answers[2]), bulk("C"));
+        assert!(answers[3].is_none());
+        assert!(answers[4].as_ref().unwrap().is_err(), "e ran and failed");
+        let sent = link.sent.lock().unwrap().clone();
+        let single = SINGLE.get_hash();
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert_eq!(sent[0][1], FORMS.cross_slot.get_hash());
+        assert_eq!(sent[1], ["EVALSHA", single, "1", "b", "1", "b"]);
+        assert!(
+            link.misrouted.load(Ordering::Relaxed),
+            "the map is reloaded"
+        );
+        assert!(!link.refused.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_refuses_cross_slot_scripts_gets_every_call_alone() {
+        let link = FakeCluster::new(|_| {
+            match server_error(
+                "-ERR Error compiling script (new function): user_script:1: unexpected symbol near '#'",
+            ) {
+                Value::ServerError(error) => Err(RedisError::from(error)),
+                _ => unreachable!(),
+            }
+        });
+        let answers = node_batch(&link, &["a", "b", "c"], &["c"]).await;
+        assert_eq!(answers[0].as_ref().unwrap().clone().unwrap(), bulk("a"));
+        assert_eq!(answers[1].as_ref().unwrap().clone().unwrap(), bulk("b"));
+        assert!(link.refused.load(Ordering::Relaxed), "per slot from now on");
+        let sent = link.sent.lock().unwrap().clone();
+        // The refused batch (by SHA, then by source after no NOSCRIPT: once), then a and b
+        // alone; c's caller gave up, so it was never sent.
+        let keys: Vec<&str> = sent[1..].iter().map(|s| s[3].as_str()).collect();
+        assert_eq!(sent.len(), 3, "{sent:?}");
+        assert_eq!(keys, ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_may_have_run_is_never_sent_again() {
+        let link = FakeCluster::new(|_| {
+            Err(RedisError::from((
+                ErrorKind::Io,
+                "connection reset after the batch was written",
+            )))
+        });
+        let answers = node_batch(&link, &["a", "b"], &[]).await;
+        assert!(answers.iter().all(|a| a.as_ref().unwrap().is_err()));
+        assert_eq!(link.sent.lock().unwrap().len(), 1);
     }
 }

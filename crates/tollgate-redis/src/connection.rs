@@ -4,14 +4,14 @@
 //! - standalone (`redis://`, `valkey://`, over TLS `rediss://`, `valkeys://`, RESP2 or
 //!   `?protocol=resp3`): a [`ConnectionManager`], which pipelines concurrent calls on one
 //!   socket and reconnects in the background;
-//! - Cluster (`redis+cluster://`, `rediss+cluster://`): the async cluster client, which
-//!   follows `MOVED`/`ASK` and refreshes its slot map after failovers;
+//! - Cluster (`redis+cluster://`, `rediss+cluster://`): [`Cluster`], the async cluster
+//!   client (which follows `MOVED`/`ASK` and refreshes its slot map after failovers) and a map
+//!   of which node serves which slot, so that batches go per node;
 //! - Sentinel (`redis+sentinel://`, `rediss+sentinel://`): [`SentinelMaster`], a multiplexed
 //!   connection to the master the Sentinels name, resolved again after connection or
 //!   `READONLY` errors.
 //!
-//! Script calls of one policy go through the batching rule on standalone and Sentinel;
-//! on a Cluster each goes alone (to the node of its slot).
+//! Script calls of one policy go through the batching rule on every topology.
 //!
 //! Every topology connects lazily: a store can be built while Redis is down and starts working
 //! when it comes up.
@@ -21,11 +21,11 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
-use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, RedisResult, TlsCertificates, Value};
 use std::sync::Arc;
 
-use crate::batch::{Batcher, Link};
+use crate::batch::{Batcher, Lane, Link};
+use crate::cluster::Cluster;
 use crate::error::RedisStoreError;
 use crate::script::ScriptCall;
 use crate::sentinel::SentinelMaster;
@@ -74,16 +74,22 @@ impl Default for ConnectOptions {
     }
 }
 
+/// Milliseconds a Cluster call waits before it is retried (after `TRYAGAIN`, `CLUSTERDOWN`):
+/// from the first, doubling up to the last.
+const CLUSTER_RETRY_WAIT_MS: std::ops::Range<u64> = 5..100;
+
 /// A connection to whichever topology the URL names, with the batching rule in front.
 pub(crate) struct Connection {
     client: Arc<Client>,
     batcher: Arc<Batcher>,
 }
 
-/// The redis-rs connection of a topology.
+/// The redis-rs connection of a topology. One per store, behind an `Arc`: the size of its
+/// largest variant costs nothing per call.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Client {
     Single(ConnectionManager),
-    Cluster(LazyCluster),
+    Cluster(Arc<Cluster>),
     Sentinel(SentinelMaster),
 }
 
@@ -110,13 +116,9 @@ impl Connection {
         }
     }
 
-    /// Run one script call (its reply, a server error as `Err`): through the batching rule,
-    /// except on a Cluster.
+    /// Run one script call (its reply, a server error as `Err`) through the batching rule.
     pub(crate) async fn eval(&self, call: &ScriptCall<'_>) -> RedisResult<Value> {
-        match &*self.client {
-            Client::Cluster(_) => self.client.query(&call.to_cmd()).await,
-            _ => self.batcher.run(&self.client, call).await,
-        }
+        self.batcher.run(&self.client, call).await
     }
 
     /// Run one command.
@@ -131,6 +133,37 @@ impl Link for Client {
             Client::Single(manager) => reply(&mut manager.clone(), command).await,
             Client::Cluster(cluster) => reply(&mut cluster.connection().await?, command).await,
             Client::Sentinel(sentinel) => sentinel.reply(command).await,
+        }
+    }
+
+    /// On a Cluster, the node that serves `slot` (by the slot map), or the slot itself until
+    /// the map is known or where nodes refuse cross-slot scripts.
+    fn lane(&self, slot: impl FnOnce() -> u16) -> Lane {
+        match self {
+            Client::Cluster(cluster) => {
+                let slot = slot();
+                cluster.node_of(slot).map_or(Lane::Slot(slot), Lane::Node)
+            }
+            Client::Single(_) | Client::Sentinel(_) => Lane::Connection,
+        }
+    }
+
+    async fn run_on(&self, slot: u16, command: redis::Cmd) -> RedisResult<Value> {
+        match self {
+            Client::Cluster(cluster) => cluster.run_on(slot, command).await,
+            _ => self.run(&command).await,
+        }
+    }
+
+    fn misrouted(&self) {
+        if let Client::Cluster(cluster) = self {
+            cluster.refresh();
+        }
+    }
+
+    fn refuse_cross_slot(&self) {
+        if let Client::Cluster(cluster) = self {
+            cluster.refuse_cross_slot();
         }
     }
 }
@@ -250,17 +283,19 @@ impl Client {
             }
             "redis+cluster" | "rediss+cluster" => {
                 let nodes = cluster_nodes(scheme, rest).map_err(invalid)?;
+                // Short waits before a retry (TRYAGAIN while a slot's keys move, CLUSTERDOWN
+                // during a failover): those last milliseconds, and redis-rs's default first
+                // wait (1.28 s) outlasts a decision's whole response timeout.
                 let mut builder = ClusterClientBuilder::new(nodes)
                     .connection_timeout(options.connect_timeout)
-                    .response_timeout(options.response_timeout);
+                    .response_timeout(options.response_timeout)
+                    .min_retry_wait(CLUSTER_RETRY_WAIT_MS.start)
+                    .max_retry_wait(CLUSTER_RETRY_WAIT_MS.end);
                 if let Some(certs) = certificates {
                     builder = builder.certs(certs);
                 }
                 let client = builder.build().map_err(|e| invalid(e.to_string()))?;
-                Ok(Client::Cluster(LazyCluster {
-                    client,
-                    connection: tokio::sync::OnceCell::new(),
-                }))
+                Ok(Client::Cluster(Arc::new(Cluster::new(client))))
             }
             "redis+sentinel" | "rediss+sentinel" => {
                 let tls = scheme == "rediss+sentinel";
@@ -280,21 +315,6 @@ impl Client {
             Client::Cluster(cluster) => command.query_async(&mut cluster.connection().await?).await,
             Client::Sentinel(sentinel) => sentinel.query(command).await,
         }
-    }
-}
-
-/// The async cluster connection, opened on first use (and again while that fails).
-pub(crate) struct LazyCluster {
-    client: redis::cluster::ClusterClient,
-    connection: tokio::sync::OnceCell<ClusterConnection>,
-}
-
-impl LazyCluster {
-    async fn connection(&self) -> RedisResult<ClusterConnection> {
-        self.connection
-            .get_or_try_init(|| self.client.get_async_connection())
-            .await
-            .cloned()
     }
 }
 

@@ -120,6 +120,11 @@ impl<'a> Key<'a> {
         }
     }
 
+    /// The Cluster slot of the key: its hash tag's (never empty, never with a brace).
+    pub(crate) fn slot(&self) -> u16 {
+        crate::cluster::tag_slot(self.tag.as_bytes())
+    }
+
     /// `<prefix>:<policy>:<algorithm>:{<tag>}`, in pieces.
     fn pieces(&self) -> [&str; 8] {
         [

@@ -2,8 +2,8 @@
 //!
 //! A [`tollgate::Store`] in Redis, so any number of instances share one limit per identifier.
 //! Each decision is one `EVALSHA` of one Lua script (the algorithm's own for a one-policy
-//! check; sent again as `EVAL` with its source after `NOSCRIPT`; on a standalone plain-TCP
-//! connection, one-policy checks that queue together share one such call) that runs the same integer
+//! check; sent again as `EVAL` with its source after `NOSCRIPT`; one-policy checks that queue
+//! together share one such call, on a Cluster per node) that runs the same integer
 //! transitions as the core, reads time from Redis (`TIME`), decides every policy of a check
 //! atomically (all-or-nothing), writes only when it consumes, and sets a TTL on every key it
 //! writes.
@@ -29,6 +29,7 @@
 
 mod arguments;
 mod batch;
+mod cluster;
 mod connection;
 mod error;
 pub mod keys;

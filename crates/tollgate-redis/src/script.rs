@@ -154,11 +154,17 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 
 /// The one-policy scripts in their two forms, for the batching layer, per algorithm.
 static FORMS: LazyLock<[ScriptForms; 5]> = LazyLock::new(|| {
-    std::array::from_fn(|algorithm| ScriptForms {
-        single: &SCRIPTS.one_policy[algorithm],
-        single_source: ONE_POLICY_SOURCES[algorithm],
-        batch: &SCRIPTS.one_policy_batch[algorithm],
-        batch_source: ONE_POLICY_BATCH_SOURCES[algorithm],
+    std::array::from_fn(|algorithm| {
+        ScriptForms::new(
+            (
+                &SCRIPTS.one_policy[algorithm],
+                ONE_POLICY_SOURCES[algorithm],
+            ),
+            (
+                &SCRIPTS.one_policy_batch[algorithm],
+                ONE_POLICY_BATCH_SOURCES[algorithm],
+            ),
+        )
     })
 });
 
@@ -445,6 +451,13 @@ impl Batchable for ScriptCall<'_> {
         Some(BatchGroup {
             forms: &FORMS[index(check.policy.algorithm())],
             shared: shared.0,
+        })
+    }
+
+    fn slot(&self) -> u16 {
+        // One check: `group` sends no other call here.
+        self.checks.first().map_or(0, |check| {
+            Key::new(self.prefix, check.name, check.policy.algorithm(), check.key).slot()
         })
     }
 

@@ -89,7 +89,7 @@ impl Default for RedisOptions {
 /// `TIME`, runs the same transitions as the core, writes only when it consumes, and sets a TTL
 /// on every key it writes. A check over several policies is one call and all-or-nothing.
 /// One-policy checks of one algorithm that queue while such a call is unanswered share the
-/// next call, each decided in turn as if alone (standalone, TLS and Sentinel).
+/// next call, each decided in turn as if alone (on a Cluster, the checks of one node).
 ///
 /// Cheap to clone: clones share the connection, so concurrent decisions pipeline on it.
 ///

@@ -1,7 +1,8 @@
-//! Batching (`src/batch.rs`, `scripts/one_policy.lua`), on standalone over plain TCP, over TLS
-//! and on Sentinel: concurrent checks of one algorithm share script calls, and every decision is the one it would have
-//! been as a call of its own: exact counts, every state consumed once, a check that fails
-//! fails alone, and a batch answers byte for byte as its checks sent one by one.
+//! Batching (`src/batch.rs`, `scripts/one_policy.lua`), on standalone over plain TCP, over TLS,
+//! on Sentinel and per node on a Cluster: concurrent checks of one algorithm share script
+//! calls, and every decision is the one it would have been as a call of its own: exact counts,
+//! every state consumed once, a check that fails fails alone, and a batch answers byte for byte
+//! as its checks sent one by one.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,7 +11,9 @@ use tollgate::{Algorithm, Check, Mode, Policy, Store, StoreError};
 use tollgate_redis::TlsFiles;
 use tollgate_redis::script::Shape;
 use tollgate_redis::{RedisOptions, RedisStore};
-use tollgate_testkit::{Certificates, RedisNode, RedisSentinel, RedisServer, info_field};
+use tollgate_testkit::{
+    Certificates, RedisNode, RedisSentinel, RedisServer, info_field, shared_cluster,
+};
 
 /// Callers deciding at once on one store (one connection).
 const TASKS: usize = 64;
@@ -35,12 +38,17 @@ fn policy(algorithm: Algorithm) -> Policy {
     Policy::new(algorithm, LIMIT, Duration::from_secs(period), None).unwrap()
 }
 
-/// `EVALSHA` calls the server has run so far.
-fn evalsha_calls(server: &RedisNode) -> u64 {
-    let info = server.query_string(&["INFO", "commandstats"]).unwrap();
-    info_field(&info, "cmdstat_evalsha")
-        .and_then(|stats| stats.split(',').find_map(|f| f.strip_prefix("calls=")))
-        .map_or(0, |calls| calls.parse().unwrap())
+/// `EVALSHA` calls the servers have run so far.
+fn evalsha_calls(servers: &[&RedisNode]) -> u64 {
+    servers
+        .iter()
+        .map(|server| {
+            let info = server.query_string(&["INFO", "commandstats"]).unwrap();
+            info_field(&info, "cmdstat_evalsha")
+                .and_then(|stats| stats.split(',').find_map(|f| f.strip_prefix("calls=")))
+                .map_or(0, |calls| calls.parse().unwrap())
+        })
+        .sum()
 }
 
 /// What each key's decisions were: `remaining` of every allowed one, and how many were refused.
@@ -55,16 +63,17 @@ struct Run {
     calls: u64,
 }
 
-/// `TASKS` callers at once, each deciding (`mode`) `ROUNDS` times on keys `victim` takes part
-/// in when given.
+/// `TASKS` callers at once, each deciding (`mode`) `ROUNDS` times on `keys` keys (a round's
+/// callers on different keys, as far as there are), which `victim` takes part in when given.
 async fn hammer(
-    server: &RedisNode,
+    servers: &[&RedisNode],
     store: &RedisStore,
     policy: &Policy,
     victim: Option<&str>,
     mode: Mode,
+    keys: usize,
 ) -> Run {
-    let before = evalsha_calls(server);
+    let before = evalsha_calls(servers);
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..TASKS {
         let store = store.clone();
@@ -75,7 +84,7 @@ async fn hammer(
             for round in 0..ROUNDS {
                 let key = match &victim {
                     Some(victim) if (task + round) % 2 == 0 => victim.clone(),
-                    _ => format!("k{}", (task + round) % KEYS),
+                    _ => format!("k{}", (task + round) % keys),
                 };
                 let check = Check {
                     name: "p",
@@ -106,7 +115,7 @@ async fn hammer(
             }
         }
     }
-    let calls = evalsha_calls(server) - before;
+    let calls = evalsha_calls(servers) - before;
     Run {
         outcomes,
         errors,
@@ -117,12 +126,17 @@ async fn hammer(
 /// Every key allowed exactly `LIMIT` times, each allowed decision on a state no other saw
 /// (its `remaining` is LIMIT-1, ..., 0, once each), the rest refused.
 fn assert_exact(algorithm: Algorithm, outcomes: &Outcomes, attempts_per_key: u64) {
+    assert_exact_to(algorithm, outcomes, attempts_per_key, LIMIT);
+}
+
+/// The same for a limit of `limit`.
+fn assert_exact_to(algorithm: Algorithm, outcomes: &Outcomes, attempts_per_key: u64, limit: u64) {
     for (key, (remaining, refused)) in outcomes {
         let mut remaining = remaining.clone();
         remaining.sort_unstable();
-        let expected: Vec<u64> = (0..LIMIT).collect();
+        let expected: Vec<u64> = (0..limit).collect();
         assert_eq!(remaining, expected, "{algorithm:?} {key}: remaining values");
-        assert_eq!(*refused, attempts_per_key - LIMIT, "{algorithm:?} {key}");
+        assert_eq!(*refused, attempts_per_key - limit, "{algorithm:?} {key}");
     }
 }
 
@@ -138,7 +152,7 @@ async fn shares_calls_and_stays_exact(
             outcomes,
             errors,
             calls,
-        } = hammer(server, &store, &policy, None, Mode::Consume).await;
+        } = hammer(&[server], &store, &policy, None, Mode::Consume, KEYS).await;
         assert!(errors.is_empty(), "{algorithm:?}: {errors:?}");
         assert_eq!(outcomes.len(), KEYS);
         assert_exact(algorithm, &outcomes, (TASKS * ROUNDS / KEYS) as u64);
@@ -196,6 +210,59 @@ async fn batching_on_sentinel_is_exact() {
     .await;
 }
 
+/// On a Cluster, calls queue per node: 64 callers, each round on 64 different keys (so
+/// hardly two on one slot at once), share script calls on each master, and stay exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batching_on_a_cluster_goes_per_node_and_is_exact() {
+    let cluster = shared_cluster();
+    let masters = || -> Vec<&RedisNode> {
+        cluster
+            .nodes()
+            .iter()
+            .filter(|node| {
+                let info = node.query_string(&["INFO", "replication"]).unwrap();
+                info_field(&info, "role") == Some("master")
+            })
+            .collect()
+    };
+    let limit = 4;
+    for algorithm in Algorithm::ALL {
+        let options = RedisOptions {
+            prefix: format!("cbatch{}", algorithm.name()),
+            ..RedisOptions::default()
+        };
+        let store = RedisStore::connect(&cluster.url(), options).await.unwrap();
+        // Until the slot map is loaded (at the first call), calls queue per slot.
+        let warm = policy(algorithm);
+        let check = Check {
+            name: "warm",
+            policy: &warm,
+            key: "w",
+        };
+        store.decide(&[check], 1, Mode::Consume).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let period = if algorithm.has_burst() { 86_400 } else { 3_600 };
+        let policy = Policy::new(algorithm, limit, Duration::from_secs(period), None).unwrap();
+        let masters = masters();
+        assert_eq!(masters.len(), 3);
+        let Run {
+            outcomes,
+            errors,
+            calls,
+        } = hammer(&masters, &store, &policy, None, Mode::Consume, TASKS).await;
+        assert!(errors.is_empty(), "{algorithm:?}: {errors:?}");
+        assert_eq!(outcomes.len(), TASKS);
+        assert_exact_to(algorithm, &outcomes, ROUNDS as u64, limit);
+        // Per slot, nothing would batch (one caller per key and slot at a time): per node,
+        // a call carries several.
+        let decisions = (TASKS * ROUNDS) as u64;
+        assert!(
+            calls > 0 && calls * 2 <= decisions,
+            "{algorithm:?}: {calls} EVALSHA calls for {decisions} decisions"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_that_fails_in_a_batch_fails_alone() {
     let server = RedisServer::start().unwrap();
@@ -219,7 +286,15 @@ async fn a_check_that_fails_in_a_batch_fails_alone() {
             outcomes,
             errors,
             calls,
-        } = hammer(&server, &store, &policy, Some(victim), Mode::Consume).await;
+        } = hammer(
+            &[&server],
+            &store,
+            &policy,
+            Some(victim),
+            Mode::Consume,
+            KEYS,
+        )
+        .await;
         let decisions = (TASKS * ROUNDS) as u64;
         assert!(calls * 2 <= decisions, "{algorithm:?}: {calls} calls");
         // Half the attempts went to the victim: every one an error naming its key.
@@ -261,7 +336,7 @@ async fn concurrent_peeks_share_script_calls_and_consume_nothing() {
                 store.decide(&[check(key)], 1, Mode::Consume).await.unwrap();
             }
         }
-        let run = hammer(&server, &store, &policy, None, Mode::Peek).await;
+        let run = hammer(&[&server], &store, &policy, None, Mode::Peek, KEYS).await;
         assert!(run.errors.is_empty(), "{algorithm:?}: {:?}", run.errors);
         for (remaining, refused) in run.outcomes.values() {
             assert_eq!(*refused, 0, "{algorithm:?}");

@@ -4,9 +4,10 @@
 //! production path.
 //!
 //! The suite decides one check at a time, so nothing would ever wait to be batched: on
-//! standalone, Sentinel and TLS the store runs with `batch_always`, which sends every
-//! one-policy check in the batch form of its script (the form a batch of any size runs), and
-//! on standalone once more without it (the single form). The Cluster decides each check alone.
+//! standalone, Cluster, Sentinel and TLS the store runs with `batch_always`, which sends every
+//! one-policy check in the batch form of its script (the form a batch of any size runs; on a
+//! Cluster, a node's cross-slot batch, keys in `ARGV`), and on standalone once more without it
+//! (the single form).
 
 use tollgate::ManualClock;
 use tollgate::conformance::{
@@ -82,9 +83,9 @@ async fn standalone_conforms_in_batches() {
 }
 
 #[tokio::test]
-async fn cluster_conforms() {
+async fn cluster_conforms_in_node_batches() {
     let clock = ManualClock::new(0);
-    let options = options("conf-cluster", &clock, false);
+    let options = options("conf-cluster", &clock, true);
     // Other seeds than on standalone: more traces in all.
     conforms(&shared_cluster().url(), options, 2 * SEEDS..3 * SEEDS, "c:").await;
 }

@@ -184,6 +184,56 @@ impl RedisCluster {
         Err(Error::Start(format!("no running master owns slot {slot}")))
     }
 
+    /// The indexes of the running masters.
+    pub fn masters(&self) -> Result<Vec<usize>, Error> {
+        let mut masters = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if !node.is_running() {
+                continue;
+            }
+            let replication = node.query_string(&["INFO", "replication"])?;
+            if info_field(&replication, "role") == Some("master") {
+                masters.push(i);
+            }
+        }
+        Ok(masters)
+    }
+
+    /// Move `slots` slots from the master at index `from` to the master at index `to` with
+    /// `redis-cli --cluster reshard`: slot by slot, each opened (`MIGRATING`/`IMPORTING`), its
+    /// keys moved with `MIGRATE`, then given to `to`, while clients go on (`ASK`, `TRYAGAIN`,
+    /// then `MOVED`).
+    pub fn reshard(&self, from: usize, to: usize, slots: u32) -> Result<(), Error> {
+        let id = |index: usize| -> Result<String, Error> {
+            self.nodes[index].query_string(&["CLUSTER", "MYID"])
+        };
+        let mut command = Command::new("redis-cli");
+        command
+            .arg("--cluster")
+            .arg("reshard")
+            .arg(self.nodes[from].addr())
+            .args(["--cluster-from", &id(from)?, "--cluster-to", &id(to)?])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child =
+            crate::spawner::spawn(command).map_err(|e| Error::io("running redis-cli", e))?;
+        let output = child
+            .wait_with_output()
+            .map_err(|e| Error::io("waiting for redis-cli", e))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        // redis-cli exits 0 even when a MIGRATE failed; it then prints `[ERR]`.
+        if !output.status.success() || stdout.contains("[ERR]") {
+            return Err(Error::Start(format!(
+                "redis-cli --cluster reshard failed: {}{}",
+                stdout.lines().rev().take(5).collect::<Vec<_>>().join("\n"),
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        Ok(())
+    }
+
     /// Kill (SIGKILL) the master of `key`'s slot and return its index; its replica takes over
     /// after about `cluster-node-timeout` (wait with [`Self::wait_healthy`]).
     pub fn kill_master_of(&self, key: &str) -> Result<usize, Error> {
