@@ -24,10 +24,9 @@ use redis::cluster::ClusterClientBuilder;
 use redis::{FromRedisValue, RedisResult, TlsCertificates, Value};
 use std::sync::Arc;
 
-use crate::batch::{Batcher, Lane, Link};
+use crate::batch::{Batchable, Batcher, Lane, Link};
 use crate::cluster::Cluster;
 use crate::error::RedisStoreError;
-use crate::script::ScriptCall;
 use crate::sentinel::SentinelMaster;
 
 /// Files for TLS beyond the system's root certificates.
@@ -117,7 +116,7 @@ impl Connection {
     }
 
     /// Run one script call (its reply, a server error as `Err`) through the batching rule.
-    pub(crate) async fn eval(&self, call: &ScriptCall<'_>) -> RedisResult<Value> {
+    pub(crate) async fn eval(&self, call: &impl Batchable) -> RedisResult<Value> {
         self.batcher.run(&self.client, call).await
     }
 

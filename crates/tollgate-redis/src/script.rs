@@ -205,6 +205,16 @@ pub const LEASE_BATCH_SOURCE: &str = concat!(
 );
 
 static LEASE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(LEASE_SOURCE));
+static LEASE_BATCH_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(LEASE_BATCH_SOURCE));
+
+/// The lease script in its forms, for the batching layer.
+static LEASE_FORMS: LazyLock<ScriptForms> = LazyLock::new(|| {
+    ScriptForms::new(
+        (&LEASE_SCRIPT, LEASE_SOURCE),
+        (&LEASE_BATCH_SCRIPT, LEASE_BATCH_SOURCE),
+    )
+});
 
 /// [`LEASE_SOURCE`] with its SHA-1.
 pub fn lease_script() -> &'static redis::Script {
@@ -233,22 +243,62 @@ impl LeaseCall<'_> {
             call.bytes(LEASE_SCRIPT.get_hash().as_bytes());
         }
         call.integer(1);
+        self.key().write_to(&mut call);
+        self.write_args(&mut call);
+        if let Some(now) = self.now_us {
+            call.integer(now);
+        }
+        call
+    }
+
+    fn key(&self) -> Key<'_> {
         let check = &self.check;
-        Key::new(self.prefix, check.name, check.policy.algorithm(), check.key).write_to(&mut call);
+        Key::new(self.prefix, check.name, check.policy.algorithm(), check.key)
+    }
+
+    /// Op, lease id, cost, limit and lease µs: the arguments of one operation.
+    fn write_args<A: Arguments + ?Sized>(&self, out: &mut A) {
         let (op, id) = match self.op {
             LeaseOp::Acquire(id) => (b"a", id),
             LeaseOp::Release(id) => (b"r", id),
             LeaseOp::Renew(id) => (b"n", id),
         };
-        call.bytes(op);
-        call.bytes(id.to_string().as_bytes());
-        call.integer(id.cost());
-        call.integer(check.policy.limit());
-        call.integer(check.policy.period_us());
-        if let Some(now) = self.now_us {
-            call.integer(now);
+        out.bytes(op);
+        out.bytes(id.to_string().as_bytes());
+        out.integer(id.cost());
+        out.integer(self.check.policy.limit());
+        out.integer(self.check.policy.period_us());
+    }
+}
+
+/// Lease operations batch with each other (the same script whatever the operation); by source
+/// (after `NOSCRIPT`) one goes alone.
+impl Batchable for LeaseCall<'_> {
+    fn group(&self) -> Option<BatchGroup> {
+        if self.by_source {
+            return None;
         }
-        call
+        Some(BatchGroup {
+            forms: &LEASE_FORMS,
+            shared: self
+                .now_us
+                .map(|now| itoa::Buffer::new().format(now).as_bytes().to_vec())
+                .into_iter()
+                .collect(),
+        })
+    }
+
+    fn slot(&self) -> u16 {
+        self.key().slot()
+    }
+
+    fn alone(&self) -> redis::Cmd {
+        self.to_cmd()
+    }
+
+    fn write_parts(&self, keys: &mut Parts, arguments: &mut Parts) {
+        self.key().write_to(keys);
+        self.write_args(arguments);
     }
 }
 

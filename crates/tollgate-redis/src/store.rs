@@ -247,19 +247,16 @@ impl RedisStore {
     /// Run the lease script for `check` (`EVALSHA`, then `EVAL` after `NOSCRIPT`).
     async fn lease_call(&self, check: Check<'_>, op: LeaseOp) -> Result<LeaseOutcome, StoreError> {
         brace_free(check.name)?;
-        let call = |by_source| {
-            LeaseCall {
-                prefix: &self.inner.prefix,
-                check,
-                op,
-                now_us: self.inner.clock.as_ref().map(ManualClock::now_us),
-                by_source,
-            }
-            .to_cmd()
+        let call = |by_source| LeaseCall {
+            prefix: &self.inner.prefix,
+            check,
+            op,
+            now_us: self.inner.clock.as_ref().map(ManualClock::now_us),
+            by_source,
         };
         let connection = &self.inner.connection;
-        let reply: redis::Value = match connection.query(&call(false)).await {
-            Err(e) if is_noscript(&e) => connection.query(&call(true)).await,
+        let reply = match connection.eval(&call(false)).await {
+            Err(e) if is_noscript(&e) => connection.eval(&call(true)).await,
             other => other,
         }
         .map_err(backend)?;
