@@ -232,7 +232,37 @@ impl SentinelMaster {
         }))
     }
 
-    async fn connect_master(&self, host: &str, port: u16) -> RedisResult<MultiplexedConnection> {
+    /// A client of the master the Sentinels name now, to subscribe with: no `ROLE` check (a
+    /// replica repeats its master's messages too).
+    pub(crate) async fn master_client(&self) -> RedisResult<redis::Client> {
+        let mut last_error = None;
+        for sentinel in &self.sentinels {
+            let named = async {
+                let mut connection = sentinel
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await?;
+                redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg(&self.master_name)
+                    .query_async::<Option<(String, u16)>>(&mut connection)
+                    .await
+            };
+            match named.await {
+                Ok(Some((host, port))) => return self.client_of(&host, port),
+                Ok(None) => {}
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            RedisError::from((
+                ErrorKind::MasterNameNotFoundBySentinel,
+                "no Sentinel names the master",
+            ))
+        }))
+    }
+
+    /// A client of the data node at `host:port`, with the URL's credentials, database and TLS.
+    fn client_of(&self, host: &str, port: u16) -> RedisResult<redis::Client> {
         let host = if host.contains(':') {
             format!("[{host}]")
         } else {
@@ -242,10 +272,14 @@ impl SentinelMaster {
             "{}://{}{host}:{port}/{}",
             self.scheme, self.userinfo, self.db
         );
-        let client = match &self.certificates {
+        match &self.certificates {
             Some(certs) => redis::Client::build_with_tls(url.as_str(), certs.clone()),
             None => redis::Client::open(url.as_str()),
-        }?;
+        }
+    }
+
+    async fn connect_master(&self, host: &str, port: u16) -> RedisResult<MultiplexedConnection> {
+        let client = self.client_of(host, port)?;
         let mut connection = client
             .get_multiplexed_async_connection_with_config(&self.config)
             .await?;

@@ -230,6 +230,24 @@ impl RedisStore {
         })
     }
 
+    /// Follow the changes of overrides made by any instance sharing this Redis and prefix:
+    /// `on_change` hears each set or delete as it happens, and
+    /// [`OverrideChange::Resubscribed`] after each (re)connection of the subscription (changes
+    /// made meanwhile were missed). A background task on the current runtime; it ends with the
+    /// store. What a front end caches about a key (rejections, say) should be forgotten there.
+    pub fn watch_override_changes(
+        &self,
+        on_change: impl Fn(crate::OverrideChange<'_>) + Send + Sync + 'static,
+    ) -> tokio::task::AbortHandle {
+        let watch = overrides::watch_changes(
+            Arc::downgrade(&self.inner),
+            |inner: &Inner| &inner.connection,
+            self.inner.prefix.clone(),
+            on_change,
+        );
+        tokio::spawn(watch).abort_handle()
+    }
+
     /// Run the script of `checks` for `op` (`EVALSHA`, then `EVAL` after `NOSCRIPT`), through
     /// the batching layer, and read its decisions.
     async fn run_script(&self, checks: &[Check<'_>], op: Op) -> Result<Decisions, StoreError> {
