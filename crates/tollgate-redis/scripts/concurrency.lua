@@ -31,9 +31,9 @@ end
 local allowed, retry, expires_in = false, 0, 0
 if op == 'a' then
   if cost <= limit - held then
-    -- An id granted again (a retried request) keeps its members: ZADD only rescores them.
-    redis.call('ZADD', key, unpack(scored()))
-    held = redis.call('ZCARD', key)
+    -- An id granted again (a retried request) keeps its members: ZADD only rescores them, and
+    -- counts only the members it added.
+    held = held + redis.call('ZADD', key, unpack(scored()))
     allowed, expires_in = true, lease
   else
     -- Refused: wait until the unit whose expiry frees enough units has expired.
@@ -54,12 +54,15 @@ else
   error({ err = 'TOLLGATE unknown lease operation ' .. tostring(op) })
 end
 
--- The key lives until its last lease expires (an empty sorted set is deleted by Redis).
+-- The key lives until its last lease expires (an empty sorted set is deleted by Redis). Only
+-- a granted or renewed lease can outlast the key's TTL: a release or a refusal leaves it.
 local reset = 0
 local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
 if last[2] then
   reset = tonumber(last[2]) - now
-  redis.call('PEXPIRE', key, int(math.ceil(reset / 1000) + 1000))
+  if expires_in > 0 then
+    redis.call('PEXPIRE', key, int(math.ceil(reset / 1000) + 1000))
+  end
 end
 answer = struct.pack('<ddddd', allowed and 1 or 0, math.max(limit - held, 0), reset, retry,
   expires_in)
