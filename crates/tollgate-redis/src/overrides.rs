@@ -39,7 +39,7 @@ pub enum OverrideChange<'a> {
 
 /// Sets the hash in one atomic step: the old fields go, the new ones come with their TTL.
 /// KEYS[1]: the override key. ARGV: TTL in ms ('0': none), then field, value pairs.
-const SET_SCRIPT: &str = "\
+pub(crate) const SET_SCRIPT: &str = "\
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 if ARGV[1] ~= '0' then

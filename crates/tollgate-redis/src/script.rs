@@ -216,6 +216,41 @@ static LEASE_FORMS: LazyLock<ScriptForms> = LazyLock::new(|| {
     )
 });
 
+/// Every Lua script the store sends, as Redis runs it, by the name of its copy under
+/// `scripts/generated/` (checked in, and checked against these by `tests/scripts.rs`): each
+/// algorithm's one-policy script in its single, batch and Cluster cross-slot forms, the
+/// several-policies script, the lease script in its three forms, and the override setter.
+pub fn every_script() -> Vec<(String, String)> {
+    let mut scripts = Vec::new();
+    for (i, algorithm) in ALGORITHMS.into_iter().enumerate() {
+        let name = algorithm.name();
+        scripts.push((format!("{name}.lua"), ONE_POLICY_SOURCES[i].to_owned()));
+        scripts.push((
+            format!("{name}.batch.lua"),
+            ONE_POLICY_BATCH_SOURCES[i].to_owned(),
+        ));
+        scripts.push((
+            format!("{name}.cross-slot.lua"),
+            crate::cluster::cross_slot_source(ONE_POLICY_BATCH_SOURCES[i]),
+        ));
+    }
+    scripts.push((
+        "several-policies.lua".into(),
+        SEVERAL_POLICIES_SOURCE.into(),
+    ));
+    scripts.push(("lease.lua".into(), LEASE_SOURCE.into()));
+    scripts.push(("lease.batch.lua".into(), LEASE_BATCH_SOURCE.into()));
+    scripts.push((
+        "lease.cross-slot.lua".into(),
+        crate::cluster::cross_slot_source(LEASE_BATCH_SOURCE),
+    ));
+    scripts.push((
+        "override-set.lua".into(),
+        crate::overrides::SET_SCRIPT.into(),
+    ));
+    scripts
+}
+
 /// [`LEASE_SOURCE`] with its SHA-1.
 pub fn lease_script() -> &'static redis::Script {
     &LEASE_SCRIPT
