@@ -76,7 +76,7 @@ macro_rules! one_policy_source {
     };
 }
 
-/// One-policy sources, in [`ALGORITHMS`] order.
+/// One-policy sources, in [`Algorithm::ALL`] order.
 macro_rules! one_policy_sources {
     ($form:literal) => {
         [
@@ -127,15 +127,8 @@ const SEVERAL_POLICIES_SOURCE: &str = concat!(
     include_str!("../scripts/several_policies_end.lua"),
 );
 
-/// Every algorithm, in the order of [`ONE_POLICY_SOURCES`].
-pub const ALGORITHMS: [Algorithm; 5] = [
-    Algorithm::FixedWindow,
-    Algorithm::SlidingLog,
-    Algorithm::SlidingWindow,
-    Algorithm::TokenBucket,
-    Algorithm::Gcra,
-];
-
+/// Where an algorithm's one-policy script sits in [`ONE_POLICY_SOURCES`]: its [`code`] less
+/// one, which is its place in [`Algorithm::ALL`] (a test checks).
 const fn index(algorithm: Algorithm) -> usize {
     code(algorithm) as usize - 1
 }
@@ -222,7 +215,7 @@ static LEASE_FORMS: LazyLock<ScriptForms> = LazyLock::new(|| {
 /// several-policies script, the lease script in its three forms, and the override setter.
 pub fn every_script() -> Vec<(String, String)> {
     let mut scripts = Vec::new();
-    for (i, algorithm) in ALGORITHMS.into_iter().enumerate() {
+    for (i, algorithm) in Algorithm::ALL.into_iter().enumerate() {
         let name = algorithm.name();
         scripts.push((format!("{name}.lua"), ONE_POLICY_SOURCES[i].to_owned()));
         scripts.push((
@@ -645,7 +638,7 @@ mod tests {
     #[test]
     fn every_script_has_its_blocks() {
         let several = Shape::SeveralPolicies.source();
-        for algorithm in ALGORITHMS {
+        for algorithm in Algorithm::ALL {
             let branch = format!("if code == '{}' then", code(algorithm));
             assert!(several.contains(&branch), "{branch}");
             let one = Shape::OnePolicy(algorithm).source();
@@ -660,7 +653,7 @@ mod tests {
             );
             assert_eq!(Shape::OnePolicy(algorithm).script().get_hash().len(), 40);
         }
-        let shas: std::collections::HashSet<_> = ALGORITHMS
+        let shas: std::collections::HashSet<_> = Algorithm::ALL
             .map(|a| Shape::OnePolicy(a).script().get_hash())
             .into_iter()
             .chain([Shape::SeveralPolicies.script().get_hash()])
@@ -680,7 +673,7 @@ mod tests {
                 self.0 += 1;
             }
         }
-        let policies: Vec<Policy> = ALGORITHMS
+        let policies: Vec<Policy> = Algorithm::ALL
             .iter()
             .map(|&a| Policy::new(a, 5, Duration::from_secs(1), None).unwrap())
             .collect();
