@@ -241,6 +241,13 @@ async fn bad_files_keep_the_running_policies_and_sighup_reloads() {
         assert_eq!((status, body["allowed"].as_bool()), (200, Some(true)));
     }
     let running = vec![("api".to_owned(), 5), ("gone".to_owned(), 10)];
+    let response = client
+        .put(server.url("/v1/overrides"))
+        .json(&json!({"policy": "api", "key": "vip", "limit": 50}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 
     for (bad, logged, errors) in [
         (
@@ -287,6 +294,9 @@ async fn bad_files_keep_the_running_policies_and_sighup_reloads() {
         (Some(7), Some(3)),
         "{body}"
     );
+    // The override set before the reload stands after it.
+    let (_, body) = check(&client, &server, "api", "vip").await;
+    assert_eq!(body["limit"], 50, "{body}");
     let (status, body) = check(&client, &server, "gone", "k").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),

@@ -8,7 +8,7 @@
 //! | `POST /v1/reset` | 204; bearer token when an admin token is set |
 //! | `POST /v1/acquire`, `/v1/release`, `/v1/renew` | leases of `concurrency` policies |
 //! | `PUT`, `GET`, `DELETE /v1/overrides` | per-key overrides (admin token as reset) |
-//! | `GET /v1/policies` | the configured policies |
+//! | `GET /v1/policies` | the policies in force (as last reloaded) |
 //! | `GET /health`, `GET /ready` | alive; store reachable |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /v1/stats` | live stats as JSON; admin token rule as reset |
