@@ -9,7 +9,7 @@
 //! | `POST /v1/adjust` | charge or refund after the fact; the decision of one more unit |
 //! | `POST /v1/acquire`, `/v1/release`, `/v1/renew` | leases of `concurrency` policies |
 //! | `PUT`, `GET`, `DELETE /v1/overrides` | per-key overrides (admin token as reset) |
-//! | `GET /v1/policies` | the configured policies |
+//! | `GET /v1/policies` | the policies in force (as last reloaded) |
 //! | `GET /health`, `GET /ready` | alive; store reachable |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /v1/stats` | live stats as JSON; admin token rule as reset |
@@ -35,7 +35,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version, h
 use axum::response::Response;
 use hyper::body::Incoming;
 use serde::Serialize;
-use tollgate::{Decisions, Mode, Verdict};
+use tollgate::Mode;
 
 use self::error::ApiError;
 use self::request::{
@@ -43,7 +43,7 @@ use self::request::{
 };
 use self::route::Route;
 use crate::metrics::ErrorCode;
-use crate::service::Service;
+use crate::service::{Decided, Service};
 use crate::stats::StoreHealth;
 
 /// `Content-Type: application/json`.
@@ -52,27 +52,16 @@ pub static JSON: HeaderValue = HeaderValue::from_static("application/json");
 static PROMETHEUS: HeaderValue =
     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
 
-/// What handlers share: the service and the per-policy `RateLimit-Policy` items, rendered once.
+/// What handlers share: the service.
 #[derive(Debug)]
 pub struct Api {
     service: Arc<Service>,
-    policy_items: Box<[HeaderValue]>,
 }
 
 impl Api {
     /// The HTTP API over `service`.
     pub fn new(service: Arc<Service>) -> Arc<Api> {
-        let policy_items = service
-            .policies()
-            .map(|(name, policy)| {
-                let item = (name, policy.capacity(), policy.period_us());
-                headers::policy_header(std::iter::once(item))
-            })
-            .collect();
-        Arc::new(Api {
-            service,
-            policy_items,
-        })
+        Arc::new(Api { service })
     }
 
     /// The future answering one request. Routed here, before any future exists, so the box
@@ -143,11 +132,12 @@ impl Api {
         result.unwrap_or_else(|error| self.error(error))
     }
 
-    /// The decision as JSON with its rate-limit headers (and, for a check that asked to wait,
-    /// how long it waited).
-    fn decision_response(&self, verdict: &Verdict, waited_ms: Option<u64>) -> Response {
+    /// The decision as JSON with its rate-limit headers, named from the table it was made on
+    /// (and, for a check that asked to wait, how long it waited).
+    fn decision_response(&self, decided: &Decided, waited_ms: Option<u64>) -> Response {
+        let (verdict, live) = (&decided.verdict, &decided.policies);
         let decision = &verdict.decision;
-        let policy = self.service.policy_name(verdict.reported_policy());
+        let policy = live.policy_name(verdict.reported_policy());
         let bytes = decision::render(
             policy,
             decision,
@@ -160,7 +150,7 @@ impl Api {
         // Room for all four headers at once instead of growing on the first and third insert.
         headers.reserve(4);
         headers.insert(header::CONTENT_TYPE, JSON.clone());
-        let limiter = self.service.limiter();
+        let limiter = live.limiter();
         // Each policy as decided: its name, the capacity decided under (an override's, where
         // one stood), its configured capacity and its period.
         let decided = || {
@@ -178,9 +168,9 @@ impl Api {
             _ if decided().any(|(_, limit, capacity, _)| limit != capacity) => Some(
                 headers::policy_header(decided().map(|(name, limit, _, w)| (name, limit, w))),
             ),
-            [one] => self.policy_items.get(*one).cloned(),
+            [one] => live.header_item(*one).cloned(),
             many => Some(headers::join_items(
-                many.iter().filter_map(|&i| self.policy_items.get(i)),
+                many.iter().filter_map(|&i| live.header_item(i)),
             )),
         };
         if let Some(value) = policy_header {
@@ -193,7 +183,7 @@ impl Api {
                     .policies
                     .iter()
                     .zip(&verdict.decisions)
-                    .map(|(&i, d)| (self.service.policy_name(i), d)),
+                    .map(|(&i, d)| (live.policy_name(i), d)),
             ),
         );
         if !decision.allowed {
@@ -245,15 +235,15 @@ async fn check(api: Arc<Api>, request: Request<Incoming>) -> Response {
         let names = request.policy_names()?;
         let (key, cost) = (request.key.as_str(), request.cost());
         if let Some(max_wait) = request.max_wait()? {
-            let waited = api
+            let (decided, waited) = api
                 .service
                 .decide_waiting(&names, key, cost, max_wait)
                 .await?;
-            let waited_ms = u64::try_from(waited.waited.as_millis()).unwrap_or(u64::MAX);
-            return Ok(api.decision_response(&waited.verdict, Some(waited_ms)));
+            let waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+            return Ok(api.decision_response(&decided, Some(waited_ms)));
         }
-        let verdict = api.service.decide(&names, key, cost, Mode::Consume).await?;
-        Ok(api.decision_response(&verdict, None))
+        let decided = api.service.decide(&names, key, cost, Mode::Consume).await?;
+        Ok(api.decision_response(&decided, None))
     }
     .await;
     api.respond(result)
@@ -262,7 +252,7 @@ async fn check(api: Arc<Api>, request: Request<Incoming>) -> Response {
 async fn peek(api: Arc<Api>, request: Request<Incoming>) -> Response {
     let result = async {
         let query = PeekQuery::parse(request.uri().query().unwrap_or_default())?;
-        let verdict = api
+        let decided = api
             .service
             .decide(
                 &[query.policy.as_str()],
@@ -271,7 +261,7 @@ async fn peek(api: Arc<Api>, request: Request<Incoming>) -> Response {
                 Mode::Peek,
             )
             .await?;
-        Ok(api.decision_response(&verdict, None))
+        Ok(api.decision_response(&decided, None))
     }
     .await;
     api.respond(result)
@@ -300,13 +290,11 @@ async fn adjust(api: Arc<Api>, request: Request<Incoming>) -> Response {
         let (parts, body) = request.into_parts();
         let body = body::read_json(&parts.headers, body).await?;
         let request: AdjustRequest = body::parse_json(&body)?;
-        let (position, decision) = api
+        let decided = api
             .service
             .adjust(request.policy.as_str(), request.key.as_str(), request.delta)
             .await?;
-        let mut verdict = tollgate::limiter::verdict(Decisions::from_buf([decision]), false);
-        verdict.policies = std::iter::once(position).collect();
-        Ok(api.decision_response(&verdict, None))
+        Ok(api.decision_response(&decided, None))
     }
     .await;
     api.respond(result)
@@ -319,7 +307,8 @@ async fn overrides(api: Arc<Api>, request: Request<Incoming>) -> Response {
     let result = async {
         let (parts, body) = request.into_parts();
         api.authorize(&parts.headers)?;
-        let limiter = api.service.limiter();
+        let live = api.service.live();
+        let limiter = live.limiter();
         if parts.method == Method::PUT {
             let body = body::read_json(&parts.headers, body).await?;
             let request: OverrideRequest = body::parse_json(&body)?;
@@ -445,9 +434,9 @@ fn policies(api: &Api) -> Response {
     struct Policies<'a> {
         policies: Vec<PolicyJson<'a>>,
     }
+    let live = api.service.live();
     let list = Policies {
-        policies: api
-            .service
+        policies: live
             .policies()
             .map(|(name, p)| PolicyJson {
                 name,
@@ -477,14 +466,17 @@ async fn ready(api: Arc<Api>) -> Response {
 async fn stats(api: Arc<Api>, request: Request<Incoming>) -> Response {
     let result = async {
         api.authorize(request.headers())?;
-        let stats = api.service.stats().ok_or_else(stats_off)?;
+        if !api.service.stats_on() {
+            return Err(stats_off());
+        }
         let store = api.service.store();
         let health = StoreHealth {
             kind: store.kind(),
             ready: api.service.ready().await.is_ok(),
             breaker: store.breaker_state(),
         };
-        let mut response = json(StatusCode::OK, &stats.report(health));
+        let report = api.service.stats_report(health).ok_or_else(stats_off)?;
+        let mut response = json(StatusCode::OK, &report);
         response
             .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -505,7 +497,7 @@ fn stats_off() -> ApiError {
 fn dashboard(api: &Api, request: &Request<Incoming>) -> Response {
     let result = (|| {
         let query = dashboard::DashboardQuery::parse(request.uri().query().unwrap_or_default())?;
-        if api.service.stats().is_none() {
+        if !api.service.stats_on() {
             return Err(stats_off());
         }
         if let Some(presented) = query.token {
