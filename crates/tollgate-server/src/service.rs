@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use ::http::HeaderValue;
 use arc_swap::{ArcSwap, Guard};
-use axum::http::HeaderValue;
 use tollgate::{
     Decision, Decisions, LeaseOp, LeaseOutcome, LimitError, Limiter, Mode, Policy, StoreError,
     Verdict,

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use axum::http::{Request, StatusCode, header};
-use axum::response::Response;
+use super::Response;
+use ::http::{Request, StatusCode, header};
 use hyper::body::Incoming;
 use serde::Serialize;
 use tollgate::{LeaseId, LeaseOp, LeaseOutcome, LimitError};

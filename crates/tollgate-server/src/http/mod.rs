@@ -30,9 +30,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version, header};
-use axum::response::Response;
+use ::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version, header};
 use hyper::body::Incoming;
 use serde::Serialize;
 use tollgate::Mode;
@@ -45,6 +43,12 @@ use self::route::Route;
 use crate::metrics::ErrorCode;
 use crate::service::{Decided, Service};
 use crate::stats::StoreHealth;
+
+/// Every response's body: whole, in memory (the API never streams).
+pub type Body = http_body_util::Full<bytes::Bytes>;
+
+/// A response of the API.
+pub type Response = ::http::Response<Body>;
 
 /// `Content-Type: application/json`.
 pub static JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -528,7 +532,7 @@ fn metrics(api: &Api) -> Response {
 
 /// `204 No Content`: done, nothing to say.
 fn no_content() -> Response {
-    let mut response = Response::new(Body::empty());
+    let mut response = Response::new(Body::default());
     *response.status_mut() = StatusCode::NO_CONTENT;
     response
 }

@@ -5,7 +5,7 @@
 //! the request's extensions (9 of the 22 allocations a decision made, BENCHMARKS.md). A fixed
 //! API needs none of that.
 
-use axum::http::{HeaderValue, Method};
+use ::http::{HeaderValue, Method};
 
 /// A path of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
