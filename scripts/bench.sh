@@ -20,7 +20,8 @@
 #               (inMemoryBlockOnConsumed) and Limitador's cached storage
 #   accuracy    3 processes x 32 in flight on one key, limit 100: exactly 100 must pass
 #   http        tollgate serve (memory store, Redis) with wrk -t2 -c50 beside the HTTP floor
-#               (a fixed-answer axum handler) and throttlecrab-server
+#               (a fixed-answer axum handler) and throttlecrab-server, and the memory store
+#               with `stats: false` (what live stats cost)
 #   callgrind   instructions per decision (stable across noisy runs): the memory store and
 #               Limiter::check beside governor, the Redis store's client side, the HTTP servers'
 #               user space per request (tollgate serve, the floor, throttlecrab), and
@@ -375,18 +376,24 @@ commands_per_decision() {
 # The policy every HTTP server of this script runs: never rejecting.
 write_http_config() {
   printf 'policies:\n  api: { algorithm: gcra, rate: 1000000/min }\n' >"$RUN/tollgate.yaml"
+  # The same without live stats (GET /v1/stats, the dashboard): what keeping them costs.
+  printf 'stats: false\npolicies:\n  api: { algorithm: gcra, rate: 1000000/min }\n' >"$RUN/tollgate-nostats.yaml"
 }
 
 # HTTP servers: started once, measured in turns
 start_http() {
   HTTP_MEM_PORT=$(free_port)
+  HTTP_NOSTATS_PORT=$(free_port)
   HTTP_REDIS_PORT=$(free_port)
   write_http_config
   TOLLGATE_LOG=text RUST_LOG=warn "$TOLLGATE" serve --config "$RUN/tollgate.yaml" --listen "127.0.0.1:$HTTP_MEM_PORT" --store memory >"$RUN/serve-mem.log" 2>&1 &
   PIDS+=($!)
+  TOLLGATE_LOG=text RUST_LOG=warn "$TOLLGATE" serve --config "$RUN/tollgate-nostats.yaml" --listen "127.0.0.1:$HTTP_NOSTATS_PORT" --store memory >"$RUN/serve-nostats.log" 2>&1 &
+  PIDS+=($!)
   TOLLGATE_LOG=text RUST_LOG=warn "$TOLLGATE" serve --config "$RUN/tollgate.yaml" --listen "127.0.0.1:$HTTP_REDIS_PORT" --store "$REDIS_URL" >"$RUN/serve-redis.log" 2>&1 &
   PIDS+=($!)
   HTTP_TARGETS=("tollgate serve, memory store|http://127.0.0.1:$HTTP_MEM_PORT|$ROOT/bench/wrk/check.lua"
+    "tollgate serve, memory store, stats off|http://127.0.0.1:$HTTP_NOSTATS_PORT|$ROOT/bench/wrk/check.lua"
     "tollgate serve, Redis store|http://127.0.0.1:$HTTP_REDIS_PORT|$ROOT/bench/wrk/check.lua")
   if [ -n "$FLOOR_BIN" ]; then
     "$FLOOR_BIN" 0 >"$RUN/floor.out" 2>&1 &
@@ -406,7 +413,7 @@ start_http() {
     HTTP_TARGETS+=("throttlecrab-server HTTP|http://127.0.0.1:$tp|$PEERS_DIR/http-floor/lua/throttlecrab.lua")
   fi
   local t name url script
-  for url in "http://127.0.0.1:$HTTP_MEM_PORT" "http://127.0.0.1:$HTTP_REDIS_PORT" ${TC_BIN:+"http://127.0.0.1:$tp"}; do
+  for url in "http://127.0.0.1:$HTTP_MEM_PORT" "http://127.0.0.1:$HTTP_NOSTATS_PORT" "http://127.0.0.1:$HTTP_REDIS_PORT" ${TC_BIN:+"http://127.0.0.1:$tp"}; do
     for _ in $(seq 100); do curl -sf "$url/health" >/dev/null 2>&1 && break; sleep 0.05; done
   done
   for t in "${HTTP_TARGETS[@]}"; do # warm-up, not recorded
@@ -418,14 +425,14 @@ start_http() {
 part_http() {
   command -v wrk >/dev/null || return 0
   if [ -z "${HTTP_TARGETS+x}" ]; then start_http; fi
-  local t name url script refs=""
+  local t name url script refs="http|tollgate serve, memory store, stats off|wrk -t2 -c50|stats off;"
   if [ -n "$FLOOR_BIN" ]; then refs+="http|HTTP floor (axum, fixed answer)|wrk -t2 -c50|HTTP floor;"; fi
   if [ -n "$TC_BIN" ]; then refs+="http|throttlecrab-server HTTP|wrk -t2 -c50|throttlecrab;"; fi
   refs=${refs%;}
   for t in "${HTTP_TARGETS[@]}"; do
     IFS='|' read -r name url script <<<"$t"
     local extra=()
-    if [[ "$name" == tollgate* ]] && [ -n "$refs" ]; then extra=(--extra ratio_to "$refs"); fi
+    if [[ "$name" == tollgate* ]] && [[ "$name" != *"stats off" ]]; then extra=(--extra ratio_to "$refs"); fi
     measure wrk http "$name" "wrk -t2 -c50" $((DUR + 30)) "${extra[@]}" -- \
       wrk -t2 -c50 -d"${DUR}s" --latency -s "$script" "$url"
   done

@@ -1,27 +1,16 @@
 -- Concurrency (crates/tollgate/src/algorithm/concurrency.rs): at most `limit` units leased at
 -- once per key; a lease not released expires `lease` after it was granted or renewed.
 --
--- KEYS[1]: a sorted set with one member per leased unit, scored by its lease's expiry (µs):
---          the lease id for a lease's first unit, `<id>#<k>` for its unit k. So the units held
---          are ZCARD, and the units expiring first are the lowest scores.
--- ARGV: op ('a' acquire, 'r' release, 'n' renew), lease id, the lease's cost (its units),
---       limit, lease in µs; then optionally now in µs (tests inject time; production reads
---       Redis TIME).
--- Returns allowed (acquire granted, released lease was held, renewed lease was found),
--- remaining, reset_after_us, retry_after_us, lease_expires_in_us: five little-endian doubles.
-local key = KEYS[1]
-local op, id = ARGV[1], ARGV[2]
-local cost, limit, lease = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local now = tonumber(ARGV[6])
-if not now then
-  local time = redis.call('TIME')
-  now = tonumber(time[1]) * 1000000 + tonumber(time[2])
-end
-
--- An integer as text with all its digits (tostring keeps only 14 significant digits).
-local function int(x)
-  return string.format('%d', x)
-end
+-- A block, pasted by script.rs into lease_single.lua (one operation) and lease_batch.lua (a
+-- batch of them): it reads key, op, id, cost, limit, lease, now and sets `answer`.
+--
+-- key:  a sorted set with one member per leased unit, scored by its lease's expiry (µs): the
+--       lease id for a lease's first unit, `<id>#<k>` for its unit k. So the units held are
+--       ZCARD, and the units expiring first are the lowest scores.
+-- op:   'a' acquire, 'r' release, 'n' renew; id: the lease id; cost: the lease's units.
+-- answer: allowed (acquire granted, released lease was held, renewed lease was found),
+--       remaining, reset_after_us, retry_after_us, lease_expires_in_us: five little-endian
+--       doubles.
 
 -- Leases whose expiry has come are released: trimmed before anything is counted.
 redis.call('ZREMRANGEBYSCORE', key, '-inf', int(now))
@@ -42,9 +31,9 @@ end
 local allowed, retry, expires_in = false, 0, 0
 if op == 'a' then
   if cost <= limit - held then
-    -- An id granted again (a retried request) keeps its members: ZADD only rescores them.
-    redis.call('ZADD', key, unpack(scored()))
-    held = redis.call('ZCARD', key)
+    -- An id granted again (a retried request) keeps its members: ZADD only rescores them, and
+    -- counts only the members it added.
+    held = held + redis.call('ZADD', key, unpack(scored()))
     allowed, expires_in = true, lease
   else
     -- Refused: wait until the unit whose expiry frees enough units has expired.
@@ -65,12 +54,15 @@ else
   error({ err = 'TOLLGATE unknown lease operation ' .. tostring(op) })
 end
 
--- The key lives until its last lease expires (an empty sorted set is deleted by Redis).
+-- The key lives until its last lease expires (an empty sorted set is deleted by Redis). Only
+-- a granted or renewed lease can outlast the key's TTL: a release or a refusal leaves it.
 local reset = 0
 local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
 if last[2] then
   reset = tonumber(last[2]) - now
-  redis.call('PEXPIRE', key, int(math.ceil(reset / 1000) + 1000))
+  if expires_in > 0 then
+    redis.call('PEXPIRE', key, int(math.ceil(reset / 1000) + 1000))
+  end
 end
-return struct.pack('<ddddd', allowed and 1 or 0, math.max(limit - held, 0), reset, retry,
+answer = struct.pack('<ddddd', allowed and 1 or 0, math.max(limit - held, 0), reset, retry,
   expires_in)

@@ -47,6 +47,15 @@ end
 if window ~= stored then
   counted = 0
 end
+if adjust then
+  -- FixedWindow::adjust: the debt is not carried past the window's end.
+  if cost >= 0 then
+    counted = math.max(math.min(counted + cost, 2 * limit, MAX_COUNT), counted)
+  else
+    counted = math.max(counted + cost, 0)
+  end
+  state, ttl_us, cost = struct.pack('<dd', window, counted), until_end, 1
+end
 -- cost <= limit - counted rather than counted + cost <= limit: the sum could pass 2^53.
 allowed = cost <= limit - counted
 if allowed and consume then

@@ -14,6 +14,16 @@ local used = 0
 if tat >= now then
   used = (tat - now) * limit + rem
 end
+if adjust then
+  -- Gcra::adjust: bucket::adjust on the bucket the TAT equals.
+  if cost >= 0 then
+    used = math.max(math.min(used + cost * period, (capacity + limit) * period), used)
+  else
+    used = math.max(used + cost * period, 0)
+  end
+  local whole = math.floor(used / limit)
+  state, ttl_us, cost = struct.pack('<dd', now + whole, used - whole * limit), math.ceil(used / limit), 1
+end
 local taken
 allowed, remaining, reset, retry, taken = bucket(used, cost, consume, limit, period, capacity)
 if taken then

@@ -8,15 +8,19 @@
 -- even one check as a batch; the single form decides a lone check inline.
 -- KEYS: per check (n >= 1): its state key, then its override key (override.lua).
 -- ARGV: per check: cost, limit, period_us, capacity (burst for token bucket and GCRA, else
---       limit); then, both optional: mode ('c' consume, the default, or 'p' peek) and now in
---       µs (tests inject time; production never does, and Redis TIME is read).
+--       limit); then, both optional: mode ('c' consume, the default, 'p' peek, or 'a' adjust:
+--       cost is then a signed delta, charged or refunded after the fact, and the answer is a
+--       peek of one unit afterwards; State::adjust in algorithm/mod.rs) and now in µs (tests
+--       inject time; production never does, and Redis TIME is read).
 -- Returns, for one check, its allowed (1/0), remaining, reset_after_us, retry_after_us and
 -- the limit it was decided under (its capacity) as five little-endian doubles (exact integers): one bulk string, which costs Redis less than a
 -- table of four integers and the client far less to parse. For n checks, their n answers
 -- concatenated; only if some check failed (a foreign value under its key, say), an array of
 -- n elements instead: each answer, or that check's error.
 local count = #KEYS / 2
-local consume = ARGV[4 * count + 1] ~= 'p'
+local mode = ARGV[4 * count + 1]
+local adjust = mode == 'a'
+local consume = mode ~= 'p' and not adjust
 local now = tonumber(ARGV[4 * count + 2])
 if not now then
   local time = redis.call('TIME')

@@ -23,5 +23,9 @@
 -- state decides exactly as an absent key, so expiry never changes a decision (the extra
 -- second guards against expiry racing a decision).
 
+-- An adjustment (mode 'a') changes the state by a signed delta before the block decides one
+-- unit as a peek (State::adjust): a charge counts up to one limit past the quota (never past
+-- MAX_COUNT, the largest integer a double holds exactly), a refund down to zero.
+local MAX_COUNT = 9007199254740991
 -- A stored value that is not ours fails loudly rather than hand out a fresh quota.
 local MALFORMED = 'TOLLGATE malformed rate-limit state at '

@@ -18,6 +18,8 @@ local NAMES = { ['1'] = 'fixed-window', ['2'] = 'sliding-log', ['3'] = 'sliding-
 local cost = tonumber(ARGV[1])
 local optional = 4 * count + 2
 local peek = ARGV[optional] == 'p'
+-- Adjustments run the one-policy scripts only (override.lua and the blocks read this).
+local adjust = false
 local now = tonumber(ARGV[optional + 1])
 if not now then
   local time = redis.call('TIME')

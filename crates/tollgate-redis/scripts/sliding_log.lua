@@ -50,8 +50,15 @@ while true do
   expired_cost = expired_cost + c
 end
 local in_window = total - expired_cost
--- Differences, not sums: in_window + cost could pass 2^53.
-allowed = cost <= limit - in_window
+if adjust then
+  -- SlidingLog::charge: a charge is admitted as a request of that cost, up to twice the
+  -- limit (the caller refuses refunds; one here charges nothing).
+  cost = math.min(cost, 2 * limit - in_window)
+  allowed = cost > 0
+else
+  -- Differences, not sums: in_window + cost could pass 2^53.
+  allowed = cost <= limit - in_window
+end
 remaining, retry = math.max(limit - in_window, 0), 0
 -- The newest entry (nil for an empty log).
 local newest, newest_cost
@@ -64,7 +71,7 @@ else
   newest, newest_cost = tonumber(tail[1]), tonumber(tail[2])
 end
 
-if allowed and consume then
+if allowed and (consume or adjust) then
   total = in_window + cost
   remaining = math.max(limit - total, 0)
   if #items == 0 then
@@ -88,7 +95,19 @@ if allowed and consume then
   end
   -- Spent once the newest entry has left the window.
   ttl_us = newest + period - now
-elseif not allowed then
+end
+if adjust then
+  -- Then a peek of one unit, on the log as now written (read afresh: a write may have
+  -- trimmed it).
+  if allowed then
+    items = redis.call('LRANGE', key, 0, LOG_CHUNK)
+    complete, expired, in_window = #items <= LOG_CHUNK, 0, total
+  end
+  cost = 1
+  allowed = cost <= limit - in_window
+  remaining = math.max(limit - in_window, 0)
+end
+if not allowed then
   -- Wait until enough of the oldest entries leave the window.
   local to_free = cost - (limit - in_window)
   local i = expired + 1

@@ -20,9 +20,20 @@ if window == stored then
 elseif window == stored + 1 then
   prev = stored_curr
 end
+if adjust then
+  -- SlidingWindow::adjust: charge curr; refund curr, then prev.
+  if cost >= 0 then
+    curr = math.max(math.min(curr + cost, 2 * limit), curr)
+  else
+    local from_curr = math.min(-cost, curr)
+    curr, prev = curr - from_curr, math.max(prev - (-cost - from_curr), 0)
+  end
+  state, ttl_us, cost = struct.pack('<ddd', window, curr, prev), (window + 2) * period - now, 1
+end
 local elapsed = math.max(now - window * period, 0)
 local weighted_prev = prev * (period - elapsed)
-allowed = (curr + cost) * period <= limit * period - weighted_prev
+-- Differences, not (curr + cost) * P: after a charge curr may be twice the limit.
+allowed = cost * period <= (limit * period - weighted_prev) - curr * period
 retry = 0
 if allowed and consume then
   curr = curr + cost

@@ -15,6 +15,16 @@ if elapsed >= math.ceil(used / limit) then
 else
   used = used - elapsed * limit
 end
+if adjust then
+  -- bucket::adjust: down to one period's refill below empty, up to a full bucket.
+  if cost >= 0 then
+    used = math.max(math.min(used + cost * period, (capacity + limit) * period), used)
+  else
+    used = math.max(used + cost * period, 0)
+  end
+  last = math.max(now, last)
+  state, ttl_us, cost = struct.pack('<dd', used, last), last + math.ceil(used / limit) - now, 1
+end
 local taken
 allowed, remaining, reset, retry, taken = bucket(used, cost, consume, limit, period, capacity)
 if taken then

@@ -24,10 +24,9 @@ use redis::cluster::ClusterClientBuilder;
 use redis::{FromRedisValue, RedisResult, TlsCertificates, Value};
 use std::sync::Arc;
 
-use crate::batch::{Batcher, Lane, Link};
+use crate::batch::{Batchable, Batcher, Lane, Link};
 use crate::cluster::Cluster;
 use crate::error::RedisStoreError;
-use crate::script::ScriptCall;
 use crate::sentinel::SentinelMaster;
 
 /// Files for TLS beyond the system's root certificates.
@@ -82,6 +81,16 @@ const CLUSTER_RETRY_WAIT_MS: std::ops::Range<u64> = 5..100;
 pub(crate) struct Connection {
     client: Arc<Client>,
     batcher: Arc<Batcher>,
+    listen: Listen,
+}
+
+/// Where to subscribe to the store's own notifications (`overrides.rs`): any node hears a
+/// `PUBLISH`, since a Cluster broadcasts it to every node and a replica repeats its master's.
+enum Listen {
+    /// The server of a standalone URL, or each node of a Cluster URL, in turn.
+    Nodes(Vec<redis::Client>),
+    /// The master the Sentinels name.
+    Sentinel,
 }
 
 /// The redis-rs connection of a topology. One per store, behind an `Arc`: the size of its
@@ -96,10 +105,26 @@ pub(crate) enum Client {
 impl Connection {
     /// Parse `url` and prepare a lazy connection.
     pub(crate) fn open(url: &str, options: &ConnectOptions) -> Result<Self, RedisStoreError> {
+        let (client, listen) = Client::open(url, options)?;
         Ok(Connection {
-            client: Arc::new(Client::open(url, options)?),
+            client: Arc::new(client),
             batcher: Arc::new(Batcher::new(options.batch_always)),
+            listen,
         })
+    }
+
+    /// A client to subscribe with, on the `attempt`-th try (each try the next node).
+    pub(crate) async fn listener(&self, attempt: usize) -> RedisResult<redis::Client> {
+        match (&self.listen, &*self.client) {
+            (Listen::Nodes(nodes), _) if !nodes.is_empty() => {
+                Ok(nodes[attempt % nodes.len()].clone())
+            }
+            (_, Client::Sentinel(master)) => master.master_client().await,
+            _ => Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "no node to subscribe to",
+            ))),
+        }
     }
 
     /// Run a pipeline on one connection (on a Cluster: to the node of its keys' slot).
@@ -117,7 +142,7 @@ impl Connection {
     }
 
     /// Run one script call (its reply, a server error as `Err`) through the batching rule.
-    pub(crate) async fn eval(&self, call: &ScriptCall<'_>) -> RedisResult<Value> {
+    pub(crate) async fn eval(&self, call: &impl Batchable) -> RedisResult<Value> {
         self.batcher.run(&self.client, call).await
     }
 
@@ -248,7 +273,8 @@ fn cluster_nodes(scheme: &str, rest: &str) -> Result<Vec<String>, String> {
 }
 
 impl Client {
-    fn open(url: &str, options: &ConnectOptions) -> Result<Self, RedisStoreError> {
+    /// Parse `url` and prepare a lazy connection, with where to subscribe.
+    fn open(url: &str, options: &ConnectOptions) -> Result<(Self, Listen), RedisStoreError> {
         let invalid = |reason: String| RedisStoreError::InvalidUrl {
             url: redact(url),
             reason,
@@ -277,12 +303,21 @@ impl Client {
                     .set_number_of_retries(1)
                     .set_min_delay(Duration::from_millis(50))
                     .set_max_delay(Duration::from_millis(500));
+                let listen = Listen::Nodes(vec![client.clone()]);
                 let manager = ConnectionManager::new_lazy_with_config(client, config)
                     .map_err(|e| invalid(e.to_string()))?;
-                Ok(Client::Single(manager))
+                Ok((Client::Single(manager), listen))
             }
             "redis+cluster" | "rediss+cluster" => {
                 let nodes = cluster_nodes(scheme, rest).map_err(invalid)?;
+                let listen = nodes
+                    .iter()
+                    .map(|node| match &certificates {
+                        Some(certs) => redis::Client::build_with_tls(node.as_str(), certs.clone()),
+                        None => redis::Client::open(node.as_str()),
+                    })
+                    .collect::<RedisResult<Vec<_>>>()
+                    .map_err(|e| invalid(e.to_string()))?;
                 // Short waits before a retry (TRYAGAIN while a slot's keys move, CLUSTERDOWN
                 // during a failover): those last milliseconds, and redis-rs's default first
                 // wait (1.28 s) outlasts a decision's whole response timeout.
@@ -295,13 +330,16 @@ impl Client {
                     builder = builder.certs(certs);
                 }
                 let client = builder.build().map_err(|e| invalid(e.to_string()))?;
-                Ok(Client::Cluster(Arc::new(Cluster::new(client))))
+                Ok((
+                    Client::Cluster(Arc::new(Cluster::new(client))),
+                    Listen::Nodes(listen),
+                ))
             }
             "redis+sentinel" | "rediss+sentinel" => {
                 let tls = scheme == "rediss+sentinel";
                 let master =
                     SentinelMaster::build(rest, tls, certificates, options).map_err(invalid)?;
-                Ok(Client::Sentinel(master))
+                Ok((Client::Sentinel(master), Listen::Sentinel))
             }
             // `check_url` refused every other scheme above.
             other => Err(invalid(format!("unknown scheme `{other}`"))),

@@ -94,6 +94,17 @@ pub fn override_index(prefix: &str, policy: &str) -> String {
     format!("{prefix}:{policy}:overrides")
 }
 
+/// The channel on which every change of an override is announced (`<policy>\n<identifier>`),
+/// so that instances forget what they cached about that key.
+///
+/// ```
+/// use tollgate_redis::keys::override_channel;
+/// assert_eq!(override_channel("tollgate"), "tollgate:overrides:changed");
+/// ```
+pub fn override_channel(prefix: &str) -> String {
+    format!("{prefix}:overrides:changed")
+}
+
 impl<'a> Key<'a> {
     /// The key of `policy` (by name) for `identifier`.
     pub fn new(

@@ -9,17 +9,37 @@
 //! Listings go through an index per policy, a sorted set of identifiers at
 //! `<prefix>:P:overrides` paged by key (`ZRANGEBYLEX`). The index only lists: a decision never
 //! reads it. Identifiers whose override expired are dropped from it when a listing meets them.
+//!
+//! Every set or delete is announced on `<prefix>:overrides:changed` (`P\nI`), and
+//! [`watch_changes`] follows that channel, so that each instance forgets the rejections it
+//! cached for the key (the over-limit cache) as soon as its limit changes, not a second later.
 
+use std::sync::Weak;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use tollgate::{Check, Override, OverridePage, Policy, StoreError};
 
 use crate::connection::Connection;
 use crate::keys;
 
+/// What [`watch_changes`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverrideChange<'a> {
+    /// The override of `policy` for `key` was set or deleted (by any instance).
+    Changed {
+        /// The policy's name.
+        policy: &'a str,
+        /// The identifier.
+        key: &'a str,
+    },
+    /// The subscription was (re)established: changes made before may have been missed.
+    Resubscribed,
+}
+
 /// Sets the hash in one atomic step: the old fields go, the new ones come with their TTL.
 /// KEYS[1]: the override key. ARGV: TTL in ms ('0': none), then field, value pairs.
-const SET_SCRIPT: &str = "\
+pub(crate) const SET_SCRIPT: &str = "\
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 if ARGV[1] ~= '0' then
@@ -61,7 +81,67 @@ pub(crate) async fn set(
         )
         .await
         .map_err(backend)?;
+    announce(connection, prefix, target).await;
     Ok(())
+}
+
+/// Announce a change of `target`'s override. The override stands whether or not this reaches
+/// anyone: an instance that misses it forgets its cached rejections within a second anyway.
+async fn announce(connection: &Connection, prefix: &str, target: &Check<'_>) {
+    let message = format!("{}\n{}", target.name, target.key);
+    let published: Result<i64, _> = connection
+        .query(
+            redis::cmd("PUBLISH")
+                .arg(keys::override_channel(prefix))
+                .arg(message),
+        )
+        .await;
+    if let Err(error) = published {
+        tracing::warn!(%error, policy = target.name, "override change not announced");
+    }
+}
+
+/// Follow the announcements of override changes under `prefix` while `alive` holds, calling
+/// `on_change` for each (and with [`OverrideChange::Resubscribed`] after every (re)connection).
+/// Keeps resubscribing, to the next node each time, once a second while Redis is unreachable.
+pub(crate) async fn watch_changes<T: Send + Sync + 'static>(
+    alive: Weak<T>,
+    connection: impl Fn(&T) -> &Connection + Send,
+    prefix: String,
+    on_change: impl Fn(OverrideChange<'_>) + Send,
+) {
+    let channel = keys::override_channel(&prefix);
+    for attempt in 0.. {
+        let subscribed = {
+            let Some(owner) = alive.upgrade() else {
+                return;
+            };
+            let listener = connection(&owner).listener(attempt).await;
+            async {
+                let mut pubsub = listener?.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                redis::RedisResult::Ok(pubsub)
+            }
+            .await
+        };
+        if let Ok(pubsub) = subscribed {
+            on_change(OverrideChange::Resubscribed);
+            let mut messages = pubsub.into_on_message();
+            while let Some(message) = messages.next().await {
+                if alive.strong_count() == 0 {
+                    return;
+                }
+                let payload: String = message.get_payload().unwrap_or_default();
+                if let Some((policy, key)) = payload.split_once('\n') {
+                    on_change(OverrideChange::Changed { policy, key });
+                }
+            }
+        }
+        if alive.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// The override of `target` standing now.
@@ -94,6 +174,7 @@ pub(crate) async fn delete(
         .await
         .map_err(backend)?;
     unlist(connection, prefix, target.name, target.key).await?;
+    announce(connection, prefix, target).await;
     Ok(stood)
 }
 

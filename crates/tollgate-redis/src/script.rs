@@ -76,7 +76,7 @@ macro_rules! one_policy_source {
     };
 }
 
-/// One-policy sources, in [`ALGORITHMS`] order.
+/// One-policy sources, in [`Algorithm::ALL`] order.
 macro_rules! one_policy_sources {
     ($form:literal) => {
         [
@@ -127,15 +127,8 @@ const SEVERAL_POLICIES_SOURCE: &str = concat!(
     include_str!("../scripts/several_policies_end.lua"),
 );
 
-/// Every algorithm, in the order of [`ONE_POLICY_SOURCES`].
-pub const ALGORITHMS: [Algorithm; 5] = [
-    Algorithm::FixedWindow,
-    Algorithm::SlidingLog,
-    Algorithm::SlidingWindow,
-    Algorithm::TokenBucket,
-    Algorithm::Gcra,
-];
-
+/// Where an algorithm's one-policy script sits in [`ONE_POLICY_SOURCES`]: its [`code`] less
+/// one, which is its place in [`Algorithm::ALL`] (a test checks).
 const fn index(algorithm: Algorithm) -> usize {
     code(algorithm) as usize - 1
 }
@@ -189,10 +182,67 @@ pub const fn code(algorithm: Algorithm) -> u8 {
     }
 }
 
-/// The lease script: acquire, release and renew of `concurrency` policies, one call each.
-pub const LEASE_SOURCE: &str = include_str!("../scripts/concurrency.lua");
+/// The lease script: acquire, release and renew of `concurrency` policies, one call each (the
+/// concurrency.lua block in its single frame).
+pub const LEASE_SOURCE: &str = concat!(
+    include_str!("../scripts/lease_single.lua"),
+    include_str!("../scripts/concurrency.lua"),
+    include_str!("../scripts/lease_single_end.lua"),
+);
+
+/// The lease script's batch form: the same block, applied to each operation of a batch.
+pub const LEASE_BATCH_SOURCE: &str = concat!(
+    include_str!("../scripts/lease_batch.lua"),
+    include_str!("../scripts/concurrency.lua"),
+    include_str!("../scripts/lease_batch_end.lua"),
+);
 
 static LEASE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(LEASE_SOURCE));
+static LEASE_BATCH_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(LEASE_BATCH_SOURCE));
+
+/// The lease script in its forms, for the batching layer.
+static LEASE_FORMS: LazyLock<ScriptForms> = LazyLock::new(|| {
+    ScriptForms::new(
+        (&LEASE_SCRIPT, LEASE_SOURCE),
+        (&LEASE_BATCH_SCRIPT, LEASE_BATCH_SOURCE),
+    )
+});
+
+/// Every Lua script the store sends, as Redis runs it, by the name of its copy under
+/// `scripts/generated/` (checked in, and checked against these by `tests/scripts.rs`): each
+/// algorithm's one-policy script in its single, batch and Cluster cross-slot forms, the
+/// several-policies script, the lease script in its three forms, and the override setter.
+pub fn every_script() -> Vec<(String, String)> {
+    let mut scripts = Vec::new();
+    for (i, algorithm) in Algorithm::ALL.into_iter().enumerate() {
+        let name = algorithm.name();
+        scripts.push((format!("{name}.lua"), ONE_POLICY_SOURCES[i].to_owned()));
+        scripts.push((
+            format!("{name}.batch.lua"),
+            ONE_POLICY_BATCH_SOURCES[i].to_owned(),
+        ));
+        scripts.push((
+            format!("{name}.cross-slot.lua"),
+            crate::cluster::cross_slot_source(ONE_POLICY_BATCH_SOURCES[i]),
+        ));
+    }
+    scripts.push((
+        "several-policies.lua".into(),
+        SEVERAL_POLICIES_SOURCE.into(),
+    ));
+    scripts.push(("lease.lua".into(), LEASE_SOURCE.into()));
+    scripts.push(("lease.batch.lua".into(), LEASE_BATCH_SOURCE.into()));
+    scripts.push((
+        "lease.cross-slot.lua".into(),
+        crate::cluster::cross_slot_source(LEASE_BATCH_SOURCE),
+    ));
+    scripts.push((
+        "override-set.lua".into(),
+        crate::overrides::SET_SCRIPT.into(),
+    ));
+    scripts
+}
 
 /// [`LEASE_SOURCE`] with its SHA-1.
 pub fn lease_script() -> &'static redis::Script {
@@ -221,22 +271,62 @@ impl LeaseCall<'_> {
             call.bytes(LEASE_SCRIPT.get_hash().as_bytes());
         }
         call.integer(1);
+        self.key().write_to(&mut call);
+        self.write_args(&mut call);
+        if let Some(now) = self.now_us {
+            call.integer(now);
+        }
+        call
+    }
+
+    fn key(&self) -> Key<'_> {
         let check = &self.check;
-        Key::new(self.prefix, check.name, check.policy.algorithm(), check.key).write_to(&mut call);
+        Key::new(self.prefix, check.name, check.policy.algorithm(), check.key)
+    }
+
+    /// Op, lease id, cost, limit and lease µs: the arguments of one operation.
+    fn write_args<A: Arguments + ?Sized>(&self, out: &mut A) {
         let (op, id) = match self.op {
             LeaseOp::Acquire(id) => (b"a", id),
             LeaseOp::Release(id) => (b"r", id),
             LeaseOp::Renew(id) => (b"n", id),
         };
-        call.bytes(op);
-        call.bytes(id.to_string().as_bytes());
-        call.integer(id.cost());
-        call.integer(check.policy.limit());
-        call.integer(check.policy.period_us());
-        if let Some(now) = self.now_us {
-            call.integer(now);
+        out.bytes(op);
+        out.bytes(id.to_string().as_bytes());
+        out.integer(id.cost());
+        out.integer(self.check.policy.limit());
+        out.integer(self.check.policy.period_us());
+    }
+}
+
+/// Lease operations batch with each other (the same script whatever the operation); by source
+/// (after `NOSCRIPT`) one goes alone.
+impl Batchable for LeaseCall<'_> {
+    fn group(&self) -> Option<BatchGroup> {
+        if self.by_source {
+            return None;
         }
-        call
+        Some(BatchGroup {
+            forms: &LEASE_FORMS,
+            shared: self
+                .now_us
+                .map(|now| itoa::Buffer::new().format(now).as_bytes().to_vec())
+                .into_iter()
+                .collect(),
+        })
+    }
+
+    fn slot(&self) -> u16 {
+        self.key().slot()
+    }
+
+    fn alone(&self) -> redis::Cmd {
+        self.to_cmd()
+    }
+
+    fn write_parts(&self, keys: &mut Parts, arguments: &mut Parts) {
+        self.key().write_to(keys);
+        self.write_args(arguments);
     }
 }
 
@@ -276,12 +366,14 @@ pub fn parse_lease_reply(reply: &redis::Value, policy: &Policy) -> Result<LeaseO
 pub(crate) fn push_args<'p, A: Arguments + ?Sized>(
     call: &mut A,
     shape: Shape,
-    mode: Mode,
-    cost: u64,
+    op: Op,
     now_us: Option<u64>,
     policies: impl Iterator<Item = &'p Policy>,
 ) {
-    call.integer(cost);
+    match op {
+        Op::Decide { cost, .. } => call.integer(cost),
+        Op::Adjust { delta } => call.bytes(itoa::Buffer::new().format(delta).as_bytes()),
+    }
     for policy in policies {
         if shape == Shape::SeveralPolicies {
             call.integer(code(policy.algorithm()).into());
@@ -290,17 +382,32 @@ pub(crate) fn push_args<'p, A: Arguments + ?Sized>(
         call.integer(period_argument(policy));
         call.integer(policy.capacity());
     }
-    push_optional_args(call, mode, now_us);
+    push_optional_args(call, op, now_us);
+}
+
+/// What a script call does with its checks: decide `cost` in `mode`, or (one policy only)
+/// adjust by `delta` after the fact (`one_policy.lua`'s mode `a`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Decide `cost` in `mode`.
+    Decide {
+        /// The cost of the request.
+        cost: u64,
+        /// Consume or peek.
+        mode: Mode,
+    },
+    /// Charge (`delta > 0`) or refund, then answer a peek of one unit.
+    Adjust {
+        /// The signed amount.
+        delta: i64,
+    },
 }
 
 /// The optional arguments that end [`push_args`]: mode and injected time, when needed. In a
 /// batch they follow every check's arguments, once (every check of a batch shares them).
-fn push_optional_args<A: Arguments + ?Sized>(call: &mut A, mode: Mode, now_us: Option<u64>) {
-    if sends_mode(mode, now_us) {
-        call.bytes(match mode {
-            Mode::Consume => b"c",
-            Mode::Peek => b"p",
-        });
+fn push_optional_args<A: Arguments + ?Sized>(call: &mut A, op: Op, now_us: Option<u64>) {
+    if let Some(mode) = mode_argument(op, now_us) {
+        call.bytes(mode);
     }
     if let Some(now) = now_us {
         call.integer(now);
@@ -317,18 +424,28 @@ pub(crate) fn period_argument(policy: &Policy) -> u64 {
 }
 
 /// How many arguments [`push_args`] writes.
-pub(crate) fn args_count(shape: Shape, policies: usize, mode: Mode, now_us: Option<u64>) -> usize {
+pub(crate) fn args_count(shape: Shape, policies: usize, op: Op, now_us: Option<u64>) -> usize {
     let per_policy = match shape {
         Shape::OnePolicy(_) => 3,
         Shape::SeveralPolicies => 4,
     };
     1 + per_policy * policies
-        + usize::from(sends_mode(mode, now_us))
+        + usize::from(mode_argument(op, now_us).is_some())
         + usize::from(now_us.is_some())
 }
 
-fn sends_mode(mode: Mode, now_us: Option<u64>) -> bool {
-    mode == Mode::Peek || now_us.is_some()
+/// The mode argument, when one is sent: consuming (the default) only before an injected time.
+fn mode_argument(op: Op, now_us: Option<u64>) -> Option<&'static [u8]> {
+    match op {
+        Op::Adjust { .. } => Some(b"a"),
+        Op::Decide {
+            mode: Mode::Peek, ..
+        } => Some(b"p"),
+        Op::Decide {
+            mode: Mode::Consume,
+            ..
+        } => now_us.is_some().then_some(b"c"),
+    }
 }
 
 /// One decision's script call: `EVALSHA <sha>` (or, after `NOSCRIPT`, `EVAL <source>`), the
@@ -337,8 +454,8 @@ fn sends_mode(mode: Mode, now_us: Option<u64>) -> bool {
 pub(crate) struct ScriptCall<'a> {
     pub(crate) prefix: &'a str,
     pub(crate) checks: &'a [Check<'a>],
-    pub(crate) cost: u64,
-    pub(crate) mode: Mode,
+    /// A decision, or (of one check only) an adjustment.
+    pub(crate) op: Op,
     pub(crate) now_us: Option<u64>,
     pub(crate) by_source: bool,
 }
@@ -352,7 +469,7 @@ impl ScriptCall<'_> {
     pub(crate) fn count(&self) -> usize {
         let shape = self.shape();
         3 + KEYS_PER_CHECK * self.checks.len()
-            + args_count(shape, self.checks.len(), self.mode, self.now_us)
+            + args_count(shape, self.checks.len(), self.op, self.now_us)
     }
 
     pub(crate) fn write<A: Arguments + ?Sized>(&self, out: &mut A) {
@@ -366,7 +483,7 @@ impl ScriptCall<'_> {
         }
         out.integer((KEYS_PER_CHECK * self.checks.len()) as u64);
         self.write_keys(out);
-        self.write_args(out, self.mode, self.now_us);
+        self.write_args(out, self.op, self.now_us);
     }
 
     fn write_keys<A: Arguments + ?Sized>(&self, out: &mut A) {
@@ -376,12 +493,11 @@ impl ScriptCall<'_> {
         }
     }
 
-    fn write_args<A: Arguments + ?Sized>(&self, out: &mut A, mode: Mode, now_us: Option<u64>) {
+    fn write_args<A: Arguments + ?Sized>(&self, out: &mut A, op: Op, now_us: Option<u64>) {
         push_args(
             out,
             self.shape(),
-            mode,
-            self.cost,
+            op,
             now_us,
             self.checks.iter().map(|c| c.policy),
         );
@@ -398,17 +514,18 @@ impl ScriptCall<'_> {
 }
 
 /// A check of one policy batches with the checks of the same algorithm and mode (and, in
-/// tests, the same injected time); by source (after `NOSCRIPT`) it goes alone.
+/// tests, the same injected time); by source (after `NOSCRIPT`), or an adjustment, it goes
+/// alone.
 impl Batchable for ScriptCall<'_> {
     fn group(&self) -> Option<BatchGroup> {
         let [check] = self.checks else {
             return None;
         };
-        if self.by_source {
+        if self.by_source || matches!(self.op, Op::Adjust { .. }) {
             return None;
         }
         let mut shared = SharedArguments(Vec::new());
-        push_optional_args(&mut shared, self.mode, self.now_us);
+        push_optional_args(&mut shared, self.op, self.now_us);
         Some(BatchGroup {
             forms: &FORMS[index(check.policy.algorithm())],
             shared: shared.0,
@@ -428,7 +545,16 @@ impl Batchable for ScriptCall<'_> {
 
     fn write_parts(&self, keys: &mut Parts, arguments: &mut Parts) {
         self.write_keys(keys);
-        self.write_args(arguments, Mode::Consume, None);
+        // Each check's own arguments only: the mode and time are the batch's shared ones (an
+        // adjustment never batches, [`Self::group`]).
+        let op = match self.op {
+            Op::Decide { cost, .. } => Op::Decide {
+                cost,
+                mode: Mode::Consume,
+            },
+            adjust => adjust,
+        };
+        self.write_args(arguments, op, None);
     }
 }
 
@@ -512,7 +638,7 @@ mod tests {
     #[test]
     fn every_script_has_its_blocks() {
         let several = Shape::SeveralPolicies.source();
-        for algorithm in ALGORITHMS {
+        for algorithm in Algorithm::ALL {
             let branch = format!("if code == '{}' then", code(algorithm));
             assert!(several.contains(&branch), "{branch}");
             let one = Shape::OnePolicy(algorithm).source();
@@ -527,7 +653,7 @@ mod tests {
             );
             assert_eq!(Shape::OnePolicy(algorithm).script().get_hash().len(), 40);
         }
-        let shas: std::collections::HashSet<_> = ALGORITHMS
+        let shas: std::collections::HashSet<_> = Algorithm::ALL
             .map(|a| Shape::OnePolicy(a).script().get_hash())
             .into_iter()
             .chain([Shape::SeveralPolicies.script().get_hash()])
@@ -547,7 +673,7 @@ mod tests {
                 self.0 += 1;
             }
         }
-        let policies: Vec<Policy> = ALGORITHMS
+        let policies: Vec<Policy> = Algorithm::ALL
             .iter()
             .map(|&a| Policy::new(a, 5, Duration::from_secs(1), None).unwrap())
             .collect();
@@ -567,8 +693,7 @@ mod tests {
                         let call = ScriptCall {
                             prefix: "t",
                             checks,
-                            cost: 1,
-                            mode,
+                            op: Op::Decide { cost: 1, mode },
                             now_us,
                             by_source,
                         };

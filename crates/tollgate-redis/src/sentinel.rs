@@ -10,13 +10,15 @@
 //! `+switch-master` and, when it names this master, drops the connection, so the next call
 //! connects to the announced master (after checking its `ROLE`). Without that, calls would
 //! keep going to the old master until Sentinel demotes it, which can take seconds, and every
-//! decision written there meanwhile would be lost when it resyncs as a replica. A call refused with `READONLY`
+//! decision written there meanwhile would be lost when it resyncs as a replica. Between the
+//! promotion and its announcement (about a second) calls fail fast rather than write to the old
+//! master ([`watch_switches`]): the store's `on_error` decides them, and nothing is lost. A call refused with `READONLY`
 //! wrote nothing, so it is retried once on the new master; a call that failed on a broken
 //! connection may have run, so it is not retried.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::task::AbortHandle;
@@ -29,12 +31,17 @@ use redis::{
 
 use crate::connection::{ConnectOptions, MultiHost, reply};
 
-/// The connection in use (with its generation), and the master a Sentinel announced last.
+/// The connection in use (with its generation), the master a Sentinel announced last, and
+/// until when calls wait out a failover in progress.
 #[derive(Default)]
 struct Current {
     connection: Mutex<Option<(u64, MultiplexedConnection)>>,
     announced: Mutex<Option<(String, u16)>>,
+    failing_over: Mutex<Option<Instant>>,
 }
+
+/// The longest a failover in progress holds calls back, should its end never be announced.
+const FAILOVER_PAUSE: Duration = Duration::from_secs(10);
 
 /// A multiplexed connection to the current Sentinel-named master.
 pub(crate) struct SentinelMaster {
@@ -143,9 +150,18 @@ impl SentinelMaster {
         lock(&self.current.connection).clone()
     }
 
-    /// The current master's connection, resolving it when there is none.
+    /// The current master's connection, resolving it when there is none. While a failover is
+    /// in progress (see [`watch_switches`]) calls fail at once: the old master may still take
+    /// writes that the new one will never see.
     async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
         self.watchers.get_or_init(|| self.watch_switches());
+        if lock(&self.current.failing_over).is_some_and(|until| Instant::now() < until) {
+            return Err(RedisError::from((
+                ErrorKind::MasterNameNotFoundBySentinel,
+                "a failover is in progress: decisions wait for the new master",
+                self.master_name.clone(),
+            )));
+        }
         if let Some(current) = self.cached() {
             return Ok(current);
         }
@@ -216,7 +232,37 @@ impl SentinelMaster {
         }))
     }
 
-    async fn connect_master(&self, host: &str, port: u16) -> RedisResult<MultiplexedConnection> {
+    /// A client of the master the Sentinels name now, to subscribe with: no `ROLE` check (a
+    /// replica repeats its master's messages too).
+    pub(crate) async fn master_client(&self) -> RedisResult<redis::Client> {
+        let mut last_error = None;
+        for sentinel in &self.sentinels {
+            let named = async {
+                let mut connection = sentinel
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await?;
+                redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg(&self.master_name)
+                    .query_async::<Option<(String, u16)>>(&mut connection)
+                    .await
+            };
+            match named.await {
+                Ok(Some((host, port))) => return self.client_of(&host, port),
+                Ok(None) => {}
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            RedisError::from((
+                ErrorKind::MasterNameNotFoundBySentinel,
+                "no Sentinel names the master",
+            ))
+        }))
+    }
+
+    /// A client of the data node at `host:port`, with the URL's credentials, database and TLS.
+    fn client_of(&self, host: &str, port: u16) -> RedisResult<redis::Client> {
         let host = if host.contains(':') {
             format!("[{host}]")
         } else {
@@ -226,10 +272,14 @@ impl SentinelMaster {
             "{}://{}{host}:{port}/{}",
             self.scheme, self.userinfo, self.db
         );
-        let client = match &self.certificates {
+        match &self.certificates {
             Some(certs) => redis::Client::build_with_tls(url.as_str(), certs.clone()),
             None => redis::Client::open(url.as_str()),
-        }?;
+        }
+    }
+
+    async fn connect_master(&self, host: &str, port: u16) -> RedisResult<MultiplexedConnection> {
+        let client = self.client_of(host, port)?;
         let mut connection = client
             .get_multiplexed_async_connection_with_config(&self.config)
             .await?;
@@ -317,9 +367,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Follow one Sentinel's `+switch-master` messages (`<name> <old ip> <old port> <new ip> <new
-/// port>`): for `master_name`, drop the connection in use and remember the new master. Keeps
-/// resubscribing (once a second) while the Sentinel is unreachable; ends with the store.
+/// Follow one Sentinel's failover events for `master_name`. From
+/// `+failover-state-send-slaveof-noone` (the leader is about to promote a replica) calls fail
+/// at once: until Sentinel announces the new master, the old one still takes writes, and every
+/// decision written there would be lost when it resyncs (a second or so of them: Sentinel
+/// notices the promotion at its next `INFO`). `+switch-master` (`<name> <old ip> <old port>
+/// <new ip> <new port>`) drops the connection in use, remembers the new master and ends the
+/// pause; an aborted or ended failover (`-failover-abort-*`, `+failover-end*`) ends it too, and
+/// it never lasts past [`FAILOVER_PAUSE`]. Keeps resubscribing (once a second) while the
+/// Sentinel is unreachable; ends with the store.
 async fn watch_switches(
     sentinel: redis::Client,
     master_name: String,
@@ -330,22 +386,40 @@ async fn watch_switches(
         let subscribed = async {
             let mut pubsub = sentinel.get_async_pubsub().await?;
             pubsub.subscribe("+switch-master").await?;
+            pubsub.psubscribe("*failover*").await?;
             RedisResult::Ok(pubsub)
         };
         if let Ok(Ok(pubsub)) = tokio::time::timeout(connect_timeout, subscribed).await {
             let mut messages = pubsub.into_on_message();
             while let Some(message) = messages.next().await {
+                let Some(current) = current.upgrade() else {
+                    return;
+                };
                 let payload: String = message.get_payload().unwrap_or_default();
                 let fields: Vec<&str> = payload.split(' ').collect();
-                let [name, _, _, host, port] = fields[..] else {
+                let event = message.get_channel_name();
+                if event == "+switch-master" {
+                    let [name, _, _, host, port] = fields[..] else {
+                        continue;
+                    };
+                    if let (true, Ok(port)) = (name == master_name, port.parse::<u16>()) {
+                        *lock(&current.announced) = Some((host.to_owned(), port));
+                        *lock(&current.connection) = None;
+                        *lock(&current.failing_over) = None;
+                    }
                     continue;
-                };
-                let (Some(current), Ok(port)) = (current.upgrade(), port.parse::<u16>()) else {
+                }
+                // Instance details: `master <name> <ip> <port>`, or for the replica being
+                // promoted `slave <ip:port> <ip> <port> @ <master name> <ip> <port>`.
+                if !fields.contains(&master_name.as_str()) {
                     continue;
-                };
-                if name == master_name {
-                    *lock(&current.announced) = Some((host.to_owned(), port));
+                }
+                if event == "+failover-state-send-slaveof-noone" {
+                    *lock(&current.failing_over) = Some(Instant::now() + FAILOVER_PAUSE);
                     *lock(&current.connection) = None;
+                } else if event.starts_with("-failover-abort") || event.starts_with("+failover-end")
+                {
+                    *lock(&current.failing_over) = None;
                 }
             }
         }

@@ -4,15 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tollgate::{
-    Check, Decisions, LeaseOp, LeaseOutcome, ManualClock, Mode, Override, OverridePage, Policy,
-    Store, StoreDecision, StoreError,
+    Check, Decision, Decisions, LeaseOp, LeaseOutcome, ManualClock, Mode, Override, OverridePage,
+    Policy, Store, StoreDecision, StoreError,
 };
 
 use crate::connection::{ConnectOptions, Connection, TlsFiles, redact};
 use crate::error::RedisStoreError;
 use crate::keys;
 use crate::overrides;
-use crate::script::{self, LeaseCall, ScriptCall, Shape};
+use crate::script::{self, LeaseCall, Op, ScriptCall, Shape};
 
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "tollgate";
@@ -215,8 +215,7 @@ impl RedisStore {
     fn script_call<'a>(
         &'a self,
         checks: &'a [Check<'a>],
-        cost: u64,
-        mode: Mode,
+        op: Op,
         by_source: bool,
     ) -> Result<ScriptCall<'a>, StoreError> {
         for check in checks {
@@ -225,29 +224,57 @@ impl RedisStore {
         Ok(ScriptCall {
             prefix: &self.inner.prefix,
             checks,
-            cost,
-            mode,
+            op,
             now_us: self.inner.clock.as_ref().map(ManualClock::now_us),
             by_source,
         })
     }
 
+    /// Follow the changes of overrides made by any instance sharing this Redis and prefix:
+    /// `on_change` hears each set or delete as it happens, and
+    /// [`OverrideChange::Resubscribed`] after each (re)connection of the subscription (changes
+    /// made meanwhile were missed). A background task on the current runtime; it ends with the
+    /// store. What a front end caches about a key (rejections, say) should be forgotten there.
+    pub fn watch_override_changes(
+        &self,
+        on_change: impl Fn(crate::OverrideChange<'_>) + Send + Sync + 'static,
+    ) -> tokio::task::AbortHandle {
+        let watch = overrides::watch_changes(
+            Arc::downgrade(&self.inner),
+            |inner: &Inner| &inner.connection,
+            self.inner.prefix.clone(),
+            on_change,
+        );
+        tokio::spawn(watch).abort_handle()
+    }
+
+    /// Run the script of `checks` for `op` (`EVALSHA`, then `EVAL` after `NOSCRIPT`), through
+    /// the batching layer, and read its decisions.
+    async fn run_script(&self, checks: &[Check<'_>], op: Op) -> Result<Decisions, StoreError> {
+        let connection = &self.inner.connection;
+        let reply = match connection.eval(&self.script_call(checks, op, false)?).await {
+            Err(e) if is_noscript(&e) => {
+                connection.eval(&self.script_call(checks, op, true)?).await
+            }
+            other => other,
+        }
+        .map_err(backend)?;
+        script::parse_reply(&reply, checks.iter().map(|c| c.policy)).map_err(StoreError::Protocol)
+    }
+
     /// Run the lease script for `check` (`EVALSHA`, then `EVAL` after `NOSCRIPT`).
     async fn lease_call(&self, check: Check<'_>, op: LeaseOp) -> Result<LeaseOutcome, StoreError> {
         brace_free(check.name)?;
-        let call = |by_source| {
-            LeaseCall {
-                prefix: &self.inner.prefix,
-                check,
-                op,
-                now_us: self.inner.clock.as_ref().map(ManualClock::now_us),
-                by_source,
-            }
-            .to_cmd()
+        let call = |by_source| LeaseCall {
+            prefix: &self.inner.prefix,
+            check,
+            op,
+            now_us: self.inner.clock.as_ref().map(ManualClock::now_us),
+            by_source,
         };
         let connection = &self.inner.connection;
-        let reply: redis::Value = match connection.query(&call(false)).await {
-            Err(e) if is_noscript(&e) => connection.query(&call(true)).await,
+        let reply = match connection.eval(&call(false)).await {
+            Err(e) if is_noscript(&e) => connection.eval(&call(true)).await,
             other => other,
         }
         .map_err(backend)?;
@@ -277,8 +304,15 @@ impl RedisStore {
             let mut pipeline = redis::pipe();
             pipeline
                 .add_command(
-                    self.script_call(checks, cost, Mode::Consume, by_source)?
-                        .to_cmd(),
+                    self.script_call(
+                        checks,
+                        Op::Decide {
+                            cost,
+                            mode: Mode::Consume,
+                        },
+                        by_source,
+                    )?
+                    .to_cmd(),
                 )
                 .cmd("WAIT")
                 .arg(ack.replicas)
@@ -361,25 +395,25 @@ impl Store for RedisStore {
                 degraded: false,
             });
         }
-        let connection = &self.inner.connection;
-        let reply = match connection
-            .eval(&self.script_call(checks, cost, mode, false)?)
-            .await
-        {
-            Err(e) if is_noscript(&e) => {
-                connection
-                    .eval(&self.script_call(checks, cost, mode, true)?)
-                    .await
-            }
-            other => other,
-        }
-        .map_err(backend)?;
-        let decisions = script::parse_reply(&reply, checks.iter().map(|c| c.policy))
-            .map_err(StoreError::Protocol)?;
+        let decisions = self.run_script(checks, Op::Decide { cost, mode }).await?;
         Ok(StoreDecision {
             decisions,
             degraded: false,
         })
+    }
+
+    async fn adjust(&self, check: Check<'_>, delta: i64) -> Result<Decision, StoreError> {
+        if check.policy.algorithm().is_concurrency() {
+            return Err(StoreError::Protocol(format!(
+                "policy `{}` is a concurrency policy: its leases are released, not adjusted",
+                check.name
+            )));
+        }
+        let decisions = self.run_script(&[check], Op::Adjust { delta }).await?;
+        decisions
+            .first()
+            .copied()
+            .ok_or_else(|| StoreError::Protocol("no decision for an adjustment".into()))
     }
 
     async fn lease(&self, check: Check<'_>, op: LeaseOp) -> Result<LeaseOutcome, StoreError> {

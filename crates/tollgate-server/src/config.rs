@@ -336,7 +336,7 @@ fn opt_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<(u64, Period)>, D:
 }
 
 /// The config file as written: every key optional, unknown keys refused.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// HTTP listen address.
@@ -366,7 +366,7 @@ pub struct FileConfig {
 }
 
 /// The `store` section as written.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileStore {
     /// `memory` or a Redis URL.
@@ -393,7 +393,7 @@ pub struct FileStore {
 }
 
 /// The `envoy` section as written.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileEnvoy {
     /// Directory of envoyproxy/ratelimit YAML files.
@@ -500,6 +500,48 @@ impl FileConfig {
                     .into_owned(),
             }
         })
+    }
+
+    /// The policies this file configures by name: the `default` policy when it names none.
+    pub fn policies(&self) -> BTreeMap<String, Policy> {
+        let mut policies: BTreeMap<String, Policy> = self
+            .policies
+            .iter()
+            .flatten()
+            .map(|(name, policy)| (name.0.clone(), policy.0.clone()))
+            .collect();
+        if policies.is_empty() {
+            policies.insert(DEFAULT_POLICY_NAME.to_owned(), default_policy());
+        }
+        policies
+    }
+
+    /// The keys other than `policies` whose values differ in `other`: what a reload cannot
+    /// apply (bound sockets, the store, the log and stats set up at start).
+    pub fn restart_keys(&self, other: &FileConfig) -> Vec<&'static str> {
+        // Destructured, so a new key cannot be forgotten here.
+        let FileConfig {
+            listen,
+            grpc_listen,
+            store,
+            policies: _,
+            envoy,
+            admin_token,
+            log,
+            stats,
+        } = other;
+        [
+            ("listen", self.listen == *listen),
+            ("grpc_listen", self.grpc_listen == *grpc_listen),
+            ("store", self.store == *store),
+            ("envoy", self.envoy == *envoy),
+            ("admin_token", self.admin_token == *admin_token),
+            ("log", self.log == *log),
+            ("stats", self.stats == *stats),
+        ]
+        .into_iter()
+        .filter_map(|(key, same)| (!same).then_some(key))
+        .collect()
     }
 
     /// Read and parse the file at `path`.
@@ -637,17 +679,9 @@ impl Settings {
 
     /// Merge a parsed file with the overrides (flags and env win) and the defaults.
     pub fn merge(file: FileConfig, path: Option<PathBuf>, overrides: Overrides) -> Settings {
+        let policies = file.policies();
         let store = file.store.unwrap_or_default();
         let defaults = StoreSettings::default();
-        let mut policies: BTreeMap<String, Policy> = file
-            .policies
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(name, policy)| (name.0, policy.0))
-            .collect();
-        if policies.is_empty() {
-            policies.insert(DEFAULT_POLICY_NAME.to_owned(), default_policy());
-        }
         Settings {
             config_file: path,
             listen: overrides

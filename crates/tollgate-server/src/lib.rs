@@ -2,7 +2,8 @@
 //!
 //! The `tollgate` binary's parts, as a library so tests and benchmarks reuse them: [`config`] (YAML, flags > env > file > defaults), [`store`] (the
 //! store the server decides on), [`service`] (the decision engine), [`http`] (the HTTP API of
-//! docs/architecture.md §6), [`metrics`] and [`server`] (bind, serve, shut down).
+//! docs/architecture.md §6), [`metrics`], [`reload`] (the config file's policies, reloaded
+//! while serving) and [`server`] (bind, serve, shut down).
 //!
 //! ```no_run
 //! use tollgate_server::{config::Settings, server::{Server, shutdown_signal}};
@@ -25,6 +26,7 @@ pub mod health;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod reload;
 pub mod server;
 pub mod service;
 pub mod stats;

@@ -1,7 +1,9 @@
-//! Prometheus metrics: counters indexed by policy, rendered as text on `GET /metrics`.
+//! Prometheus metrics, rendered as text on `GET /metrics`.
 //!
-//! Policies are fixed at startup, so every series exists from the start (at zero) and recording
-//! a decision is a couple of relaxed atomic adds to this thread's cells
+//! Each policy's counters ([`PolicyCounters`]) sit beside it in the live policy table
+//! ([`crate::service::LivePolicies`]), so every series of a configured policy exists from the
+//! moment it is (at zero), a reload keeps the counts of the policies it keeps, and recording a
+//! decision is a couple of relaxed atomic adds to this thread's cells
 //! ([`tollgate::counter::Counter`]): no label lookup, no lock, no shared cache line.
 
 use std::fmt::Write as _;
@@ -122,8 +124,7 @@ pub fn latency_bounds_ns() -> [u64; LATENCY_BUCKETS.len()] {
 
 /// Counters of one policy.
 #[derive(Debug, Default)]
-struct PolicyCounters {
-    name: Box<str>,
+pub struct PolicyCounters {
     allowed: Counter,
     rejected: Counter,
     peek_allowed: Counter,
@@ -173,73 +174,55 @@ impl Histogram {
     }
 }
 
-/// Every metric the server exports.
-#[derive(Debug)]
-pub struct Metrics {
-    policies: Box<[PolicyCounters]>,
-    errors: [Counter; ErrorCode::ALL.len()],
-    store_errors: [Counter; STORE_ERROR_KINDS.len()],
-    latency: Histogram,
-}
-
-impl Metrics {
-    /// Metrics for the policies named, in index order.
-    pub fn new<'a>(policy_names: impl IntoIterator<Item = &'a str>) -> Metrics {
-        Metrics {
-            policies: policy_names
-                .into_iter()
-                .map(|name| PolicyCounters {
-                    name: name.into(),
-                    ..PolicyCounters::default()
-                })
-                .collect(),
-            errors: Default::default(),
-            store_errors: Default::default(),
-            latency: Histogram::default(),
-        }
-    }
-
-    /// One decision reported under policy `index`: a check ([`Mode::Consume`]) or a peek.
+impl PolicyCounters {
+    /// One decision reported under this policy: a check ([`Mode::Consume`]) or a peek. A check
+    /// a shadow-mode policy would have rejected counts as `shadow_denied`, not allowed.
     #[inline]
-    /// A check a shadow-mode policy would have rejected counts as `shadow_denied`, not allowed.
-    pub fn record_decision(
-        &self,
-        index: usize,
-        mode: Mode,
-        allowed: bool,
-        degraded: bool,
-        shadow_denied: bool,
-    ) {
-        let Some(policy) = self.policies.get(index) else {
-            return;
-        };
+    pub fn record(&self, mode: Mode, allowed: bool, degraded: bool, shadow_denied: bool) {
         let counter = match (mode, allowed) {
-            (Mode::Consume, _) if shadow_denied => &policy.shadow_denied,
-            (Mode::Consume, true) => &policy.allowed,
-            (Mode::Consume, false) => &policy.rejected,
-            (Mode::Peek, true) => &policy.peek_allowed,
-            (Mode::Peek, false) => &policy.peek_rejected,
+            (Mode::Consume, _) if shadow_denied => &self.shadow_denied,
+            (Mode::Consume, true) => &self.allowed,
+            (Mode::Consume, false) => &self.rejected,
+            (Mode::Peek, true) => &self.peek_allowed,
+            (Mode::Peek, false) => &self.peek_rejected,
         };
         counter.add(1);
         if degraded {
-            policy.degraded.add(1);
+            self.degraded.add(1);
         }
+    }
+
+    /// The checks so far, by outcome.
+    pub fn totals(&self) -> PolicyTotals {
+        PolicyTotals {
+            allowed: self.allowed.get(),
+            denied: self.rejected.get(),
+            degraded: self.degraded.get(),
+            shadow_denied: self.shadow_denied.get(),
+        }
+    }
+}
+
+/// Every metric the server exports but the per-policy ones, which the live policy table holds.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    errors: [Counter; ErrorCode::ALL.len()],
+    store_errors: [Counter; STORE_ERROR_KINDS.len()],
+    latency: Histogram,
+    /// Reloads of the config file applied (`ok`) and refused (`error`).
+    reloads: [Counter; 2],
+}
+
+impl Metrics {
+    /// Metrics with every count at zero.
+    pub fn new() -> Metrics {
+        Metrics::default()
     }
 
     /// How long one store call took.
     #[inline]
     pub fn record_latency(&self, elapsed: Duration) {
         self.latency.observe(elapsed);
-    }
-
-    /// Every policy's totals, in index order.
-    pub fn policy_totals(&self) -> impl Iterator<Item = PolicyTotals> + '_ {
-        self.policies.iter().map(|p| PolicyTotals {
-            allowed: p.allowed.get(),
-            denied: p.rejected.get(),
-            degraded: p.degraded.get(),
-            shadow_denied: p.shadow_denied.get(),
-        })
     }
 
     /// The store latency histogram's counts so far.
@@ -259,8 +242,14 @@ impl Metrics {
         }
     }
 
-    /// Append the Prometheus text exposition of every metric to `out`.
-    pub fn render(&self, out: &mut String) {
+    /// A reload of the config file: applied (`ok`) or refused, the running config kept.
+    pub fn record_reload(&self, ok: bool) {
+        self.reloads[usize::from(!ok)].add(1);
+    }
+
+    /// Append the Prometheus text exposition of every metric to `out`, with the counters of
+    /// `policies` (the live ones, by name).
+    pub fn render(&self, out: &mut String, policies: &[(&str, &PolicyCounters)]) {
         let load = Counter::get;
 
         header(
@@ -269,7 +258,7 @@ impl Metrics {
             "counter",
             "Checks decided, by the policy reported and outcome.",
         );
-        for p in self.policies.iter() {
+        for &(name, p) in policies {
             for (outcome, counter) in [
                 ("allowed", &p.allowed),
                 ("rejected", &p.rejected),
@@ -277,8 +266,7 @@ impl Metrics {
             ] {
                 let _ = writeln!(
                     out,
-                    "tollgate_decisions_total{{policy=\"{}\",outcome=\"{outcome}\"}} {}",
-                    p.name,
+                    "tollgate_decisions_total{{policy=\"{name}\",outcome=\"{outcome}\"}} {}",
                     load(counter)
                 );
             }
@@ -289,13 +277,12 @@ impl Metrics {
             "counter",
             "Peeks answered (nothing consumed), by the policy reported and outcome.",
         );
-        for p in self.policies.iter() {
+        for &(name, p) in policies {
             for (outcome, counter) in [("allowed", &p.peek_allowed), ("rejected", &p.peek_rejected)]
             {
                 let _ = writeln!(
                     out,
-                    "tollgate_peeks_total{{policy=\"{}\",outcome=\"{outcome}\"}} {}",
-                    p.name,
+                    "tollgate_peeks_total{{policy=\"{name}\",outcome=\"{outcome}\"}} {}",
                     load(counter)
                 );
             }
@@ -306,11 +293,10 @@ impl Metrics {
             "counter",
             "Decisions made without the store (on_error applied), by policy.",
         );
-        for p in self.policies.iter() {
+        for &(name, p) in policies {
             let _ = writeln!(
                 out,
-                "tollgate_degraded_decisions_total{{policy=\"{}\"}} {}",
-                p.name,
+                "tollgate_degraded_decisions_total{{policy=\"{name}\"}} {}",
                 load(&p.degraded)
             );
         }
@@ -338,6 +324,19 @@ impl Metrics {
                 out,
                 "tollgate_errors_total{{code=\"{}\"}} {}",
                 code.as_str(),
+                load(counter)
+            );
+        }
+        header(
+            out,
+            "tollgate_config_reloads_total",
+            "counter",
+            "Reloads of the config file (on change or SIGHUP): applied (ok) or refused, the running policies kept (error).",
+        );
+        for (result, counter) in ["ok", "error"].iter().zip(&self.reloads) {
+            let _ = writeln!(
+                out,
+                "tollgate_config_reloads_total{{result=\"{result}\"}} {}",
                 load(counter)
             );
         }
@@ -383,15 +382,17 @@ mod tests {
 
     #[test]
     fn renders_every_series_from_the_start() {
-        let m = Metrics::new(["api", "login"]);
-        m.record_decision(0, Mode::Consume, true, false, false);
-        m.record_decision(1, Mode::Consume, false, true, false);
-        m.record_decision(1, Mode::Consume, true, false, true);
+        let m = Metrics::new();
+        let (api, login) = (PolicyCounters::default(), PolicyCounters::default());
+        api.record(Mode::Consume, true, false, false);
+        login.record(Mode::Consume, false, true, false);
+        login.record(Mode::Consume, true, false, true);
         m.record_latency(Duration::from_micros(3));
         m.record_latency(Duration::from_secs(5));
         m.record_error(ErrorCode::BodyTooLarge);
+        m.record_reload(false);
         let mut out = String::new();
-        m.render(&mut out);
+        m.render(&mut out, &[("api", &api), ("login", &login)]);
         for line in [
             "tollgate_decisions_total{policy=\"api\",outcome=\"allowed\"} 1",
             "tollgate_decisions_total{policy=\"api\",outcome=\"rejected\"} 0",
@@ -404,6 +405,8 @@ mod tests {
             "tollgate_decision_duration_seconds_bucket{le=\"1\"} 1",
             "tollgate_decision_duration_seconds_bucket{le=\"+Inf\"} 2",
             "tollgate_decision_duration_seconds_count 2",
+            "tollgate_config_reloads_total{result=\"ok\"} 0",
+            "tollgate_config_reloads_total{result=\"error\"} 1",
         ] {
             assert!(out.lines().any(|l| l == line), "missing {line}\n{out}");
         }

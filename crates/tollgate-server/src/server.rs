@@ -68,7 +68,7 @@ impl Server {
         let grpc = match (settings.grpc_listen, &settings.envoy_config_dir) {
             (Some(addr), Some(dir)) => {
                 let envoy = EnvoyService::new(
-                    service.limiter().clone(),
+                    service.bare_limiter().clone(),
                     dir.clone(),
                     EnvoyOptions::default(),
                 )?;
@@ -127,7 +127,12 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let addr = self.local_addr().map_err(ServeError::Serve)?;
-        let policies: Vec<&str> = self.service.policies().map(|(name, _)| name).collect();
+        // Before the startup line: from then on, SIGHUP reloads instead of ending the process.
+        let reloader =
+            crate::reload::spawn(self.service.clone(), self.settings.config_file.clone())
+                .map_err(ServeError::Serve)?;
+        let live = self.service.live();
+        let policies: Vec<&str> = live.policies().map(|(name, _)| name).collect();
         tracing::info!(
             listen = %addr,
             store = %self.service.store(),
@@ -136,6 +141,7 @@ impl Server {
             config = %self.settings.config_file.as_ref().map_or("(none)".into(), |p| p.display().to_string()),
             "tollgate listening"
         );
+        drop(live);
         let sweeper = tokio::spawn(sweep(self.service.clone()));
         let sampler = tokio::spawn(sample_stats(self.service.clone()));
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -196,6 +202,7 @@ impl Server {
         };
         sweeper.abort();
         sampler.abort();
+        reloader.abort();
         if let Some((task, reloader)) = grpc {
             drop(reloader);
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, task).await;
@@ -223,16 +230,16 @@ async fn sweep(service: Arc<Service>) {
 /// Sample the counters for the live stats every [`STATS_INTERVAL`] (nothing to do when they
 /// are off).
 async fn sample_stats(service: Arc<Service>) {
-    let Some(stats) = service.stats() else {
+    if !service.stats_on() {
         return;
-    };
+    }
     let mut interval = tokio::time::interval(STATS_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick completes at once; the stats already hold the sample at start.
     interval.tick().await;
     loop {
         interval.tick().await;
-        stats.sample(service.metrics());
+        service.sample_stats();
     }
 }
 

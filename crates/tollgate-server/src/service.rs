@@ -2,25 +2,36 @@
 //! [`Limiter`] over the configured store, with the failure policy, and the metrics.
 //!
 //! Policies are resolved and decided by the `Limiter` alone; this adds what only a server
-//! needs around it: counting each decision and each store failure, and rendering metrics.
+//! needs around it: counting each decision and each store failure, rendering metrics, and
+//! swapping the policies whole when the config file is reloaded ([`LivePolicies`]).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use tollgate::{LeaseOp, LeaseOutcome, LimitError, Limiter, Mode, Policy, StoreError, Verdict};
+use ::http::HeaderValue;
+use arc_swap::{ArcSwap, Guard};
+use tollgate::{
+    Decision, Decisions, LeaseOp, LeaseOutcome, LimitError, Limiter, Mode, Policy, StoreError,
+    Verdict,
+};
 
 use crate::config::{AdminToken, OnError, Settings};
-use crate::metrics::{self, Metrics};
-use crate::stats::Stats;
+use crate::http::headers;
+use crate::metrics::{self, Metrics, PolicyCounters};
+use crate::stats::{LimitedKeys, PolicyView, Stats, StatsReport, StoreHealth};
 use crate::store::AnyStore;
 use tollgate_envoy::EnvoyService;
 
 /// Policies, store, failure policy and metrics.
 #[derive(Debug)]
 pub struct Service {
-    limiter: Limiter<AnyStore>,
+    /// The policies in force: read once per request, replaced whole by a reload.
+    live: ArcSwap<LivePolicies>,
+    /// The limiter without policies (the store and the failure policy) every table is built on.
+    bare: Limiter<AnyStore>,
     /// The Envoy rate limit service sharing the store, when gRPC is on (for its metrics).
     envoy: Option<EnvoyService<AnyStore>>,
     admin_token: Option<AdminToken>,
@@ -29,30 +40,75 @@ pub struct Service {
     stats: Option<Stats>,
 }
 
-impl Service {
-    /// A service deciding `settings.policies` on `store`.
-    pub fn new(settings: &Settings, store: Arc<AnyStore>) -> Service {
-        let metrics = Arc::new(Metrics::new(settings.policies.keys().map(String::as_str)));
-        let mut limiter = Limiter::from_shared(store).on_store_error(
-            settings.store.on_error,
-            store_failed(settings.store.on_error, metrics.clone()),
-        );
-        for (name, policy) in &settings.policies {
+/// The policies in force and all the server resolves by a policy's position: a request takes
+/// one table for its decision and its response, and a reload builds a whole new one before
+/// swapping it in, so no request sees a half-loaded table or positions of another one.
+#[derive(Debug)]
+pub struct LivePolicies {
+    limiter: Limiter<AnyStore>,
+    /// By position, as the limiter's policies; shared with the next table for the names it
+    /// keeps, so their counts go on.
+    states: Box<[Arc<PolicyState>]>,
+    /// Each policy's `RateLimit-Policy` item, rendered once per table.
+    header_items: Box<[HeaderValue]>,
+}
+
+/// What the server keeps per policy name, whatever its limits: its counters and its most
+/// limited keys (when stats are on).
+#[derive(Debug, Default)]
+struct PolicyState {
+    counters: PolicyCounters,
+    limited: Option<LimitedKeys>,
+}
+
+/// A decision with the table it was made on (its positions index that table).
+pub struct Decided {
+    /// The decision.
+    pub verdict: Verdict,
+    /// The table it was made on.
+    pub policies: Guard<Arc<LivePolicies>>,
+}
+
+impl LivePolicies {
+    /// The table of `policies` on `bare`, taking the state of each name `previous` has.
+    fn build(
+        bare: &Limiter<AnyStore>,
+        policies: &BTreeMap<String, Policy>,
+        previous: Option<&LivePolicies>,
+        stats: bool,
+    ) -> LivePolicies {
+        let mut limiter = bare.clone();
+        for (name, policy) in policies {
             limiter = limiter.with_policy(name.as_str(), policy.clone());
         }
-        let stats = settings
-            .stats
-            .then(|| Stats::new(settings.policies.keys().map(String::as_str)));
-        Service {
+        let states = limiter
+            .policies()
+            .map(|(name, _)| {
+                previous
+                    .and_then(|p| Some(p.states.get(p.limiter.policy_position(name)?)?.clone()))
+                    .unwrap_or_else(|| {
+                        Arc::new(PolicyState {
+                            counters: PolicyCounters::default(),
+                            limited: stats.then(LimitedKeys::default),
+                        })
+                    })
+            })
+            .collect();
+        let header_items = limiter
+            .policies()
+            .map(|(name, policy)| {
+                let item = (name, policy.capacity(), policy.period_us());
+                headers::policy_header(std::iter::once(item))
+            })
+            .collect();
+        LivePolicies {
             limiter,
-            envoy: None,
-            admin_token: settings.admin_token.clone(),
-            metrics,
-            stats,
+            states,
+            header_items,
         }
     }
 
-    /// The limiter every front end decides through.
+    /// The limiter deciding these policies.
     pub fn limiter(&self) -> &Limiter<AnyStore> {
         &self.limiter
     }
@@ -69,14 +125,87 @@ impl Service {
             .map_or("", |(name, _)| name)
     }
 
+    /// The `RateLimit-Policy` item of the policy at `position`.
+    pub fn header_item(&self, position: usize) -> Option<&HeaderValue> {
+        self.header_items.get(position)
+    }
+
+    /// Count a decision under the policy it reports, and the key when it was limited.
+    fn record(&self, verdict: &Verdict, mode: Mode, key: &str) {
+        let Some(state) = self.states.get(verdict.reported_policy()) else {
+            return;
+        };
+        let allowed = verdict.decision.allowed;
+        state
+            .counters
+            .record(mode, allowed, verdict.degraded, verdict.shadow_denied);
+        let limited = !allowed || verdict.shadow_denied;
+        if let (Some(keys), Mode::Consume, true) = (&state.limited, mode, limited) {
+            keys.observe(key);
+        }
+    }
+
+    /// Each policy as the stats see it.
+    fn views(&self) -> impl Iterator<Item = PolicyView<'_>> {
+        self.limiter
+            .policies()
+            .zip(&self.states)
+            .filter_map(|((name, _), state)| {
+                Some(PolicyView {
+                    name,
+                    totals: state.counters.totals(),
+                    limited: state.limited.as_ref()?,
+                })
+            })
+    }
+}
+
+impl Service {
+    /// A service deciding `settings.policies` on `store`.
+    pub fn new(settings: &Settings, store: Arc<AnyStore>) -> Service {
+        let metrics = Arc::new(Metrics::new());
+        let bare = Limiter::from_shared(store).on_store_error(
+            settings.store.on_error,
+            store_failed(settings.store.on_error, metrics.clone()),
+        );
+        let live = LivePolicies::build(&bare, &settings.policies, None, settings.stats);
+        Service {
+            live: ArcSwap::from_pointee(live),
+            bare,
+            envoy: None,
+            admin_token: settings.admin_token.clone(),
+            metrics,
+            stats: settings.stats.then(Stats::new),
+        }
+    }
+
+    /// The policies in force now. Hold it for one request at most: a reload swaps in another.
+    pub fn live(&self) -> Guard<Arc<LivePolicies>> {
+        self.live.load()
+    }
+
+    /// Decide `policies` from now on, in one step: requests already holding the old table
+    /// finish on it. Counters and limited keys of the names kept go on.
+    pub fn replace_policies(&self, policies: &BTreeMap<String, Policy>) {
+        let stats = self.stats.is_some();
+        self.live
+            .rcu(|current| LivePolicies::build(&self.bare, policies, Some(current), stats));
+    }
+
+    /// The limiter without policies: the store with the failure policy (the Envoy service
+    /// decides its own rules through it).
+    pub fn bare_limiter(&self) -> &Limiter<AnyStore> {
+        &self.bare
+    }
+
     /// The store.
     pub fn store(&self) -> &AnyStore {
-        self.limiter.store()
+        self.bare.store()
     }
 
     /// The store, shared (the gRPC front end decides on the same one).
     pub fn shared_store(&self) -> Arc<AnyStore> {
-        self.limiter.store().clone()
+        self.bare.store().clone()
     }
 
     /// Attach the Envoy service whose metrics `/metrics` also renders.
@@ -90,9 +219,22 @@ impl Service {
         &self.metrics
     }
 
-    /// The live stats, unless they are off.
-    pub fn stats(&self) -> Option<&Stats> {
-        self.stats.as_ref()
+    /// Whether live stats are kept.
+    pub fn stats_on(&self) -> bool {
+        self.stats.is_some()
+    }
+
+    /// Take this second's sample for the live stats (nothing when they are off).
+    pub fn sample_stats(&self) {
+        if let Some(stats) = &self.stats {
+            stats.sample(&self.metrics, self.live().views());
+        }
+    }
+
+    /// The live stats of the policies in force, unless stats are off.
+    pub fn stats_report(&self, store: StoreHealth) -> Option<StatsReport> {
+        let stats = self.stats.as_ref()?;
+        Some(stats.report(store, self.live().views()))
     }
 
     /// The token guarding reset, if any.
@@ -110,51 +252,77 @@ impl Service {
         key: &str,
         cost: u64,
         mode: Mode,
-    ) -> Result<Verdict, LimitError> {
+    ) -> Result<Decided, LimitError> {
         let started = Instant::now();
-        let verdict = self.limiter.run(names, key, cost, mode).await?;
+        let policies = self.live.load();
+        let verdict = policies.limiter.run(names, key, cost, mode).await?;
         self.metrics.record_latency(started.elapsed());
-        self.metrics.record_decision(
-            verdict.reported_policy(),
-            mode,
-            verdict.decision.allowed,
-            verdict.degraded,
-            verdict.shadow_denied,
-        );
-        let limited = !verdict.decision.allowed || verdict.shadow_denied;
-        if let (Some(stats), Mode::Consume, true) = (&self.stats, mode, limited) {
-            stats.record_limited(verdict.reported_policy(), key);
-        }
-        Ok(verdict)
+        policies.record(&verdict, mode, key);
+        Ok(Decided { verdict, policies })
+    }
+
+    /// [`Self::decide`] (consuming) waiting up to `max_wait` for the cost to fit
+    /// ([`Limiter::check_wait`]), counted once, by its final verdict; with how long it waited.
+    /// The table is held as an `Arc` for the wait (a reload meanwhile does not change the
+    /// policies this request is decided under).
+    pub async fn decide_waiting(
+        &self,
+        names: &[&str],
+        key: &str,
+        cost: u64,
+        max_wait: std::time::Duration,
+    ) -> Result<(Decided, std::time::Duration), LimitError> {
+        let policies = Guard::from_inner(self.live.load_full());
+        let waited = policies
+            .limiter
+            .check_wait(names, key, cost, max_wait)
+            .await?;
+        policies.record(&waited.verdict, Mode::Consume, key);
+        let decided = Decided {
+            verdict: waited.verdict,
+            policies,
+        };
+        Ok((decided, waited.waited))
     }
 
     /// Apply a lease operation of the `concurrency` policy `name` to `key` and count acquires
-    /// as decisions; the policy's position comes back with the outcome.
+    /// as decisions; the policy's name comes back with the outcome.
     pub async fn lease(
         &self,
         name: &str,
         key: &str,
         op: LeaseOp,
-    ) -> Result<(usize, LeaseOutcome), LimitError> {
+    ) -> Result<(String, LeaseOutcome), LimitError> {
         let started = Instant::now();
-        let outcome = self.limiter.lease_op(name, key, op).await?;
+        let policies = self.live.load();
+        let outcome = policies.limiter.lease_op(name, key, op).await?;
         self.metrics.record_latency(started.elapsed());
-        let position = self.limiter.policy_position(name).unwrap_or_default();
-        if let LeaseOp::Acquire(_) = op {
-            self.metrics.record_decision(
-                position,
+        let position = policies.limiter.policy_position(name).unwrap_or_default();
+        if let (LeaseOp::Acquire(_), Some(state)) = (op, policies.states.get(position)) {
+            state.counters.record(
                 Mode::Consume,
                 outcome.decision.allowed,
                 outcome.degraded,
                 false,
             );
         }
-        Ok((position, outcome))
+        Ok((policies.policy_name(position).to_owned(), outcome))
+    }
+
+    /// Charge (`delta > 0`) or refund `key` under `name` after the fact ([`Limiter::adjust`]),
+    /// answered as what a check of one unit would answer now.
+    pub async fn adjust(&self, name: &str, key: &str, delta: i64) -> Result<Decided, LimitError> {
+        let policies = self.live.load();
+        let decision: Decision = policies.limiter.adjust(name, key, delta).await?;
+        let mut verdict = tollgate::limiter::verdict(Decisions::from_buf([decision]), false);
+        let position = policies.limiter.policy_position(name).unwrap_or_default();
+        verdict.policies = std::iter::once(position).collect();
+        Ok(Decided { verdict, policies })
     }
 
     /// Forget `key`'s state under `name`.
     pub async fn reset(&self, name: &str, key: &str) -> Result<(), LimitError> {
-        self.limiter.reset(name, key).await
+        self.live.load().limiter.reset(name, key).await
     }
 
     /// Whether the store answers (`GET /ready`).
@@ -165,12 +333,18 @@ impl Service {
     /// The Prometheus text exposition.
     pub fn render_metrics(&self) -> String {
         let mut out = String::with_capacity(4096);
-        self.metrics.render(&mut out);
+        let live = self.live();
+        let counters: Vec<(&str, &PolicyCounters)> = live
+            .policies()
+            .zip(&live.states)
+            .map(|((name, _), state)| (name, &state.counters))
+            .collect();
+        self.metrics.render(&mut out, &counters);
         metrics::gauge(
             &mut out,
             "tollgate_policies",
             "Policies configured.",
-            self.limiter.policies().len() as u64,
+            counters.len() as u64,
         );
         if let Some(memory) = self.store().as_memory() {
             metrics::gauge(

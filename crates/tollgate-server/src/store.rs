@@ -4,13 +4,14 @@
 //! each `match`: the rest of the server only sees [`AnyStore`] through the [`Store`] trait.
 
 use std::fmt;
+use std::sync::Arc;
 
 use tollgate::memory::MemoryStore;
 use tollgate::{
-    Check, Clock, LeaseOp, LeaseOutcome, Mode, Override, OverridePage, Policy, ResilienceConfig,
-    Resilient, Store, StoreDecision, StoreError,
+    Check, Clock, Decision, LeaseOp, LeaseOutcome, Mode, Override, OverridePage, Policy,
+    ResilienceConfig, Resilient, Store, StoreDecision, StoreError,
 };
-use tollgate_redis::{RedisOptions, RedisStore, RedisStoreError, ReplicaAck};
+use tollgate_redis::{OverrideChange, RedisOptions, RedisStore, RedisStoreError, ReplicaAck};
 
 use crate::config::{StoreSettings, StoreUrl};
 
@@ -30,6 +31,25 @@ pub enum OpenError {
 
 /// `store.replica_ack` as the Redis store takes it: `WAIT` up to half the store timeout, so
 /// that the acknowledgement can arrive before the call times out.
+/// Keep this instance's over-limit cache in step with overrides set or deleted by any instance:
+/// the rejections it cached for a key whose limit changed are forgotten at once, so the next
+/// decision is the store's (docs/architecture.md §9).
+fn forget_changed_overrides(redis: &Resilient<RedisStore>) {
+    let Some(cache) = redis.over_limit_cache() else {
+        return;
+    };
+    let cache = Arc::downgrade(cache);
+    redis.inner().watch_override_changes(move |change| {
+        let Some(cache) = cache.upgrade() else {
+            return;
+        };
+        match change {
+            OverrideChange::Changed { policy, key } => cache.forget(policy, key),
+            OverrideChange::Resubscribed => cache.clear(),
+        }
+    });
+}
+
 fn replica_ack(settings: &StoreSettings) -> Option<ReplicaAck> {
     (settings.replica_ack > 0).then(|| ReplicaAck {
         replicas: settings.replica_ack,
@@ -75,7 +95,9 @@ impl AnyStore {
                     local_max_keys: settings.max_keys,
                     ..ResilienceConfig::default()
                 };
-                Ok(AnyStore::Redis(Resilient::new(redis, resilience)))
+                let redis = Resilient::new(redis, resilience);
+                forget_changed_overrides(&redis);
+                Ok(AnyStore::Redis(redis))
             }
         }
     }
@@ -171,6 +193,13 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(memory) => memory.lease(check, op).await,
             AnyStore::Redis(redis) => Box::pin(redis.lease(check, op)).await,
+        }
+    }
+
+    async fn adjust(&self, check: Check<'_>, delta: i64) -> Result<Decision, StoreError> {
+        match self {
+            AnyStore::Memory(memory) => memory.adjust(check, delta).await,
+            AnyStore::Redis(redis) => Box::pin(redis.adjust(check, delta)).await,
         }
     }
 

@@ -1,117 +1,13 @@
 //! The built `tollgate` binary: CLI, config precedence, config check, signals.
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::net::TcpListener;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::process::{Running, tollgate, wait};
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
-
-/// A `tollgate` command in `dir` with none of the TOLLGATE_* variables of the caller.
-fn tollgate(dir: &Path) -> Command {
-    let mut command = Command::new(BIN);
-    command.current_dir(dir);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("TOLLGATE_") {
-            command.env_remove(name);
-        }
-    }
-    command.env_remove("RUST_LOG");
-    command
-}
-
-/// A running `tollgate serve` whose stderr is read in the background.
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-    /// The startup log line.
-    startup: String,
-}
-
-impl Running {
-    /// Spawn and wait for the "tollgate listening" line.
-    fn spawn(mut command: Command) -> Running {
-        let mut child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tollgate starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut seen = Vec::new();
-        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            if line.contains("tollgate listening") {
-                let addr = listen_addr(&line);
-                return Running {
-                    child,
-                    addr,
-                    startup: line,
-                };
-            }
-            seen.push(line);
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("no startup line; stderr: {seen:#?}");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// Send SIGTERM and wait for the exit.
-    fn terminate(mut self) -> ExitStatus {
-        let pid = i32::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        wait(&mut self.child, Duration::from_secs(15))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait(child: &mut Child, limit: Duration) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tollgate did not exit in {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The address in a startup line, text (`listen=ADDR`) or JSON (`"listen":"ADDR"`).
-fn listen_addr(line: &str) -> SocketAddr {
-    if let Ok(json) = serde_json::from_str::<Value>(line) {
-        return json["fields"]["listen"].as_str().unwrap().parse().unwrap();
-    }
-    let start = line.find("listen=").expect("listen= in startup line") + "listen=".len();
-    line[start..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
 
 /// Ports free right now (held together so they differ).
 fn free_ports<const N: usize>() -> [u16; N] {
@@ -210,9 +106,7 @@ fn sigint_also_exits_0_and_json_logs_are_json() {
     });
     let line: Value = serde_json::from_str(&server.startup).expect("JSON startup line");
     assert_eq!(line["fields"]["message"], "tollgate listening");
-    let pid = i32::try_from(server.child.id()).unwrap();
-    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    server.signal(libc::SIGINT);
     let status = wait(&mut server.child, Duration::from_secs(15));
     assert_eq!(status.code(), Some(0));
 }

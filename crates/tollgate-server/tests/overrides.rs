@@ -327,3 +327,67 @@ async fn three_servers_obey_one_override_at_once() {
         server.stop().await;
     }
 }
+
+/// Every instance caches the rejections of a spent key (the over-limit cache); an override
+/// raising its limit, set through one instance, is obeyed by every other on its very next
+/// decision: each hears of the change from Redis and forgets what it cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raised_limit_beats_every_instances_cached_rejections() {
+    let redis = shared_standalone();
+    let config = format!(
+        "store:\n  url: {}\n  prefix: cached-{}\npolicies:\n  hourly: {{ algorithm: fixed-window, limit: 3, period: 1h }}\n",
+        redis.url(),
+        std::process::id()
+    );
+    let servers = [
+        TestServer::start(&config).await,
+        TestServer::start(&config).await,
+        TestServer::start(&config).await,
+    ];
+    let check = json!({"policy": "hourly", "key": "tenant"});
+    for _ in 0..3 {
+        assert_eq!(servers[0].check(check.clone()).await.json["allowed"], true);
+    }
+    // Every instance is refused, and then answers from its cache (no Redis call).
+    for (i, server) in servers.iter().enumerate() {
+        for _ in 0..2 {
+            assert_eq!(server.check(check.clone()).await.json["allowed"], false);
+        }
+        let metrics = server
+            .client
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let hits = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("tollgate_over_limit_cache_hits_total "))
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        assert!(
+            hits >= Some(1),
+            "server {i} answered no rejection from its cache"
+        );
+    }
+    let put = json!({"policy": "hourly", "key": "tenant", "limit": 10});
+    assert_eq!(
+        send(&servers[0], "PUT", "/v1/overrides", Some(put))
+            .await
+            .status,
+        200
+    );
+    for (i, server) in servers.iter().enumerate() {
+        let reply = server.check(check.clone()).await;
+        assert_eq!(
+            (&reply.json["allowed"], &reply.json["limit"]),
+            (&json!(true), &json!(10)),
+            "server {i}: {:?}",
+            reply.json
+        );
+    }
+    for server in servers {
+        server.stop().await;
+    }
+}

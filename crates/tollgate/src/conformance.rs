@@ -47,6 +47,9 @@ pub struct Step {
     pub cost: u64,
     /// Consume or peek.
     pub mode: Mode,
+    /// Instead of a decision, an adjustment of the first policy by this delta
+    /// ([`Store::adjust`]; `cost` and `mode` are not used): what it answers must be `expect`.
+    pub adjust: Option<i64>,
     /// What the verdict's reported decision must be.
     pub expect: Expect,
 }
@@ -80,11 +83,20 @@ fn step(at_us: u64, cost: u64, allowed: bool, remaining: u64) -> Step {
         key: "k",
         cost,
         mode: Mode::Consume,
+        adjust: None,
         expect: Expect {
             allowed,
             remaining: Some(remaining),
             ..Expect::default()
         },
+    }
+}
+
+/// An adjustment by `delta` answering `allowed` (a unit would pass) and `remaining`.
+fn adjust(at_us: u64, delta: i64, allowed: bool, remaining: u64) -> Step {
+    Step {
+        adjust: Some(delta),
+        ..step(at_us, 1, allowed, remaining)
     }
 }
 
@@ -226,6 +238,65 @@ pub fn tables() -> Vec<Table> {
         });
     }
 
+    // Adjustments after the fact (State::adjust): a charge may run one limit into debt, a
+    // refund never past a full quota. At one instant every rate algorithm counts alike.
+    for algorithm in [
+        Algorithm::FixedWindow,
+        Algorithm::SlidingWindow,
+        Algorithm::TokenBucket,
+        Algorithm::Gcra,
+    ] {
+        let p = policy(algorithm, 10, Duration::from_secs(60), None);
+        let t = T0 + 1_000;
+        let mut steps = vec![
+            step(t, 4, true, 6),
+            adjust(t, 3, true, 3),
+            adjust(t, -5, true, 8),
+            adjust(t, -100, true, 10),
+            // 15 charged: 5 in debt (capped at one limit: 20 charged would count as 20 too).
+            adjust(t, 15, false, 0),
+            step(t, 1, false, 0),
+            adjust(t, 100, false, 0),
+            adjust(t, -9, false, 0),
+            adjust(t, -2, true, 1),
+        ];
+        // How long the debt lasts, by each algorithm's rule.
+        let later = match algorithm {
+            // Not carried past the window's end.
+            Algorithm::FixedWindow => step(T0 + 60 * SEC, 10, true, 0),
+            // 9 counted at 1 ms into a 60 s window: weighs 9·(1 − e/P) in the next one.
+            Algorithm::SlidingWindow => step(T0 + 90 * SEC, 5, true, 0),
+            // 9 of 10 tokens missing, refilled at one per 6 s: 7 after 12 s.
+            _ => with_times(step(t + 12 * SEC, 4, false, 3), 42 * SEC, 6 * SEC),
+        };
+        steps.push(later);
+        tables.push(Table {
+            name: match algorithm {
+                Algorithm::FixedWindow => "adjust-fixed-window",
+                Algorithm::SlidingWindow => "adjust-sliding-window",
+                Algorithm::TokenBucket => "adjust-token-bucket",
+                _ => "adjust-gcra",
+            },
+            policies: vec![("p", p)],
+            steps,
+        });
+    }
+    // A sliding log takes charges, admitted as requests at that instant.
+    let log = policy(Algorithm::SlidingLog, 10, Duration::from_secs(60), None);
+    tables.push(Table {
+        name: "adjust-sliding-log",
+        policies: vec![("p", log)],
+        steps: vec![
+            step(T0, 4, true, 6),
+            adjust(T0 + 10 * SEC, 3, true, 3),
+            with_times(adjust(T0 + 20 * SEC, 30, false, 0), 60 * SEC, 60 * SEC),
+            // Capped at twice the limit: 13 of the 30 charged. 4 leave at T0 + 60 s, 3 at
+            // T0 + 70 s: the 13 still count until T0 + 80 s.
+            with_times(step(T0 + 70 * SEC, 1, false, 0), 10 * SEC, 10 * SEC),
+            step(T0 + 80 * SEC, 10, true, 0),
+        ],
+    });
+
     // Multi-policy: all-or-nothing, the most restrictive policy reported.
     let burst = policy(Algorithm::TokenBucket, 5, Duration::from_secs(1), None);
     let daily = policy(Algorithm::FixedWindow, 7, Duration::from_secs(86_400), None);
@@ -288,11 +359,14 @@ pub async fn run_table<S: Store>(
                 })
             })
             .collect::<Result<_, String>>()?;
-        let answer = store
-            .decide(&checks, step.cost, step.mode)
-            .await
-            .map_err(|e| format!("{}: step {i}: store error {e}", table.name))?;
-        let got = verdict(answer.decisions, answer.degraded).decision;
+        let got = match (step.adjust, checks.first()) {
+            (Some(delta), Some(check)) => store.adjust(*check, delta).await,
+            _ => store
+                .decide(&checks, step.cost, step.mode)
+                .await
+                .map(|answer| verdict(answer.decisions, answer.degraded).decision),
+        }
+        .map_err(|e| format!("{}: step {i}: store error {e}", table.name))?;
         let e = step.expect;
         let ok = got.allowed == e.allowed
             && e.remaining.is_none_or(|r| r == got.remaining)
@@ -437,6 +511,27 @@ pub async fn run_differential<S: Store>(
                 key: &keys[k],
             })
             .collect();
+        if rng.below(8) == 0 {
+            // An adjustment of the first policy, within and beyond its bounds.
+            let (name, policy) = &policies[first];
+            let span = 3 * policy.capacity() as i64;
+            let mut delta = rng.below(2 * span as u64 + 1) as i64 - span;
+            if policy.algorithm() == Algorithm::SlidingLog {
+                delta = delta.abs();
+            }
+            let got = store
+                .adjust(checks[0], delta)
+                .await
+                .map_err(|e| format!("trace {seed} step {i}: store error {e}"))?;
+            let expected = model[k][first].adjust(now, policy, delta);
+            if got != expected {
+                return Err(format!(
+                    "trace {seed} step {i} at {now} key {k} {name} adjust {delta}: \
+                     store {got:?} != model {expected:?}"
+                ));
+            }
+            continue;
+        }
         // Single checks go through `decide_one` on odd steps: a store's fast path for the
         // common call must decide exactly as its general one.
         let got = match checks.as_slice() {

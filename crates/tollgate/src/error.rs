@@ -85,6 +85,20 @@ pub enum PolicyError {
     /// An override's expiry beyond the bound of a period.
     #[error("expires_in is too long (at most about 71 years)")]
     ExpiryTooLong,
+    /// An adjustment of a policy that has none (`concurrency`: release leases instead).
+    #[error("{0} policies are not adjusted: release or renew their leases instead")]
+    NotAdjustable(Algorithm),
+    /// A refund of a sliding log, which records when each unit was admitted.
+    #[error(
+        "sliding-log takes charges only (delta > 0): it cannot tell which admitted requests a refund would remove"
+    )]
+    RefundNotSupported,
+    /// An adjustment beyond the exact integers of Redis's doubles.
+    #[error("delta {delta} is out of range (|delta| must stay below 2^53)")]
+    DeltaOutOfRange {
+        /// The delta asked for.
+        delta: i64,
+    },
     /// Cost 0.
     #[error("cost must be at least 1")]
     ZeroCost,

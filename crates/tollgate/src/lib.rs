@@ -43,13 +43,14 @@ pub mod policy;
 pub mod resilience;
 mod short_str;
 pub mod store;
+pub mod wait;
 
 pub use algorithm::{Mode, State};
 pub use clock::{Clock, ManualClock};
 pub use decision::Decision;
 pub use error::{LimitError, PolicyError, StoreError};
 pub use lease::{Acquired, Lease, LeaseId, LeaseOp, LeaseOutcome};
-pub use limiter::{Limiter, MAX_KEY_LEN, Verdict};
+pub use limiter::{Limiter, MAX_KEY_LEN, Verdict, Waited};
 pub use memory::MemoryStore;
 pub use overrides::{Override, OverridePage, OverrideSpec};
 pub use policy::{Algorithm, Policy, PolicyBuilder, Rate};

@@ -3,19 +3,31 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use smallvec::SmallVec;
 
 use crate::algorithm::Mode;
 use crate::decision::Decision;
 use crate::error::LimitError;
+use crate::error::PolicyError;
 use crate::error::StoreError;
 use crate::lease::{Acquired, Lease, LeaseId, LeaseOp, LeaseOutcome};
 use crate::overrides::{self, Override, OverridePage, OverrideSpec};
-use crate::policy::Policy;
+use crate::policy::{Algorithm, MAX_EXACT, Policy};
 use crate::resilience::{OnError, fixed_decisions};
 use crate::short_str;
 use crate::store::{Check, Decisions, Store};
+use crate::wait::{DEFAULT_MAX_WAITERS, WaitQueues};
+
+/// The queue of a waiting check: its policies and identifier, one per line (names that run
+/// together would only share a queue, never a limit).
+fn queue_name(policies: &[&str], key: &str) -> String {
+    let mut name = policies.join("\n");
+    name.push('\n');
+    name.push_str(key);
+    name
+}
 
 /// Longest identifier accepted, in bytes. Longer input is refused rather than truncated, so two
 /// different callers can never share a limit by accident.
@@ -95,6 +107,8 @@ pub struct Limiter<S> {
     store: Arc<S>,
     policies: PolicyTable,
     failure: Option<FailurePolicy>,
+    /// The callers of [`Limiter::check_wait`] waiting now (shared by clones).
+    waiting: Arc<WaitQueues>,
 }
 
 impl<S> Clone for Limiter<S> {
@@ -103,8 +117,19 @@ impl<S> Clone for Limiter<S> {
             store: self.store.clone(),
             policies: self.policies.clone(),
             failure: self.failure.clone(),
+            waiting: self.waiting.clone(),
         }
     }
+}
+
+/// What [`Limiter::check_wait`] answers: the verdict once the cost fitted or the deadline
+/// came, and how long the caller waited for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waited {
+    /// The final verdict.
+    pub verdict: Verdict,
+    /// Time spent waiting (zero when answered at once).
+    pub waited: Duration,
 }
 
 /// A limiter with no policies on a shared store, no failure policy.
@@ -126,7 +151,20 @@ impl<S: Store> Limiter<S> {
             store,
             policies: PolicyTable::default(),
             failure: None,
+            waiting: Arc::new(WaitQueues::new(DEFAULT_MAX_WAITERS)),
         }
+    }
+
+    /// Let at most `max_waiters` callers wait at once in [`Self::check_wait`] (default
+    /// [`DEFAULT_MAX_WAITERS`]); one more is answered at once, as a check without waiting.
+    pub fn with_max_waiters(mut self, max_waiters: usize) -> Limiter<S> {
+        self.waiting = Arc::new(WaitQueues::new(max_waiters));
+        self
+    }
+
+    /// How many callers wait in [`Self::check_wait`] now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.waiting()
     }
 
     /// Decide without the store when it fails, as `on_error` says, instead of returning
@@ -227,6 +265,78 @@ impl<S: Store> Limiter<S> {
         cost: u64,
     ) -> Result<Verdict, LimitError> {
         self.run(policies, key, cost, Mode::Consume).await
+    }
+
+    /// Take `cost` from `key` under every policy in `policies`, waiting up to `max_wait` for it
+    /// to fit instead of being rejected (like NGINX's `limit_req ... delay`): callers waiting on
+    /// the same key and policies in this limiter are served first come, first served; each
+    /// tries when the store says the cost would fit (`retry_after`), and gives up at once when
+    /// that is past its deadline. Nothing is admitted early: every try is an ordinary check.
+    /// Over [`Self::with_max_waiters`] waiters, or with a zero `max_wait`, it answers at once.
+    /// A degraded verdict (the store failed) is answered at once too.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{Algorithm, Limiter, MemoryStore, Policy};
+    ///
+    /// # let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    /// # rt.block_on(async {
+    /// let limiter = Limiter::new(MemoryStore::new())
+    ///     .with_policy("jobs", Policy::builder(Algorithm::Gcra).rate("20/s").build()?);
+    /// for _ in 0..20 {
+    ///     limiter.check("jobs", "queue-1").await?;
+    /// }
+    /// // The 21st fits 50 ms later: it waits for it rather than being rejected.
+    /// let waited = limiter.check_wait(&["jobs"], "queue-1", 1, Duration::from_secs(1)).await?;
+    /// assert!(waited.verdict.allowed());
+    /// assert!(waited.waited >= Duration::from_millis(45));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn check_wait(
+        &self,
+        policies: &[&str],
+        key: &str,
+        cost: u64,
+        max_wait: Duration,
+    ) -> Result<Waited, LimitError> {
+        let started = tokio::time::Instant::now();
+        let answer = |verdict: Verdict| Waited {
+            verdict,
+            waited: started.elapsed(),
+        };
+        if max_wait.is_zero() {
+            return Ok(answer(self.check_all(policies, key, cost).await?));
+        }
+        // Validated before anyone queues: a request that can never pass does not wait.
+        self.checks(policies, key, cost)?;
+        let queue = queue_name(policies, key);
+        let Some(place) = self.waiting.join(&queue) else {
+            return Ok(answer(self.check_all(policies, key, cost).await?));
+        };
+        let deadline = started + max_wait;
+        let Ok(_turn) = tokio::time::timeout_at(deadline, place.turn()).await else {
+            // The callers ahead kept the key busy past this one's deadline.
+            return Ok(answer(
+                self.run(policies, key, cost, Mode::Peek)
+                    .await
+                    .map(|mut verdict| {
+                        verdict.decision.allowed = false;
+                        verdict
+                    })?,
+            ));
+        };
+        loop {
+            let verdict = self.check_all(policies, key, cost).await?;
+            let wait = Duration::from_micros(verdict.decision.retry_after_us);
+            if verdict.allowed()
+                || verdict.degraded
+                || tokio::time::Instant::now() + wait > deadline
+            {
+                return Ok(answer(verdict));
+            }
+            tokio::time::sleep(wait).await;
+        }
     }
 
     /// What `check_cost` would answer, consuming nothing.
@@ -587,6 +697,65 @@ impl<S: Store> Limiter<S> {
     ) -> Result<Option<std::time::Duration>, LimitError> {
         let outcome = self.lease_op(policy, key, LeaseOp::Renew(id)).await?;
         Ok(outcome.decision.allowed.then(|| outcome.lease_expires_in()))
+    }
+
+    /// Charge (`delta > 0`) or refund (`delta < 0`) `key` under `policy` once the real cost is
+    /// known, e.g. the tokens an LLM response used after a check of an estimate. A charge may
+    /// take the key up to one limit into debt, so the next requests wait; a refund never gives
+    /// back more than a full quota. Answers what a check of one unit would answer now. The rule
+    /// of each algorithm is in its `adjust` ([`crate::State::adjust`]); a sliding log takes
+    /// charges only, and a `concurrency` policy none. Not idempotent: after a store timeout it
+    /// may or may not have applied.
+    ///
+    /// ```
+    /// use tollgate::{Algorithm, Limiter, MemoryStore, Policy};
+    ///
+    /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// # rt.block_on(async {
+    /// let limiter = Limiter::new(MemoryStore::new())
+    ///     .with_policy("tokens", Policy::builder(Algorithm::TokenBucket).rate("1000/min").build()?);
+    /// // Reserve an estimate, then settle the real count once the response has ended.
+    /// limiter.check_cost("tokens", "tenant-7", 100).await?;
+    /// let after = limiter.adjust("tokens", "tenant-7", 40 - 100).await?;
+    /// assert_eq!(after.remaining, 960);
+    /// let debt = limiter.adjust("tokens", "tenant-7", 1500).await?;
+    /// assert!(!debt.allowed && debt.retry_after_ms() > 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn adjust(
+        &self,
+        policy: &str,
+        key: &str,
+        delta: i64,
+    ) -> Result<Decision, LimitError> {
+        validate_key(key)?;
+        let (name, found) = self.named(policy)?;
+        let refused = |source| LimitError::Policy {
+            policy: name.to_string(),
+            source,
+        };
+        match found.algorithm() {
+            Algorithm::Concurrency => {
+                return Err(refused(PolicyError::NotAdjustable(Algorithm::Concurrency)));
+            }
+            Algorithm::SlidingLog if delta < 0 => {
+                return Err(refused(PolicyError::RefundNotSupported));
+            }
+            _ => {}
+        }
+        if delta.unsigned_abs() >= MAX_EXACT {
+            return Err(refused(PolicyError::DeltaOutOfRange { delta }));
+        }
+        let check = Check {
+            name,
+            policy: found,
+            key,
+        };
+        self.store
+            .adjust(check, delta)
+            .await
+            .map_err(|error| self.reported(error))
     }
 
     /// Forget `key`'s state under `policy`.

@@ -170,6 +170,16 @@ impl Entry {
         outcome
     }
 
+    /// Adjust one check on this entry after the fact, under its override if one stands.
+    fn adjust(&mut self, check: &Check<'_>, delta: i64, now: u64) -> Decision {
+        let overridden = self.override_of(check, now).map(|o| o.policy.clone());
+        let policy = overridden.as_ref().unwrap_or(check.policy);
+        let slot = self.slot(check);
+        let decision = slot.state.adjust(now, policy, delta);
+        slot.expires_at = slot.expires_at.max(now + decision.reset_after_us);
+        decision
+    }
+
     /// Decide several checks atomically on this entry.
     #[inline]
     fn decide(&mut self, checks: &[Check<'_>], cost: u64, mode: Mode, now: u64) -> Decisions {
@@ -372,6 +382,15 @@ impl MemoryStore {
         self.on_entry(check.key, mode, |entry, now| entry.lease(check, op, now))
     }
 
+    /// Charge or refund synchronously (see [`Store::adjust`]). Only a charge creates an
+    /// identifier: a refund of a key never seen finds a full quota already.
+    pub fn adjust_now(&self, check: &Check<'_>, delta: i64) -> Result<Decision, StoreError> {
+        let mode = if delta > 0 { Mode::Consume } else { Mode::Peek };
+        self.on_entry(check.key, mode, |entry, now| {
+            entry.adjust(check, delta, now)
+        })
+    }
+
     /// Store `value` as the override of `target` (see [`Store::set_override`]).
     pub fn set_override_now(&self, target: &Check<'_>, value: &Override) -> Result<(), StoreError> {
         let now = self.clock.now_us();
@@ -487,6 +506,10 @@ impl Store for MemoryStore {
 
     async fn lease(&self, check: Check<'_>, op: LeaseOp) -> Result<LeaseOutcome, StoreError> {
         self.lease_now(&check, op)
+    }
+
+    async fn adjust(&self, check: Check<'_>, delta: i64) -> Result<Decision, StoreError> {
+        self.adjust_now(&check, delta)
     }
 
     async fn set_override(&self, target: Check<'_>, value: &Override) -> Result<(), StoreError> {

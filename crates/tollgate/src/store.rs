@@ -72,6 +72,21 @@ pub trait Store: Send + Sync + 'static {
         async { Err(StoreError::Unsupported("leases")) }
     }
 
+    /// Charge (`delta > 0`) or refund (`delta < 0`) `check`'s key after the fact, under its
+    /// override if one stands, atomically: the transition of [`crate::State::adjust`], which
+    /// answers what a check of one unit would answer now. Callers guarantee a rate policy
+    /// (not `concurrency`), `|delta| < 2^53`, and `delta >= 0` for a sliding log.
+    ///
+    /// The default answers [`StoreError::Unsupported`], as [`Self::lease`]'s does.
+    fn adjust(
+        &self,
+        check: Check<'_>,
+        delta: i64,
+    ) -> impl Future<Output = Result<Decision, StoreError>> + Send {
+        let _ = (check, delta);
+        async { Err(StoreError::Unsupported("adjust")) }
+    }
+
     /// Store `value` as the override of `target.policy` (named `target.name`) for `target.key`,
     /// replacing any; obeyed from the next decision on.
     fn set_override(
@@ -164,6 +179,14 @@ impl<S: Store> Store for std::sync::Arc<S> {
         op: LeaseOp,
     ) -> impl Future<Output = Result<LeaseOutcome, StoreError>> + Send {
         (**self).lease(check, op)
+    }
+
+    fn adjust(
+        &self,
+        check: Check<'_>,
+        delta: i64,
+    ) -> impl Future<Output = Result<Decision, StoreError>> + Send {
+        (**self).adjust(check, delta)
     }
 
     fn set_override(

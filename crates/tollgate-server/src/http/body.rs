@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, header};
+use ::http::{HeaderMap, header};
+use bytes::Bytes;
 use bytes::BytesMut;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;

@@ -10,9 +10,8 @@
 
 use std::borrow::Cow;
 
-use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use super::{Body, Response};
+use ::http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
 use super::error::ApiError;
@@ -124,7 +123,7 @@ pub fn page() -> Response {
 
 /// 303 to `/dashboard`, storing the cookie when there is a token to store.
 pub fn redirect(token: Option<&[u8]>) -> Response {
-    let mut response = Response::new(Body::empty());
+    let mut response = Response::new(Body::default());
     *response.status_mut() = StatusCode::SEE_OTHER;
     let headers = response.headers_mut();
     headers.insert(header::LOCATION, HeaderValue::from_static("/dashboard"));

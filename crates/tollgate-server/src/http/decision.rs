@@ -11,8 +11,15 @@ use tollgate::Decision;
 /// Render the decision reported for `policy` (a configured name: `[A-Za-z0-9_.-]`, which needs
 /// no JSON escaping; any other name is escaped all the same).
 /// `shadow`: for a policy in shadow mode, whether it would have denied (`"shadow":true,
-/// "shadow_denied":..`); `None` (the fields left out) otherwise.
-pub fn render(policy: &str, decision: &Decision, degraded: bool, shadow: Option<bool>) -> Vec<u8> {
+/// "shadow_denied":..`); `None` (the fields left out) otherwise. `waited_ms`: for a check that
+/// asked to wait, how long it did (`"waited_ms":..`).
+pub fn render(
+    policy: &str,
+    decision: &Decision,
+    degraded: bool,
+    shadow: Option<bool>,
+    waited_ms: Option<u64>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + policy.len());
     let mut digits = itoa::Buffer::new();
     out.extend_from_slice(if decision.allowed {
@@ -49,6 +56,10 @@ pub fn render(policy: &str, decision: &Decision, degraded: bool, shadow: Option<
         None => {}
         Some(true) => out.extend_from_slice(b",\"shadow\":true,\"shadow_denied\":true"),
         Some(false) => out.extend_from_slice(b",\"shadow\":true,\"shadow_denied\":false"),
+    }
+    if let Some(waited) = waited_ms {
+        out.extend_from_slice(b",\"waited_ms\":");
+        out.extend_from_slice(digits.format(waited).as_bytes());
     }
     out.push(b'}');
     out
@@ -105,7 +116,7 @@ mod tests {
                         degraded,
                     })
                     .unwrap();
-                    let rendered = render(policy, decision, degraded, None);
+                    let rendered = render(policy, decision, degraded, None, None);
                     assert_eq!(
                         String::from_utf8_lossy(&rendered),
                         String::from_utf8_lossy(&expected)

@@ -1,8 +1,7 @@
 //! API errors: every failure is `{"error":{"code":"...","message":"..."}}` with a 4xx status.
 
-use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::Response;
+use super::{Body, Response};
+use ::http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 use tollgate::LimitError;
 

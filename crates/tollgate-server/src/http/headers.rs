@@ -2,7 +2,7 @@
 //! which says what `q`, `w`, `r` and `t` mean) shared with the tower middleware and the Envoy
 //! service, one list item per policy checked, and `Retry-After` on a rejection.
 
-use axum::http::{HeaderName, HeaderValue};
+use ::http::{HeaderName, HeaderValue};
 use tollgate::Decision;
 use tollgate::headers::{push_policy_item, push_quota_item, retry_after_secs};
 

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use axum::http::{Request, StatusCode, header};
-use axum::response::Response;
+use super::Response;
+use ::http::{Request, StatusCode, header};
 use hyper::body::Incoming;
 use serde::Serialize;
 use tollgate::{LeaseId, LeaseOp, LeaseOutcome, LimitError};
@@ -59,7 +59,7 @@ pub(super) async fn acquire(api: Arc<Api>, request: Request<Incoming>) -> Respon
         let body = body::read_json(&parts.headers, body).await?;
         let request: AcquireRequest = body::parse_json(&body)?;
         let id = LeaseId::new(request.cost.unwrap_or(1));
-        let (index, outcome) = api
+        let (name, outcome) = api
             .service
             .lease(
                 request.policy.as_str(),
@@ -67,8 +67,7 @@ pub(super) async fn acquire(api: Arc<Api>, request: Request<Incoming>) -> Respon
                 LeaseOp::Acquire(id),
             )
             .await?;
-        let name = api.service.policy_name(index);
-        let mut response = json(StatusCode::OK, &LeaseJson::new(name, id, &outcome));
+        let mut response = json(StatusCode::OK, &LeaseJson::new(&name, id, &outcome));
         if !outcome.decision.allowed {
             response
                 .headers_mut()
@@ -107,7 +106,7 @@ pub(super) async fn renew(api: Arc<Api>, request: Request<Incoming>) -> Response
         let body = body::read_json(&parts.headers, body).await?;
         let request: LeaseRequest = body::parse_json(&body)?;
         let id = lease_id(request.lease.as_str())?;
-        let (index, outcome) = api
+        let (name, outcome) = api
             .service
             .lease(
                 request.policy.as_str(),
@@ -121,8 +120,7 @@ pub(super) async fn renew(api: Arc<Api>, request: Request<Incoming>) -> Response
                 "lease not held: it expired or was released",
             ));
         }
-        let name = api.service.policy_name(index);
-        Ok(json(StatusCode::OK, &LeaseJson::new(name, id, &outcome)))
+        Ok(json(StatusCode::OK, &LeaseJson::new(&name, id, &outcome)))
     }
     .await;
     api.respond(result)

@@ -6,9 +6,10 @@
 //! | `POST /v1/check` | a decision, consuming `cost` when allowed |
 //! | `GET /v1/peek` | the same decision, consuming nothing |
 //! | `POST /v1/reset` | 204; bearer token when an admin token is set |
+//! | `POST /v1/adjust` | charge or refund after the fact; the decision of one more unit |
 //! | `POST /v1/acquire`, `/v1/release`, `/v1/renew` | leases of `concurrency` policies |
 //! | `PUT`, `GET`, `DELETE /v1/overrides` | per-key overrides (admin token as reset) |
-//! | `GET /v1/policies` | the configured policies |
+//! | `GET /v1/policies` | the policies in force (as last reloaded) |
 //! | `GET /health`, `GET /ready` | alive; store reachable |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /v1/stats` | live stats as JSON; admin token rule as reset |
@@ -29,19 +30,25 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version, header};
-use axum::response::Response;
+use ::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version, header};
 use hyper::body::Incoming;
 use serde::Serialize;
-use tollgate::{Mode, Verdict};
+use tollgate::Mode;
 
 use self::error::ApiError;
-use self::request::{CheckRequest, OverrideQuery, OverrideRequest, PeekQuery, ResetRequest};
+use self::request::{
+    AdjustRequest, CheckRequest, OverrideQuery, OverrideRequest, PeekQuery, ResetRequest,
+};
 use self::route::Route;
 use crate::metrics::ErrorCode;
-use crate::service::Service;
+use crate::service::{Decided, Service};
 use crate::stats::StoreHealth;
+
+/// Every response's body: whole, in memory (the API never streams).
+pub type Body = http_body_util::Full<bytes::Bytes>;
+
+/// A response of the API.
+pub type Response = ::http::Response<Body>;
 
 /// `Content-Type: application/json`.
 pub static JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -49,27 +56,16 @@ pub static JSON: HeaderValue = HeaderValue::from_static("application/json");
 static PROMETHEUS: HeaderValue =
     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
 
-/// What handlers share: the service and the per-policy `RateLimit-Policy` items, rendered once.
+/// What handlers share: the service.
 #[derive(Debug)]
 pub struct Api {
     service: Arc<Service>,
-    policy_items: Box<[HeaderValue]>,
 }
 
 impl Api {
     /// The HTTP API over `service`.
     pub fn new(service: Arc<Service>) -> Arc<Api> {
-        let policy_items = service
-            .policies()
-            .map(|(name, policy)| {
-                let item = (name, policy.capacity(), policy.period_us());
-                headers::policy_header(std::iter::once(item))
-            })
-            .collect();
-        Arc::new(Api {
-            service,
-            policy_items,
-        })
+        Arc::new(Api { service })
     }
 
     /// The future answering one request. Routed here, before any future exists, so the box
@@ -105,6 +101,7 @@ impl Api {
             Route::Check => Box::pin(check(api, request)),
             Route::Peek => Box::pin(peek(api, request)),
             Route::Reset => Box::pin(reset(api, request)),
+            Route::Adjust => Box::pin(adjust(api, request)),
             Route::Acquire => Box::pin(lease::acquire(api, request)),
             Route::Release => Box::pin(lease::release(api, request)),
             Route::Renew => Box::pin(lease::renew(api, request)),
@@ -139,17 +136,25 @@ impl Api {
         result.unwrap_or_else(|error| self.error(error))
     }
 
-    /// The decision as JSON with its rate-limit headers.
-    fn decision_response(&self, verdict: &Verdict) -> Response {
+    /// The decision as JSON with its rate-limit headers, named from the table it was made on
+    /// (and, for a check that asked to wait, how long it waited).
+    fn decision_response(&self, decided: &Decided, waited_ms: Option<u64>) -> Response {
+        let (verdict, live) = (&decided.verdict, &decided.policies);
         let decision = &verdict.decision;
-        let policy = self.service.policy_name(verdict.reported_policy());
-        let bytes = decision::render(policy, decision, verdict.degraded, shadow_of(verdict));
+        let policy = live.policy_name(verdict.reported_policy());
+        let bytes = decision::render(
+            policy,
+            decision,
+            verdict.degraded,
+            shadow_of(verdict),
+            waited_ms,
+        );
         let mut response = Response::new(Body::from(bytes));
         let headers = response.headers_mut();
         // Room for all four headers at once instead of growing on the first and third insert.
         headers.reserve(4);
         headers.insert(header::CONTENT_TYPE, JSON.clone());
-        let limiter = self.service.limiter();
+        let limiter = live.limiter();
         // Each policy as decided: its name, the capacity decided under (an override's, where
         // one stood), its configured capacity and its period.
         let decided = || {
@@ -167,9 +172,9 @@ impl Api {
             _ if decided().any(|(_, limit, capacity, _)| limit != capacity) => Some(
                 headers::policy_header(decided().map(|(name, limit, _, w)| (name, limit, w))),
             ),
-            [one] => self.policy_items.get(*one).cloned(),
+            [one] => live.header_item(*one).cloned(),
             many => Some(headers::join_items(
-                many.iter().filter_map(|&i| self.policy_items.get(i)),
+                many.iter().filter_map(|&i| live.header_item(i)),
             )),
         };
         if let Some(value) = policy_header {
@@ -182,7 +187,7 @@ impl Api {
                     .policies
                     .iter()
                     .zip(&verdict.decisions)
-                    .map(|(&i, d)| (self.service.policy_name(i), d)),
+                    .map(|(&i, d)| (live.policy_name(i), d)),
             ),
         );
         if !decision.allowed {
@@ -232,11 +237,17 @@ async fn check(api: Arc<Api>, request: Request<Incoming>) -> Response {
         let body = body::read_json(&parts.headers, body).await?;
         let request: CheckRequest = body::parse_json(&body)?;
         let names = request.policy_names()?;
-        let verdict = api
-            .service
-            .decide(&names, request.key.as_str(), request.cost(), Mode::Consume)
-            .await?;
-        Ok(api.decision_response(&verdict))
+        let (key, cost) = (request.key.as_str(), request.cost());
+        if let Some(max_wait) = request.max_wait()? {
+            let (decided, waited) = api
+                .service
+                .decide_waiting(&names, key, cost, max_wait)
+                .await?;
+            let waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+            return Ok(api.decision_response(&decided, Some(waited_ms)));
+        }
+        let decided = api.service.decide(&names, key, cost, Mode::Consume).await?;
+        Ok(api.decision_response(&decided, None))
     }
     .await;
     api.respond(result)
@@ -245,7 +256,7 @@ async fn check(api: Arc<Api>, request: Request<Incoming>) -> Response {
 async fn peek(api: Arc<Api>, request: Request<Incoming>) -> Response {
     let result = async {
         let query = PeekQuery::parse(request.uri().query().unwrap_or_default())?;
-        let verdict = api
+        let decided = api
             .service
             .decide(
                 &[query.policy.as_str()],
@@ -254,7 +265,7 @@ async fn peek(api: Arc<Api>, request: Request<Incoming>) -> Response {
                 Mode::Peek,
             )
             .await?;
-        Ok(api.decision_response(&verdict))
+        Ok(api.decision_response(&decided, None))
     }
     .await;
     api.respond(result)
@@ -275,6 +286,24 @@ async fn reset(api: Arc<Api>, request: Request<Incoming>) -> Response {
     api.respond(result)
 }
 
+/// `POST /v1/adjust`: charge or refund after the fact; 200 with what a check of one unit would
+/// answer now (the decision body and headers, `allowed` meaning one more unit would pass). No
+/// admin token: like a check, it is the callers' own accounting.
+async fn adjust(api: Arc<Api>, request: Request<Incoming>) -> Response {
+    let result = async {
+        let (parts, body) = request.into_parts();
+        let body = body::read_json(&parts.headers, body).await?;
+        let request: AdjustRequest = body::parse_json(&body)?;
+        let decided = api
+            .service
+            .adjust(request.policy.as_str(), request.key.as_str(), request.delta)
+            .await?;
+        Ok(api.decision_response(&decided, None))
+    }
+    .await;
+    api.respond(result)
+}
+
 /// `/v1/overrides`: `PUT` sets one (200 with it as stored), `GET` reads one (`key` given: 200
 /// or 404) or lists a page, `DELETE` removes one (204). All need the admin token when one is
 /// set, as reset does.
@@ -282,7 +311,8 @@ async fn overrides(api: Arc<Api>, request: Request<Incoming>) -> Response {
     let result = async {
         let (parts, body) = request.into_parts();
         api.authorize(&parts.headers)?;
-        let limiter = api.service.limiter();
+        let live = api.service.live();
+        let limiter = live.limiter();
         if parts.method == Method::PUT {
             let body = body::read_json(&parts.headers, body).await?;
             let request: OverrideRequest = body::parse_json(&body)?;
@@ -408,9 +438,9 @@ fn policies(api: &Api) -> Response {
     struct Policies<'a> {
         policies: Vec<PolicyJson<'a>>,
     }
+    let live = api.service.live();
     let list = Policies {
-        policies: api
-            .service
+        policies: live
             .policies()
             .map(|(name, p)| PolicyJson {
                 name,
@@ -440,14 +470,17 @@ async fn ready(api: Arc<Api>) -> Response {
 async fn stats(api: Arc<Api>, request: Request<Incoming>) -> Response {
     let result = async {
         api.authorize(request.headers())?;
-        let stats = api.service.stats().ok_or_else(stats_off)?;
+        if !api.service.stats_on() {
+            return Err(stats_off());
+        }
         let store = api.service.store();
         let health = StoreHealth {
             kind: store.kind(),
             ready: api.service.ready().await.is_ok(),
             breaker: store.breaker_state(),
         };
-        let mut response = json(StatusCode::OK, &stats.report(health));
+        let report = api.service.stats_report(health).ok_or_else(stats_off)?;
+        let mut response = json(StatusCode::OK, &report);
         response
             .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -468,7 +501,7 @@ fn stats_off() -> ApiError {
 fn dashboard(api: &Api, request: &Request<Incoming>) -> Response {
     let result = (|| {
         let query = dashboard::DashboardQuery::parse(request.uri().query().unwrap_or_default())?;
-        if api.service.stats().is_none() {
+        if !api.service.stats_on() {
             return Err(stats_off());
         }
         if let Some(presented) = query.token {
@@ -499,7 +532,7 @@ fn metrics(api: &Api) -> Response {
 
 /// `204 No Content`: done, nothing to say.
 fn no_content() -> Response {
-    let mut response = Response::new(Body::empty());
+    let mut response = Response::new(Body::default());
     *response.status_mut() = StatusCode::NO_CONTENT;
     response
 }

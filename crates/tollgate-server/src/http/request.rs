@@ -59,9 +59,26 @@ pub struct CheckRequest<'a> {
     /// Units to take (default 1).
     #[serde(default)]
     pub cost: Option<u64>,
+    /// Wait up to this long for the cost to fit instead of being rejected.
+    #[serde(default)]
+    pub max_wait_ms: Option<u64>,
 }
 
+/// The longest `max_wait_ms` a check may ask for: a minute, far past any HTTP client's
+/// patience, and a bound on how long a waiter holds its place.
+pub const MAX_WAIT_MS: u64 = 60_000;
+
 impl CheckRequest<'_> {
+    /// How long the caller will wait, if it asked to: at most [`MAX_WAIT_MS`].
+    pub fn max_wait(&self) -> Result<Option<std::time::Duration>, ApiError> {
+        match self.max_wait_ms {
+            Some(ms) if ms > MAX_WAIT_MS => Err(ApiError::invalid(format!(
+                "max_wait_ms {ms} is too long (at most {MAX_WAIT_MS})"
+            ))),
+            other => Ok(other.map(std::time::Duration::from_millis)),
+        }
+    }
+
     /// The policy names asked for: exactly one of `policy` and a non-empty `policies`.
     pub fn policy_names(&self) -> Result<SmallVec<[&str; 2]>, ApiError> {
         match (&self.policy, &self.policies) {
@@ -171,6 +188,20 @@ pub struct ResetRequest<'a> {
     /// The identifier.
     #[serde(borrow)]
     pub key: Text<'a>,
+}
+
+/// `POST /v1/adjust`: `{"policy":"api","key":"u","delta":-40}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustRequest<'a> {
+    /// The policy.
+    #[serde(borrow)]
+    pub policy: Text<'a>,
+    /// The identifier.
+    #[serde(borrow)]
+    pub key: Text<'a>,
+    /// Units to charge (> 0) or refund (< 0).
+    pub delta: i64,
 }
 
 /// `PUT /v1/overrides`:

@@ -5,7 +5,7 @@
 //! the request's extensions (9 of the 22 allocations a decision made, BENCHMARKS.md). A fixed
 //! API needs none of that.
 
-use axum::http::{HeaderValue, Method};
+use ::http::{HeaderValue, Method};
 
 /// A path of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +16,8 @@ pub enum Route {
     Peek,
     /// `POST /v1/reset`.
     Reset,
+    /// `POST /v1/adjust`.
+    Adjust,
     /// `POST /v1/acquire`.
     Acquire,
     /// `POST /v1/release`.
@@ -41,10 +43,11 @@ pub enum Route {
 impl Route {
     /// Every route. A route is served exactly when it is listed here ([`Route::of`] looks paths
     /// up in it), so tests can walk the whole API (the OpenAPI document's test does).
-    pub const ALL: [Route; 13] = [
+    pub const ALL: [Route; 14] = [
         Route::Check,
         Route::Peek,
         Route::Reset,
+        Route::Adjust,
         Route::Overrides,
         Route::Acquire,
         Route::Release,
@@ -68,6 +71,7 @@ impl Route {
             Route::Check => "/v1/check",
             Route::Peek => "/v1/peek",
             Route::Reset => "/v1/reset",
+            Route::Adjust => "/v1/adjust",
             Route::Overrides => "/v1/overrides",
             Route::Acquire => "/v1/acquire",
             Route::Release => "/v1/release",
@@ -106,7 +110,12 @@ impl Route {
     fn is_post(self) -> bool {
         matches!(
             self,
-            Route::Check | Route::Reset | Route::Acquire | Route::Release | Route::Renew
+            Route::Check
+                | Route::Reset
+                | Route::Adjust
+                | Route::Acquire
+                | Route::Release
+                | Route::Renew
         )
     }
 }

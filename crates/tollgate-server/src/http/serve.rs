@@ -1,7 +1,7 @@
 //! Serving the HTTP API: the accept loop, a limit on how long a request head may take, and a
 //! graceful drain.
 //!
-//! `axum::serve` never times out a request head, so a client that sent half a head and stopped,
+//! `axum::serve` (which served the API before) never times out a request head, so a client that sent half a head and stopped,
 //! or sent it a byte every second (a "slowloris"), held its connection and task forever. hyper
 //! can time heads itself (`header_read_timeout`), but it arms a timer for every request, which
 //! cost 4 % of the API's throughput. Instead each connection has one watchdog ticking every
@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::http::Request;
-use axum::response::Response;
+use super::Response;
+use ::http::Request;
 use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo};

@@ -6,7 +6,7 @@
 //! is the difference between the newest sample and the one `n` samples before it, divided by
 //! the time between them.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
@@ -20,8 +20,10 @@ pub const KEPT_SAMPLES: usize = 61;
 pub struct Sample {
     /// Milliseconds since the stats started.
     pub at_ms: u64,
-    /// Each policy's totals, in policy index order.
-    pub policies: Box<[PolicyTotals]>,
+    /// Each policy's totals, by name: the policies live when the sample was taken (a reload
+    /// may add or remove some between two samples; one missing from an older sample had not
+    /// counted anything yet).
+    pub policies: BTreeMap<Box<str>, PolicyTotals>,
     /// The store latency histogram's counts.
     pub latency: LatencyCounts,
 }
@@ -94,31 +96,21 @@ impl History {
         (elapsed > 0).then(|| (older, newest, elapsed as f64 / 1000.0))
     }
 
-    /// Policy `index`'s rates over the last `seconds` samples (zero before there are two).
-    pub fn rates(&self, index: usize, seconds: usize) -> Rates {
+    /// Policy `name`'s rates over the last `seconds` samples (zero before there are two).
+    pub fn rates(&self, name: &str, seconds: usize) -> Rates {
         self.window(seconds)
-            .and_then(|(older, newer, elapsed)| {
-                Some(Rates::between(
-                    older.policies.get(index)?,
-                    newer.policies.get(index)?,
-                    elapsed,
-                ))
-            })
+            .and_then(|(older, newer, elapsed)| between(name, older, newer, elapsed))
             .unwrap_or_default()
     }
 
-    /// Policy `index`'s rates in each interval between samples, oldest first.
-    pub fn per_second(&self, index: usize) -> Vec<Rates> {
+    /// Policy `name`'s rates in each interval between samples, oldest first.
+    pub fn per_second(&self, name: &str) -> Vec<Rates> {
         self.samples
             .iter()
             .zip(self.samples.iter().skip(1))
             .filter_map(|(older, newer)| {
                 let elapsed = newer.at_ms.checked_sub(older.at_ms).filter(|&ms| ms > 0)?;
-                Some(Rates::between(
-                    older.policies.get(index)?,
-                    newer.policies.get(index)?,
-                    elapsed as f64 / 1000.0,
-                ))
+                between(name, older, newer, elapsed as f64 / 1000.0)
             })
             .collect()
     }
@@ -142,6 +134,14 @@ impl History {
             p99_ms: quantile(&counts, bounds_ns, 0.99).map(to_ms),
         }
     }
+}
+
+/// Policy `name`'s rates between two samples `seconds` apart: none unless `newer` has the
+/// policy; counted from zero when `older` does not (the policy came with a reload since).
+fn between(name: &str, older: &Sample, newer: &Sample, seconds: f64) -> Option<Rates> {
+    let newer = newer.policies.get(name)?;
+    let older = older.policies.get(name).copied().unwrap_or_default();
+    Some(Rates::between(&older, newer, seconds))
 }
 
 /// The `q` quantile of observations counted in buckets (`counts[i]` observations at most
@@ -184,7 +184,7 @@ mod tests {
     fn sample(at_ms: u64, allowed: u64, denied: u64) -> Sample {
         Sample {
             at_ms,
-            policies: Box::new([totals(allowed, denied)]),
+            policies: BTreeMap::from([("api".into(), totals(allowed, denied))]),
             latency: [0; crate::metrics::LATENCY_BUCKET_COUNT],
         }
     }
@@ -192,7 +192,7 @@ mod tests {
     #[test]
     fn rates_over_ten_seconds_and_a_minute_from_one_sample_a_second() {
         let mut history = History::default();
-        assert_eq!(history.rates(0, 10), Rates::default());
+        assert_eq!(history.rates("api", 10), Rates::default());
         // 100 allowed a second for the first 30 s, then 10 denied a second.
         for s in 0..=90u64 {
             let allowed = 100 * s.min(30);
@@ -200,15 +200,15 @@ mod tests {
             history.push(sample(s * 1000, allowed, denied));
         }
         assert_eq!(history.samples.len(), KEPT_SAMPLES);
-        let last_10 = history.rates(0, 10);
+        let last_10 = history.rates("api", 10);
         assert_eq!((last_10.allowed, last_10.denied), (0.0, 10.0));
-        let last_minute = history.rates(0, 60);
+        let last_minute = history.rates("api", 60);
         assert_eq!((last_minute.allowed, last_minute.denied), (0.0, 10.0));
-        let series = history.per_second(0);
+        let series = history.per_second("api");
         assert_eq!(series.len(), 60);
         assert!(series.iter().all(|r| r.denied == 10.0));
         // An unknown policy has no rates rather than a panic.
-        assert_eq!(history.rates(7, 10), Rates::default());
+        assert_eq!(history.rates("nope", 10), Rates::default());
     }
 
     #[test]
@@ -216,8 +216,24 @@ mod tests {
         let mut history = History::default();
         history.push(sample(0, 0, 0));
         history.push(sample(2000, 50, 4));
-        let rates = history.rates(0, 10);
+        let rates = history.rates("api", 10);
         assert_eq!((rates.allowed, rates.denied), (25.0, 2.0));
+    }
+
+    /// A policy a reload added counts from zero in the samples before it; one it removed has
+    /// no rates.
+    #[test]
+    fn policies_come_and_go_between_samples() {
+        let mut history = History::default();
+        history.push(sample(0, 10, 0));
+        let mut later = sample(1000, 20, 0);
+        later.policies.insert("new".into(), totals(5, 1));
+        later.policies.remove("api");
+        history.push(later);
+        let new = history.rates("new", 10);
+        assert_eq!((new.allowed, new.denied), (5.0, 1.0));
+        assert_eq!(history.rates("api", 10), Rates::default());
+        assert!(history.per_second("api").is_empty());
     }
 
     #[test]

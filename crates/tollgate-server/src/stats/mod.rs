@@ -4,13 +4,15 @@
 //!   from the metrics' counters, sampled once a second ([`history`]): the decision path pays
 //!   nothing for them.
 //! - The most limited keys per policy come from a fixed-size sketch ([`top_keys`]) that the
-//!   decision path feeds with each denied key ([`Stats::record_limited`]); allowed decisions
-//!   never touch it.
+//!   decision path feeds with each denied key ([`LimitedKeys::observe`]); allowed decisions
+//!   never touch it. Each policy's sketch sits beside it in the live policy table, so a reload
+//!   keeps those of the policies it keeps.
 //! - Store latency percentiles come from the metrics' latency histogram, sampled likewise.
 
 pub mod history;
 pub mod top_keys;
 
+use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -31,16 +33,36 @@ pub const LONG_WINDOW_S: usize = 60;
 /// Live stats of every policy.
 #[derive(Debug)]
 pub struct Stats {
-    policies: Box<[PolicyStats]>,
     history: Mutex<History>,
     started: Instant,
 }
 
-/// One policy's part.
-#[derive(Debug)]
-struct PolicyStats {
-    name: Box<str>,
-    limited: Mutex<TopKeys>,
+/// One policy's most limited keys.
+#[derive(Debug, Default)]
+pub struct LimitedKeys(Mutex<TopKeys>);
+
+impl LimitedKeys {
+    /// A check denied `key` (or would have, in shadow mode).
+    pub fn observe(&self, key: &str) {
+        let shown = tollgate_redis::keys::hash_tag(key);
+        lock(&self.0).observe(&shown);
+    }
+
+    /// The `n` keys denied most, most first.
+    pub fn top(&self, n: usize) -> Vec<TopKey> {
+        lock(&self.0).top(n)
+    }
+}
+
+/// A live policy as the stats see it: its name, its counters and its limited keys.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyView<'a> {
+    /// The policy's name.
+    pub name: &'a str,
+    /// Its counts so far.
+    pub totals: PolicyTotals,
+    /// Its most limited keys.
+    pub limited: &'a LimitedKeys,
 }
 
 /// How the store is doing, as the caller found it.
@@ -117,64 +139,52 @@ pub struct SketchReport {
 }
 
 impl Stats {
-    /// Stats for the policies named, in index order, starting now with every count at zero.
-    pub fn new<'a>(policy_names: impl IntoIterator<Item = &'a str>) -> Stats {
-        let policies: Box<[PolicyStats]> = policy_names
-            .into_iter()
-            .map(|name| PolicyStats {
-                name: name.into(),
-                limited: Mutex::new(TopKeys::new()),
-            })
-            .collect();
+    /// Stats starting now with every count at zero.
+    pub fn new() -> Stats {
         let mut history = History::default();
+        // Policies missing from a sample count from zero.
         history.push(Sample {
             at_ms: 0,
-            policies: vec![PolicyTotals::default(); policies.len()].into(),
+            policies: BTreeMap::new(),
             latency: [0; metrics::LATENCY_BUCKET_COUNT],
         });
         Stats {
-            policies,
             history: Mutex::new(history),
             started: Instant::now(),
         }
     }
 
-    /// A check under policy `index` denied `key` (or would have, in shadow mode).
-    pub fn record_limited(&self, index: usize, key: &str) {
-        if let Some(policy) = self.policies.get(index) {
-            let shown = tollgate_redis::keys::hash_tag(key);
-            lock(&policy.limited).observe(&shown);
-        }
-    }
-
-    /// Take this second's sample of `metrics` (the server calls it once a second).
-    pub fn sample(&self, metrics: &Metrics) {
+    /// Take this second's sample of `metrics` and the live `policies` (the server calls it once
+    /// a second).
+    pub fn sample<'a>(&self, metrics: &Metrics, policies: impl Iterator<Item = PolicyView<'a>>) {
         let at_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let sample = Sample {
             at_ms,
-            policies: metrics.policy_totals().collect(),
+            policies: policies.map(|p| (p.name.into(), p.totals)).collect(),
             latency: metrics.latency_counts(),
         };
         lock(&self.history).push(sample);
     }
 
-    /// The figures as of the newest sample, with the store as the caller found it.
-    pub fn report(&self, store: StoreHealth) -> StatsReport {
+    /// The figures of the live `policies` as of the newest sample, with the store as the
+    /// caller found it.
+    pub fn report<'a>(
+        &self,
+        store: StoreHealth,
+        policies: impl Iterator<Item = PolicyView<'a>>,
+    ) -> StatsReport {
         let history = lock(&self.history);
         let newest = history.newest();
-        let policies: Vec<PolicyReport> = self
-            .policies
-            .iter()
-            .enumerate()
-            .map(|(i, policy)| PolicyReport {
-                name: policy.name.to_string(),
-                last_10s: history.rates(i, SHORT_WINDOW_S),
-                last_1m: history.rates(i, LONG_WINDOW_S),
+        let policies: Vec<PolicyReport> = policies
+            .map(|policy| PolicyReport {
+                name: policy.name.to_owned(),
+                last_10s: history.rates(policy.name, SHORT_WINDOW_S),
+                last_1m: history.rates(policy.name, LONG_WINDOW_S),
                 totals: newest
-                    .and_then(|s| s.policies.get(i).copied())
+                    .and_then(|s| s.policies.get(policy.name).copied())
                     .unwrap_or_default(),
-                per_second: history.per_second(i),
-                top_limited_keys: lock(&policy.limited).top(TOP_KEYS_REPORTED),
+                per_second: history.per_second(policy.name),
+                top_limited_keys: policy.limited.top(TOP_KEYS_REPORTED),
             })
             .collect();
         let bounds = metrics::latency_bounds_ns();
@@ -202,6 +212,12 @@ impl Stats {
     }
 }
 
+impl Default for Stats {
+    fn default() -> Self {
+        Stats::new()
+    }
+}
+
 /// A lock whose holder panicked still guards consistent figures (counts only go up).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -210,6 +226,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::PolicyCounters;
     use tollgate::Mode;
 
     const MEMORY: StoreHealth = StoreHealth {
@@ -220,21 +237,33 @@ mod tests {
 
     #[test]
     fn reports_totals_rates_and_limited_keys_per_policy() {
-        let metrics = Metrics::new(["api", "login"]);
-        let stats = Stats::new(["api", "login"]);
+        let metrics = Metrics::new();
+        let stats = Stats::new();
+        let counters = [PolicyCounters::default(), PolicyCounters::default()];
+        let limited = [LimitedKeys::default(), LimitedKeys::default()];
+        let views = || {
+            ["api", "login"]
+                .into_iter()
+                .zip(&counters)
+                .zip(&limited)
+                .map(|((name, counters), limited)| PolicyView {
+                    name,
+                    totals: counters.totals(),
+                    limited,
+                })
+        };
         for _ in 0..5 {
-            metrics.record_decision(0, Mode::Consume, true, false, false);
+            counters[0].record(Mode::Consume, true, false, false);
         }
-        metrics.record_decision(1, Mode::Consume, false, true, false);
-        stats.record_limited(1, "mallory");
-        stats.record_limited(1, "mallory");
-        stats.record_limited(1, "eve");
-        stats.record_limited(1, "a{b}");
-        stats.record_limited(9, "nobody");
+        counters[1].record(Mode::Consume, false, true, false);
+        limited[1].observe("mallory");
+        limited[1].observe("mallory");
+        limited[1].observe("eve");
+        limited[1].observe("a{b}");
         std::thread::sleep(std::time::Duration::from_millis(5));
-        stats.sample(&metrics);
+        stats.sample(&metrics, views());
 
-        let report = stats.report(MEMORY);
+        let report = stats.report(MEMORY, views());
         let api = &report.policies[0];
         assert_eq!(api.name, "api");
         assert_eq!(api.totals.allowed, 5);
@@ -263,12 +292,21 @@ mod tests {
 
     #[test]
     fn a_fresh_server_reports_zeros_not_errors() {
-        let stats = Stats::new(["api"]);
-        let report = stats.report(StoreHealth {
-            kind: "redis",
-            ready: false,
-            breaker: Some("open"),
-        });
+        let stats = Stats::new();
+        let limited = LimitedKeys::default();
+        let api = PolicyView {
+            name: "api",
+            totals: PolicyTotals::default(),
+            limited: &limited,
+        };
+        let report = stats.report(
+            StoreHealth {
+                kind: "redis",
+                ready: false,
+                breaker: Some("open"),
+            },
+            std::iter::once(api),
+        );
         assert_eq!(report.policies[0].last_10s, Rates::default());
         assert_eq!(report.store.latency_10s.p50_ms, None);
         assert!(report.store.degraded);

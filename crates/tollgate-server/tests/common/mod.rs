@@ -1,6 +1,8 @@
 //! Shared test harness: a real server on an ephemeral port, a real HTTP client.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 
 use reqwest::header::HeaderMap;

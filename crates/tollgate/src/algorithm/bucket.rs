@@ -55,3 +55,14 @@ pub fn drain(used: u64, elapsed: u64, policy: &Policy) -> u64 {
         used - elapsed * limit
     }
 }
+
+/// `used` after a charge or refund of `delta` tokens: a charge may take the bucket one
+/// period's refill (`L` tokens) below empty, so the next requests wait for it; a refund never
+/// fills it past its capacity.
+#[inline]
+pub fn adjust(used: u64, policy: &Policy, delta: i64) -> u64 {
+    let period = policy.period_us();
+    // (capacity + limit)·P stays below 2^53: policy validation bounds exactly this sum.
+    let ceiling = (policy.capacity() + policy.limit()) * period;
+    super::adjust_count(used, delta, period, ceiling)
+}

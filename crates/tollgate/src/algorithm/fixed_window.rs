@@ -16,11 +16,21 @@ pub struct FixedWindow {
 }
 
 impl FixedWindow {
-    /// Allow if `count + cost <= limit`; a rejected request waits for the next window.
-    #[inline]
-    pub fn decide(&mut self, now: u64, policy: &Policy, cost: u64, mode: Mode) -> Decision {
+    /// Charge or refund the current window's count ([`super::adjust_count`]): a charge may
+    /// count up to twice the limit, so the window stays closed to its end; a debt is not
+    /// carried into the next window.
+    pub fn adjust(&mut self, now: u64, policy: &Policy, delta: i64) {
+        let (window, _) = self.window_at(now, policy);
+        let count = if window == self.window { self.count } else { 0 };
         let limit = policy.limit();
-        let (window, until_end) = if policy.is_monthly() {
+        self.window = window;
+        self.count = super::adjust_count(count, delta, 1, super::charge_ceiling(limit, limit));
+    }
+
+    /// The window `now` is in, and the time until it ends.
+    #[inline]
+    fn window_at(&self, now: u64, policy: &Policy) -> (u64, u64) {
+        if policy.is_monthly() {
             // Calendar months: window k is month k since January 1970 (calendar.rs).
             let window = current_window(calendar::month_of(now), self.window);
             (
@@ -31,7 +41,14 @@ impl FixedWindow {
             let period = policy.period_us();
             let window = current_window(now / period, self.window);
             (window, ((window + 1) * period).saturating_sub(now))
-        };
+        }
+    }
+
+    /// Allow if `count + cost <= limit`; a rejected request waits for the next window.
+    #[inline]
+    pub fn decide(&mut self, now: u64, policy: &Policy, cost: u64, mode: Mode) -> Decision {
+        let limit = policy.limit();
+        let (window, until_end) = self.window_at(now, policy);
         let count = if window == self.window { self.count } else { 0 };
         let allowed = count + cost <= limit;
         let used = if allowed && mode == Mode::Consume {

@@ -16,15 +16,27 @@ pub struct Gcra {
 }
 
 impl Gcra {
-    /// Allow if `max(TAT, now) + cost·T − now <= B·T`.
+    /// Move the TAT by `delta` emission intervals ([`bucket::adjust`] on the bucket it equals).
+    pub fn adjust(&mut self, now: u64, policy: &Policy, delta: i64) {
+        let used = bucket::adjust(self.used_at(now, policy), policy, delta);
+        self.tat_us = now + used / policy.limit();
+        self.tat_rem = used % policy.limit();
+    }
+
+    /// (TAT − now) in units of 1/L µs: exactly the token bucket's `used`.
     #[inline]
-    pub fn decide(&mut self, now: u64, policy: &Policy, cost: u64, mode: Mode) -> Decision {
-        // (TAT − now) in units of 1/L µs: exactly the token bucket's `used`.
-        let used = if self.tat_us >= now {
+    fn used_at(&self, now: u64, policy: &Policy) -> u64 {
+        if self.tat_us >= now {
             (self.tat_us - now) * policy.limit() + self.tat_rem
         } else {
             0
-        };
+        }
+    }
+
+    /// Allow if `max(TAT, now) + cost·T − now <= B·T`.
+    #[inline]
+    pub fn decide(&mut self, now: u64, policy: &Policy, cost: u64, mode: Mode) -> Decision {
+        let used = self.used_at(now, policy);
         match mode {
             Mode::Peek => bucket::peek(used, policy, cost),
             Mode::Consume => {

@@ -16,7 +16,7 @@ pub mod token_bucket;
 
 use crate::decision::Decision;
 use crate::lease::{LeaseOp, LeaseOutcome};
-use crate::policy::{Algorithm, Policy};
+use crate::policy::{Algorithm, MAX_EXACT, Policy};
 
 pub use concurrency::Leases;
 pub use fixed_window::FixedWindow;
@@ -89,6 +89,27 @@ impl State {
         outcome
     }
 
+    /// Charge (`delta > 0`) or refund (`delta < 0`) `key`'s state at `now` after the fact, then
+    /// answer what a check of one unit would answer now (a [`Mode::Peek`]). The rule of each
+    /// algorithm is in its `adjust`; all share [`adjust_count`]: a charge may take the key at
+    /// most one limit past its quota (so the next requests wait), a refund never goes past a
+    /// full quota. A sliding log takes charges only (a refund leaves it as it is); a
+    /// `concurrency` state is not adjusted (its units are leases).
+    pub fn adjust(&mut self, now: u64, policy: &Policy, delta: i64) -> Decision {
+        if self.algorithm() != policy.algorithm() {
+            *self = State::fresh(policy.algorithm());
+        }
+        match self {
+            State::FixedWindow(s) => s.adjust(now, policy, delta),
+            State::SlidingLog(s) => s.charge(now, policy, delta),
+            State::SlidingWindow(s) => s.adjust(now, policy, delta),
+            State::TokenBucket(s) => s.adjust(now, policy, delta),
+            State::Gcra(s) => s.adjust(now, policy, delta),
+            State::Concurrency(_) => {}
+        }
+        self.decide(now, policy, 1, Mode::Peek)
+    }
+
     /// Apply one request of `cost` at `now` (µs). The cost must already be validated against
     /// the policy (`1 <= cost <= capacity`), and the state must be of the policy's algorithm
     /// (a mismatch is treated as a fresh key). A `concurrency` state is only read: its units
@@ -107,4 +128,25 @@ impl State {
             State::Concurrency(s) => s.peek(now, policy, cost),
         }
     }
+}
+
+/// `counted` after an adjustment of `delta` units of `unit` each: a charge adds up to
+/// `ceiling` (never lowering a count already above it), a refund subtracts down to zero.
+/// Saturating: a delta far beyond the ceiling is the ceiling (the Lua twins compute the same in
+/// doubles, exact wherever the result is below the ceiling).
+#[inline]
+pub fn adjust_count(counted: u64, delta: i64, unit: u64, ceiling: u64) -> u64 {
+    let units = delta.unsigned_abs().saturating_mul(unit);
+    if delta >= 0 {
+        counted.saturating_add(units).min(ceiling).max(counted)
+    } else {
+        counted.saturating_sub(units)
+    }
+}
+
+/// The most a charge may count for a quota of `full`: one more `debt` past it, and never past
+/// what Redis's doubles hold exactly.
+#[inline]
+pub fn charge_ceiling(full: u64, debt: u64) -> u64 {
+    full.saturating_add(debt).min(MAX_EXACT - 1)
 }

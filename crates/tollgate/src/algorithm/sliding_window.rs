@@ -19,11 +19,26 @@ pub struct SlidingWindow {
 }
 
 impl SlidingWindow {
-    /// Allow if the weighted count plus `cost` stays within the limit.
+    /// Charge the current window's count (up to twice the limit, [`super::adjust_count`]), or
+    /// refund from it and then from the previous window's (never below zero).
+    pub fn adjust(&mut self, now: u64, policy: &Policy, delta: i64) {
+        let (window, mut prev, mut curr) = self.counts_at(now, policy);
+        let limit = policy.limit();
+        if delta >= 0 {
+            curr = super::adjust_count(curr, delta, 1, super::charge_ceiling(limit, limit));
+        } else {
+            let refund = delta.unsigned_abs();
+            let from_curr = refund.min(curr);
+            curr -= from_curr;
+            prev = prev.saturating_sub(refund - from_curr);
+        }
+        *self = SlidingWindow { window, curr, prev };
+    }
+
+    /// The window `now` is in, with the previous and current counts as of then.
     #[inline]
-    pub fn decide(&mut self, now: u64, policy: &Policy, cost: u64, mode: Mode) -> Decision {
-        let (limit, period) = (policy.limit(), policy.period_us());
-        let window = current_window(now / period, self.window);
+    fn counts_at(&self, now: u64, policy: &Policy) -> (u64, u64, u64) {
+        let window = current_window(now / policy.period_us(), self.window);
         let (prev, curr) = if window == self.window {
             (self.prev, self.curr)
         } else if window == self.window + 1 {
@@ -31,6 +46,14 @@ impl SlidingWindow {
         } else {
             (0, 0)
         };
+        (window, prev, curr)
+    }
+
+    /// Allow if the weighted count plus `cost` stays within the limit.
+    #[inline]
+    pub fn decide(&mut self, now: u64, policy: &Policy, cost: u64, mode: Mode) -> Decision {
+        let (limit, period) = (policy.limit(), policy.period_us());
+        let (window, prev, curr) = self.counts_at(now, policy);
         let elapsed = now.saturating_sub(window * period);
         let weighted_prev = prev * (period - elapsed);
         let allowed = weighted_prev + (curr + cost) * period <= limit * period;

@@ -15,6 +15,13 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
+    /// Refill since `last`, then charge or refund `delta` tokens ([`bucket::adjust`]).
+    pub fn adjust(&mut self, now: u64, policy: &Policy, delta: i64) {
+        let used = bucket::drain(self.used, now.saturating_sub(self.last), policy);
+        self.used = bucket::adjust(used, policy, delta);
+        self.last = now.max(self.last);
+    }
+
     /// Refill since `last`, then take `cost` tokens if they are there.
     #[inline]
     pub fn decide(&mut self, now: u64, policy: &Policy, cost: u64, mode: Mode) -> Decision {

@@ -20,7 +20,8 @@
 //!
 //! Overrides go to the store (with the timeout; a failure is the caller's error, never decided
 //! by `on_error`). Setting or deleting one forgets this instance's cached rejections of that
-//! policy and key, so a raised limit is obeyed here on the next decision. Decisions made
+//! policy and key, so a raised limit is obeyed here on the next decision; other instances
+//! forget theirs when their store hears of the change ([`Resilient::over_limit_cache`]). Decisions made
 //! without the store (degraded) follow the configured policies: the overrides live in the
 //! store.
 
@@ -28,6 +29,7 @@ pub mod breaker;
 pub mod over_limit_cache;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::algorithm::Mode;
@@ -131,7 +133,8 @@ pub struct Resilient<S> {
     store: S,
     config: ResilienceConfig,
     breaker: CircuitBreaker,
-    cache: Option<OverLimitCache>,
+    /// Shared, so a store's change notifications can reach it ([`Self::over_limit_cache`]).
+    cache: Option<Arc<OverLimitCache>>,
     local: MemoryStore,
     /// Boxed: its counters take a cache line per thread.
     stats: Box<ResilienceStats>,
@@ -144,7 +147,7 @@ impl<S: Store> Resilient<S> {
             store,
             breaker: CircuitBreaker::new(config.breaker),
             cache: (config.over_limit_cache > 0)
-                .then(|| OverLimitCache::new(config.over_limit_cache)),
+                .then(|| Arc::new(OverLimitCache::new(config.over_limit_cache))),
             local: MemoryStore::with_options(Clock::System, config.local_max_keys),
             stats: Box::default(),
             config,
@@ -168,7 +171,13 @@ impl<S: Store> Resilient<S> {
 
     /// Keys held by the over-limit cache.
     pub fn cached_keys(&self) -> usize {
-        self.cache.as_ref().map_or(0, OverLimitCache::len)
+        self.cache.as_ref().map_or(0, |cache| cache.len())
+    }
+
+    /// The over-limit cache, when one is kept: a store that hears of changes made by other
+    /// instances (an override set elsewhere) tells it to forget what it cached for the key.
+    pub fn over_limit_cache(&self) -> Option<&Arc<OverLimitCache>> {
+        self.cache.as_ref()
     }
 
     /// The settings.
@@ -527,6 +536,17 @@ impl<S: Store> Store for Resilient<S> {
         }
         self.local.reset_now(checks);
         self.bounded(self.store.reset(checks)).await
+    }
+
+    /// Bounded like the override calls. A failure is the caller's error: an adjustment is not a
+    /// decision a fallback could make up (and after a timeout it may or may not have applied).
+    /// A refund may open room, so rejections cached for the key are forgotten.
+    async fn adjust(&self, check: Check<'_>, delta: i64) -> Result<Decision, StoreError> {
+        let result = self.bounded(self.store.adjust(check, delta)).await;
+        if let Some(cache) = &self.cache {
+            cache.forget(check.name, check.key);
+        }
+        result
     }
 
     async fn set_override(&self, target: Check<'_>, value: &Override) -> Result<(), StoreError> {

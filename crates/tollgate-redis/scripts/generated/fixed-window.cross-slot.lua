@@ -1,0 +1,310 @@
+#!lua flags=allow-cross-slot-keys
+-- A Cluster node's batch (cluster.rs): keys of several slots, which Redis refuses when they are
+-- declared, so they come in ARGV after their count. Redis checks each access against the slots
+-- this node serves; a key it does not serve fails its check alone, before anything is written.
+local KEYS, ARGV = { unpack(ARGV, 2, tonumber(ARGV[1]) + 1) }, { unpack(ARGV, tonumber(ARGV[1]) + 2) }
+local batched = true
+-- tollgate: the Lua twins of crates/tollgate/src/algorithm/*.rs, in two shapes (script.rs):
+--
+-- * one policy (one_policy.lua): one script per algorithm, its block alone;
+-- * several policies of one identifier (several_policies.lua): one script, every block.
+--
+-- Every value they handle is an integer below 2^53 (policy validation guarantees it), so
+-- Lua's doubles hold them exactly, and floor/ceil of a quotient of two such integers is exact
+-- as well. Comparisons are arranged so that no sum exceeds 2^53 either. State is stored as
+-- little-endian doubles (`struct.pack`): exact for these integers, and neither formatted nor
+-- parsed as text.
+--
+-- Why blocks and not functions: Redis runs a script's whole chunk on every call, so every
+-- `local function` here would be a new closure per call (measured with callgrind: about 1,000
+-- Redis instructions each, while a whole GCRA decision costs about 65,000). Each algorithm file
+-- is therefore a block, pasted into a frame by script.rs, that reads
+--   key, now, cost, consume, limit, period, capacity
+-- and sets
+--   allowed, remaining, reset, retry        the decision (µs for the last two)
+--   state, ttl_us                           only when it consumed: the new value to SET and
+--                                           how long until it is back to a full quota.
+-- The sliding log keeps a list and writes it itself; it sets only ttl_us. After the block,
+-- write.lua gives the key a TTL of ttl_us rounded up to ms plus one second: from then on the
+-- state decides exactly as an absent key, so expiry never changes a decision (the extra
+-- second guards against expiry racing a decision).
+
+-- An adjustment (mode 'a') changes the state by a signed delta before the block decides one
+-- unit as a peek (State::adjust): a charge counts up to one limit past the quota (never past
+-- MAX_COUNT, the largest integer a double holds exactly), a refund down to zero.
+local MAX_COUNT = 9007199254740991
+-- A stored value that is not ours fails loudly rather than hand out a fresh quota.
+local MALFORMED = 'TOLLGATE malformed rate-limit state at '
+local ALGORITHM = 'fixed-window'
+-- One policy: the frame of the per-algorithm scripts. One call decides one check or, when
+-- several waited at once, a batch of checks of this algorithm (batch.rs): each decided in
+-- turn, exactly as if each were a call of its own, the batch as a whole atomic. Batching
+-- saves Redis the price of a call (about 14k of its 65k instructions per decision,
+-- BENCHMARKS.md) and the clock read for all but one decision.
+--
+-- `batched` (set by the line script.rs puts first) is true in the batch form, which decides
+-- even one check as a batch; the single form decides a lone check inline.
+-- KEYS: per check (n >= 1): its state key, then its override key (override.lua).
+-- ARGV: per check: cost, limit, period_us, capacity (burst for token bucket and GCRA, else
+--       limit); then, both optional: mode ('c' consume, the default, 'p' peek, or 'a' adjust:
+--       cost is then a signed delta, charged or refunded after the fact, and the answer is a
+--       peek of one unit afterwards; State::adjust in algorithm/mod.rs) and now in µs (tests
+--       inject time; production never does, and Redis TIME is read).
+-- Returns, for one check, its allowed (1/0), remaining, reset_after_us, retry_after_us and
+-- the limit it was decided under (its capacity) as five little-endian doubles (exact integers): one bulk string, which costs Redis less than a
+-- table of four integers and the client far less to parse. For n checks, their n answers
+-- concatenated; only if some check failed (a foreign value under its key, say), an array of
+-- n elements instead: each answer, or that check's error.
+local count = #KEYS / 2
+local mode = ARGV[4 * count + 1]
+local adjust = mode == 'a'
+local consume = mode ~= 'p' and not adjust
+local now = tonumber(ARGV[4 * count + 2])
+if not now then
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+end
+if count == 1 and not batched then
+  -- A check of its own: the block inline (a function would be a closure per call, about 2.5k
+  -- Redis instructions), and an error is the call's error, as any script error.
+  local key, okey, cost, limit, period, capacity = KEYS[1], KEYS[2],
+    tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+  local allowed, remaining, reset, retry, state, ttl_us
+-- The key's override, read in the same call that decides (overrides.rs): a hash at `okey`,
+-- in the state's slot, whose fields replace limit, period and capacity when it was set for
+-- this algorithm (an override set before a reload changed the policy's algorithm does not
+-- apply). A cost above the capacity can never pass while it stands: rejected, nothing written,
+-- retry after one period (an adjustment's delta is not a cost: it always runs the block). The
+-- block below runs only otherwise (its `end` follows it).
+local overridden = redis.call('HMGET', okey, 'algorithm', 'limit', 'period_us', 'burst')
+if overridden[1] == ALGORITHM then
+  limit, period, capacity =
+    tonumber(overridden[2]), tonumber(overridden[3]), tonumber(overridden[4])
+end
+if cost > capacity and not adjust then
+  -- One period; for a monthly policy (period 0) the longest month (calendar.rs).
+  local wait = period
+  if wait == 0 then
+    wait = 2678400000000
+  end
+  allowed, remaining, reset, retry = false, 0, wait, wait
+else
+-- Fixed window (code 1): a counter per window [k*P, (k+1)*P) aligned to the Unix epoch.
+-- State: window, count; window = floor(t / P) of the count, so decisions never depend on when
+-- the key expires.
+local stored, counted = 0, 0
+local value = redis.call('GET', key)
+if value then
+  if #value ~= 16 then
+    error({ err = MALFORMED .. key })
+  end
+  stored, counted = struct.unpack('<dd', value)
+end
+local window, until_end
+if period == 0 then
+  -- A monthly policy (period 0 in ARGV): window = UTC calendar months since January 1970,
+  -- by calendar.rs's integer arithmetic (civil_from_days, then days_from_civil of the next).
+  local z = math.floor(now / 86400000000) + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local mp = math.floor((5 * (doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))) + 2) / 153)
+  local month = mp < 10 and mp + 3 or mp - 9
+  local year = yoe + era * 400 + (month <= 2 and 1 or 0)
+  window = (year - 1970) * 12 + month - 1
+  if stored > window and stored <= window + 1 then
+    window = stored
+  end
+  local y, m = 1970 + math.floor((window + 1) / 12), (window + 1) % 12 + 1
+  if m <= 2 then
+    y = y - 1
+  end
+  local y_era = math.floor(y / 400)
+  local y_of_era = y - y_era * 400
+  local first = y_of_era * 365 + math.floor(y_of_era / 4) - math.floor(y_of_era / 100)
+    + math.floor((153 * ((m + 9) % 12) + 2) / 5)
+  until_end = math.max((y_era * 146097 + first - 719468) * 86400000000 - now, 0)
+else
+  -- fixed_window.rs current_window: a clock that steps back never reopens a window already
+  -- counted; a stored window more than one ahead was counted under a longer period (the
+  -- policy changed) and is stale.
+  window = math.floor(now / period)
+  if stored > window and stored <= window + 1 then
+    window = stored
+  end
+  until_end = math.max((window + 1) * period - now, 0)
+end
+if window ~= stored then
+  counted = 0
+end
+if adjust then
+  -- FixedWindow::adjust: the debt is not carried past the window's end.
+  if cost >= 0 then
+    counted = math.max(math.min(counted + cost, 2 * limit, MAX_COUNT), counted)
+  else
+    counted = math.max(counted + cost, 0)
+  end
+  state, ttl_us, cost = struct.pack('<dd', window, counted), until_end, 1
+end
+-- cost <= limit - counted rather than counted + cost <= limit: the sum could pass 2^53.
+allowed = cost <= limit - counted
+if allowed and consume then
+  counted = counted + cost
+  state, ttl_us = struct.pack('<dd', window, counted), until_end
+end
+reset, retry = 0, 0
+if counted > 0 then
+  reset = until_end
+end
+if not allowed then
+  retry = until_end
+end
+remaining = math.max(limit - counted, 0)
+end
+-- After a block: the new state (or, for the sliding log, only the TTL) of a consuming decision.
+if ttl_us then
+  local ttl = string.format('%d', math.ceil(ttl_us / 1000) + 1000)
+  if state then
+    redis.call('SET', key, state, 'PX', ttl)
+  else
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+  return struct.pack('<ddddd', allowed and 1 or 0, remaining, reset, retry, capacity)
+end
+
+-- A batch: the same block again, as a function (one closure per call, whatever n is).
+local function decide(key, okey, cost, limit, period, capacity)
+  local allowed, remaining, reset, retry, state, ttl_us
+-- The key's override, read in the same call that decides (overrides.rs): a hash at `okey`,
+-- in the state's slot, whose fields replace limit, period and capacity when it was set for
+-- this algorithm (an override set before a reload changed the policy's algorithm does not
+-- apply). A cost above the capacity can never pass while it stands: rejected, nothing written,
+-- retry after one period (an adjustment's delta is not a cost: it always runs the block). The
+-- block below runs only otherwise (its `end` follows it).
+local overridden = redis.call('HMGET', okey, 'algorithm', 'limit', 'period_us', 'burst')
+if overridden[1] == ALGORITHM then
+  limit, period, capacity =
+    tonumber(overridden[2]), tonumber(overridden[3]), tonumber(overridden[4])
+end
+if cost > capacity and not adjust then
+  -- One period; for a monthly policy (period 0) the longest month (calendar.rs).
+  local wait = period
+  if wait == 0 then
+    wait = 2678400000000
+  end
+  allowed, remaining, reset, retry = false, 0, wait, wait
+else
+-- Fixed window (code 1): a counter per window [k*P, (k+1)*P) aligned to the Unix epoch.
+-- State: window, count; window = floor(t / P) of the count, so decisions never depend on when
+-- the key expires.
+local stored, counted = 0, 0
+local value = redis.call('GET', key)
+if value then
+  if #value ~= 16 then
+    error({ err = MALFORMED .. key })
+  end
+  stored, counted = struct.unpack('<dd', value)
+end
+local window, until_end
+if period == 0 then
+  -- A monthly policy (period 0 in ARGV): window = UTC calendar months since January 1970,
+  -- by calendar.rs's integer arithmetic (civil_from_days, then days_from_civil of the next).
+  local z = math.floor(now / 86400000000) + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local mp = math.floor((5 * (doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))) + 2) / 153)
+  local month = mp < 10 and mp + 3 or mp - 9
+  local year = yoe + era * 400 + (month <= 2 and 1 or 0)
+  window = (year - 1970) * 12 + month - 1
+  if stored > window and stored <= window + 1 then
+    window = stored
+  end
+  local y, m = 1970 + math.floor((window + 1) / 12), (window + 1) % 12 + 1
+  if m <= 2 then
+    y = y - 1
+  end
+  local y_era = math.floor(y / 400)
+  local y_of_era = y - y_era * 400
+  local first = y_of_era * 365 + math.floor(y_of_era / 4) - math.floor(y_of_era / 100)
+    + math.floor((153 * ((m + 9) % 12) + 2) / 5)
+  until_end = math.max((y_era * 146097 + first - 719468) * 86400000000 - now, 0)
+else
+  -- fixed_window.rs current_window: a clock that steps back never reopens a window already
+  -- counted; a stored window more than one ahead was counted under a longer period (the
+  -- policy changed) and is stale.
+  window = math.floor(now / period)
+  if stored > window and stored <= window + 1 then
+    window = stored
+  end
+  until_end = math.max((window + 1) * period - now, 0)
+end
+if window ~= stored then
+  counted = 0
+end
+if adjust then
+  -- FixedWindow::adjust: the debt is not carried past the window's end.
+  if cost >= 0 then
+    counted = math.max(math.min(counted + cost, 2 * limit, MAX_COUNT), counted)
+  else
+    counted = math.max(counted + cost, 0)
+  end
+  state, ttl_us, cost = struct.pack('<dd', window, counted), until_end, 1
+end
+-- cost <= limit - counted rather than counted + cost <= limit: the sum could pass 2^53.
+allowed = cost <= limit - counted
+if allowed and consume then
+  counted = counted + cost
+  state, ttl_us = struct.pack('<dd', window, counted), until_end
+end
+reset, retry = 0, 0
+if counted > 0 then
+  reset = until_end
+end
+if not allowed then
+  retry = until_end
+end
+remaining = math.max(limit - counted, 0)
+end
+-- After a block: the new state (or, for the sliding log, only the TTL) of a consuming decision.
+if ttl_us then
+  local ttl = string.format('%d', math.ceil(ttl_us / 1000) + 1000)
+  if state then
+    redis.call('SET', key, state, 'PX', ttl)
+  else
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+  return struct.pack('<ddddd', allowed and 1 or 0, remaining, reset, retry, capacity)
+end
+
+-- A check that fails has written nothing (every block reads, and fails, before it
+-- writes) and fails alone; the others stand, as they would have as calls of their own.
+-- Checks of one policy repeat its arguments: equal strings are one interned string in Lua, so
+-- comparing them is a pointer comparison, and each is parsed (strtod: about 1k instructions)
+-- only when it differs from the check before.
+local answers, failed = {}, false
+local texts, numbers = {}, {}
+for i = 1, count do
+  local b = 4 * i - 4
+  for j = 1, 4 do
+    local text = ARGV[b + j]
+    if text ~= texts[j] then
+      texts[j], numbers[j] = text, tonumber(text)
+    end
+  end
+  local ok, answer = pcall(decide, KEYS[2 * i - 1], KEYS[2 * i], numbers[1], numbers[2], numbers[3], numbers[4])
+  if ok then
+    answers[i] = answer
+  else
+    failed = true
+    answers[i] = { err = type(answer) == 'table' and answer.err or tostring(answer) }
+  end
+end
+if failed then
+  return answers
+end
+return table.concat(answers)

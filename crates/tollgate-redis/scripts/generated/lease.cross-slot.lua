@@ -1,0 +1,111 @@
+#!lua flags=allow-cross-slot-keys
+-- A Cluster node's batch (cluster.rs): keys of several slots, which Redis refuses when they are
+-- declared, so they come in ARGV after their count. Redis checks each access against the slots
+-- this node serves; a key it does not serve fails its check alone, before anything is written.
+local KEYS, ARGV = { unpack(ARGV, 2, tonumber(ARGV[1]) + 1) }, { unpack(ARGV, tonumber(ARGV[1]) + 2) }
+-- A batch of lease operations (batch.rs): each applied in turn, exactly as if it were a call
+-- of its own, the batch as a whole atomic.
+-- KEYS: one lease set per operation. ARGV: per operation op, lease id, cost, limit, lease in
+-- µs; then optionally now in µs. Returns the answers concatenated; only if some operation
+-- failed, an array of each answer or that operation's error.
+local count = #KEYS
+local now = tonumber(ARGV[5 * count + 1])
+if not now then
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+end
+
+-- An integer as text with all its digits (tostring keeps only 14 significant digits).
+local function int(x)
+  return string.format('%d', x)
+end
+
+local function apply(key, op, id, cost, limit, lease)
+  local answer
+-- Concurrency (crates/tollgate/src/algorithm/concurrency.rs): at most `limit` units leased at
+-- once per key; a lease not released expires `lease` after it was granted or renewed.
+--
+-- A block, pasted by script.rs into lease_single.lua (one operation) and lease_batch.lua (a
+-- batch of them): it reads key, op, id, cost, limit, lease, now and sets `answer`.
+--
+-- key:  a sorted set with one member per leased unit, scored by its lease's expiry (µs): the
+--       lease id for a lease's first unit, `<id>#<k>` for its unit k. So the units held are
+--       ZCARD, and the units expiring first are the lowest scores.
+-- op:   'a' acquire, 'r' release, 'n' renew; id: the lease id; cost: the lease's units.
+-- answer: allowed (acquire granted, released lease was held, renewed lease was found),
+--       remaining, reset_after_us, retry_after_us, lease_expires_in_us: five little-endian
+--       doubles.
+
+-- Leases whose expiry has come are released: trimmed before anything is counted.
+redis.call('ZREMRANGEBYSCORE', key, '-inf', int(now))
+local held = redis.call('ZCARD', key)
+local units = { id }
+for k = 2, cost do
+  units[k] = id .. '#' .. k
+end
+-- ZADD arguments setting every unit of the lease to expire a full lease from now.
+local function scored()
+  local args, expiry = {}, int(now + lease)
+  for k = 1, cost do
+    args[2 * k - 1], args[2 * k] = expiry, units[k]
+  end
+  return args
+end
+
+local allowed, retry, expires_in = false, 0, 0
+if op == 'a' then
+  if cost <= limit - held then
+    -- An id granted again (a retried request) keeps its members: ZADD only rescores them, and
+    -- counts only the members it added.
+    held = held + redis.call('ZADD', key, unpack(scored()))
+    allowed, expires_in = true, lease
+  else
+    -- Refused: wait until the unit whose expiry frees enough units has expired.
+    local rank = held + cost - limit - 1
+    local unit = redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')
+    retry = math.max(tonumber(unit[2]) - now, 0)
+  end
+elseif op == 'r' then
+  local removed = redis.call('ZREM', key, unpack(units))
+  allowed = removed > 0
+  held = held - removed
+elseif op == 'n' then
+  if redis.call('ZSCORE', key, id) then
+    redis.call('ZADD', key, 'XX', unpack(scored()))
+    allowed, expires_in = true, lease
+  end
+else
+  error({ err = 'TOLLGATE unknown lease operation ' .. tostring(op) })
+end
+
+-- The key lives until its last lease expires (an empty sorted set is deleted by Redis). Only
+-- a granted or renewed lease can outlast the key's TTL: a release or a refusal leaves it.
+local reset = 0
+local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+if last[2] then
+  reset = tonumber(last[2]) - now
+  if expires_in > 0 then
+    redis.call('PEXPIRE', key, int(math.ceil(reset / 1000) + 1000))
+  end
+end
+answer = struct.pack('<ddddd', allowed and 1 or 0, math.max(limit - held, 0), reset, retry,
+  expires_in)
+  return answer
+end
+
+local answers, failed = {}, false
+for i = 1, count do
+  local b = 5 * i - 5
+  local ok, answer = pcall(apply, KEYS[i], ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]),
+    tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]))
+  if ok then
+    answers[i] = answer
+  else
+    failed = true
+    answers[i] = { err = type(answer) == 'table' and answer.err or tostring(answer) }
+  end
+end
+if failed then
+  return answers
+end
+return table.concat(answers)
