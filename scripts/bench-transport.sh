@@ -11,7 +11,13 @@
 # the script calls, summed over the Cluster's nodes, divided by decisions), and the per
 # repetition ratios Cluster / standalone:
 #
-#   A=/path/to/redis_load TOPOLOGY=cluster [N=400000] [REPEAT=5] scripts/bench-transport.sh
+#   A=/path/to/redis_load TOPOLOGY=cluster [N=400000] [REPEAT=5] [CLUSTER_CONCURRENCY=50] \
+#     scripts/bench-transport.sh
+#
+# CLUSTER_CONCURRENCY sets the Cluster side's calls in flight (150: as many per master as the
+# standalone side has). Redis CPU is given twice: by commandstats, which times each call by the
+# wall clock (so also counts time a process spent descheduled mid-call on a busy host), and by
+# the redis-server processes' own CPU time (/proc/<pid>/stat, every command and the event loop).
 #
 # Build each side with `cargo build --release -p tollgate-redis --bench redis_load` at its
 # commit and copy target/release/deps/redis_load-<hash>. Prints JSON lines (one per run) and
@@ -27,25 +33,29 @@ RUN=$(mktemp -d)
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
-# A redis-server on port $1 (further arguments are its config), pid in $RUN/redis-$1.pid.
+# Start a redis-server on a free port (its config: the arguments) and print the port; its pid
+# goes to $RUN/redis-<port>.pid. Another port is tried when one was taken meanwhile.
 start_redis() {
-  local port=$1
-  shift
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
-    --dir "$RUN" --pidfile "$RUN/redis-$port.pid" --logfile "$RUN/redis-$port.log" "$@"
-  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && return; sleep 0.1; done
-  echo "redis-server on $port did not start" >&2
+  local port
+  for _ in 1 2 3 4 5; do
+    port=$(free_port)
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+      --dir "$RUN" --pidfile "$RUN/redis-$port.pid" --logfile "$RUN/redis-$port.log" "$@"
+    for _ in $(seq 50); do
+      if redis-cli -p "$port" ping >/dev/null 2>&1; then echo "$port"; return; fi
+      sleep 0.1
+    done
+  done
+  echo "redis-server did not start: $(tail -3 "$RUN/redis-$port.log")" >&2
   exit 1
 }
-trap 'for p in "$RUN"/redis-*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done; rm -rf "$RUN"' EXIT
-PORT=$(free_port)
-start_redis "$PORT"
+trap 'for p in "$RUN"/redis-*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done; sleep 0.3; rm -rf "$RUN"' EXIT
+PORT=$(start_redis)
 
 if [ "$TOPOLOGY" = cluster ]; then
   NODES=()
   for _ in 1 2 3; do
-    p=$(free_port)
-    start_redis "$p" --cluster-enabled yes --cluster-config-file "nodes-$p.conf"
+    p=$(start_redis --cluster-enabled yes --cluster-config-file "nodes-$RANDOM$RANDOM.conf")
     NODES+=("127.0.0.1:$p")
   done
   redis-cli --cluster create "${NODES[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
@@ -55,12 +65,29 @@ if [ "$TOPOLOGY" = cluster ]; then
   done
   CLUSTER_URL="redis+cluster://$(IFS=,; echo "${NODES[*]}")"
   LINES="$RUN/lines.jsonl"
+  # CPU time (clock ticks, user + system) the given ports' redis-server processes have used.
+  cpu_ticks() {
+    local total=0 port
+    for port in "$@"; do
+      read -r -a stat <"/proc/$(cat "$RUN/redis-$port.pid")/stat"
+      total=$((total + stat[13] + stat[14]))
+    done
+    echo "$total"
+  }
+  CLUSTER_PORTS=("${NODES[@]#*:}")
   for rep in $(seq "$REPEAT"); do
     order="standalone cluster"; [ $((rep % 2)) = 0 ] && order="cluster standalone"
     for side in $order; do
-      url="redis://127.0.0.1:$PORT"; [ "$side" = cluster ] && url=$CLUSTER_URL
-      timeout 300 "$A" load "$url" --algorithm gcra --concurrency 50 --requests "$N" \
-        --keys 10000 --variant "$side rep$rep" | tee -a "$LINES"
+      url="redis://127.0.0.1:$PORT" ports=("$PORT") concurrency=50
+      if [ "$side" = cluster ]; then
+        url=$CLUSTER_URL ports=("${CLUSTER_PORTS[@]}") concurrency=${CLUSTER_CONCURRENCY:-50}
+      fi
+      before=$(cpu_ticks "${ports[@]}")
+      line=$(timeout 300 "$A" load "$url" --algorithm gcra --concurrency "$concurrency" --requests "$N" \
+        --keys 10000 --variant "$side rep$rep")
+      ticks=$(($(cpu_ticks "${ports[@]}") - before))
+      echo "${line%\}},\"redis_process_cpu_s\":$(echo "$ticks / $(getconf CLK_TCK)" | bc -l)}" |
+        tee -a "$LINES"
     done
   done
   python3 - "$LINES" <<'EOF'
@@ -70,18 +97,19 @@ for line in open(sys.argv[1]):
     r = json.loads(line)
     side, rep = r["variant"].split()
     usec = r["redis_usec_per_call"] * r["redis_calls_per_decision"]
-    runs.setdefault(rep, {})[side] = (r["rps"], usec, r["redis_calls_per_decision"])
+    process = r["redis_process_cpu_s"] * 1e6 / r["decisions"]
+    runs.setdefault(rep, {})[side] = (r["rps"], usec, r["redis_calls_per_decision"], process)
 med = lambda xs: statistics.median(xs)
 for side in ("standalone", "cluster"):
     rows = [reps[side] for reps in runs.values()]
     print(f"{side:10}  {med([r[0] for r in rows]):9.0f} decisions/s  "
-          f"{med([r[1] for r in rows]):6.2f} µs Redis CPU/decision  "
+          f"{med([r[1] for r in rows]):6.2f} µs commandstats CPU/decision  "
+          f"{med([r[3] for r in rows]):6.2f} µs process CPU/decision  "
           f"{med([r[2] for r in rows]):.3f} script calls/decision")
-ratios = [(reps["cluster"][0] / reps["standalone"][0], reps["cluster"][1] / reps["standalone"][1])
-          for reps in runs.values()]
-print("cluster/standalone per repetition: rate " + " ".join(f"{r[0]:.2f}" for r in ratios)
-      + f" (median {med([r[0] for r in ratios]):.2f}); CPU/decision "
-      + " ".join(f"{r[1]:.2f}" for r in ratios) + f" (median {med([r[1] for r in ratios]):.2f})")
+ratios = [[reps["cluster"][i] / reps["standalone"][i] for i in (0, 1, 3)] for reps in runs.values()]
+for i, name in enumerate(("rate", "commandstats CPU/decision", "process CPU/decision")):
+    print(f"cluster/standalone {name}: " + " ".join(f"{r[i]:.2f}" for r in ratios)
+          + f" (median {med([r[i] for r in ratios]):.2f})")
 EOF
   exit 0
 fi
