@@ -50,8 +50,8 @@ use crate::cluster;
 ///
 /// Each command passes through redis-rs's connection task on its way out and back, so a batch
 /// spends longer outside Redis than its round trip; more commands in flight keep Redis busy
-/// meanwhile. Measured (BENCHMARKS.md): at most two in flight from 8 waiting was best at 16
-/// callers and the slowest at 50; this rule is as good as the best fixed one at 16, 50 and 64.
+/// meanwhile. Of the rules measured (bench/HISTORY.md, "One Redis transport"), this one was as
+/// good as the best fixed one at 16, 50 and 64 callers.
 const BATCHES_IN_FLIGHT: usize = 4;
 
 /// Calls that wait, per command of their queue already unanswered, before one more goes out:

@@ -9,8 +9,9 @@ use tollgate_server::logging;
 use tollgate_server::server::{Server, shutdown_signal};
 
 /// mimalloc instead of glibc's malloc: a request allocates a dozen small blocks (head, body,
-/// response, headers), and glibc's malloc and free took 14 % of the server's user-space
-/// instructions per decision; mimalloc's thread-local free lists take a fraction of that.
+/// response, headers), and glibc's malloc and free were a large share of the server's
+/// user-space instructions per decision (bench/HISTORY.md); mimalloc's thread-local free lists
+/// take a fraction of that.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -2,7 +2,7 @@
 //!
 //! axum's `Router` did this before, at a price paid on every decision: it cloned a boxed
 //! service per request, boxed the response future three times and stored the matched path in
-//! the request's extensions (9 of the 22 allocations a decision made, BENCHMARKS.md). A fixed
+//! the request's extensions (most of the allocations a decision made, bench/HISTORY.md). A fixed
 //! API needs none of that.
 
 use ::http::{HeaderValue, Method};

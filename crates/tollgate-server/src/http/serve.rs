@@ -4,7 +4,7 @@
 //! `axum::serve` (which served the API before) never times out a request head, so a client that sent half a head and stopped,
 //! or sent it a byte every second (a "slowloris"), held its connection and task forever. hyper
 //! can time heads itself (`header_read_timeout`), but it arms a timer for every request, which
-//! cost 4 % of the API's throughput. Instead each connection has one watchdog ticking every
+//! cost a measurable share of the API's throughput (bench/HISTORY.md). Instead each connection has one watchdog ticking every
 //! [`WATCH_EVERY`]: the connection counts the bytes it reads and the requests it starts and
 //! finishes, and the watchdog closes it when, with no request in flight, bytes have arrived that
 //! started no request for two ticks in a row (at most [`HEADER_TIMEOUT`]). Idle keep-alive connections
