@@ -202,17 +202,7 @@ impl SentinelMaster {
         }
         let mut last_error = None;
         for sentinel in &self.sentinels {
-            let named = async {
-                let mut connection = sentinel
-                    .get_multiplexed_async_connection_with_config(&self.config)
-                    .await?;
-                redis::cmd("SENTINEL")
-                    .arg("GET-MASTER-ADDR-BY-NAME")
-                    .arg(&self.master_name)
-                    .query_async::<Option<(String, u16)>>(&mut connection)
-                    .await
-            };
-            match named.await {
+            match self.named_by(sentinel).await {
                 Ok(Some((host, port))) => match self.connect_master(&host, port).await {
                     Ok(connection) => return Ok(connection),
                     Err(e) => last_error = Some(e),
@@ -237,17 +227,7 @@ impl SentinelMaster {
     pub(crate) async fn master_client(&self) -> RedisResult<redis::Client> {
         let mut last_error = None;
         for sentinel in &self.sentinels {
-            let named = async {
-                let mut connection = sentinel
-                    .get_multiplexed_async_connection_with_config(&self.config)
-                    .await?;
-                redis::cmd("SENTINEL")
-                    .arg("GET-MASTER-ADDR-BY-NAME")
-                    .arg(&self.master_name)
-                    .query_async::<Option<(String, u16)>>(&mut connection)
-                    .await
-            };
-            match named.await {
+            match self.named_by(sentinel).await {
                 Ok(Some((host, port))) => return self.client_of(&host, port),
                 Ok(None) => {}
                 Err(e) => last_error = Some(e),
@@ -259,6 +239,18 @@ impl SentinelMaster {
                 "no Sentinel names the master",
             ))
         }))
+    }
+
+    /// The master `sentinel` names (`SENTINEL GET-MASTER-ADDR-BY-NAME`), if it knows it.
+    async fn named_by(&self, sentinel: &redis::Client) -> RedisResult<Option<(String, u16)>> {
+        let mut connection = sentinel
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(&self.master_name)
+            .query_async(&mut connection)
+            .await
     }
 
     /// A client of the data node at `host:port`, with the URL's credentials, database and TLS.

@@ -174,15 +174,7 @@ async fn sentinel_switch_moves_decisions_at_once() {
         .await
         .unwrap();
     consume(&store, "warm").await.unwrap();
-    let old = deployment.master_index().unwrap();
-    // Sentinel refuses (NOGOODSLAVE) until it has seen the replica healthy.
-    wait_until("sentinel to accept a failover", || {
-        deployment.sentinels()[0]
-            .query::<String>(&["SENTINEL", "FAILOVER", deployment.master_name()])
-            .is_ok()
-    })
-    .await;
-    let new = deployment.wait_failover(old).unwrap();
+    let (old, new) = graceful_failover(&deployment).await;
     let new_master = &deployment.data_nodes()[new];
     let started = Instant::now();
     for attempt in 0.. {
@@ -201,6 +193,19 @@ async fn sentinel_switch_moves_decisions_at_once() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `SENTINEL FAILOVER`, once Sentinel accepts it (it refuses, NOGOODSLAVE, until it has seen
+/// the replica healthy), and the failover's end: the old and the new master's indexes.
+async fn graceful_failover(deployment: &RedisSentinel) -> (usize, usize) {
+    let old = deployment.master_index().unwrap();
+    wait_until("sentinel to accept a failover", || {
+        deployment.sentinels()[0]
+            .query::<String>(&["SENTINEL", "FAILOVER", deployment.master_name()])
+            .is_ok()
+    })
+    .await;
+    (old, deployment.wait_failover(old).unwrap())
 }
 
 async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
@@ -307,14 +312,7 @@ async fn two_instances_through_a_switch_stay_within_the_limit() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let old = deployment.master_index().unwrap();
-    wait_until("sentinel to accept a failover", || {
-        deployment.sentinels()[0]
-            .query::<String>(&["SENTINEL", "FAILOVER", deployment.master_name()])
-            .is_ok()
-    })
-    .await;
-    let new = deployment.wait_failover(old).unwrap();
+    let (old, new) = graceful_failover(&deployment).await;
     // Past the moment Sentinel demotes the old master and it resyncs from the new one.
     wait_until("the old master to become a replica", || {
         role(&deployment.data_nodes()[old]).as_deref() == Some("slave")

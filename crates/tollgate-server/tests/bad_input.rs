@@ -544,15 +544,7 @@ async fn a_body_that_never_arrives_gets_408() {
         (Duration::from_secs(9)..Duration::from_secs(25)).contains(&waited),
         "answered after {waited:?}"
     );
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("tollgate_errors_total{code=\"request_timeout\"} 1"),
         "{metrics}"

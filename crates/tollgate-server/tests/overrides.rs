@@ -353,15 +353,7 @@ async fn a_raised_limit_beats_every_instances_cached_rejections() {
         for _ in 0..2 {
             assert_eq!(server.check(check.clone()).await.json["allowed"], false);
         }
-        let metrics = server
-            .client
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = server.metrics().await;
         let hits = metrics
             .lines()
             .find_map(|line| line.strip_prefix("tollgate_over_limit_cache_hits_total "))

@@ -332,3 +332,62 @@ async fn sighup_without_a_config_file_does_not_stop_the_server() {
     assert_eq!(reloads(&client, &server).await, (0, 0));
     assert_eq!(server.terminate().code(), Some(0));
 }
+
+/// On Redis, a reload leaves the store alone: a policy whose limit changes keeps the count of
+/// its window and its overrides (same keys), read under the new limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_redis_a_changed_policy_keeps_its_state_and_overrides() {
+    use tollgate_server::config::{Overrides, Settings, StoreUrl};
+    let redis = tollgate_testkit::RedisServer::start().expect("redis-server starts");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tollgate.yaml");
+    std::fs::write(&file, config(5)).unwrap();
+    let settings = Settings::load(Overrides {
+        config: Some(file.clone()),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        store_url: Some(StoreUrl::Redis(redis.node().url())),
+        ..Overrides::default()
+    })
+    .unwrap();
+    let server = common::TestServer::start_with(settings).await;
+    for _ in 0..3 {
+        let reply = server.check(json!({"policy": "api", "key": "k"})).await;
+        assert_eq!(reply.json["allowed"], true, "{:?}", reply.json);
+    }
+    let response = server
+        .client
+        .put(server.url("/v1/overrides"))
+        .json(&json!({"policy": "api", "key": "vip", "limit": 50}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    replace(&file, &config(7));
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let reply = server.get("/v1/policies").await;
+        if reply.json["policies"][0]["limit"] == 7 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "limit 7 not in force: {:?}",
+            reply.json
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = server.check(json!({"policy": "api", "key": "k"})).await;
+    assert_eq!(
+        (
+            reply.json["limit"].as_u64(),
+            reply.json["remaining"].as_u64()
+        ),
+        (Some(7), Some(3)),
+        "{:?}",
+        reply.json
+    );
+    let reply = server.check(json!({"policy": "api", "key": "vip"})).await;
+    assert_eq!(reply.json["limit"], 50, "{:?}", reply.json);
+    server.stop().await;
+}

@@ -102,6 +102,18 @@ impl TestServer {
         .await
     }
 
+    /// `GET /metrics`, as text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("request sent")
+            .text()
+            .await
+            .expect("metrics read")
+    }
+
     /// `GET /v1/peek` for `policy` and `key`.
     pub async fn peek(&self, policy: &str, key: &str) -> Reply {
         self.get(&format!("/v1/peek?policy={policy}&key={key}"))
