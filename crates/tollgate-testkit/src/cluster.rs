@@ -207,31 +207,42 @@ impl RedisCluster {
         let id = |index: usize| -> Result<String, Error> {
             self.nodes[index].query_string(&["CLUSTER", "MYID"])
         };
-        let mut command = Command::new("redis-cli");
-        command
-            .arg("--cluster")
-            .arg("reshard")
-            .arg(self.nodes[from].addr())
-            .args(["--cluster-from", &id(from)?, "--cluster-to", &id(to)?])
-            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let child =
-            crate::spawner::spawn(command).map_err(|e| Error::io("running redis-cli", e))?;
-        let output = child
-            .wait_with_output()
-            .map_err(|e| Error::io("waiting for redis-cli", e))?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        // redis-cli exits 0 even when a MIGRATE failed; it then prints `[ERR]`.
-        if !output.status.success() || stdout.contains("[ERR]") {
-            return Err(Error::Start(format!(
-                "redis-cli --cluster reshard failed: {}{}",
-                stdout.lines().rev().take(5).collect::<Vec<_>>().join("\n"),
-                String::from_utf8_lossy(&output.stderr)
-            )));
+        let (from_id, to_id) = (id(from)?, id(to)?);
+        let deadline = Instant::now() + FORM_TIMEOUT;
+        loop {
+            let mut command = Command::new("redis-cli");
+            command
+                .arg("--cluster")
+                .arg("reshard")
+                .arg(self.nodes[from].addr())
+                .args(["--cluster-from", &from_id, "--cluster-to", &to_id])
+                .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let child =
+                crate::spawner::spawn(command).map_err(|e| Error::io("running redis-cli", e))?;
+            let output = child
+                .wait_with_output()
+                .map_err(|e| Error::io("waiting for redis-cli", e))?;
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            // Right after a reshard the nodes may not all know its new configuration yet:
+            // redis-cli then refuses before it moves anything, so try again.
+            if stdout.contains("Nodes don't agree about configuration") && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            // redis-cli exits 0 even when a MIGRATE failed; it then prints `[ERR]`.
+            if !output.status.success() || stdout.contains("[ERR]") {
+                return Err(Error::Start(format!(
+                    "redis-cli --cluster reshard failed: {}{}",
+                    stdout.lines().rev().take(5).collect::<Vec<_>>().join("\n"),
+                    String::from_utf8_lossy(&output.stderr)
+                )));
+            }
+            return Ok(());
         }
-        Ok(())
     }
 
     /// Kill (SIGKILL) the master of `key`'s slot and return its index; its replica takes over
