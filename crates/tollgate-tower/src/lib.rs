@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod body;
+mod charge;
 mod cidr;
 mod client_ip;
 mod error;
@@ -61,6 +62,7 @@ mod rule;
 mod service;
 
 pub use body::ResponseBody;
+pub use charge::{Charge, ChargeFn};
 pub use cidr::{Cidr, CidrError, normalize};
 pub use client_ip::{ClientIp, ForwardedHeader, PeerFn};
 pub use error::BuildError;
