@@ -109,6 +109,9 @@ mod tests {
         assert_eq!(charge.read(StatusCode::OK, &headers), Some(40));
         headers.insert("x-tokens-used", "-3".parse().unwrap());
         assert_eq!(charge.read(StatusCode::OK, &headers), None);
-        assert_eq!(Charge::header("bad header").invalid_header(), Some("bad header"));
+        assert_eq!(
+            Charge::header("bad header").invalid_header(),
+            Some("bad header")
+        );
     }
 }

@@ -52,7 +52,9 @@ pub enum BuildError {
     PeekLease(String),
     /// A [charge](crate::Rule::charge) on a rule that charges nothing up front: a peek rule, or
     /// one with only `concurrency` policies.
-    #[error("a rule with a charge must check a rate policy (not peek, not only concurrency policies)")]
+    #[error(
+        "a rule with a charge must check a rate policy (not peek, not only concurrency policies)"
+    )]
     ChargeNothing,
     /// A shared key for requests without one that is empty or too long.
     #[error("the shared key for requests without a key must be 1 to 1024 bytes")]

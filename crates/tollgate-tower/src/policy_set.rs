@@ -49,9 +49,9 @@ impl PolicySet {
                 policy.validate_cost(cost)
             };
             fits.map_err(|source| BuildError::Cost {
-                    policy: name.clone(),
-                    source,
-                })?;
+                policy: name.clone(),
+                source,
+            })?;
             if !name.chars().all(|c| matches!(c, ' '..='~')) {
                 return Err(BuildError::PolicyName(name.clone()));
             }
