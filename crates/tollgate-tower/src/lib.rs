@@ -42,7 +42,9 @@
 //!
 //! What the layer does per request is described on [`RateLimitLayer`]; keys on [`Key`]; how the
 //! client address is found on [`ClientIp`]; routes on [`Route`] and [`Rule`]; tiers on
-//! [`Tiers`]; the headers in [`headers`].
+//! [`Tiers`]; the headers in [`headers`]. A rule may also hold a `concurrency` policy's lease
+//! until the response body ends, [`charge`](Rule::charge) the real cost read from the response,
+//! and [`delay`](Rule::delay) a request until its cost fits instead of a 429 (see [`Rule`]).
 #![warn(missing_docs)]
 
 mod body;
