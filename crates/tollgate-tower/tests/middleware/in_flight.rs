@@ -14,7 +14,7 @@ use http::StatusCode;
 use tokio::sync::mpsc;
 use tollgate::{Limiter, MemoryStore, Policy, Store};
 use tollgate_redis::{RedisOptions, RedisStore};
-use tollgate_tower::{BuildError, Key, RateLimitLayer, Rule};
+use tollgate_tower::{BuildError, Key, OnStoreError, RateLimitLayer, Rule};
 
 use crate::common::{Server, parse_list};
 
@@ -42,8 +42,11 @@ async fn never_more_than_the_limit_in_flight<S: Store>(limiter: Limiter<S>, user
             "done"
         }
     };
+    // A store failure answers 503 here (not the default fail-open), so that the test names it
+    // rather than miscounting.
     let layer = RateLimitLayer::builder(limiter.clone())
         .key(Key::header("x-user-id"))
+        .on_store_error(OnStoreError::FailClosed)
         .route("/work", "jobs")
         .build()
         .unwrap();
@@ -76,7 +79,7 @@ async fn never_more_than_the_limit_in_flight<S: Store>(limiter: Limiter<S>, user
                         assert_eq!(json["error"]["code"], "rate_limited");
                         refused += 1;
                     }
-                    status => panic!("unexpected {status}"),
+                    status => panic!("unexpected {status}: {}", reply.text().await.unwrap()),
                 }
             }
             (ok, refused)
