@@ -1,5 +1,6 @@
-//! What the layer adds to a request, in process (no network): untouched, allowed, rejected, and
-//! with a client IP behind trusted proxies, next to the bare service.
+//! What the layer adds to a request, in process (no network): untouched, allowed, rejected,
+//! with a client IP behind trusted proxies, and holding a lease of a `concurrency` policy, next
+//! to the bare service.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -52,6 +53,27 @@ fn layer(limit: u64, key: Key) -> RateLimitLayer<MemoryStore> {
         .unwrap()
 }
 
+/// `layer`'s rule on `api` plus a `concurrency` policy: each request also leases a unit, given
+/// back when its response body is dropped.
+fn leasing_layer() -> RateLimitLayer<MemoryStore> {
+    let api = Policy::builder(Algorithm::FixedWindow)
+        .limit(u64::MAX >> 12)
+        .period(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let limiter = Limiter::new(MemoryStore::new())
+        .with_policy("api", api)
+        .with_policy(
+            "in-flight",
+            Policy::concurrency(1000, Duration::from_secs(60)).unwrap(),
+        );
+    RateLimitLayer::builder(limiter)
+        .key(Key::header("x-user-id"))
+        .route("/api/**", ["api", "in-flight"])
+        .build()
+        .unwrap()
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -87,6 +109,27 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| by_ip.clone().oneshot(request("/api/data", &xff)))
     });
+
+    // Both drop the response and then yield, so that the lease's release (spawned when its
+    // body is dropped) runs within the iteration.
+    group.bench_function("allowed, then yield", |b| {
+        b.to_async(&rt).iter(|| async {
+            drop(allowed.clone().oneshot(request("/api/data", &user)).await);
+            tokio::task::yield_now().await;
+        })
+    });
+    let leasing = leasing_layer().layer(handler());
+    group.bench_function(
+        "allowed + lease (acquire, release on drop), then yield",
+        |b| {
+            b.to_async(&rt).iter(|| async {
+                let response = leasing.clone().oneshot(request("/api/data", &user)).await;
+                assert_eq!(response.as_ref().map(|r| r.status().as_u16()), Ok(200));
+                drop(response);
+                tokio::task::yield_now().await;
+            })
+        },
+    );
     group.finish();
 }
 

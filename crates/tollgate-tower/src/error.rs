@@ -46,6 +46,16 @@ pub enum BuildError {
     /// A trusted proxy network that does not parse.
     #[error(transparent)]
     Cidr(#[from] CidrError),
+    /// A [peek](crate::Rule::peek) rule naming a `concurrency` policy: there is nothing to
+    /// look at without holding a lease.
+    #[error("policy `{0}` is a concurrency policy: a peek rule cannot name it")]
+    PeekLease(String),
+    /// A [charge](crate::Rule::charge) on a rule that charges nothing up front: a peek rule, or
+    /// one with only `concurrency` policies.
+    #[error(
+        "a rule with a charge must check a rate policy (not peek, not only concurrency policies)"
+    )]
+    ChargeNothing,
     /// A shared key for requests without one that is empty or too long.
     #[error("the shared key for requests without a key must be 1 to 1024 bytes")]
     SharedKey,

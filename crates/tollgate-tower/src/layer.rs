@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::request::Parts;
 use http::{Extensions, HeaderName, Method};
@@ -62,10 +63,14 @@ pub enum OnStoreError {
 ///    [default policies](RateLimitBuilder::default_policies) come last) applies; no match passes
 ///    untouched. List specific routes before general ones.
 /// 3. The rule's key (or the layer's) is extracted; without one, [`MissingKey`] decides.
-/// 4. All the rule's policies are checked at once (all-or-nothing). Allowed: the handler runs
-///    with a [`Quota`] extension and the response gets `RateLimit-Policy` and `RateLimit`
-///    headers. Rejected: 429 with `Retry-After`, the same headers and a JSON body. Store
-///    failure: [`OnStoreError`] decides.
+/// 4. A unit of each of the rule's `concurrency` policies is leased; then all its other
+///    policies are checked at once (all-or-nothing), waiting up to the rule's
+///    [`delay`](Rule::delay) if it has one. Allowed: the handler runs with a [`Quota`] extension
+///    and the response gets `RateLimit-Policy` and `RateLimit` headers. Rejected (a lease or a
+///    check): 429 with `Retry-After`, the same headers and a JSON body, and the leases taken are
+///    given back. Store failure: [`OnStoreError`] decides.
+/// 5. When the response body ends or is dropped, the leases are released and the rule's
+///    [`charge`](Rule::charge), if any, settles the real cost.
 #[derive(Debug)]
 pub struct RateLimitLayer<S> {
     shared: Arc<Shared<S>>,
@@ -102,6 +107,7 @@ impl<S: Store> RateLimitLayer<S> {
             on_store_error: OnStoreError::default(),
             headers: HeaderOptions::default(),
             degraded_header: None,
+            delay: None,
         }
     }
 
@@ -121,7 +127,8 @@ impl<S: Store> RateLimitLayer<S> {
     ///
     /// For a status route the [`Rule::peek`] rule does the same without code in the handler;
     /// this is for handlers that need the quota of another route's rule. The route is the
-    /// request's own unless you pass `route` as `(method, path)`.
+    /// request's own unless you pass `route` as `(method, path)`. A rule with `concurrency`
+    /// policies cannot be peeked: [`LimitError::Policy`] (a lease is held, not looked at).
     pub async fn peek(
         &self,
         parts: &Parts,
@@ -148,6 +155,7 @@ impl<S: Store> RateLimitLayer<S> {
             policies: set,
             verdict,
             consumed: false,
+            waited: Duration::ZERO,
         }))
     }
 }
@@ -166,6 +174,7 @@ pub struct RateLimitBuilder<S> {
     on_store_error: OnStoreError,
     headers: HeaderOptions,
     degraded_header: Option<String>,
+    delay: Option<Duration>,
 }
 
 impl<S: Store> RateLimitBuilder<S> {
@@ -269,6 +278,31 @@ impl<S: Store> RateLimitBuilder<S> {
         self
     }
 
+    /// Wait up to `max_wait` for the cost to fit instead of answering 429 at once, on every
+    /// rule without a [`delay`](Rule::delay) of its own (see there). Default: answer at once.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{Algorithm, Limiter, MemoryStore, Policy};
+    /// use tollgate_tower::RateLimitLayer;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let limiter = Limiter::new(MemoryStore::new())
+    ///     .with_policy("api", Policy::builder(Algorithm::Gcra).rate("10/s").build()?);
+    /// // A burst over 10/s is smoothed out: each request waits its turn, up to half a second.
+    /// let layer = RateLimitLayer::builder(limiter)
+    ///     .default_policies("api")
+    ///     .delay(Duration::from_millis(500))
+    ///     .build()?;
+    /// # let _ = layer;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn delay(mut self, max_wait: Duration) -> Self {
+        self.delay = Some(max_wait);
+        self
+    }
+
     /// Check the configuration against the limiter and build the layer.
     pub fn build(self) -> Result<RateLimitLayer<S>, BuildError> {
         let RateLimitBuilder {
@@ -283,6 +317,7 @@ impl<S: Store> RateLimitBuilder<S> {
             on_store_error,
             mut headers,
             degraded_header,
+            delay,
         } = self;
 
         let trusted = trusted
@@ -308,7 +343,7 @@ impl<S: Store> RateLimitBuilder<S> {
         let compiled = rules
             .into_iter()
             .chain(default)
-            .map(|rule| compile_rule(rule, &limiter))
+            .map(|rule| compile_rule(rule, &limiter, delay))
             .collect::<Result<Vec<_>, _>>()?;
         if compiled.is_empty() {
             return Err(BuildError::NoRules);
@@ -325,6 +360,7 @@ impl<S: Store> RateLimitBuilder<S> {
                 on_store_error,
                 headers,
                 store_error_log: LogThrottle::new(),
+                charge_error_log: LogThrottle::new(),
             }),
         })
     }
@@ -347,10 +383,17 @@ fn check_route(route: &Route) -> Result<(), BuildError> {
     }
 }
 
-fn compile_rule<S: Store>(rule: Rule, limiter: &Limiter<S>) -> Result<CompiledRule, BuildError> {
+fn compile_rule<S: Store>(
+    rule: Rule,
+    limiter: &Limiter<S>,
+    delay: Option<Duration>,
+) -> Result<CompiledRule, BuildError> {
     check_route(&rule.route)?;
     if let Some(key) = &rule.key {
         check_key(key)?;
+    }
+    if let Some(name) = rule.charge.as_ref().and_then(|c| c.invalid_header()) {
+        return Err(BuildError::HeaderName(name.to_owned()));
     }
     let set = |names: &Policies| PolicySet::compile(&names.0, limiter, rule.cost).map(Arc::new);
     let select = match &rule.policies {
@@ -370,12 +413,24 @@ fn compile_rule<S: Store>(rule: Rule, limiter: &Limiter<S>) -> Result<CompiledRu
             }
         }
     };
+    for set in select.sets() {
+        if rule.mode == Mode::Peek {
+            if let Some((_, name)) = set.leased().next() {
+                return Err(BuildError::PeekLease(name.to_owned()));
+            }
+        }
+        if rule.charge.is_some() && (rule.mode == Mode::Peek || !set.has_checks()) {
+            return Err(BuildError::ChargeNothing);
+        }
+    }
     Ok(CompiledRule {
         route: rule.route,
         select,
         key: rule.key,
         cost: rule.cost,
         mode: rule.mode,
+        delay: rule.delay.or(delay).filter(|d| !d.is_zero()),
+        charge: rule.charge,
     })
 }
 
@@ -393,6 +448,8 @@ pub(crate) struct Shared<S> {
     /// Store failures are logged at most once a second (keys are never logged: they may be
     /// API keys).
     pub(crate) store_error_log: LogThrottle,
+    /// Failed charges after the fact, likewise.
+    pub(crate) charge_error_log: LogThrottle,
 }
 
 impl<S> Shared<S> {

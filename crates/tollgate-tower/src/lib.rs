@@ -42,10 +42,13 @@
 //!
 //! What the layer does per request is described on [`RateLimitLayer`]; keys on [`Key`]; how the
 //! client address is found on [`ClientIp`]; routes on [`Route`] and [`Rule`]; tiers on
-//! [`Tiers`]; the headers in [`headers`].
+//! [`Tiers`]; the headers in [`headers`]. A rule may also hold a `concurrency` policy's lease
+//! until the response body ends, [`charge`](Rule::charge) the real cost read from the response,
+//! and [`delay`](Rule::delay) a request until its cost fits instead of a 429 (see [`Rule`]).
 #![warn(missing_docs)]
 
 mod body;
+mod charge;
 mod cidr;
 mod client_ip;
 mod error;
@@ -61,6 +64,7 @@ mod rule;
 mod service;
 
 pub use body::ResponseBody;
+pub use charge::{Charge, ChargeFn};
 pub use cidr::{Cidr, CidrError, normalize};
 pub use client_ip::{ClientIp, ForwardedHeader, PeerFn};
 pub use error::BuildError;

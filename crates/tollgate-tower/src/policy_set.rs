@@ -14,13 +14,16 @@ use crate::error::BuildError;
 #[derive(Debug)]
 pub struct PolicySet {
     names: Box<[Arc<str>]>,
+    /// Per name: a `concurrency` policy, whose unit is leased for the request's lifetime
+    /// rather than checked.
+    leased: Box<[bool]>,
     /// `RateLimit-Policy`, the same for every request: `"api";q=100;w=60, ...`.
     policy_header: HeaderValue,
 }
 
 impl PolicySet {
     /// Resolve `names` against `limiter`: each must exist, appear once, be printable ASCII (to be a
-    /// header item) and accept `cost`.
+    /// header item) and accept `cost` (a `concurrency` policy: a lease of one unit).
     pub(crate) fn compile<S: Store>(
         names: &[String],
         limiter: &Limiter<S>,
@@ -30,6 +33,7 @@ impl PolicySet {
             return Err(BuildError::NoPolicies);
         }
         let mut resolved: Vec<Arc<str>> = Vec::with_capacity(names.len());
+        let mut leased = Vec::with_capacity(names.len());
         let mut header = String::new();
         for name in names {
             let policy = limiter
@@ -38,22 +42,28 @@ impl PolicySet {
             if resolved.iter().any(|n| **n == **name) {
                 return Err(BuildError::DuplicatePolicy(name.clone()));
             }
-            policy
-                .validate_cost(cost)
-                .map_err(|source| BuildError::Cost {
-                    policy: name.clone(),
-                    source,
-                })?;
+            let lease = policy.algorithm().is_concurrency();
+            let fits = if lease {
+                policy.validate_lease_cost(1)
+            } else {
+                policy.validate_cost(cost)
+            };
+            fits.map_err(|source| BuildError::Cost {
+                policy: name.clone(),
+                source,
+            })?;
             if !name.chars().all(|c| matches!(c, ' '..='~')) {
                 return Err(BuildError::PolicyName(name.clone()));
             }
             push_policy_item(&mut header, name, policy.capacity(), policy.period_us());
             resolved.push(name.as_str().into());
+            leased.push(lease);
         }
         let policy_header =
             HeaderValue::try_from(header).map_err(|_| BuildError::PolicyName(names.join(",")))?;
         Ok(PolicySet {
             names: resolved.into(),
+            leased: leased.into(),
             policy_header,
         })
     }
@@ -66,6 +76,31 @@ impl PolicySet {
     /// The name of the `i`-th policy.
     pub fn name(&self, i: usize) -> Option<&str> {
         self.names.get(i).map(|n| &**n)
+    }
+
+    /// Whether the `i`-th policy is a `concurrency` one (leased, not checked).
+    pub fn is_leased(&self, i: usize) -> bool {
+        self.leased.get(i).copied().unwrap_or(false)
+    }
+
+    /// Whether any policy is a `concurrency` one.
+    pub(crate) fn has_leases(&self) -> bool {
+        self.leased.contains(&true)
+    }
+
+    /// Whether any policy is checked (not leased).
+    pub(crate) fn has_checks(&self) -> bool {
+        self.leased.contains(&false)
+    }
+
+    /// The names of the policies leased, with their positions.
+    pub(crate) fn leased(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.names().enumerate().filter(|(i, _)| self.leased[*i])
+    }
+
+    /// The names of the policies checked, with their positions.
+    pub(crate) fn checked(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.names().enumerate().filter(|(i, _)| !self.leased[*i])
     }
 
     pub(crate) fn policy_header(&self) -> &HeaderValue {

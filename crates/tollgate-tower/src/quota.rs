@@ -1,6 +1,7 @@
 //! The decision for a request, handed to the handler through request extensions.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tollgate::{Decision, Verdict};
 
@@ -27,6 +28,7 @@ pub struct Quota {
     pub(crate) policies: Arc<PolicySet>,
     pub(crate) verdict: Verdict,
     pub(crate) consumed: bool,
+    pub(crate) waited: Duration,
 }
 
 impl Quota {
@@ -65,6 +67,12 @@ impl Quota {
     /// Whether this request was charged (`false` for a [peek](crate::Rule::peek)).
     pub fn consumed(&self) -> bool {
         self.consumed
+    }
+
+    /// How long the request waited for its cost to fit (a rule with a
+    /// [`delay`](crate::Rule::delay); zero otherwise).
+    pub fn waited(&self) -> Duration {
+        self.waited
     }
 
     /// Whether the decision was made without the shared store (a fallback decided).

@@ -3,11 +3,13 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderName;
 use http::request::Parts;
 use tollgate::Mode;
 
+use crate::charge::Charge;
 use crate::key::Key;
 use crate::policy_set::PolicySet;
 use crate::route::Route;
@@ -172,6 +174,10 @@ impl From<Tiers> for PolicyChoice {
 
 /// A route and what to do with the requests it matches.
 ///
+/// Its policies may include `concurrency` ones: each request then holds one unit of each
+/// (a [`tollgate::Lease`]) from before the handler runs until its response body has ended or
+/// was dropped, and is answered 429 when none is free.
+///
 /// ```
 /// use http::Method;
 /// use tollgate_tower::{Key, Route, Rule};
@@ -184,6 +190,31 @@ impl From<Tiers> for PolicyChoice {
 /// let status = Rule::new("/api/status", "api").peek();
 /// # let _ = (login, status);
 /// ```
+///
+/// An LLM route that reserves an estimate, waits up to 2 s for it to fit rather than failing,
+/// runs at most 4 requests per key at once, and settles the real token count at the end:
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{Algorithm, Limiter, MemoryStore, Policy};
+/// use tollgate_tower::{Charge, RateLimitLayer, Rule};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let limiter = Limiter::new(MemoryStore::new())
+///     .with_policy("tokens", Policy::builder(Algorithm::TokenBucket).rate("10000/min").build()?)
+///     .with_policy("in-flight", Policy::concurrency(4, Duration::from_secs(120))?);
+/// let layer = RateLimitLayer::builder(limiter)
+///     .rule(
+///         Rule::new("/v1/chat", ["tokens", "in-flight"])
+///             .cost(500)
+///             .delay(Duration::from_secs(2))
+///             .charge(Charge::header("x-tokens-used")),
+///     )
+///     .build()?;
+/// # let _ = layer;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub(crate) route: Route,
@@ -191,6 +222,8 @@ pub struct Rule {
     pub(crate) key: Option<Key>,
     pub(crate) cost: u64,
     pub(crate) mode: Mode,
+    pub(crate) delay: Option<Duration>,
+    pub(crate) charge: Option<Charge>,
 }
 
 impl Rule {
@@ -202,6 +235,8 @@ impl Rule {
             key: None,
             cost: 1,
             mode: Mode::Consume,
+            delay: None,
+            charge: None,
         }
     }
 
@@ -212,6 +247,7 @@ impl Rule {
     }
 
     /// Charge `cost` units per request (default 1). Must not exceed any policy's capacity.
+    /// (`concurrency` policies lease one unit per request whatever the cost.)
     pub fn cost(mut self, cost: u64) -> Rule {
         self.cost = cost;
         self
@@ -219,8 +255,31 @@ impl Rule {
 
     /// Only look: add the quota headers and the [`Quota`](crate::Quota) extension, consume
     /// nothing and never reject.
+    /// A `peek` rule cannot name `concurrency` policies (nothing to look at without holding
+    /// a lease) nor [`charge`](Self::charge).
     pub fn peek(mut self) -> Rule {
         self.mode = Mode::Peek;
+        self
+    }
+
+    /// Wait up to `max_wait` for the cost to fit instead of answering 429 at once (like
+    /// NGINX's `limit_req ... delay`), with [`tollgate::Limiter::check_wait`]: requests waiting
+    /// on one key are served first come, first served, none before its cost fits; one whose
+    /// cost cannot fit by its deadline is answered 429 at once. Overrides the layer's
+    /// [`delay`](crate::RateLimitBuilder::delay).
+    pub fn delay(mut self, max_wait: Duration) -> Rule {
+        self.delay = Some(max_wait);
+        self
+    }
+
+    /// When the response body has ended (or was dropped), charge the real cost `charge` reads
+    /// from the response instead of the [`cost`](Self::cost) checked up front: each checked
+    /// policy is adjusted by the difference ([`tollgate::Limiter::adjust`]; more may leave the
+    /// key in debt, so its next requests wait; less is refunded). It runs in the background
+    /// after the response; a failure is logged and never touches the response. Sliding-log
+    /// policies take only charges (a refund is logged as refused).
+    pub fn charge(mut self, charge: Charge) -> Rule {
+        self.charge = Some(charge);
         self
     }
 }
@@ -232,6 +291,9 @@ pub(crate) struct CompiledRule {
     pub(crate) key: Option<Key>,
     pub(crate) cost: u64,
     pub(crate) mode: Mode,
+    /// The longest wait for the cost to fit (`None`: answer at once).
+    pub(crate) delay: Option<Duration>,
+    pub(crate) charge: Option<Charge>,
 }
 
 impl fmt::Debug for CompiledRule {
@@ -247,6 +309,8 @@ impl fmt::Debug for CompiledRule {
             .field("key", &self.key)
             .field("cost", &self.cost)
             .field("mode", &self.mode)
+            .field("delay", &self.delay)
+            .field("charge", &self.charge)
             .finish()
     }
 }
@@ -262,6 +326,15 @@ pub(crate) enum Select {
 }
 
 impl Select {
+    /// Every policy set the rule may pick.
+    pub(crate) fn sets(&self) -> impl Iterator<Item = &Arc<PolicySet>> {
+        let (first, rest) = match self {
+            Select::Fixed(set) => (set, &[][..]),
+            Select::Tiered { tiers, default, .. } => (default, &tiers[..]),
+        };
+        std::iter::once(first).chain(rest.iter().map(|(_, set)| set))
+    }
+
     /// The policy set for this request.
     pub(crate) fn pick(&self, parts: &Parts) -> &Arc<PolicySet> {
         match self {

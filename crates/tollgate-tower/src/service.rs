@@ -5,18 +5,20 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
-use smallvec::SmallVec;
-use tollgate::{LimitError, Mode, Store};
+use smallvec::{SmallVec, smallvec};
+use tollgate::{Decision, Decisions, Lease, LimitError, Limiter, Mode, Store, StoreError, Verdict};
 use tower_service::Service;
 
-use crate::body::ResponseBody;
+use crate::body::{Finish, ResponseBody};
 use crate::headers::{write_error, write_quota, write_rejection};
 use crate::layer::{MissingKey, OnStoreError, Shared};
 use crate::policy_set::PolicySet;
 use crate::quota::Quota;
+use crate::rule::CompiledRule;
 
 /// The service made by [`RateLimitLayer`](crate::RateLimitLayer), wrapping `I`.
 pub struct RateLimit<I, S> {
@@ -115,40 +117,13 @@ where
     S: Store,
 {
     let rule = &shared.rules[index];
-    let names: SmallVec<[&str; 4]> = set.names().collect();
-    let result = shared.limiter.run(&names, &key, rule.cost, rule.mode).await;
-    drop(names);
-    let verdict = match result {
-        Ok(verdict) => verdict,
-        Err(LimitError::Store(error)) => {
-            return match shared.on_store_error {
-                OnStoreError::FailOpen => {
-                    if let Some(suppressed) = shared.store_error_log.admit() {
-                        tracing::warn!(
-                            %error,
-                            suppressed,
-                            "rate limiter store failed; requests let through (fail open)"
-                        );
-                    }
-                    let response = inner.call(req).await?;
-                    Ok(response.map(ResponseBody::inner))
-                }
-                OnStoreError::FailClosed => {
-                    if let Some(suppressed) = shared.store_error_log.admit() {
-                        tracing::warn!(
-                            %error,
-                            suppressed,
-                            "rate limiter store failed; requests refused with 503 (fail closed)"
-                        );
-                    }
-                    Ok(error_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "rate_limiter_unavailable",
-                        "the rate limiter's store is unavailable",
-                    ))
-                }
-            };
-        }
+    let Admission {
+        verdict,
+        leases,
+        waited,
+    } = match admit(&shared.limiter, rule, &set, &key).await {
+        Ok(admission) => admission,
+        Err(LimitError::Store(error)) => return store_failed(&shared, error, inner, req).await,
         Err(error) => {
             // The configuration was checked at build time, so this is a bug, not bad input.
             tracing::error!(%error, "rate limiter refused a check");
@@ -175,16 +150,231 @@ where
         return Ok(layer_response(StatusCode::TOO_MANY_REQUESTS, headers, body));
     }
 
+    let charged_key = rule.charge.as_ref().map(|_| key.clone());
     // The decision is small (inline), so the handler gets a copy and the headers the original.
     req.extensions_mut().insert(Quota {
         key,
         policies: set.clone(),
         verdict: verdict.clone(),
         consumed: rule.mode == Mode::Consume,
+        waited,
     });
-    let mut response = inner.call(req).await?.map(ResponseBody::inner);
-    write_quota(response.headers_mut(), &set, &verdict, &shared.headers);
-    Ok(response)
+    let (mut parts, body) = inner.call(req).await?.into_parts();
+    let body = match (charged_key, leases.is_empty()) {
+        (None, true) => ResponseBody::inner(body),
+        (charged_key, _) => {
+            let settle = charged_key.map(|key| Settle {
+                shared: shared.clone(),
+                index,
+                set: set.clone(),
+                key,
+                status: parts.status,
+                headers: parts.headers.clone(),
+            });
+            ResponseBody::finishing(body, finish(leases, settle))
+        }
+    };
+    write_quota(&mut parts.headers, &set, &verdict, &shared.headers);
+    Ok(Response::from_parts(parts, body))
+}
+
+/// What a request was admitted with: the verdict over all its policies, the leases it holds
+/// until its response has ended, and how long it waited for its cost to fit.
+struct Admission<S: Store> {
+    verdict: Verdict,
+    leases: Vec<Lease<S>>,
+    waited: Duration,
+}
+
+/// Lease a unit of each `concurrency` policy of `set`, then check the others (waiting if the
+/// rule delays). Refused by either, the request gives back every lease it took, so a refused
+/// request holds nothing and consumes nothing.
+async fn admit<S: Store>(
+    limiter: &Limiter<S>,
+    rule: &CompiledRule,
+    set: &PolicySet,
+    key: &str,
+) -> Result<Admission<S>, LimitError> {
+    if !set.has_leases() {
+        let (verdict, waited) = check(limiter, rule, set, key, rule.mode).await?;
+        return Ok(Admission {
+            verdict,
+            leases: Vec::new(),
+            waited,
+        });
+    }
+    let mut decisions: Decisions = smallvec![Decision::default(); set.names().len()];
+    let mut leases = Vec::new();
+    let mut degraded = false;
+    let mut refused = false;
+    // Every lease is asked for even after a refusal: the headers report each policy.
+    for (i, name) in set.leased() {
+        let acquired = limiter.acquire(name, key, 1).await?;
+        decisions[i] = acquired.decision;
+        degraded |= acquired.degraded;
+        match acquired.lease {
+            Some(lease) => leases.push((i, lease)),
+            None => refused = true,
+        }
+    }
+    let (mut waited, mut shadow_denied) = (Duration::ZERO, false);
+    if set.has_checks() {
+        // Refused already: only look, so that the request consumes nothing.
+        let mode = if refused { Mode::Peek } else { rule.mode };
+        let (checked, wait) = check(limiter, rule, set, key, mode).await?;
+        for ((i, _), decision) in set.checked().zip(&checked.decisions) {
+            decisions[i] = *decision;
+        }
+        refused |= !checked.allowed();
+        degraded |= checked.degraded;
+        (waited, shadow_denied) = (wait, checked.shadow_denied);
+    }
+    if refused {
+        for (i, lease) in leases.drain(..) {
+            // A lease not given back here is released in the background or expires.
+            if let Ok(true) = lease.release().await {
+                decisions[i].remaining += 1;
+            }
+        }
+    }
+    let mut verdict = tollgate::limiter::verdict(decisions, degraded);
+    verdict.shadow_denied = shadow_denied;
+    Ok(Admission {
+        verdict,
+        leases: leases.into_iter().map(|(_, lease)| lease).collect(),
+        waited,
+    })
+}
+
+/// Check the policies of `set` that are not leased, in `mode`, waiting up to the rule's delay
+/// for a consuming check.
+async fn check<S: Store>(
+    limiter: &Limiter<S>,
+    rule: &CompiledRule,
+    set: &PolicySet,
+    key: &str,
+    mode: Mode,
+) -> Result<(Verdict, Duration), LimitError> {
+    let names: SmallVec<[&str; 4]> = set.checked().map(|(_, name)| name).collect();
+    match rule.delay {
+        Some(max_wait) if mode == Mode::Consume => {
+            let waited = limiter.check_wait(&names, key, rule.cost, max_wait).await?;
+            Ok((waited.verdict, waited.waited))
+        }
+        _ => Ok((
+            limiter.run(&names, key, rule.cost, mode).await?,
+            Duration::ZERO,
+        )),
+    }
+}
+
+/// The store failed: [`OnStoreError`] decides.
+async fn store_failed<I, S, ReqBody, ResBody>(
+    shared: &Shared<S>,
+    error: StoreError,
+    mut inner: I,
+    req: Request<ReqBody>,
+) -> Answer<ResBody, I::Error>
+where
+    I: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    match shared.on_store_error {
+        OnStoreError::FailOpen => {
+            if let Some(suppressed) = shared.store_error_log.admit() {
+                tracing::warn!(
+                    %error,
+                    suppressed,
+                    "rate limiter store failed; requests let through (fail open)"
+                );
+            }
+            let response = inner.call(req).await?;
+            Ok(response.map(ResponseBody::inner))
+        }
+        OnStoreError::FailClosed => {
+            if let Some(suppressed) = shared.store_error_log.admit() {
+                tracing::warn!(
+                    %error,
+                    suppressed,
+                    "rate limiter store failed; requests refused with 503 (fail closed)"
+                );
+            }
+            Ok(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rate_limiter_unavailable",
+                "the rate limiter's store is unavailable",
+            ))
+        }
+    }
+}
+
+/// What runs when the response body has ended or was dropped: the leases are dropped (each
+/// gives its unit back in the background) and the real cost is settled.
+fn finish<S: Store>(leases: Vec<Lease<S>>, settle: Option<Settle<S>>) -> Finish {
+    Finish::new(settle.is_some(), move |trailers| {
+        drop(leases);
+        if let Some(settle) = settle {
+            settle.run(trailers);
+        }
+    })
+}
+
+/// A charge to settle once the response has ended: the rule's, for this request.
+struct Settle<S> {
+    shared: Arc<Shared<S>>,
+    index: usize,
+    set: Arc<PolicySet>,
+    key: String,
+    status: StatusCode,
+    headers: HeaderMap,
+}
+
+impl<S: Store> Settle<S> {
+    /// Read the real cost from the response (trailers after headers) and adjust each checked
+    /// policy by its difference from the cost charged up front, in the background.
+    fn run(self, trailers: Option<HeaderMap>) {
+        let Settle {
+            shared,
+            index,
+            set,
+            key,
+            status,
+            mut headers,
+        } = self;
+        let rule = &shared.rules[index];
+        let Some(charge) = &rule.charge else {
+            return;
+        };
+        if let Some(trailers) = trailers {
+            headers.extend(trailers);
+        }
+        let Some(real) = charge.read(status, &headers) else {
+            return;
+        };
+        let delta = i128::from(real) - i128::from(rule.cost);
+        let delta = i64::try_from(delta).unwrap_or(i64::MAX);
+        if delta == 0 {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("no Tokio runtime to charge the cost read from the response on");
+            return;
+        };
+        runtime.spawn(async move {
+            for (_, policy) in set.checked() {
+                if let Err(error) = shared.limiter.adjust(policy, &key, delta).await {
+                    if let Some(suppressed) = shared.charge_error_log.admit() {
+                        tracing::warn!(
+                            %error,
+                            policy,
+                            delta,
+                            suppressed,
+                            "charging the cost read from the response failed; the cost checked up front stays charged"
+                        );
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// A JSON error answered by the layer.

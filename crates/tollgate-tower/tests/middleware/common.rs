@@ -157,6 +157,11 @@ impl Server {
         }
     }
 
+    /// The URL of `path` on this server (for clients other than `send`'s).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
     pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
         self.send(Method::GET, path, headers).await
     }
