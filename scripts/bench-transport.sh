@@ -19,13 +19,17 @@
 # wall clock (so also counts time a process spent descheduled mid-call on a busy host), and by
 # the redis-server processes' own CPU time (/proc/<pid>/stat, every command and the event loop).
 #
+# TOPOLOGY=sentinel does the same with `redis+sentinel://` (one Sentinel, one replica) against
+# `redis://` of the same master; TOPOLOGY=tls with `rediss://` (a certificate made here by
+# openssl) against `redis://` of the standalone server (both started alike).
+#
 # Build each side with `cargo build --release -p tollgate-redis --bench redis_load` at its
 # commit and copy target/release/deps/redis_load-<hash>. Prints JSON lines (one per run) and
 # the redis-benchmark CSV lines; the peers' script comes from ../shared/peers when present.
 set -euo pipefail
 : "${A:?A=redis_load binary}"
 TOPOLOGY=${TOPOLOGY:-builds}
-[ "$TOPOLOGY" = cluster ] || : "${B:?B=redis_load binary}"
+[ "$TOPOLOGY" = builds ] && : "${B:?B=redis_load binary}"
 N=${N:-400000}
 REPEAT=${REPEAT:-5}
 PEERS_GCRA=${PEERS_GCRA:-$(dirname "$0")/../../shared/peers/lua/gcra.lua}
@@ -52,7 +56,10 @@ start_redis() {
 trap 'for p in "$RUN"/redis-*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done; sleep 0.3; rm -rf "$RUN"' EXIT
 PORT=$(start_redis)
 
-if [ "$TOPOLOGY" = cluster ]; then
+if [ "$TOPOLOGY" != builds ]; then
+  TLS_ARGS=()
+  case $TOPOLOGY in
+  cluster)
   NODES=()
   for _ in 1 2 3; do
     p=$(start_redis --cluster-enabled yes --cluster-config-file "nodes-$RANDOM$RANDOM.conf")
@@ -63,7 +70,44 @@ if [ "$TOPOLOGY" = cluster ]; then
     redis-cli -p "${NODES[0]#*:}" cluster info | grep -q 'cluster_state:ok' && break
     sleep 0.1
   done
-  CLUSTER_URL="redis+cluster://$(IFS=,; echo "${NODES[*]}")"
+  OTHER_URL="redis+cluster://$(IFS=,; echo "${NODES[*]}")"
+  OTHER_PORTS=("${NODES[@]#*:}")
+  ;;
+  sentinel)
+  start_redis --replicaof 127.0.0.1 "$PORT" >/dev/null
+  SENTINEL=$(free_port)
+  printf 'port %s\nbind 127.0.0.1\nsentinel monitor bench 127.0.0.1 %s 1\n' "$SENTINEL" "$PORT" >"$RUN/sentinel.conf"
+  redis-server "$RUN/sentinel.conf" --sentinel --daemonize yes --pidfile "$RUN/redis-$SENTINEL.pid" \
+    --logfile "$RUN/sentinel.log" --dir "$RUN"
+  for _ in $(seq 50); do
+    redis-cli -p "$SENTINEL" sentinel get-master-addr-by-name bench 2>/dev/null | grep -q "$PORT" && break
+    sleep 0.1
+  done
+  OTHER_URL="redis+sentinel://127.0.0.1:$SENTINEL/bench"
+  OTHER_PORTS=("$PORT")
+  TLS_ARGS=(--stats-url "redis://127.0.0.1:$PORT")
+  ;;
+  tls)
+  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=bench-ca" \
+    -keyout "$RUN/ca.key" -out "$RUN/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$RUN/server.key" \
+    -out "$RUN/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$RUN/san.ext"
+  openssl x509 -req -in "$RUN/server.csr" -CA "$RUN/ca.crt" -CAkey "$RUN/ca.key" -CAcreateserial \
+    -days 1 -extfile "$RUN/san.ext" -out "$RUN/server.crt" 2>/dev/null
+  TLS_PORT=$(free_port)
+  TLS_PLAIN=$(free_port)
+  redis-server --port "$TLS_PLAIN" --tls-port "$TLS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --tls-cert-file "$RUN/server.crt" --tls-key-file "$RUN/server.key" \
+    --tls-ca-cert-file "$RUN/ca.crt" --tls-auth-clients no --daemonize yes --dir "$RUN" \
+    --pidfile "$RUN/redis-$TLS_PORT.pid" --logfile "$RUN/redis-$TLS_PORT.log"
+  sleep 0.5
+  OTHER_URL="rediss://127.0.0.1:$TLS_PORT"
+  OTHER_PORTS=("$TLS_PORT")
+  TLS_ARGS=(--tls-ca "$RUN/ca.crt" --stats-url "redis://127.0.0.1:$TLS_PLAIN")
+  ;;
+  *) echo "TOPOLOGY: cluster, sentinel or tls" >&2; exit 2 ;;
+  esac
   LINES="$RUN/lines.jsonl"
   # CPU time (clock ticks, user + system) the given ports' redis-server processes have used.
   cpu_ticks() {
@@ -74,23 +118,23 @@ if [ "$TOPOLOGY" = cluster ]; then
     done
     echo "$total"
   }
-  CLUSTER_PORTS=("${NODES[@]#*:}")
   for rep in $(seq "$REPEAT"); do
-    order="standalone cluster"; [ $((rep % 2)) = 0 ] && order="cluster standalone"
+    order="standalone $TOPOLOGY"; [ $((rep % 2)) = 0 ] && order="$TOPOLOGY standalone"
     for side in $order; do
-      url="redis://127.0.0.1:$PORT" ports=("$PORT") concurrency=50
-      if [ "$side" = cluster ]; then
-        url=$CLUSTER_URL ports=("${CLUSTER_PORTS[@]}") concurrency=${CLUSTER_CONCURRENCY:-50}
+      url="redis://127.0.0.1:$PORT" ports=("$PORT") concurrency=50 extra=()
+      if [ "$side" = "$TOPOLOGY" ]; then
+        url=$OTHER_URL ports=("${OTHER_PORTS[@]}") concurrency=${CLUSTER_CONCURRENCY:-50}
+        extra=("${TLS_ARGS[@]}")
       fi
       before=$(cpu_ticks "${ports[@]}")
       line=$(timeout 300 "$A" load "$url" --algorithm gcra --concurrency "$concurrency" --requests "$N" \
-        --keys 10000 --variant "$side rep$rep")
+        --keys 10000 --variant "$side rep$rep" "${extra[@]}")
       ticks=$(($(cpu_ticks "${ports[@]}") - before))
-      echo "${line%\}},\"redis_process_cpu_s\":$(echo "$ticks / $(getconf CLK_TCK)" | bc -l)}" |
+      echo "${line%\}},\"redis_process_cpu_s\":$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", t / hz }')}" |
         tee -a "$LINES"
     done
   done
-  python3 - "$LINES" <<'EOF'
+  python3 - "$LINES" "$TOPOLOGY" <<'EOF'
 import json, statistics, sys
 runs = {}
 for line in open(sys.argv[1]):
@@ -100,15 +144,16 @@ for line in open(sys.argv[1]):
     process = r["redis_process_cpu_s"] * 1e6 / r["decisions"]
     runs.setdefault(rep, {})[side] = (r["rps"], usec, r["redis_calls_per_decision"], process)
 med = lambda xs: statistics.median(xs)
-for side in ("standalone", "cluster"):
+other = sys.argv[2]
+for side in ("standalone", other):
     rows = [reps[side] for reps in runs.values()]
     print(f"{side:10}  {med([r[0] for r in rows]):9.0f} decisions/s  "
           f"{med([r[1] for r in rows]):6.2f} µs commandstats CPU/decision  "
           f"{med([r[3] for r in rows]):6.2f} µs process CPU/decision  "
           f"{med([r[2] for r in rows]):.3f} script calls/decision")
-ratios = [[reps["cluster"][i] / reps["standalone"][i] for i in (0, 1, 3)] for reps in runs.values()]
+ratios = [[reps[other][i] / reps["standalone"][i] for i in (0, 1, 3)] for reps in runs.values()]
 for i, name in enumerate(("rate", "commandstats CPU/decision", "process CPU/decision")):
-    print(f"cluster/standalone {name}: " + " ".join(f"{r[i]:.2f}" for r in ratios)
+    print(f"{other}/standalone {name}: " + " ".join(f"{r[i]:.2f}" for r in ratios)
           + f" (median {med([r[i] for r in ratios]):.2f})")
 EOF
   exit 0

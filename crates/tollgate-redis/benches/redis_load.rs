@@ -38,13 +38,18 @@ struct LoadArgs {
     resilient: bool,
     current_thread: bool,
     variant: Option<String>,
+    /// The CA of a `rediss://` server's certificate.
+    tls_ca: Option<std::path::PathBuf>,
+    /// Where to read `INFO commandstats` when not at `url` (a Sentinel's master, a TLS server's
+    /// plain port).
+    stats_url: Option<String>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: redis_load script ALGORITHM|several | sha ALGORITHM|several | load URL [--algorithm A] [--limit N] [--period-us N] \
          [--keys N] [--concurrency N] [--requests N] [--resilient] [--exhaust-first] \
-         [--current-thread] [--variant LABEL]"
+         [--current-thread] [--variant LABEL] [--tls-ca FILE] [--stats-url URL]"
     );
     std::process::exit(2)
 }
@@ -75,6 +80,8 @@ fn parse_load(mut args: impl Iterator<Item = String>) -> Result<LoadArgs, String
         resilient: false,
         current_thread: false,
         variant: None,
+        tls_ca: None,
+        stats_url: None,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -90,6 +97,8 @@ fn parse_load(mut args: impl Iterator<Item = String>) -> Result<LoadArgs, String
             "--current-thread" => load.current_thread = true,
             "--exhaust-first" => load.workload.exhaust_first = true,
             "--variant" => load.variant = Some(value()?),
+            "--tls-ca" => load.tls_ca = Some(value()?.into()),
+            "--stats-url" => load.stats_url = Some(value()?),
             // cargo bench appends --bench to the arguments.
             "--bench" => {}
             other => return Err(format!("unknown flag {other}")),
@@ -122,10 +131,18 @@ async fn load(load: LoadArgs) -> Result<(), String> {
         burst,
     )
     .map_err(|e| e.to_string())?;
-    let store = RedisStore::connect(&load.url, RedisOptions::default())
+    let options = RedisOptions {
+        tls: load.tls_ca.clone().map(|ca_cert| tollgate_redis::TlsFiles {
+            ca_cert: Some(ca_cert),
+            client_cert: None,
+            client_key: None,
+        }),
+        ..RedisOptions::default()
+    };
+    let store = RedisStore::connect(&load.url, options)
         .await
         .map_err(|e| e.to_string())?;
-    let counter = command_counter(&load.url)?;
+    let counter = command_counter(load.stats_url.as_deref().unwrap_or(&load.url))?;
     if load.resilient {
         let store = Resilient::new(store, ResilienceConfig::default());
         drive(store, &load, policy, counter).await;
