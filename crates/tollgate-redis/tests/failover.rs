@@ -357,3 +357,86 @@ async fn two_instances_through_a_switch_stay_within_the_limit() {
         "{over_total} decisions lost in the switch (keys over the limit: {over:?})"
     );
 }
+
+/// `kill -9` of the Sentinel master under load, behind the resilience layer with
+/// `on_error: deny`: while no master answers, every decision is degraded and denied (never an
+/// error); once the Sentinels name the new master, decisions are normal again within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_degrades_then_recovers_within_five_seconds() {
+    use std::sync::Arc;
+    use tollgate::{OnError, ResilienceConfig, Resilient};
+
+    let deployment = Arc::new(RedisSentinel::start().unwrap());
+    let store = RedisStore::connect(&deployment.url(), options())
+        .await
+        .unwrap();
+    let resilient = Resilient::new(
+        store,
+        ResilienceConfig {
+            timeout: Duration::from_millis(300),
+            on_error: OnError::Deny,
+            ..ResilienceConfig::default()
+        },
+    );
+    let policy = policy();
+    let mut n = 0;
+    let mut decide = async || {
+        n += 1;
+        let key = format!("kill-{n}");
+        let check = [Check {
+            name: "p",
+            policy: &policy,
+            key: &key,
+        }];
+        let answer = resilient
+            .decide(&check, 1, Mode::Consume)
+            .await
+            .expect("the resilience layer answers");
+        (answer.degraded, answer.decisions[0].allowed)
+    };
+    assert_eq!(decide().await, (false, true));
+
+    let old = deployment.kill_master().unwrap();
+    let killed_at = Instant::now();
+    let watching = deployment.clone();
+    let mut failover = tokio::task::spawn_blocking(move || watching.wait_failover(old));
+    let mut degraded = 0;
+    let named_at = loop {
+        tokio::select! {
+            named = &mut failover => {
+                named.unwrap().unwrap();
+                break Instant::now();
+            }
+            () = tokio::time::sleep(Duration::from_millis(50)) => {
+                let (was_degraded, allowed) = decide().await;
+                if was_degraded {
+                    assert!(!allowed, "on_error: deny allowed a degraded decision");
+                    degraded += 1;
+                }
+            }
+        }
+    };
+    assert!(
+        degraded > 0,
+        "the outage was never seen: the test proves nothing"
+    );
+    loop {
+        let (was_degraded, allowed) = decide().await;
+        if !was_degraded {
+            assert!(allowed);
+            break;
+        }
+        assert!(
+            named_at.elapsed() < Duration::from_secs(5),
+            "still degraded {:?} after the new master was named ({:?} after the kill)",
+            named_at.elapsed(),
+            killed_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "normal again {:?} after the kill, {:?} after the new master was named; {degraded} degraded",
+        killed_at.elapsed(),
+        named_at.elapsed()
+    );
+}
