@@ -86,6 +86,12 @@ pub struct Limit {
     pub policy: Option<Policy>,
     /// The tollgate policy name (see [`crate::keys`]).
     pub policy_name: Box<str>,
+    /// `policy` with room for one more unit (`limit + 1`, or `burst + 1` for token bucket and
+    /// GCRA), on the same counter: a peek of one unit under it passes exactly when the count is
+    /// not above the limit, upstream's rule for a look (`hits_addend` 0). `None` when there is
+    /// no policy, or when one more unit would not be a valid policy (then a look passes when one
+    /// more unit fits).
+    pub look: Option<Policy>,
 }
 
 impl Limit {
@@ -108,13 +114,26 @@ impl Limit {
                 burst,
             )?)
         };
+        let look = policy.as_ref().and_then(roomier);
         Ok(Limit {
             unit,
             requests_per_unit,
             policy,
             policy_name: policy_name(rule, unit).into(),
+            look,
         })
     }
+}
+
+/// `policy` with room for one more unit on the same state: the windows' counts and the
+/// buckets' deficits do not depend on the limit (token bucket and GCRA refill at `limit` per
+/// period, so their capacity, `burst`, is the one raised).
+fn roomier(policy: &Policy) -> Option<Policy> {
+    let (limit, burst) = match policy.algorithm() {
+        Algorithm::TokenBucket | Algorithm::Gcra => (policy.limit(), Some(policy.burst() + 1)),
+        _ => (policy.limit() + 1, None),
+    };
+    Policy::new(policy.algorithm(), limit, policy.period(), burst).ok()
 }
 
 /// A configured `rate_limit`: where a descriptor ends.
