@@ -14,6 +14,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use envoy_types::pb::google::protobuf::Struct;
 use tollgate::{Algorithm, Policy};
 
 use crate::keys::policy_name;
@@ -153,6 +154,10 @@ pub struct Rule {
     pub detailed_metric: bool,
     /// The limit; `None` for `unlimited: true`.
     pub limit: Option<Limit>,
+    /// The descriptor's `metadata` (`None` when absent or empty), returned in the response's
+    /// dynamic metadata when the descriptor passes
+    /// ([`crate::EnvoyOptions::response_dynamic_metadata`]).
+    pub metadata: Option<Struct>,
     /// The rule's counters.
     pub stats: Arc<RuleStats>,
 }
@@ -353,9 +358,6 @@ impl Builder<'_> {
             if node.children.contains_key(composite.as_str()) {
                 return Err(self.invalid(format!("duplicate descriptor composite key '{path}'")));
             }
-            if descriptor.metadata.is_some() {
-                tracing::debug!(file = self.file, descriptor = %path, "`metadata` is accepted and not used by tollgate");
-            }
             let wildcard = composite.contains('*');
             if descriptor.share_threshold && !wildcard {
                 return Err(self.invalid(format!(
@@ -444,6 +446,11 @@ impl Builder<'_> {
             quota_mode: descriptor.quota_mode,
             detailed_metric: descriptor.detailed_metric,
             limit,
+            metadata: descriptor
+                .metadata
+                .as_ref()
+                .filter(|m| !m.0.fields.is_empty())
+                .map(|m| m.0.clone()),
             stats,
         })
     }

@@ -57,6 +57,7 @@ use crate::config::{self, Config, EnvoyConfigError, Limit, Rule};
 use crate::headers::{self, HeaderSource, ResponseHeaders};
 use crate::keys::identifier;
 use crate::matching::lookup;
+use crate::metadata;
 use crate::stats::{RuleStats, ServiceStats, StatsRegistry};
 use crate::unit::Unit;
 
@@ -81,6 +82,9 @@ pub struct EnvoyOptions {
     /// Bound on metric series created per request value (`detailed_metric`,
     /// `value_to_metric`, limit overrides); past it hits count on the rule's own series.
     pub max_detailed_series: usize,
+    /// Answer with dynamic metadata ([`crate::metadata`]): the request, and the `metadata:` of
+    /// the rules whose descriptors passed (upstream: `RESPONSE_DYNAMIC_METADATA`). Off.
+    pub response_dynamic_metadata: bool,
 }
 
 impl Default for EnvoyOptions {
@@ -92,6 +96,7 @@ impl Default for EnvoyOptions {
             merge_domains: false,
             reload_debounce: Duration::from_millis(200),
             max_detailed_series: 10_000,
+            response_dynamic_metadata: false,
         }
     }
 }
@@ -303,7 +308,7 @@ impl<S: Store> EnvoyService<S> {
                 }
             }
         }
-        Ok(self.respond(&targets, answers))
+        Ok(self.respond(request, &targets, answers))
     }
 
     /// Match every descriptor, apply `replaces`, and work out what to ask the store.
@@ -430,6 +435,7 @@ impl<S: Store> EnvoyService<S> {
             quota_mode: false,
             detailed_metric: false,
             limit: Some(limit),
+            metadata: None,
         }))
     }
 
@@ -610,7 +616,12 @@ impl<S: Store> EnvoyService<S> {
     }
 
     /// The overall code, headers and counters of a request's answers.
-    fn respond(&self, targets: &[Option<Target>], answers: Vec<Answer>) -> RateLimitResponse {
+    fn respond(
+        &self,
+        request: &RateLimitRequest,
+        targets: &[Option<Target>],
+        answers: Vec<Answer>,
+    ) -> RateLimitResponse {
         let stats = &self.shared.stats;
         let failed = answers.iter().any(|a| a.over_limit && !a.quota_mode);
         let quota = answers.iter().filter(|a| a.quota_mode);
@@ -647,10 +658,21 @@ impl<S: Store> EnvoyService<S> {
                 .map(|source| headers::render(kind, &source))
                 .unwrap_or_default()
         };
+        // Passed, as upstream: not over the limit (shadow mode answers OK) and not unlimited.
+        let dynamic_metadata = self.shared.options.response_dynamic_metadata.then(|| {
+            let passed = targets.iter().zip(&answers).filter_map(|(target, answer)| {
+                let rule = target.as_ref().map(|t| &t.rule);
+                let unlimited = rule.is_some_and(|r| r.limit.is_none());
+                let ok = answer.status.code == Code::Ok as i32;
+                (ok && !unlimited).then(|| rule.and_then(|r| r.metadata.as_ref()))
+            });
+            metadata::response(request, passed)
+        });
         RateLimitResponse {
             overall_code: if over { Code::OverLimit } else { Code::Ok } as i32,
             statuses: answers.into_iter().map(|a| a.status).collect(),
             response_headers_to_add,
+            dynamic_metadata,
             ..RateLimitResponse::default()
         }
     }

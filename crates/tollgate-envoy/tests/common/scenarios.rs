@@ -328,12 +328,33 @@ descriptors:
     );
 }
 
-/// Upstream's multi-service quota example (service_1: 1, service_2: 2, both `quota_mode`):
-/// each request starts with a look at both services (`hits_addend` 0), is served by the first
-/// service with quota left (upstream's dynamic metadata names the first descriptor that
-/// passed), and its completion charges that service's own counter (`hits_addend` 1). As
-/// upstream's integration test: service_1 serves two requests, service_2 three, the sixth is
-/// refused; and a request naming both services charges each its own counter.
+/// The string at `path` in a protobuf `Struct`.
+fn text(
+    fields: &tollgate_envoy::envoy_types::pb::google::protobuf::Struct,
+    path: &[&str],
+) -> Option<String> {
+    use tollgate_envoy::envoy_types::pb::google::protobuf::value::Kind;
+    let (last, parents) = path.split_last()?;
+    let mut at = fields;
+    for key in parents {
+        match &at.fields.get(*key)?.kind {
+            Some(Kind::StructValue(inner)) => at = inner,
+            _ => return None,
+        }
+    }
+    match &at.fields.get(*last)?.kind {
+        Some(Kind::StringValue(value)) => Some(value.clone()),
+        _ => None,
+    }
+}
+
+/// Upstream's multi-service quota example (service_1: 1, service_2: 2, both `quota_mode`, each
+/// with `metadata: {service_with_quota: {name}}`): each request starts with a look at both
+/// services (`hits_addend` 0); Envoy routes it to the service named by the response's dynamic
+/// metadata (`metadata.service_with_quota.name`: the first service with quota left) and, when
+/// its stream is done, charges that service's own counter (`hits_addend` 1). As upstream's
+/// integration test: service_1 serves two requests, service_2 three, the sixth is refused; and a
+/// request naming both services charges each its own counter.
 pub async fn multi_service_quota<S: Store>(store: Arc<S>) {
     let services_file = |name: &str| {
         format!(
@@ -343,12 +364,22 @@ descriptors:
     value: service_1
     quota_mode: true
     rate_limit: {{ unit: hour, requests_per_unit: 1 }}
+    metadata:
+      service_with_quota:
+        name: service_1
   - key: service
     value: service_2
     quota_mode: true
     rate_limit: {{ unit: hour, requests_per_unit: 2 }}
+    metadata:
+      service_with_quota:
+        name: service_2
 "
         )
+    };
+    let options = EnvoyOptions {
+        response_dynamic_metadata: true,
+        ..EnvoyOptions::default()
     };
     let h = start(
         store,
@@ -356,7 +387,7 @@ descriptors:
             ("m.yaml", &services_file("m")),
             ("n.yaml", &services_file("n")),
         ],
-        EnvoyOptions::default(),
+        options,
     )
     .await;
     let domain = h.domain("m");
@@ -368,16 +399,23 @@ descriptors:
             .map(|s| desc_hits(&[("service", s)], 0))
             .collect();
         let start = h.call(request(&domain, looks, 0)).await.unwrap();
+        let metadata = start.dynamic_metadata.expect("dynamic metadata");
         if code(start.overall_code) == Code::OverLimit {
+            // No descriptor passed: no rule metadata.
+            assert!(!metadata.fields.contains_key("metadata"), "{metadata:?}");
             served.push("refused");
             continue;
         }
-        let passed = start
-            .statuses
-            .iter()
-            .position(|s| code(s.code) == Code::Ok)
-            .expect("a service with quota when the request is OK");
-        let service = services[passed];
+        assert_eq!(
+            text(&metadata, &["domain"]).as_deref(),
+            Some(domain.as_str())
+        );
+        let service = text(&metadata, &["metadata", "service_with_quota", "name"])
+            .expect("the service with quota, when the request is OK");
+        let service = services
+            .into_iter()
+            .find(|s| *s == service)
+            .expect("a configured service");
         served.push(service);
         h.call(request(
             &domain,
