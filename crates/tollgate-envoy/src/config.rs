@@ -14,6 +14,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use envoy_types::pb::google::protobuf::Struct;
 use tollgate::{Algorithm, Policy};
 
 use crate::keys::policy_name;
@@ -86,6 +87,12 @@ pub struct Limit {
     pub policy: Option<Policy>,
     /// The tollgate policy name (see [`crate::keys`]).
     pub policy_name: Box<str>,
+    /// `policy` with room for one more unit (`limit + 1`, or `burst + 1` for token bucket and
+    /// GCRA), on the same counter: a peek of one unit under it passes exactly when the count is
+    /// not above the limit, upstream's rule for a look (`hits_addend` 0). `None` when there is
+    /// no policy, or when one more unit would not be a valid policy (then a look passes when one
+    /// more unit fits).
+    pub look: Option<Policy>,
 }
 
 impl Limit {
@@ -108,13 +115,26 @@ impl Limit {
                 burst,
             )?)
         };
+        let look = policy.as_ref().and_then(roomier);
         Ok(Limit {
             unit,
             requests_per_unit,
             policy,
             policy_name: policy_name(rule, unit).into(),
+            look,
         })
     }
+}
+
+/// `policy` with room for one more unit on the same state: the windows' counts and the
+/// buckets' deficits do not depend on the limit (token bucket and GCRA refill at `limit` per
+/// period, so their capacity, `burst`, is the one raised).
+fn roomier(policy: &Policy) -> Option<Policy> {
+    let (limit, burst) = match policy.algorithm() {
+        Algorithm::TokenBucket | Algorithm::Gcra => (policy.limit(), Some(policy.burst() + 1)),
+        _ => (policy.limit() + 1, None),
+    };
+    Policy::new(policy.algorithm(), limit, policy.period(), burst).ok()
 }
 
 /// A configured `rate_limit`: where a descriptor ends.
@@ -134,6 +154,10 @@ pub struct Rule {
     pub detailed_metric: bool,
     /// The limit; `None` for `unlimited: true`.
     pub limit: Option<Limit>,
+    /// The descriptor's `metadata` (`None` when absent or empty), returned in the response's
+    /// dynamic metadata when the descriptor passes
+    /// ([`crate::EnvoyOptions::response_dynamic_metadata`]).
+    pub metadata: Option<Struct>,
     /// The rule's counters.
     pub stats: Arc<RuleStats>,
 }
@@ -334,9 +358,6 @@ impl Builder<'_> {
             if node.children.contains_key(composite.as_str()) {
                 return Err(self.invalid(format!("duplicate descriptor composite key '{path}'")));
             }
-            if descriptor.metadata.is_some() {
-                tracing::debug!(file = self.file, descriptor = %path, "`metadata` is accepted and not used by tollgate");
-            }
             let wildcard = composite.contains('*');
             if descriptor.share_threshold && !wildcard {
                 return Err(self.invalid(format!(
@@ -425,6 +446,11 @@ impl Builder<'_> {
             quota_mode: descriptor.quota_mode,
             detailed_metric: descriptor.detailed_metric,
             limit,
+            metadata: descriptor
+                .metadata
+                .as_ref()
+                .filter(|m| !m.0.fields.is_empty())
+                .map(|m| m.0.clone()),
             stats,
         })
     }

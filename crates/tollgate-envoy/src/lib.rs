@@ -10,6 +10,7 @@
 //! - [`keys`]: the tollgate policy name and identifier of a matched descriptor;
 //! - [`service`]: `ShouldRateLimit` itself, [`EnvoyService`];
 //! - [`grpc`]: the tonic services (rate limit and `grpc.health.v1`) and how to serve them;
+//! - [`metadata`]: the response's dynamic metadata, when asked for;
 //! - [`reload`]: the directory watcher; [`stats`]: per-rule counters as Prometheus text.
 //!
 //! ```no_run
@@ -33,6 +34,7 @@ pub mod grpc;
 pub mod headers;
 pub mod keys;
 pub mod matching;
+pub mod metadata;
 pub mod reload;
 pub mod service;
 pub mod stats;

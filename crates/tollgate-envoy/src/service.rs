@@ -5,13 +5,23 @@
 //! - no rule (unknown domain, nothing matched, a descriptor deeper or shallower than its rule, or
 //!   a rule replaced by another matched rule's `replaces`): OK, no `current_limit`;
 //! - an `unlimited` rule: OK, `limit_remaining` = `u32::MAX`, nothing counted;
-//! - a limit (the request's `limit` override, else the rule's): `hits_addend` (the descriptor's,
-//!   else the request's, 0 meaning 1) is taken from the rule's counter in one atomic store
-//!   decision. A request over the limit consumes nothing (tollgate's rule; upstream counts it
-//!   anyway). `hits_addend` larger than the limit is over limit, never an error. A descriptor
-//!   `hits_addend` of 0 (or `is_negative_hits`, which this service does not refund yet) only
-//!   looks and, as upstream, is over the limit only when the count is above it, which a count
-//!   that never takes rejected hits never is.
+//! - a limit (the request's `limit` override, else the rule's): what the descriptor asks
+//!   (its own `hits_addend`, else the request's, 0 meaning 1) is asked of the rule's counter:
+//!   - **hits** are taken in one atomic decision. A request over the limit consumes nothing
+//!     (tollgate's rule; upstream counts it anyway), except in `quota_mode`: a quota is debited
+//!     by what was used, and Envoy reports use after the fact (`apply_on_stream_done`), so hits
+//!     over a quota are charged anyway (a second atomic call, [`tollgate::Store::adjust`], up
+//!     to one limit past the quota), as upstream counts them, and answered OVER_LIMIT. More hits than the limit at
+//!     once are over the limit, never an error.
+//!   - **`hits_addend` 0** only looks and, as upstream, is over the limit only when the count
+//!     is already above it: a peek of one unit under the limit plus one ([`Limit::look`]).
+//!     Only a quota counter charged past its limit is ever above it.
+//!   - **`is_negative_hits`** gives the hits back ([`tollgate::Store::adjust`] with a negative
+//!     delta, on the same resolved check, the request's `limit` override included): never
+//!     below zero, answered OK with what is left even while the count is still over the limit
+//!     (upstream's rule, envoyproxy/ratelimit#1140), counted in `total_negative_hits`. A
+//!     sliding-log rule keeps no count to lower (the core refuses its refunds): nothing is
+//!     given back, and the answer is OK with what is left.
 //! - `duration_until_reset` of a fixed window is the time to the window's end, as upstream
 //!   reports it, also for a counter nothing has touched.
 //! - `shadow_mode`: counted and reported in the stats, but the code is OK.
@@ -22,7 +32,10 @@
 //! Decisions go through the core's [`Limiter`] (its store and failure policy), as the HTTP API's
 //! do. A store error that reaches this service (the limiter has no failure policy, and no store
 //! wrapper decided) fails the call with `UNAVAILABLE`; Envoy then applies its
-//! `failure_mode_deny` setting, just as it does when upstream's Redis call fails.
+//! `failure_mode_deny` setting, just as it does when upstream's Redis call fails. Refunds and
+//! quota charges go to the limiter's store ([`Limiter::store`]): a failure policy cannot make an
+//! adjustment up, so their store errors are `UNAVAILABLE` too (a quota hit the failure policy
+//! already answered for is not charged).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -36,6 +49,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
+use tollgate::policy::MAX_EXACT;
 use tollgate::{Algorithm, Check, Decision, LimitError, Limiter, Mode, Store};
 use tonic_health::server::HealthReporter;
 
@@ -43,6 +57,7 @@ use crate::config::{self, Config, EnvoyConfigError, Limit, Rule};
 use crate::headers::{self, HeaderSource, ResponseHeaders};
 use crate::keys::identifier;
 use crate::matching::lookup;
+use crate::metadata;
 use crate::stats::{RuleStats, ServiceStats, StatsRegistry};
 use crate::unit::Unit;
 
@@ -67,6 +82,9 @@ pub struct EnvoyOptions {
     /// Bound on metric series created per request value (`detailed_metric`,
     /// `value_to_metric`, limit overrides); past it hits count on the rule's own series.
     pub max_detailed_series: usize,
+    /// Answer with dynamic metadata ([`crate::metadata`]): the request, and the `metadata:` of
+    /// the rules whose descriptors passed (upstream: `RESPONSE_DYNAMIC_METADATA`). Off.
+    pub response_dynamic_metadata: bool,
 }
 
 impl Default for EnvoyOptions {
@@ -78,6 +96,7 @@ impl Default for EnvoyOptions {
             merge_domains: false,
             reload_debounce: Duration::from_millis(200),
             max_detailed_series: 10_000,
+            response_dynamic_metadata: false,
         }
     }
 }
@@ -129,9 +148,35 @@ struct Target {
     rule: Arc<Rule>,
     stats: Arc<RuleStats>,
     identifier: String,
-    hits: u64,
-    /// Look without consuming (`hits_addend` 0 or negative hits).
-    look_only: bool,
+    hits: Hits,
+}
+
+/// What a descriptor asks of its counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hits {
+    /// `hits_addend` 0: look, counting nothing.
+    Look,
+    /// Count this many hits.
+    Take(u64),
+    /// `is_negative_hits`: give this many back.
+    Refund(u64),
+}
+
+impl Hits {
+    /// The descriptor's `hits_addend` if set, else the request's (0 meaning 1), and its sign.
+    fn of(descriptor: &RateLimitDescriptor, request: &RateLimitRequest) -> Hits {
+        let hits = match &descriptor.hits_addend {
+            Some(addend) => addend.value,
+            None => u64::from(request.hits_addend.max(1)),
+        };
+        if descriptor.is_negative_hits {
+            Hits::Refund(hits)
+        } else if hits == 0 {
+            Hits::Look
+        } else {
+            Hits::Take(hits)
+        }
+    }
 }
 
 /// One descriptor's answer.
@@ -263,7 +308,7 @@ impl<S: Store> EnvoyService<S> {
                 }
             }
         }
-        Ok(self.respond(&targets, answers))
+        Ok(self.respond(request, &targets, answers))
     }
 
     /// Match every descriptor, apply `replaces`, and work out what to ask the store.
@@ -291,11 +336,7 @@ impl<S: Store> EnvoyService<S> {
         };
         let mut targets = Vec::with_capacity(request.descriptors.len());
         for (index, descriptor) in request.descriptors.iter().enumerate() {
-            let hits = match &descriptor.hits_addend {
-                Some(addend) => addend.value,
-                None => u64::from(request.hits_addend.max(1)),
-            };
-            let look_only = hits == 0 || descriptor.is_negative_hits;
+            let hits = Hits::of(descriptor, request);
             let target = if let Some(limit) = &descriptor.limit {
                 // The override keeps the algorithm of the rule the descriptor matches (fixed
                 // window, upstream's, when none does).
@@ -323,7 +364,6 @@ impl<S: Store> EnvoyService<S> {
                     rule,
                     stats,
                     hits,
-                    look_only,
                 })
             } else {
                 lookup(
@@ -344,7 +384,6 @@ impl<S: Store> EnvoyService<S> {
                     rule: matched.rule.clone(),
                     stats: matched.stats,
                     hits,
-                    look_only,
                 })
             };
             targets.push(target);
@@ -396,6 +435,7 @@ impl<S: Store> EnvoyService<S> {
             quota_mode: false,
             detailed_metric: false,
             limit: Some(limit),
+            metadata: None,
         }))
     }
 
@@ -408,37 +448,104 @@ impl<S: Store> EnvoyService<S> {
             return Ok(None);
         };
         let Some(policy) = &limit.policy else {
-            // `requests_per_unit: 0`: every hit is over the limit; there is no window to report.
-            return Ok(Some(Decision::default()));
+            // `requests_per_unit: 0`: every hit is over the limit (a refund is OK, as every
+            // refund is); there is no window to report.
+            let refund = matches!(target.hits, Hits::Refund(_));
+            return Ok(Some(Decision {
+                allowed: refund,
+                ..Decision::default()
+            }));
         };
         let check = Check {
             name: &limit.policy_name,
             policy,
             key: &target.identifier,
         };
-        let too_many = target.hits > policy.capacity();
-        if target.look_only || too_many {
-            // Look with a cost of one, for what is left.
+        let decision = match target.hits {
+            Hits::Look => self.look(limit, check).await?,
+            Hits::Take(hits) => self.take(check, hits, target.rule.quota_mode).await?,
+            Hits::Refund(hits) => self.refund(check, hits).await?,
+        };
+        Ok(Some(decision))
+    }
+
+    /// `hits_addend` 0, as upstream: over only when the count is already above the limit
+    /// (only a quota-mode counter, charged past its limit, ever is), else what is left.
+    async fn look(&self, limit: &Limit, check: Check<'_>) -> Result<Decision, LimitError> {
+        let probe = Check {
+            policy: limit.look.as_ref().unwrap_or(check.policy),
+            ..check
+        };
+        let limiter = &self.shared.limiter;
+        let mut decision = limiter
+            .decide_checks(&[probe], 1, Mode::Peek)
+            .await?
+            .decision;
+        if limit.look.is_some() {
+            // Back from the roomier policy's figures to the limit's.
+            decision.limit = check.policy.capacity();
+            decision.remaining = decision.remaining.saturating_sub(1);
+        }
+        Ok(decision)
+    }
+
+    /// Count `hits` in one atomic decision. Over the limit, tollgate counts nothing, except in
+    /// quota mode: a quota is debited by what was used, and Envoy reports use after the fact
+    /// (`apply_on_stream_done`), so the hits are charged anyway, as upstream counts them, up
+    /// to one limit past the quota (the core's rule for a charge); the next look is then over.
+    async fn take(
+        &self,
+        check: Check<'_>,
+        hits: u64,
+        quota_mode: bool,
+    ) -> Result<Decision, LimitError> {
+        let limiter = &self.shared.limiter;
+        // More than the capacity at once never fits: over the limit, never an error.
+        let verdict = if hits > check.policy.capacity() {
+            let mut verdict = limiter.decide_checks(&[check], 1, Mode::Peek).await?;
+            verdict.decision.allowed = false;
+            verdict
+        } else {
+            limiter.decide_checks(&[check], hits, Mode::Consume).await?
+        };
+        // A degraded answer (the store failed, the failure policy answered) stands as it is:
+        // the store would fail the charge too.
+        if verdict.decision.allowed || !quota_mode || verdict.degraded {
+            return Ok(verdict.decision);
+        }
+        let mut charged = limiter
+            .store()
+            .adjust(check, exact_delta(hits))
+            .await
+            .map_err(LimitError::Store)?;
+        charged.allowed = false;
+        Ok(charged)
+    }
+
+    /// `is_negative_hits`: give `hits` back to the counter (never below zero), and answer OK
+    /// with what is left, as upstream. A sliding log takes no refunds (the core keeps no
+    /// count to lower): nothing is given back, and the answer is a look of what is left.
+    async fn refund(&self, check: Check<'_>, hits: u64) -> Result<Decision, LimitError> {
+        let mut decision = if check.policy.algorithm() == Algorithm::SlidingLog {
+            tracing::debug!(
+                policy = check.name,
+                "a sliding log takes no refunds; nothing given back"
+            );
             let limiter = &self.shared.limiter;
-            let mut decision = limiter
+            limiter
                 .decide_checks(&[check], 1, Mode::Peek)
                 .await?
-                .decision;
-            // Upstream's rule for a look (hits_addend 0): over only when the count is already
-            // above the limit. A rejected hit is never counted here, so the count never is: a
-            // look is within the limit even when no hit is left (the request-then-stream-done
-            // quota flow asks with 0 first, and is not refused for the hit it will add later).
-            decision.allowed = !too_many;
-            if !too_many {
-                decision.retry_after_us = 0;
-            }
-            return Ok(Some(decision));
-        }
-        let limiter = &self.shared.limiter;
-        let answer = limiter
-            .decide_checks(&[check], target.hits, Mode::Consume)
-            .await?;
-        Ok(Some(answer.decision))
+                .decision
+        } else {
+            self.shared
+                .limiter
+                .store()
+                .adjust(check, -exact_delta(hits))
+                .await
+                .map_err(LimitError::Store)?
+        };
+        decision.allowed = true;
+        Ok(decision)
     }
 
     /// Turn a decision into a status, recording the rule's stats.
@@ -462,14 +569,15 @@ impl<S: Store> EnvoyService<S> {
             return no_limit(u32::MAX);
         };
         let rule = &target.rule;
-        if !target.look_only {
-            if decision.allowed {
+        match target.hits {
+            Hits::Take(hits) if decision.allowed => {
                 let near = (decision.limit as f64 * self.shared.options.near_limit_ratio).floor();
                 let used = decision.limit.saturating_sub(decision.remaining);
-                target.stats.record_allowed(target.hits, used, near as u64);
-            } else {
-                target.stats.record_rejected(target.hits, rule.shadow_mode);
+                target.stats.record_allowed(hits, used, near as u64);
             }
+            Hits::Take(hits) => target.stats.record_rejected(hits, rule.shadow_mode),
+            Hits::Refund(hits) => target.stats.record_refund(hits),
+            Hits::Look => {}
         }
         let over = !decision.allowed && !rule.shadow_mode;
         let reset_us = match (decision.allowed, &limit.policy) {
@@ -508,7 +616,12 @@ impl<S: Store> EnvoyService<S> {
     }
 
     /// The overall code, headers and counters of a request's answers.
-    fn respond(&self, targets: &[Option<Target>], answers: Vec<Answer>) -> RateLimitResponse {
+    fn respond(
+        &self,
+        request: &RateLimitRequest,
+        targets: &[Option<Target>],
+        answers: Vec<Answer>,
+    ) -> RateLimitResponse {
         let stats = &self.shared.stats;
         let failed = answers.iter().any(|a| a.over_limit && !a.quota_mode);
         let quota = answers.iter().filter(|a| a.quota_mode);
@@ -545,13 +658,30 @@ impl<S: Store> EnvoyService<S> {
                 .map(|source| headers::render(kind, &source))
                 .unwrap_or_default()
         };
+        // Passed, as upstream: not over the limit (shadow mode answers OK) and not unlimited.
+        let dynamic_metadata = self.shared.options.response_dynamic_metadata.then(|| {
+            let passed = targets.iter().zip(&answers).filter_map(|(target, answer)| {
+                let rule = target.as_ref().map(|t| &t.rule);
+                let unlimited = rule.is_some_and(|r| r.limit.is_none());
+                let ok = answer.status.code == Code::Ok as i32;
+                (ok && !unlimited).then(|| rule.and_then(|r| r.metadata.as_ref()))
+            });
+            metadata::response(request, passed)
+        });
         RateLimitResponse {
             overall_code: if over { Code::OverLimit } else { Code::Ok } as i32,
             statuses: answers.into_iter().map(|a| a.status).collect(),
             response_headers_to_add,
+            dynamic_metadata,
             ..RateLimitResponse::default()
         }
     }
+}
+
+/// `hits` as a store adjustment: below 2^53, where every store counts exactly (a larger one
+/// saturates the count as the largest does).
+fn exact_delta(hits: u64) -> i64 {
+    i64::try_from(hits.min(MAX_EXACT - 1)).unwrap_or(i64::MAX)
 }
 
 /// Upstream's stats key of a limit override: `<domain>.<key>_<value>.<key>...`.

@@ -25,6 +25,8 @@ pub struct RuleStats {
     pub within_limit: AtomicU64,
     /// Hits that were over the limit but answered OK because the rule is in shadow mode.
     pub shadow_mode: AtomicU64,
+    /// Hits given back (`is_negative_hits`), as upstream's `total_negative_hits`.
+    pub total_negative_hits: AtomicU64,
 }
 
 impl RuleStats {
@@ -55,19 +57,25 @@ impl RuleStats {
         }
     }
 
-    fn snapshot(&self) -> [u64; 5] {
+    /// Record a refund of `hits` (`is_negative_hits`): counted apart from the hits taken.
+    pub fn record_refund(&self, hits: u64) {
+        Self::add(&self.total_negative_hits, hits);
+    }
+
+    fn snapshot(&self) -> [u64; 6] {
         [
             self.total_hits.load(Ordering::Relaxed),
             self.over_limit.load(Ordering::Relaxed),
             self.near_limit.load(Ordering::Relaxed),
             self.within_limit.load(Ordering::Relaxed),
             self.shadow_mode.load(Ordering::Relaxed),
+            self.total_negative_hits.load(Ordering::Relaxed),
         ]
     }
 }
 
 /// Stat names in render order, matching [`RuleStats::snapshot`].
-const RULE_STATS: [(&str, &str); 5] = [
+const RULE_STATS: [(&str, &str); 6] = [
     ("total_hits", "Hits of requests that matched the rule."),
     (
         "over_limit",
@@ -81,6 +89,10 @@ const RULE_STATS: [(&str, &str); 5] = [
     (
         "shadow_mode",
         "Over-limit hits answered OK because the rule is in shadow mode.",
+    ),
+    (
+        "total_negative_hits",
+        "Hits given back by descriptors with is_negative_hits.",
     ),
 ];
 
@@ -162,7 +174,7 @@ impl StatsRegistry {
 
     /// Append every rule series as Prometheus text: `tollgate_envoy_rule_<stat>_total{rule=...}`.
     pub fn render(&self, out: &mut String) {
-        let mut rows: Vec<(Arc<str>, [u64; 5])> = self
+        let mut rows: Vec<(Arc<str>, [u64; RULE_STATS.len()])> = self
             .series
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -303,7 +315,7 @@ mod tests {
         assert_eq!(stats.near_limit.load(Ordering::Relaxed), 2);
         assert_eq!(stats.within_limit.load(Ordering::Relaxed), 4);
         stats.record_rejected(3, true);
-        assert_eq!(stats.snapshot(), [7, 3, 2, 4, 3]);
+        assert_eq!(stats.snapshot(), [7, 3, 2, 4, 3, 0]);
     }
 
     #[test]

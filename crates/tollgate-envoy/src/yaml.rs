@@ -10,8 +10,10 @@
 
 use std::fmt;
 
+use envoy_types::pb::google::protobuf::value::Kind;
+use envoy_types::pb::google::protobuf::{ListValue, Struct, Value};
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, Visitor};
+use serde::de::{self, Deserializer, Visitor};
 
 /// One file: one domain and its descriptors.
 #[derive(Debug, Deserialize)]
@@ -56,10 +58,101 @@ pub struct YamlDescriptor {
     /// Every value matching this wildcard shares one counter.
     #[serde(default)]
     pub share_threshold: bool,
-    /// Upstream returns it as response dynamic metadata when asked to; tollgate accepts and
-    /// ignores it (documented in the README).
+    /// Returned in the response's dynamic metadata when the descriptor passes, if
+    /// [`crate::EnvoyOptions::response_dynamic_metadata`] is on (upstream's
+    /// `RESPONSE_DYNAMIC_METADATA`).
     #[serde(default)]
-    pub metadata: Option<IgnoredAny>,
+    pub metadata: Option<YamlMetadata>,
+}
+
+/// A descriptor's `metadata`: a map of anything YAML holds, as a protobuf `Struct` (numbers are
+/// doubles, as upstream's `structpb` makes them).
+#[derive(Debug, Default)]
+pub struct YamlMetadata(pub Struct);
+
+impl<'de> Deserialize<'de> for YamlMetadata {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match deserializer.deserialize_any(AnyValue)?.kind {
+            Some(Kind::StructValue(fields)) => Ok(YamlMetadata(fields)),
+            Some(Kind::NullValue(_)) | None => Ok(YamlMetadata::default()),
+            Some(_) => Err(de::Error::custom("metadata must be a map")),
+        }
+    }
+}
+
+/// Any YAML value as a protobuf `Value`.
+struct AnyValue;
+
+fn value(kind: Kind) -> Value {
+    Value { kind: Some(kind) }
+}
+
+impl<'de> Visitor<'de> for AnyValue {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(value(Kind::BoolValue(v)))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(value(Kind::NumberValue(v as f64)))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(value(Kind::NumberValue(v as f64)))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(value(Kind::NumberValue(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(value(Kind::StringValue(v.to_owned())))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(value(Kind::NullValue(0)))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(value(Kind::NullValue(0)))
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(AnyValue)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut values = Vec::new();
+        while let Some(item) = seq.next_element_seed(AnySeed)? {
+            values.push(item);
+        }
+        Ok(value(Kind::ListValue(ListValue { values })))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut fields = Struct::default();
+        while let Some(key) = map.next_key::<String>()? {
+            let item = map.next_value_seed(AnySeed)?;
+            fields.fields.insert(key, item);
+        }
+        Ok(value(Kind::StructValue(fields)))
+    }
+}
+
+/// [`AnyValue`] as a seed, for the elements of lists and maps.
+struct AnySeed;
+
+impl<'de> de::DeserializeSeed<'de> for AnySeed {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(AnyValue)
+    }
 }
 
 /// A `rate_limit` block.

@@ -93,6 +93,10 @@ fn unknown_fields_and_bad_types_name_the_line() {
         "domain: d\ndescriptors:\n  - key: k\n    rate_limit: { unit: second, requests_per_unit: -1 }\n",
         "bad.yaml:4:",
     );
+    rejects(
+        "domain: d\ndescriptors:\n  - key: k\n    metadata: [a, b]\n",
+        "metadata must be a map",
+    );
     rejects("domain: [\n", "bad.yaml");
     rejects("", "bad.yaml");
 }
@@ -155,7 +159,7 @@ fn domains_are_unique_unless_merged() {
 #[test]
 fn upstream_leniencies_are_kept() {
     // Units in any case, scalar values that are not strings, null lists, rpu without a unit
-    // when unlimited, metadata, comments, dotfiles and other extensions ignored.
+    // when unlimited, metadata of any shape, comments, dotfiles and other extensions ignored.
     let text = r#"
 # comment
 domain: d
@@ -163,8 +167,9 @@ descriptors:
   - key: code
     value: 429
     rate_limit: { unit: MINUTE, requests_per_unit: 1 }
-    metadata: { team: { name: edge } }
+    metadata: { team: { name: edge, zones: [a, 2, 1.5, true, null] } }
   - key: flag
+    metadata:
     value: true
     descriptors:
   - key: internal

@@ -30,6 +30,8 @@ on_memory!(
     replaces,
     hits_addend,
     quota_flow,
+    multi_service_quota,
+    negative_hits,
     limit_override,
     several_descriptors,
     unknown_and_invalid,

@@ -36,6 +36,8 @@ on_redis!(
     replaces,
     hits_addend,
     quota_flow,
+    multi_service_quota,
+    negative_hits,
     limit_override,
     several_descriptors,
     unknown_and_invalid,

@@ -177,3 +177,120 @@ async fn grpc_health_follows_ready() {
         .expect("task")
         .expect("clean exit");
 }
+
+/// Upstream's quota example as a new user tries it: envoyproxy/ratelimit's example config
+/// (`service_2`: `quota_mode: true`, 2 a minute) and its `/tokenquota` route, whose requests
+/// call with `hits_addend` 0 when they start and 1 when their stream is done
+/// (`apply_on_stream_done`; Envoy sends that call for refused requests too). `tollgate serve` on a
+/// real Redis answers every call as upstream does: requests 1 to 3 start, the third one's
+/// completion goes over, and from the fourth on every start is refused.
+#[tokio::test]
+async fn upstream_quota_example_request_then_stream_done() {
+    use tollgate_envoy::envoy_types::pb::google::protobuf::UInt64Value;
+
+    let redis = tollgate_testkit::RedisServer::start().expect("redis-server starts");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("example.yaml"),
+        "domain: rl
+descriptors:
+  - key: service
+    value: service_1
+    quota_mode: true
+    rate_limit:
+      unit: minute
+      requests_per_unit: 1
+    metadata:
+      service_with_quota:
+        name: \"service_1\"
+  - key: service
+    value: service_2
+    quota_mode: true
+    rate_limit:
+      unit: minute
+      requests_per_unit: 2
+    metadata:
+      service_with_quota:
+        name: \"service_2\"
+",
+    )
+    .unwrap();
+    let yaml = format!(
+        "store:\n  url: {}\nenvoy:\n  config_dir: {}\n",
+        redis.url(),
+        dir.path().display()
+    );
+    let server = Server::bind(settings(&yaml)).await.expect("binds");
+    let grpc = server.grpc_local_addr().expect("gRPC is on");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let mut client = RateLimitServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .expect("gRPC connects");
+    let call = |hits: u64| RateLimitRequest {
+        domain: "rl".into(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: vec![Entry {
+                key: "service".into(),
+                value: "service_2".into(),
+            }],
+            hits_addend: Some(UInt64Value { value: hits }),
+            ..RateLimitDescriptor::default()
+        }],
+        hits_addend: 0,
+    };
+
+    // The ten calls take milliseconds; start them well inside one minute window.
+    let into_minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 60;
+    if into_minute >= 50 {
+        tokio::time::sleep(Duration::from_secs(61 - into_minute)).await;
+    }
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        for hits in [0, 1] {
+            let answer = client.should_rate_limit(call(hits)).await.expect("answers");
+            let answer = answer.into_inner();
+            let status = &answer.statuses[0];
+            let limit = status.current_limit.as_ref().expect("the rule's limit");
+            assert_eq!((limit.requests_per_unit, limit.unit), (2, 2), "2 a minute");
+            let reset = status
+                .duration_until_reset
+                .as_ref()
+                .map_or(0, |d| d.seconds);
+            assert!(
+                (1..=60).contains(&reset),
+                "time to the minute's end: {reset}"
+            );
+            answers.push((hits, answer.overall_code, status.limit_remaining));
+        }
+    }
+    let (ok, over) = (Code::Ok as i32, Code::OverLimit as i32);
+    assert_eq!(
+        answers,
+        [
+            (0, ok, 2),
+            (1, ok, 1),
+            (0, ok, 1),
+            (1, ok, 0),
+            (0, ok, 0),
+            (1, over, 0),
+            (0, over, 0),
+            (1, over, 0),
+            (0, over, 0),
+            (1, over, 0),
+        ]
+    );
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("server stops")
+        .expect("task")
+        .expect("clean exit");
+}

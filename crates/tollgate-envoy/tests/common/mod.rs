@@ -210,6 +210,15 @@ pub fn desc_hits(entries: &[(&str, &str)], hits: u64) -> RateLimitDescriptor {
     }
 }
 
+/// A descriptor giving hits back (`is_negative_hits`), with its own `hits_addend` if `Some`.
+pub fn desc_refund(entries: &[(&str, &str)], hits: Option<u64>) -> RateLimitDescriptor {
+    RateLimitDescriptor {
+        hits_addend: hits.map(|value| UInt64Value { value }),
+        is_negative_hits: true,
+        ..desc(entries)
+    }
+}
+
 /// A descriptor with a limit override (`unit` as the proto enum value).
 pub fn desc_override(
     entries: &[(&str, &str)],

@@ -253,11 +253,13 @@ descriptors:
     assert_eq!((rpu(&read), read.limit_remaining), (Some(2), 1));
 }
 
-/// Upstream's quota example (`quota_mode: true`, 2 per unit; an hour here, so no window edge falls
-/// inside the test) in its request-then-stream-done
-/// flow: `hits_addend` 0 when the request starts, 1 when its stream is done. The third request
-/// still starts (upstream answers OK: the count, 2, is not above the limit); its completion is
-/// the hit over the limit. An untouched counter reports the time to the window's end.
+/// Upstream's quota example (`quota_mode: true`, 2 per unit; an hour here, so no window edge
+/// falls inside the test) in its request-then-stream-done flow: `hits_addend` 0 when the request
+/// starts, 1 when its stream is done (`apply_on_stream_done`). Every answer is upstream's, whose
+/// counter takes every hit: the third request still starts (the count, 2, is not above the
+/// limit) and its completion goes over; that hit is counted, so the fourth request is refused
+/// at its start, and so is every later one. An untouched counter reports the time to the
+/// window's end.
 pub async fn quota_flow<S: Store>(store: Arc<S>) {
     let h = start(
         store,
@@ -268,16 +270,15 @@ descriptors:
   - key: model
     value: gpt
     quota_mode: true
-    rate_limit: { unit: minute, requests_per_unit: 2 }
+    rate_limit: { unit: hour, requests_per_unit: 2 }
 ",
         )],
         EnvoyOptions::default(),
     )
     .await;
     let domain = h.domain("q");
-    let descriptor = || desc_hits(&[("model", "gpt")], 0);
     let fresh = h
-        .call(request(&domain, vec![descriptor()], 0))
+        .call(request(&domain, vec![desc_hits(&[("model", "gpt")], 0)], 0))
         .await
         .unwrap();
     let until_reset = fresh.statuses[0]
@@ -289,8 +290,8 @@ descriptors:
         (1..=3600).contains(&until_reset),
         "untouched: {until_reset}"
     );
-    let mut codes = Vec::new();
-    for _ in 0..3 {
+    let mut answers = Vec::new();
+    for _ in 0..5 {
         for hits in [0, 1] {
             let r = h
                 .call(request(
@@ -300,19 +301,265 @@ descriptors:
                 ))
                 .await
                 .unwrap();
-            codes.push((hits, code(r.overall_code)));
+            let status = &r.statuses[0];
+            let reset = status
+                .duration_until_reset
+                .as_ref()
+                .map_or(0, |d| d.seconds);
+            assert!((1..=3600).contains(&reset), "reset {reset}");
+            answers.push((hits, code(r.overall_code), status.limit_remaining));
         }
     }
+    use Code::{Ok, OverLimit as Over};
     assert_eq!(
-        codes,
+        answers,
         [
-            (0, Code::Ok),
-            (1, Code::Ok),
-            (0, Code::Ok),
-            (1, Code::Ok),
-            (0, Code::Ok),
-            (1, Code::OverLimit)
+            (0, Ok, 2),
+            (1, Ok, 1),
+            (0, Ok, 1),
+            (1, Ok, 0),
+            (0, Ok, 0),
+            (1, Over, 0),
+            (0, Over, 0),
+            (1, Over, 0),
+            (0, Over, 0),
+            (1, Over, 0),
         ]
+    );
+}
+
+/// The string at `path` in a protobuf `Struct`.
+fn text(
+    fields: &tollgate_envoy::envoy_types::pb::google::protobuf::Struct,
+    path: &[&str],
+) -> Option<String> {
+    use tollgate_envoy::envoy_types::pb::google::protobuf::value::Kind;
+    let (last, parents) = path.split_last()?;
+    let mut at = fields;
+    for key in parents {
+        match &at.fields.get(*key)?.kind {
+            Some(Kind::StructValue(inner)) => at = inner,
+            _ => return None,
+        }
+    }
+    match &at.fields.get(*last)?.kind {
+        Some(Kind::StringValue(value)) => Some(value.clone()),
+        _ => None,
+    }
+}
+
+/// Upstream's multi-service quota example (service_1: 1, service_2: 2, both `quota_mode`, each
+/// with `metadata: {service_with_quota: {name}}`): each request starts with a look at both
+/// services (`hits_addend` 0); Envoy routes it to the service named by the response's dynamic
+/// metadata (`metadata.service_with_quota.name`: the first service with quota left) and, when
+/// its stream is done, charges that service's own counter (`hits_addend` 1). As upstream's
+/// integration test: service_1 serves two requests, service_2 three, the sixth is refused; and a
+/// request naming both services charges each its own counter.
+pub async fn multi_service_quota<S: Store>(store: Arc<S>) {
+    let services_file = |name: &str| {
+        format!(
+            "domain: {name}-{{d}}
+descriptors:
+  - key: service
+    value: service_1
+    quota_mode: true
+    rate_limit: {{ unit: hour, requests_per_unit: 1 }}
+    metadata:
+      service_with_quota:
+        name: service_1
+  - key: service
+    value: service_2
+    quota_mode: true
+    rate_limit: {{ unit: hour, requests_per_unit: 2 }}
+    metadata:
+      service_with_quota:
+        name: service_2
+"
+        )
+    };
+    let options = EnvoyOptions {
+        response_dynamic_metadata: true,
+        ..EnvoyOptions::default()
+    };
+    let h = start(
+        store,
+        &[
+            ("m.yaml", &services_file("m")),
+            ("n.yaml", &services_file("n")),
+        ],
+        options,
+    )
+    .await;
+    let domain = h.domain("m");
+    let services = ["service_1", "service_2"];
+    let mut served = Vec::new();
+    for _ in 0..6 {
+        let looks = services
+            .iter()
+            .map(|s| desc_hits(&[("service", s)], 0))
+            .collect();
+        let start = h.call(request(&domain, looks, 0)).await.unwrap();
+        let metadata = start.dynamic_metadata.expect("dynamic metadata");
+        if code(start.overall_code) == Code::OverLimit {
+            // No descriptor passed: no rule metadata.
+            assert!(!metadata.fields.contains_key("metadata"), "{metadata:?}");
+            served.push("refused");
+            continue;
+        }
+        assert_eq!(
+            text(&metadata, &["domain"]).as_deref(),
+            Some(domain.as_str())
+        );
+        let service = text(&metadata, &["metadata", "service_with_quota", "name"])
+            .expect("the service with quota, when the request is OK");
+        let service = services
+            .into_iter()
+            .find(|s| *s == service)
+            .expect("a configured service");
+        served.push(service);
+        h.call(request(
+            &domain,
+            vec![desc_hits(&[("service", service)], 1)],
+            0,
+        ))
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        served,
+        [
+            "service_1",
+            "service_1",
+            "service_2",
+            "service_2",
+            "service_2",
+            "refused"
+        ]
+    );
+
+    // One request naming both services charges each its own counter (a fresh domain).
+    let domain = h.domain("n");
+    let both = || {
+        vec![
+            desc(&[("service", "service_1")]),
+            desc(&[("service", "service_2")]),
+        ]
+    };
+    let look = async || {
+        let looks = services
+            .iter()
+            .map(|s| desc_hits(&[("service", s)], 0))
+            .collect();
+        let r = h.call(request(&domain, looks, 0)).await.unwrap();
+        r.statuses
+            .iter()
+            .map(|s| (code(s.code), s.limit_remaining))
+            .collect::<Vec<_>>()
+    };
+    let r = h.call(request(&domain, both(), 0)).await.unwrap();
+    assert_eq!(code(r.overall_code), Code::Ok);
+    assert_eq!(look().await, [(Code::Ok, 0), (Code::Ok, 1)]);
+    // service_1 goes over (and is charged), service_2 still has quota: OK.
+    let r = h.call(request(&domain, both(), 0)).await.unwrap();
+    assert_eq!(code(r.overall_code), Code::Ok);
+    assert_eq!(look().await, [(Code::OverLimit, 0), (Code::Ok, 0)]);
+    // Both over: refused.
+    let r = h.call(request(&domain, both(), 0)).await.unwrap();
+    assert_eq!(code(r.overall_code), Code::OverLimit);
+    assert_eq!(look().await, [(Code::OverLimit, 0), (Code::OverLimit, 0)]);
+}
+
+/// `is_negative_hits` gives hits back, as upstream (envoyproxy/ratelimit#1140): the count goes
+/// down, never below zero, and the answer is OK with what is left, even while the count is
+/// still over the limit. Without its own `hits_addend` a descriptor gives back the request's
+/// (0 meaning 1). A sliding log gives nothing back and answers OK with what is left.
+pub async fn negative_hits<S: Store>(store: Arc<S>) {
+    let h = start(
+        store,
+        &[(
+            "n.yaml",
+            r#"
+domain: n-{d}
+descriptors:
+  - key: k
+    rate_limit: { unit: hour, requests_per_unit: 50 }
+  - key: quota
+    quota_mode: true
+    rate_limit: { unit: hour, requests_per_unit: 2 }
+  - key: bucket
+    rate_limit: { unit: hour, requests_per_unit: 10, algorithm: token-bucket }
+  - key: log
+    rate_limit: { unit: hour, requests_per_unit: 3, algorithm: sliding-log }
+"#,
+        )],
+        EnvoyOptions::default(),
+    )
+    .await;
+    let domain = h.domain("n");
+    let status = async |descriptor, hits| {
+        let r = h
+            .call(request(&domain, vec![descriptor], hits))
+            .await
+            .unwrap();
+        let s = &r.statuses[0];
+        assert!(s.duration_until_reset.is_some(), "{s:?}");
+        (code(r.overall_code), s.limit_remaining)
+    };
+    let k = || &[("k", "a")][..];
+    // Upstream's integration test: take 5 of 50, give 3 back, take 1.
+    assert_eq!(status(desc(k()), 5).await, (Code::Ok, 45));
+    assert_eq!(status(desc_refund(k(), Some(3)), 0).await, (Code::Ok, 48));
+    assert_eq!(status(desc(k()), 1).await, (Code::Ok, 47));
+    // Without its own hits_addend: the request's, 0 meaning 1.
+    assert_eq!(status(desc_refund(k(), None), 2).await, (Code::Ok, 49));
+    assert_eq!(status(desc_refund(k(), None), 0).await, (Code::Ok, 50));
+    // Never below zero: the next 50 still fit, the 51st does not.
+    assert_eq!(
+        status(desc_refund(k(), Some(1000)), 0).await,
+        (Code::Ok, 50)
+    );
+    assert_eq!(status(desc(k()), 50).await, (Code::Ok, 0));
+    assert_eq!(status(desc(k()), 1).await, (Code::OverLimit, 0));
+    // An untouched counter: nothing to give back, everything left.
+    assert_eq!(
+        status(desc_refund(&[("k", "b")], Some(7)), 0).await,
+        (Code::Ok, 50)
+    );
+
+    // A quota counter charged past its limit: a refund is OK while still over, and the count
+    // it leaves decides the next look.
+    let q = || &[("quota", "a")][..];
+    for _ in 0..4 {
+        status(desc(q()), 0).await;
+    }
+    assert_eq!(status(desc_hits(q(), 0), 0).await, (Code::OverLimit, 0));
+    assert_eq!(status(desc_refund(q(), Some(1)), 0).await, (Code::Ok, 0));
+    assert_eq!(status(desc_hits(q(), 0), 0).await, (Code::OverLimit, 0));
+    assert_eq!(status(desc_refund(q(), Some(1)), 0).await, (Code::Ok, 0));
+    assert_eq!(status(desc_hits(q(), 0), 0).await, (Code::Ok, 0));
+    assert_eq!(status(desc_refund(q(), Some(1)), 0).await, (Code::Ok, 1));
+
+    // Any tollgate algorithm with a count to lower: a token bucket gets its tokens back.
+    let b = || &[("bucket", "a")][..];
+    assert_eq!(status(desc(b()), 6).await, (Code::Ok, 4));
+    assert_eq!(status(desc_refund(b(), Some(4)), 0).await, (Code::Ok, 8));
+
+    // A sliding log keeps no count to lower: nothing is given back.
+    let l = || &[("log", "a")][..];
+    assert_eq!(status(desc(l()), 3).await, (Code::Ok, 0));
+    assert_eq!(status(desc_refund(l(), Some(2)), 0).await, (Code::Ok, 0));
+    assert_eq!(status(desc(l()), 1).await, (Code::OverLimit, 0));
+
+    let rule = format!("{{rule=\"{domain}.k\"}}");
+    assert_eq!(
+        h.metric(&format!(
+            "tollgate_envoy_rule_total_negative_hits_total{rule}"
+        )),
+        Some(3 + 2 + 1 + 1000 + 7)
+    );
+    assert_eq!(
+        h.metric(&format!("tollgate_envoy_rule_total_hits_total{rule}")),
+        Some(5 + 1 + 50 + 1)
     );
 }
 
