@@ -124,6 +124,15 @@ impl Limit {
             look,
         })
     }
+
+    /// The limit of a `shadow_mode` descriptor: its policies in the core's shadow mode
+    /// ([`Policy::with_shadow`]), which decides and counts but lets through, reporting
+    /// `shadow_denied`, as `shadow: true` does for the server's own policies.
+    pub fn in_shadow(mut self, shadow: bool) -> Limit {
+        self.policy = self.policy.map(|p| p.with_shadow(shadow));
+        self.look = self.look.map(|p| p.with_shadow(shadow));
+        self
+    }
 }
 
 /// `policy` with room for one more unit on the same state: the windows' counts and the
@@ -421,7 +430,7 @@ impl Builder<'_> {
                 rate_limit.burst,
             )
             .map_err(|e| self.invalid(format!("descriptor '{path}': {e}")))?;
-            Some(limit)
+            Some(limit.in_shadow(descriptor.shadow_mode))
         };
         let mut replaces = Vec::with_capacity(rate_limit.replaces.len());
         for replaced in &rate_limit.replaces {

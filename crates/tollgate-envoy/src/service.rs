@@ -24,7 +24,8 @@
 //!     given back, and the answer is OK with what is left.
 //! - `duration_until_reset` of a fixed window is the time to the window's end, as upstream
 //!   reports it, also for a counter nothing has touched.
-//! - `shadow_mode`: counted and reported in the stats, but the code is OK.
+//! - `shadow_mode`: counted and reported in the stats, but the code is OK: the rule's policy is
+//!   in the core's shadow mode (`Policy::with_shadow`, as `shadow: true` in the server's config).
 //!
 //! The overall code is OVER_LIMIT when a descriptor that is not in quota mode is over its limit,
 //! or when every quota-mode descriptor is; the global shadow mode turns it OK.
@@ -477,10 +478,7 @@ impl<S: Store> EnvoyService<S> {
             ..check
         };
         let limiter = &self.shared.limiter;
-        let mut decision = limiter
-            .decide_checks(&[probe], 1, Mode::Peek)
-            .await?
-            .decision;
+        let mut decision = as_decided(&limiter.decide_checks(&[probe], 1, Mode::Peek).await?);
         if limit.look.is_some() {
             // Back from the roomier policy's figures to the limit's.
             decision.limit = check.policy.capacity();
@@ -508,10 +506,11 @@ impl<S: Store> EnvoyService<S> {
         } else {
             limiter.decide_checks(&[check], hits, Mode::Consume).await?
         };
+        let decision = as_decided(&verdict);
         // A degraded answer (the store failed, the failure policy answered) stands as it is:
         // the store would fail the charge too.
-        if verdict.decision.allowed || !quota_mode || verdict.degraded {
-            return Ok(verdict.decision);
+        if decision.allowed || !quota_mode || verdict.degraded {
+            return Ok(decision);
         }
         let mut charged = limiter
             .store()
@@ -696,4 +695,16 @@ fn descriptor_key(domain: &str, descriptor: &RateLimitDescriptor) -> String {
         }
     }
     key
+}
+
+/// The decision as the descriptor's limit made it. A `shadow_mode` rule's policy is in the
+/// core's shadow mode, so the core lets an over-limit request through and says
+/// `shadow_denied`; the over-limit answer is what upstream's stats and quota mode go by, and
+/// [`EnvoyService`]'s answer turns it OK for a shadow rule.
+fn as_decided(verdict: &tollgate::Verdict) -> Decision {
+    let mut decision = verdict.decision;
+    if verdict.shadow_denied {
+        decision.allowed = false;
+    }
+    decision
 }
