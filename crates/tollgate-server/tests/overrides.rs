@@ -344,6 +344,23 @@ async fn a_raised_limit_beats_every_instances_cached_rejections() {
         TestServer::start(&config).await,
         TestServer::start(&config).await,
     ];
+    // Each instance subscribes to the override channel in the background once it starts (a
+    // cache filled before that is cleared when the subscription comes up): wait for all three.
+    let channel = format!("cached-{}:overrides:changed", std::process::id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, subscribers): (String, u64) = redis
+            .query(&["PUBSUB", "NUMSUB", &channel])
+            .expect("PUBSUB NUMSUB");
+        if subscribers >= 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{subscribers} of 3 subscribed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let check = json!({"policy": "hourly", "key": "tenant"});
     for _ in 0..3 {
         assert_eq!(servers[0].check(check.clone()).await.json["allowed"], true);
