@@ -31,13 +31,27 @@ use redis::{
 
 use crate::connection::{ConnectOptions, MultiHost, reply};
 
-/// The connection in use (with its generation), the master a Sentinel announced last, and
-/// until when calls wait out a failover in progress.
+/// The master in use, and the master a Sentinel announced last.
 #[derive(Default)]
 struct Current {
-    connection: Mutex<Option<(u64, MultiplexedConnection)>>,
+    master: Mutex<Master>,
     announced: Mutex<Option<(String, u16)>>,
-    failing_over: Mutex<Option<Instant>>,
+}
+
+/// The connection in use (with its generation), or until when calls wait out a failover in
+/// progress: never both, so the common call finds its connection with one lock, and a pause
+/// and the connection it forbids change together.
+#[derive(Default)]
+struct Master {
+    connection: Option<(u64, MultiplexedConnection)>,
+    paused_until: Option<Instant>,
+}
+
+impl Master {
+    fn paused(&self) -> bool {
+        self.paused_until
+            .is_some_and(|until| Instant::now() < until)
+    }
 }
 
 /// The longest a failover in progress holds calls back, should its end never be announced.
@@ -147,7 +161,7 @@ impl SentinelMaster {
     }
 
     fn cached(&self) -> Option<(u64, MultiplexedConnection)> {
-        lock(&self.current.connection).clone()
+        lock(&self.current.master).connection.clone()
     }
 
     /// The current master's connection, resolving it when there is none. While a failover is
@@ -155,13 +169,6 @@ impl SentinelMaster {
     /// writes that the new one will never see.
     async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
         self.watchers.get_or_init(|| self.watch_switches());
-        if lock(&self.current.failing_over).is_some_and(|until| Instant::now() < until) {
-            return Err(RedisError::from((
-                ErrorKind::MasterNameNotFoundBySentinel,
-                "a failover is in progress: decisions wait for the new master",
-                self.master_name.clone(),
-            )));
-        }
         if let Some(current) = self.cached() {
             return Ok(current);
         }
@@ -169,10 +176,26 @@ impl SentinelMaster {
         if let Some(current) = self.cached() {
             return Ok(current);
         }
+        if lock(&self.current.master).paused() {
+            return Err(self.failing_over());
+        }
         let connection = self.resolve().await?;
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        *lock(&self.current.connection) = Some((generation, connection.clone()));
+        let mut master = lock(&self.current.master);
+        // A failover may have begun while this one resolved (the master it found is the old).
+        if master.paused() {
+            return Err(self.failing_over());
+        }
+        master.connection = Some((generation, connection.clone()));
         Ok((generation, connection))
+    }
+
+    fn failing_over(&self) -> RedisError {
+        RedisError::from((
+            ErrorKind::MasterNameNotFoundBySentinel,
+            "a failover is in progress: decisions wait for the new master",
+            self.master_name.clone(),
+        ))
     }
 
     /// One task per Sentinel following `+switch-master` (see the module docs).
@@ -294,9 +317,13 @@ impl SentinelMaster {
 
     /// Forget the connection of `generation` if it is still the current one.
     fn invalidate(&self, generation: u64) {
-        let mut current = lock(&self.current.connection);
-        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
-            *current = None;
+        let mut master = lock(&self.current.master);
+        if master
+            .connection
+            .as_ref()
+            .is_some_and(|(g, _)| *g == generation)
+        {
+            master.connection = None;
         }
     }
 
@@ -396,8 +423,7 @@ async fn watch_switches(
                     };
                     if let (true, Ok(port)) = (name == master_name, port.parse::<u16>()) {
                         *lock(&current.announced) = Some((host.to_owned(), port));
-                        *lock(&current.connection) = None;
-                        *lock(&current.failing_over) = None;
+                        *lock(&current.master) = Master::default();
                     }
                     continue;
                 }
@@ -407,11 +433,13 @@ async fn watch_switches(
                     continue;
                 }
                 if event == "+failover-state-send-slaveof-noone" {
-                    *lock(&current.failing_over) = Some(Instant::now() + FAILOVER_PAUSE);
-                    *lock(&current.connection) = None;
+                    *lock(&current.master) = Master {
+                        connection: None,
+                        paused_until: Some(Instant::now() + FAILOVER_PAUSE),
+                    };
                 } else if event.starts_with("-failover-abort") || event.starts_with("+failover-end")
                 {
-                    *lock(&current.failing_over) = None;
+                    lock(&current.master).paused_until = None;
                 }
             }
         }

@@ -305,29 +305,29 @@ impl<S: Store> Limiter<S> {
             verdict,
             waited: started.elapsed(),
         };
+        // Resolved and validated once, before anyone queues: a request that can never pass does
+        // not wait, and the tries need no lookups.
+        let (positions, checks) = self.checks(policies, key, cost)?;
+        let decide = async |mode| -> Result<Verdict, LimitError> {
+            let mut verdict = self.decide_checks(&checks, cost, mode).await?;
+            verdict.policies = positions.clone();
+            Ok(verdict)
+        };
         if max_wait.is_zero() {
-            return Ok(answer(self.check_all(policies, key, cost).await?));
+            return Ok(answer(decide(Mode::Consume).await?));
         }
-        // Validated before anyone queues: a request that can never pass does not wait.
-        self.checks(policies, key, cost)?;
-        let queue = queue_name(policies, key);
-        let Some(place) = self.waiting.join(&queue) else {
-            return Ok(answer(self.check_all(policies, key, cost).await?));
+        let Some(place) = self.waiting.join(&queue_name(policies, key)) else {
+            return Ok(answer(decide(Mode::Consume).await?));
         };
         let deadline = started + max_wait;
         let Ok(_turn) = tokio::time::timeout_at(deadline, place.turn()).await else {
             // The callers ahead kept the key busy past this one's deadline.
-            return Ok(answer(
-                self.run(policies, key, cost, Mode::Peek)
-                    .await
-                    .map(|mut verdict| {
-                        verdict.decision.allowed = false;
-                        verdict
-                    })?,
-            ));
+            let mut verdict = decide(Mode::Peek).await?;
+            verdict.decision.allowed = false;
+            return Ok(answer(verdict));
         };
         loop {
-            let verdict = self.check_all(policies, key, cost).await?;
+            let verdict = decide(Mode::Consume).await?;
             let wait = Duration::from_micros(verdict.decision.retry_after_us);
             if verdict.allowed()
                 || verdict.degraded
