@@ -203,6 +203,18 @@ async fn admit<S: Store>(
             waited,
         });
     }
+    // Boxed: its state (acquires, releases, a check) would otherwise size every request's
+    // future, leases or not.
+    Box::pin(admit_leased(limiter, rule, set, key)).await
+}
+
+/// [`admit`] for a set with `concurrency` policies.
+async fn admit_leased<S: Store>(
+    limiter: &Limiter<S>,
+    rule: &CompiledRule,
+    set: &PolicySet,
+    key: &str,
+) -> Result<Admission<S>, LimitError> {
     let mut decisions: Decisions = smallvec![Decision::default(); set.names().len()];
     let mut leases = Vec::new();
     let mut degraded = false;
@@ -258,7 +270,8 @@ async fn check<S: Store>(
     let names: SmallVec<[&str; 4]> = set.checked().map(|(_, name)| name).collect();
     match rule.delay {
         Some(max_wait) if mode == Mode::Consume => {
-            let waited = limiter.check_wait(&names, key, rule.cost, max_wait).await?;
+            // Boxed, as the leases are: only a delaying rule pays for the waiting state.
+            let waited = Box::pin(limiter.check_wait(&names, key, rule.cost, max_wait)).await?;
             Ok((waited.verdict, waited.waited))
         }
         _ => Ok((
