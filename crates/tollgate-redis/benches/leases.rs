@@ -1,6 +1,7 @@
 //! Leases and adjustments on Redis beside checks, side by side in one run, 50 callers in
 //! flight on 10,000 keys: check decisions/s, acquire+release pairs/s (two script calls each)
-//! and adjustments/s, alternating in rounds on a private redis-server. Issue 19's target: pairs
+//! and adjustments/s, alternating in rounds on a private redis-server, with the Redis CPU time
+//! each operation took (`INFO cpu`, µs per check, pair or adjustment). Issue 19's target: pairs
 //! at least 0.5x the checks of the same run.
 //!
 //! `cargo bench -p tollgate-redis --bench leases` (starts and stops its own redis-server)
@@ -29,8 +30,28 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-/// Operations per second of `operation` with `CALLERS` concurrent callers.
-async fn rate(limiter: &Arc<Limiter<RedisStore>>, operation: Operation) -> f64 {
+/// Redis's CPU time so far (user + system), µs.
+fn redis_cpu_us(server: &RedisServer) -> f64 {
+    let info = server
+        .node()
+        .query_string(&["INFO", "cpu"])
+        .expect("INFO cpu");
+    let seconds = |field| {
+        tollgate_testkit::info_field(&info, field)
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("INFO cpu has the field")
+    };
+    (seconds("used_cpu_user") + seconds("used_cpu_sys")) * 1e6
+}
+
+/// Operations per second of `operation` with `CALLERS` concurrent callers, and Redis's CPU
+/// time per operation (µs).
+async fn rate(
+    server: &RedisServer,
+    limiter: &Arc<Limiter<RedisStore>>,
+    operation: Operation,
+) -> (f64, f64) {
+    let cpu_before = redis_cpu_us(server);
     let started = Instant::now();
     let mut joins = Vec::new();
     for t in 0..CALLERS {
@@ -59,7 +80,9 @@ async fn rate(limiter: &Arc<Limiter<RedisStore>>, operation: Operation) -> f64 {
     for join in joins {
         join.await.expect("caller ran");
     }
-    OPERATIONS as f64 / started.elapsed().as_secs_f64()
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = redis_cpu_us(server) - cpu_before;
+    (OPERATIONS as f64 / elapsed, cpu / OPERATIONS as f64)
 }
 
 fn main() {
@@ -92,27 +115,32 @@ fn main() {
                 ),
         );
         for operation in [Operation::Check, Operation::Pair, Operation::Adjust] {
-            rate(&limiter, operation).await; // warm-up
+            rate(&server, &limiter, operation).await; // warm-up
         }
-        let (mut checks, mut pairs, mut adjusts, mut ratios) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut rounds = Vec::new();
         for _ in 0..ROUNDS {
-            let c = rate(&limiter, Operation::Check).await;
-            let p = rate(&limiter, Operation::Pair).await;
-            let a = rate(&limiter, Operation::Adjust).await;
-            checks.push(c);
-            pairs.push(p);
-            adjusts.push(a);
-            ratios.push(p / c);
+            let c = rate(&server, &limiter, Operation::Check).await;
+            let p = rate(&server, &limiter, Operation::Pair).await;
+            let a = rate(&server, &limiter, Operation::Adjust).await;
+            rounds.push((c, p, a));
         }
-        println!("| checks/s | acquire+release pairs/s | pairs / checks | adjustments/s |");
-        println!("|---|---|---|---|");
+        let column = |f: &dyn Fn(&((f64, f64), (f64, f64), (f64, f64))) -> f64| {
+            median(rounds.iter().map(f).collect())
+        };
         println!(
-            "| {:.0} | {:.0} | {:.2} | {:.0} |",
-            median(checks),
-            median(pairs),
-            median(ratios),
-            median(adjusts)
+            "| checks/s | acquire+release pairs/s | pairs / checks | adjustments/s \
+             | Redis CPU µs: check, pair, adjustment |"
+        );
+        println!("|---|---|---|---|---|");
+        println!(
+            "| {:.0} | {:.0} | {:.2} | {:.0} | {:.2}, {:.2}, {:.2} |",
+            column(&|r| r.0.0),
+            column(&|r| r.1.0),
+            column(&|r| r.1.0 / r.0.0),
+            column(&|r| r.2.0),
+            column(&|r| r.0.1),
+            column(&|r| r.1.1),
+            column(&|r| r.2.1),
         );
     });
 }

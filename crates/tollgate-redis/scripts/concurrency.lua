@@ -12,20 +12,26 @@
 --       remaining, reset_after_us, retry_after_us, lease_expires_in_us: five little-endian
 --       doubles.
 
--- Leases whose expiry has come are released: trimmed before anything is counted.
-redis.call('ZREMRANGEBYSCORE', key, '-inf', int(now))
+-- Every call to Redis is most of what a call costs here, so none is made whose answer is
+-- already known.
+--
+-- Leases whose expiry has come are released: trimmed before anything is counted (an absent
+-- set has none to trim).
 local held = redis.call('ZCARD', key)
-local units = { id }
-for k = 2, cost do
-  units[k] = id .. '#' .. k
+if held > 0 then
+  held = held - redis.call('ZREMRANGEBYSCORE', key, '-inf', int(now))
 end
--- ZADD arguments setting every unit of the lease to expire a full lease from now.
-local function scored()
-  local args, expiry = {}, int(now + lease)
-  for k = 1, cost do
-    args[2 * k - 1], args[2 * k] = expiry, units[k]
+-- The lease's members (released by 'r') or, for 'a' and 'n', the ZADD arguments setting each
+-- to expire a full lease from now. A table, not a function: a function would be a new closure
+-- on every call (see prelude.lua).
+local expiry = int(now + lease)
+local members = op == 'r' and { id } or { expiry, id }
+for k = 2, cost do
+  if op == 'r' then
+    members[k] = id .. '#' .. k
+  else
+    members[2 * k - 1], members[2 * k] = expiry, id .. '#' .. k
   end
-  return args
 end
 
 local allowed, retry, expires_in = false, 0, 0
@@ -33,7 +39,7 @@ if op == 'a' then
   if cost <= limit - held then
     -- An id granted again (a retried request) keeps its members: ZADD only rescores them, and
     -- counts only the members it added.
-    held = held + redis.call('ZADD', key, unpack(scored()))
+    held = held + redis.call('ZADD', key, unpack(members))
     allowed, expires_in = true, lease
   else
     -- Refused: wait until the unit whose expiry frees enough units has expired.
@@ -42,12 +48,12 @@ if op == 'a' then
     retry = math.max(tonumber(unit[2]) - now, 0)
   end
 elseif op == 'r' then
-  local removed = redis.call('ZREM', key, unpack(units))
+  local removed = redis.call('ZREM', key, unpack(members))
   allowed = removed > 0
   held = held - removed
 elseif op == 'n' then
   if redis.call('ZSCORE', key, id) then
-    redis.call('ZADD', key, 'XX', unpack(scored()))
+    redis.call('ZADD', key, 'XX', unpack(members))
     allowed, expires_in = true, lease
   end
 else
@@ -56,10 +62,16 @@ end
 
 -- The key lives until its last lease expires (an empty sorted set is deleted by Redis). Only
 -- a granted or renewed lease can outlast the key's TTL: a release or a refusal leaves it.
+-- With no unit held there is no last lease; when the lease just granted holds every unit, it
+-- is the last.
 local reset = 0
-local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-if last[2] then
-  reset = tonumber(last[2]) - now
+if held > 0 then
+  if op == 'a' and allowed and held == cost then
+    reset = lease
+  else
+    local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+    reset = tonumber(last[2]) - now
+  end
   if expires_in > 0 then
     redis.call('PEXPIRE', key, int(math.ceil(reset / 1000) + 1000))
   end
