@@ -1,9 +1,10 @@
 //! A fixed keyed workload for instruction and cache counts under valgrind (stable on a noisy
 //! machine, unlike wall time): `valgrind --tool=cachegrind --cache-sim=yes \
-//! target/release/examples/keyed_loop tollgate|slice|limiter|governor [checks]` (`tollgate`: the
+//! target/release/examples/keyed_loop tollgate|slice|limiter|leases|governor [checks]` (`tollgate`: the
 //! memory store's one-check call `decide_one_now`, which `Limiter::check` ends in; `slice`: the
 //! several-checks call `decide_now` with one check; `limiter`: `Limiter::check` on it, the
-//! public API).
+//! public API; `leases`: `Limiter::acquire` then `Lease::release` on a `concurrency` policy, one
+//! pair per key visit).
 //! 10,000 String keys, a fixed pseudo-random order, one check per key visit, never rejecting.
 
 use std::hint::black_box;
@@ -49,6 +50,17 @@ fn main() {
             let limiter = Limiter::new(MemoryStore::new()).with_policy("api", policy());
             for &k in &order {
                 black_box(ready(limiter.check("api", &keys[k])).is_ok());
+            }
+        }
+        "leases" => {
+            let jobs = Policy::concurrency(1_000, Duration::from_secs(60)).unwrap();
+            let limiter = Limiter::new(MemoryStore::new()).with_policy("jobs", jobs);
+            for &k in &order {
+                let acquired = ready(limiter.acquire("jobs", &keys[k], 1)).unwrap();
+                let lease = acquired
+                    .lease
+                    .expect("a limit of 1,000 grants every acquire");
+                black_box(ready(lease.release()).is_ok());
             }
         }
         "slice" => {

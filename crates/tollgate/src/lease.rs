@@ -6,6 +6,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use compact_str::CompactString;
+
 use crate::decision::Decision;
 use crate::error::LimitError;
 use crate::policy::Policy;
@@ -118,7 +120,8 @@ pub struct Lease<S: Store> {
     store: Arc<S>,
     name: Arc<str>,
     policy: Policy,
-    key: Box<str>,
+    /// Inline up to 24 bytes: a guard for a short key allocates nothing.
+    key: CompactString,
     id: LeaseId,
     expires_in: Duration,
     /// Released or detached: nothing to do on drop.
@@ -138,7 +141,7 @@ impl<S: Store> Lease<S> {
             store,
             name,
             policy,
-            key: key.into(),
+            key: CompactString::from(key),
             id,
             expires_in,
             done: false,

@@ -28,11 +28,10 @@ impl Leases {
     /// `reset_after` the time until the last lease expires, and for a refused acquire
     /// `retry_after` the time until enough units expire for its cost.
     pub fn apply(&mut self, now: u64, policy: &Policy, op: LeaseOp) -> LeaseOutcome {
-        self.held.retain(|lease| lease.expires_at > now);
+        let held = self.trim(now);
         let lease_us = policy.period_us();
         let (granted, lease_expires_in_us, retry_after_us) = match op {
             LeaseOp::Acquire(id) => {
-                let held = self.units();
                 if id.cost() <= policy.limit().saturating_sub(held) {
                     self.renew_or_add(id, now + lease_us);
                     (true, lease_us, 0)
@@ -44,11 +43,13 @@ impl Leases {
                     )
                 }
             }
-            LeaseOp::Release(id) => {
-                let before = self.held.len();
-                self.held.retain(|lease| lease.id != id);
-                (self.held.len() < before, 0, 0)
-            }
+            LeaseOp::Release(id) => match self.held.iter().position(|lease| lease.id == id) {
+                Some(at) => {
+                    self.held.remove(at);
+                    (true, 0, 0)
+                }
+                None => (false, 0, 0),
+            },
             LeaseOp::Renew(id) => match self.held.iter_mut().find(|lease| lease.id == id) {
                 Some(lease) => {
                     lease.expires_at = now + lease_us;
@@ -57,12 +58,13 @@ impl Leases {
                 None => (false, 0, 0),
             },
         };
+        let (units, last_expiry) = self.totals();
         LeaseOutcome {
             decision: Decision {
                 allowed: granted,
                 limit: policy.limit(),
-                remaining: policy.limit().saturating_sub(self.units()),
-                reset_after_us: self.last_expiry().map_or(0, |at| at - now),
+                remaining: policy.limit().saturating_sub(units),
+                reset_after_us: last_expiry.map_or(0, |at| at - now),
                 retry_after_us,
             },
             lease_expires_in_us,
@@ -89,9 +91,28 @@ impl Leases {
         decision
     }
 
-    /// Units held (the expired already dropped).
-    fn units(&self) -> u64 {
-        self.held.iter().map(|lease| lease.id.cost()).sum()
+    /// Drop the leases expired at `now`; answer the units still held.
+    fn trim(&mut self, now: u64) -> u64 {
+        let (mut units, mut expired) = (0, false);
+        for lease in &self.held {
+            if lease.expires_at > now {
+                units += lease.id.cost();
+            } else {
+                expired = true;
+            }
+        }
+        if expired {
+            self.held.retain(|lease| lease.expires_at > now);
+        }
+        units
+    }
+
+    /// The units held and the latest expiry, in one pass (the expired already dropped).
+    fn totals(&self) -> (u64, Option<u64>) {
+        self.held.iter().fold((0, None), |(units, last), lease| {
+            let last = last.map_or(lease.expires_at, |at: u64| at.max(lease.expires_at));
+            (units + lease.id.cost(), Some(last))
+        })
     }
 
     fn live_units(&self, now: u64) -> u64 {
@@ -100,10 +121,6 @@ impl Leases {
             .filter(|l| l.expires_at > now)
             .map(|l| l.id.cost())
             .sum()
-    }
-
-    fn last_expiry(&self) -> Option<u64> {
-        self.held.iter().map(|lease| lease.expires_at).max()
     }
 
     /// An id granted again (a retried request) keeps one lease with the later expiry, as a
