@@ -615,7 +615,12 @@ impl<S: Store> Limiter<S> {
             policy: found,
             key,
         };
-        let outcome = self.lease_on_store(check, LeaseOp::Acquire(id)).await?;
+        // The store called here, not through `lease_on_store`: one future fewer to build.
+        let op = LeaseOp::Acquire(id);
+        let outcome = match self.store.lease(check, op).await {
+            Ok(outcome) => outcome,
+            Err(error) => self.lease_without_store(check, op, error)?,
+        };
         let lease = outcome.decision.allowed.then(|| {
             Lease::new(
                 self.store.clone(),
@@ -662,10 +667,19 @@ impl<S: Store> Limiter<S> {
         check: Check<'_>,
         op: LeaseOp,
     ) -> Result<LeaseOutcome, LimitError> {
-        let error = match self.store.lease(check, op).await {
-            Ok(outcome) => return Ok(outcome),
-            Err(error) => error,
-        };
+        match self.store.lease(check, op).await {
+            Ok(outcome) => Ok(outcome),
+            Err(error) => self.lease_without_store(check, op, error),
+        }
+    }
+
+    /// [`Self::lease_on_store`] once the store has failed with `error`.
+    fn lease_without_store(
+        &self,
+        check: Check<'_>,
+        op: LeaseOp,
+        error: StoreError,
+    ) -> Result<LeaseOutcome, LimitError> {
         let LeaseOp::Acquire(id) = op else {
             return Err(self.reported(error));
         };
@@ -824,6 +838,7 @@ impl<S: Store> Limiter<S> {
 
 impl<S> Limiter<S> {
     /// Look up the concurrency policy `name` and check the key and a lease of `cost` against it.
+    #[inline]
     fn lease_policy(
         &self,
         name: &str,
@@ -848,6 +863,7 @@ impl<S> Limiter<S> {
     }
 
     /// The policy named `name`, with its name as stored, or [`LimitError::UnknownPolicy`].
+    #[inline]
     fn named(&self, name: &str) -> Result<(&Arc<str>, &Policy), LimitError> {
         self.policies
             .get(name)
