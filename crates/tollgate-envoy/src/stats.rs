@@ -119,12 +119,16 @@ impl StatsRegistry {
     /// ones that [`Self::register`] adds once the whole config proved valid (so a rejected
     /// config leaves no series behind).
     pub fn staged(&self, key: &str) -> Arc<RuleStats> {
+        self.registered(key).unwrap_or_default()
+    }
+
+    /// The counters registered under `key`, if any.
+    fn registered(&self, key: &str) -> Option<Arc<RuleStats>> {
         self.series
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
             .cloned()
-            .unwrap_or_default()
     }
 
     /// Register the counters of a config that is now in force.
@@ -137,13 +141,8 @@ impl StatsRegistry {
 
     /// The counters of `key`, created if new: for series bounded by the config (one per domain).
     pub fn series(&self, key: &str) -> Arc<RuleStats> {
-        if let Some(found) = self
-            .series
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-        {
-            return found.clone();
+        if let Some(found) = self.registered(key) {
+            return found;
         }
         let mut series = self.series.write().unwrap_or_else(|e| e.into_inner());
         series.entry(Arc::from(key)).or_default().clone()
@@ -151,13 +150,8 @@ impl StatsRegistry {
 
     /// The counters of a request-time series, or `fallback` once the bound is reached.
     pub fn detailed(&self, key: &str, fallback: &Arc<RuleStats>) -> Arc<RuleStats> {
-        if let Some(found) = self
-            .series
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-        {
-            return found.clone();
+        if let Some(found) = self.registered(key) {
+            return found;
         }
         if self.dynamic.load(Ordering::Relaxed) >= self.max_dynamic {
             return fallback.clone();

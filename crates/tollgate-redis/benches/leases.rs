@@ -25,6 +25,9 @@ enum Operation {
     Adjust,
 }
 
+/// One round's check, pair and adjustment: each (per second, Redis CPU µs per operation).
+type Round = [(f64, f64); 3];
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
@@ -117,30 +120,32 @@ fn main() {
         for operation in [Operation::Check, Operation::Pair, Operation::Adjust] {
             rate(&server, &limiter, operation).await; // warm-up
         }
-        let mut rounds = Vec::new();
+        let mut rounds: Vec<Round> = Vec::new();
         for _ in 0..ROUNDS {
-            let c = rate(&server, &limiter, Operation::Check).await;
-            let p = rate(&server, &limiter, Operation::Pair).await;
-            let a = rate(&server, &limiter, Operation::Adjust).await;
-            rounds.push((c, p, a));
+            let mut round = [(0.0, 0.0); 3];
+            for (i, operation) in [Operation::Check, Operation::Pair, Operation::Adjust]
+                .into_iter()
+                .enumerate()
+            {
+                round[i] = rate(&server, &limiter, operation).await;
+            }
+            rounds.push(round);
         }
-        let column = |f: &dyn Fn(&((f64, f64), (f64, f64), (f64, f64))) -> f64| {
-            median(rounds.iter().map(f).collect())
-        };
+        let column = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
         println!(
-            "| checks/s | acquire+release pairs/s | pairs / checks | adjustments/s \
+            "| checks/s | acquire+release pairs/s | pairs / checks | adjustments/s \\
              | Redis CPU µs: check, pair, adjustment |"
         );
         println!("|---|---|---|---|---|");
         println!(
             "| {:.0} | {:.0} | {:.2} | {:.0} | {:.2}, {:.2}, {:.2} |",
-            column(&|r| r.0.0),
-            column(&|r| r.1.0),
-            column(&|r| r.1.0 / r.0.0),
-            column(&|r| r.2.0),
-            column(&|r| r.0.1),
-            column(&|r| r.1.1),
-            column(&|r| r.2.1),
+            column(|r| r[0].0),
+            column(|r| r[1].0),
+            column(|r| r[1].0 / r[0].0),
+            column(|r| r[2].0),
+            column(|r| r[0].1),
+            column(|r| r[1].1),
+            column(|r| r[2].1),
         );
     });
 }

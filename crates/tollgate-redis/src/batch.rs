@@ -249,6 +249,21 @@ impl Queue {
         }
     }
 
+    /// Queue a call whose keys and arguments were just written (routed by `slot` on a
+    /// Cluster): it waits for its reply.
+    fn wait(&mut self, slot: u16) -> oneshot::Receiver<RedisResult<Value>> {
+        let (reply, receiver) = oneshot::channel();
+        self.waiters.push(Waiter {
+            reply,
+            end: End {
+                keys: self.keys.len(),
+                arguments: self.arguments.len(),
+                slot,
+            },
+        });
+        receiver
+    }
+
     /// Whether the waiting calls go out now: none of the queue's commands is unanswered, or
     /// enough wait to make one more worth its price, or a whole batch waits.
     fn ready(&self) -> bool {
@@ -479,15 +494,7 @@ impl Batcher {
                 Turn::Alone(queue.group.clone())
             } else {
                 call.write_parts(&mut queue.keys, &mut queue.arguments);
-                let (reply, receiver) = oneshot::channel();
-                queue.waiters.push(Waiter {
-                    reply,
-                    end: End {
-                        keys: queue.keys.len(),
-                        arguments: queue.arguments.len(),
-                        slot,
-                    },
-                });
+                let receiver = queue.wait(slot);
                 if queue.ready() {
                     if let Some(batch) = queue.take() {
                         self.spawn(link, batch);
@@ -689,16 +696,7 @@ mod tests {
         queue.keys.bytes(key.as_bytes());
         queue.arguments.bytes(b"1");
         queue.arguments.bytes(key.as_bytes());
-        let (reply, receiver) = oneshot::channel();
-        queue.waiters.push(Waiter {
-            reply,
-            end: End {
-                keys: queue.keys.len(),
-                arguments: queue.arguments.len(),
-                slot: cluster::tag_slot(key.as_bytes()),
-            },
-        });
-        receiver
+        queue.wait(cluster::tag_slot(key.as_bytes()))
     }
 
     /// A command's arguments, as text.
