@@ -48,8 +48,9 @@ pub enum State {
     TokenBucket(TokenBucket),
     /// See [`Gcra`].
     Gcra(Gcra),
-    /// See [`Leases`] (boxed, as the log: a set of leases).
-    Concurrency(Box<Leases>),
+    /// See [`Leases`] (inline: its vector is no larger than the sliding window's state, and
+    /// every lease operation would otherwise start with one more pointer to follow).
+    Concurrency(Leases),
 }
 
 impl State {
@@ -61,7 +62,7 @@ impl State {
             Algorithm::SlidingWindow => State::SlidingWindow(SlidingWindow::default()),
             Algorithm::TokenBucket => State::TokenBucket(TokenBucket::default()),
             Algorithm::Gcra => State::Gcra(Gcra::default()),
-            Algorithm::Concurrency => State::Concurrency(Box::default()),
+            Algorithm::Concurrency => State::Concurrency(Leases::default()),
         }
     }
 
@@ -83,7 +84,7 @@ impl State {
         if let State::Concurrency(leases) = self {
             return leases.apply(now, policy, op);
         }
-        let mut leases = Box::<Leases>::default();
+        let mut leases = Leases::default();
         let outcome = leases.apply(now, policy, op);
         *self = State::Concurrency(leases);
         outcome
