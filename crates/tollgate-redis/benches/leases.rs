@@ -133,7 +133,7 @@ fn main() {
         }
         let column = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
         println!(
-            "| checks/s | acquire+release pairs/s | pairs / checks | adjustments/s \\
+            "| checks/s | acquire+release pairs/s | pairs / checks | adjustments/s \
              | Redis CPU µs: check, pair, adjustment |"
         );
         println!("|---|---|---|---|---|");
