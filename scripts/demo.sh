@@ -60,14 +60,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-scripts/setup.sh
-if ! command -v curl >/dev/null 2>&1; then
-  # As scripts/setup.sh does for the Redis packages.
-  SUDO=""
-  [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq curl >/dev/null
-fi
+scripts/setup.sh  # redis-server and curl among what it installs
 
 for port in "${PORTS[@]}"; do
   if listening "$port"; then
