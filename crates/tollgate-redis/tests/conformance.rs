@@ -4,10 +4,10 @@
 //! production path.
 //!
 //! The suite decides one check at a time, so nothing would ever wait to be batched: on
-//! standalone, Cluster, Sentinel and TLS the store runs with `batch_always`, which sends every
-//! one-policy check in the batch form of its script (the form a batch of any size runs; on a
-//! Cluster, a node's cross-slot batch, keys in `ARGV`), and on standalone once more without it
-//! (the single form).
+//! standalone, Cluster, Sentinel, TLS and TLS Cluster the store runs with `batch_always`, which
+//! sends every one-policy check in the batch form of its script (the form a batch of any size
+//! runs; on a Cluster, a node's cross-slot batch, keys in `ARGV`), and on standalone once more
+//! without it (the single form).
 
 use tollgate::ManualClock;
 use tollgate::conformance::{
@@ -15,7 +15,7 @@ use tollgate::conformance::{
 };
 use tollgate_redis::{RedisOptions, RedisStore, TlsFiles};
 use tollgate_testkit::{
-    Certificates, RedisSentinel, RedisServer, shared_cluster, shared_standalone,
+    Certificates, RedisCluster, RedisSentinel, RedisServer, shared_cluster, shared_standalone,
 };
 
 /// Seeds per topology, and steps per seed.
@@ -34,8 +34,14 @@ fn options(prefix: &str, clock: &ManualClock, batch_always: bool) -> RedisOption
     }
 }
 
-/// The tables (overrides and leases included), then `seeds` differential traces, on `url`.
-async fn conforms(url: &str, mut options: RedisOptions, seeds: std::ops::Range<u64>, label: &str) {
+/// The tables (overrides and leases included), then `seeds` differential traces, on `url`;
+/// returns the store, still connected.
+async fn conforms(
+    url: &str,
+    mut options: RedisOptions,
+    seeds: std::ops::Range<u64>,
+    label: &str,
+) -> RedisStore {
     let clock = options
         .clock_override
         .clone()
@@ -66,6 +72,7 @@ async fn conforms(url: &str, mut options: RedisOptions, seeds: std::ops::Range<u
             .await
             .unwrap();
     }
+    store
 }
 
 #[tokio::test]
@@ -113,5 +120,46 @@ async fn tls_conforms_in_batches() {
     };
     let url = format!("rediss://127.0.0.1:{tls_port}");
     conforms(&url, options, 4 * SEEDS..4 * SEEDS + 6, "t:").await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Managed Redis is usually a TLS Cluster: three masters that listen with TLS only (no plain
+/// port) and talk to each other over TLS, reached through a `rediss+cluster://` URL with the
+/// private CA, in per-node batches.
+#[tokio::test]
+async fn tls_cluster_conforms_in_node_batches() {
+    let dir =
+        std::env::temp_dir().join(format!("tollgate-conf-tls-cluster-{}", std::process::id()));
+    let certs = Certificates::make(&dir).unwrap();
+    let cluster = RedisCluster::start_tls(&certs).unwrap();
+    let url = cluster.url();
+    assert!(url.starts_with("rediss+cluster://"), "{url}");
+    let clock = ManualClock::new(0);
+    let options = RedisOptions {
+        tls: Some(TlsFiles {
+            ca_cert: Some(certs.path("ca.crt").into()),
+            ..TlsFiles::default()
+        }),
+        ..options("conf-tls-cluster", &clock, true)
+    };
+    let store = conforms(&url, options, 5 * SEEDS..5 * SEEDS + 6, "tc:").await;
+
+    // The store's connections are TLS: no node has a plain port (a plain client on the TLS port
+    // gets no answer), the bus is TLS too, and every master has a client besides this query:
+    // the store's.
+    for node in cluster.nodes() {
+        let port: Vec<String> = node.query(&["CONFIG", "GET", "port"]).unwrap();
+        assert_eq!(port, ["port", "0"], "{}", node.addr());
+        let bus: Vec<String> = node.query(&["CONFIG", "GET", "tls-cluster"]).unwrap();
+        assert_eq!(bus, ["tls-cluster", "yes"], "{}", node.addr());
+        let plain = redis::Client::open(format!("redis://{}", node.addr())).unwrap();
+        let answered = plain
+            .get_connection_with_timeout(std::time::Duration::from_millis(500))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+        assert!(answered.is_err(), "{} answered in plain text", node.addr());
+        let clients = node.query_string(&["CLIENT", "LIST"]).unwrap();
+        assert!(clients.lines().count() >= 2, "{}: {clients}", node.addr());
+    }
+    drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }

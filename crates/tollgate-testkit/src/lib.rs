@@ -9,6 +9,8 @@
 //! - [`RedisSentinel`]: a master, a replica and three Sentinels.
 //! - [`RedisServer::start_tls`]: a server listening with TLS too, with [`Certificates`] of a
 //!   private CA made by `openssl`.
+//! - [`RedisCluster::start_tls`]: three Cluster masters that listen with TLS only (no plain
+//!   port, the Cluster bus over TLS), with the same [`Certificates`].
 //!
 //! Every process is killed when its handle is dropped (even while a test panics), and — because
 //! children are spawned with `PR_SET_PDEATHSIG` from a thread that never exits — when the test

@@ -1,5 +1,6 @@
 //! TLS for tests: a private CA, a server certificate for 127.0.0.1 and a client certificate,
-//! made with `openssl`, and standalone servers that listen with them.
+//! made with `openssl`, standalone servers that listen with them, and what the testkit's own
+//! connections to TLS-only nodes (a TLS Cluster's) trust and present.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -97,6 +98,53 @@ impl Certificates {
     pub fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
+
+    /// The `redis-server` settings of a server that listens with these certificates; with
+    /// `clients_need_certs` it asks clients for a certificate of the CA. Other nodes are
+    /// clients too (the Cluster bus, replication): they present the server certificate.
+    pub(crate) fn server_config(&self, clients_need_certs: bool) -> Vec<(&'static str, String)> {
+        vec![
+            ("tls-cert-file", self.path("server.crt")),
+            ("tls-key-file", self.path("server.key")),
+            ("tls-ca-cert-file", self.path("ca.crt")),
+            (
+                "tls-auth-clients",
+                if clients_need_certs { "yes" } else { "no" }.into(),
+            ),
+        ]
+    }
+
+    /// What a redis-rs client trusts (the CA) and presents (the client certificate, when a
+    /// server asks for one).
+    pub(crate) fn client(&self) -> Result<redis::TlsCertificates, Error> {
+        // rustls needs a process-wide crypto provider; the store (or a test) may have installed
+        // one already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let read = |name: &str| {
+            std::fs::read(self.dir.join(name)).map_err(|e| Error::io("reading a TLS file", e))
+        };
+        Ok(redis::TlsCertificates {
+            client_tls: Some(redis::ClientTlsConfig {
+                client_cert: read("client.crt")?,
+                client_key: read("client.key")?,
+            }),
+            root_cert: Some(read("ca.crt")?),
+        })
+    }
+
+    /// The `redis-cli` arguments of a client that trusts the CA and presents the client
+    /// certificate.
+    pub(crate) fn cli_args(&self) -> Vec<String> {
+        vec![
+            "--tls".into(),
+            "--cacert".into(),
+            self.path("ca.crt"),
+            "--cert".into(),
+            self.path("client.crt"),
+            "--key".into(),
+            self.path("client.key"),
+        ]
+    }
 }
 
 impl RedisServer {
@@ -107,16 +155,9 @@ impl RedisServer {
         clients_need_certs: bool,
     ) -> Result<(RedisServer, u16), Error> {
         let tls_port = free_port();
-        let server = RedisServer::start_with(&[
-            ("tls-port", tls_port.to_string()),
-            ("tls-cert-file", certs.path("server.crt")),
-            ("tls-key-file", certs.path("server.key")),
-            ("tls-ca-cert-file", certs.path("ca.crt")),
-            (
-                "tls-auth-clients",
-                if clients_need_certs { "yes" } else { "no" }.into(),
-            ),
-        ])?;
+        let mut config = vec![("tls-port", tls_port.to_string())];
+        config.extend(certs.server_config(clients_need_certs));
+        let server = RedisServer::start_with(&config)?;
         Ok((server, tls_port))
     }
 }
