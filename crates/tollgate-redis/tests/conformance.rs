@@ -9,11 +9,13 @@
 //! runs; on a Cluster, a node's cross-slot batch, keys in `ARGV`), and on standalone once more
 //! without it (the single form).
 
-use tollgate::ManualClock;
+use std::time::Duration;
+
 use tollgate::conformance::{
     run_differential, run_lease_differential, run_lease_tables, run_override_tables, run_tables,
 };
-use tollgate_redis::{RedisOptions, RedisStore, TlsFiles};
+use tollgate::{Algorithm, Limiter, ManualClock, OverrideSpec, Policy};
+use tollgate_redis::{OverrideChange, RedisOptions, RedisStore, TlsFiles};
 use tollgate_testkit::{
     Certificates, RedisCluster, RedisSentinel, RedisServer, shared_cluster, shared_standalone,
 };
@@ -124,29 +126,34 @@ async fn tls_conforms_in_batches() {
 }
 
 /// Managed Redis is usually a TLS Cluster: three masters that listen with TLS only (no plain
-/// port) and talk to each other over TLS, reached through a `rediss+cluster://` URL with the
-/// private CA, in per-node batches.
+/// port), talk to each other over TLS and here want a client certificate too (mutual TLS),
+/// reached through a `rediss+cluster://` URL with the private CA, in per-node batches.
 #[tokio::test]
 async fn tls_cluster_conforms_in_node_batches() {
     let dir =
         std::env::temp_dir().join(format!("tollgate-conf-tls-cluster-{}", std::process::id()));
     let certs = Certificates::make(&dir).unwrap();
-    let cluster = RedisCluster::start_tls(&certs).unwrap();
+    let cluster = RedisCluster::start_tls(&certs, true).unwrap();
     let url = cluster.url();
     assert!(url.starts_with("rediss+cluster://"), "{url}");
     let clock = ManualClock::new(0);
+    let trusting = TlsFiles {
+        ca_cert: Some(certs.path("ca.crt").into()),
+        ..TlsFiles::default()
+    };
     let options = RedisOptions {
         tls: Some(TlsFiles {
-            ca_cert: Some(certs.path("ca.crt").into()),
-            ..TlsFiles::default()
+            client_cert: Some(certs.path("client.crt").into()),
+            client_key: Some(certs.path("client.key").into()),
+            ..trusting.clone()
         }),
         ..options("conf-tls-cluster", &clock, true)
     };
     let store = conforms(&url, options, 5 * SEEDS..5 * SEEDS + 6, "tc:").await;
 
-    // The store's connections are TLS: no node has a plain port (a plain client on the TLS port
-    // gets no answer), the bus is TLS too, and every master has a client besides this query:
-    // the store's.
+    // The store's Cluster connection is TLS: no node has a plain port (a plain client on the
+    // TLS port gets no answer), the bus is TLS too, and every master has a client besides this
+    // query: the store's.
     for node in cluster.nodes() {
         let port: Vec<String> = node.query(&["CONFIG", "GET", "port"]).unwrap();
         assert_eq!(port, ["port", "0"], "{}", node.addr());
@@ -154,12 +161,46 @@ async fn tls_cluster_conforms_in_node_batches() {
         assert_eq!(bus, ["tls-cluster", "yes"], "{}", node.addr());
         let plain = redis::Client::open(format!("redis://{}", node.addr())).unwrap();
         let answered = plain
-            .get_connection_with_timeout(std::time::Duration::from_millis(500))
+            .get_connection_with_timeout(Duration::from_millis(500))
             .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
         assert!(answered.is_err(), "{} answered in plain text", node.addr());
         let clients = node.query_string(&["CLIENT", "LIST"]).unwrap();
         assert!(clients.lines().count() >= 2, "{}: {clients}", node.addr());
     }
-    drop(store);
+
+    // The other TLS client of a Cluster store: its subscription to override changes (to one
+    // node, which hears what the Cluster broadcasts).
+    let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
+    let _watch = store.watch_override_changes(move |change| {
+        let _ = tx.send(match change {
+            OverrideChange::Changed { policy, key } => format!("{policy} {key}"),
+            OverrideChange::Resubscribed => "subscribed".to_owned(),
+        });
+    });
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(5), changes.recv())
+            .await
+            .expect("no override change heard within 5 s")
+    };
+    assert_eq!(next().await.as_deref(), Some("subscribed"));
+    let policy = Policy::builder(Algorithm::FixedWindow)
+        .rate("2/h")
+        .build()
+        .unwrap();
+    let limiter = Limiter::new(store.clone()).with_policy("api", policy);
+    limiter
+        .set_override("api", "tenant-7", OverrideSpec::limit(5))
+        .await
+        .unwrap();
+    assert_eq!(next().await.as_deref(), Some("api tenant-7"));
+    drop((limiter, store));
+
+    // Without the client certificate the nodes refuse the store.
+    let refused = RedisOptions {
+        tls: Some(trusting),
+        ..RedisOptions::default()
+    };
+    let error = RedisStore::connect(&url, refused).await.unwrap_err();
+    assert!(error.to_string().contains("Certificate"), "{error}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -59,12 +59,16 @@ impl RedisCluster {
 
     /// Start three masters (no replicas) that listen with TLS only, with these certificates:
     /// `port 0` (no plain port), clients on the `tls-port`, and the Cluster bus over TLS too
-    /// (`tls-cluster yes`, and `tls-replication yes` for replicas a test may add). Clients need
-    /// no certificate of their own. Its [`url`](Self::url) is `rediss+cluster://...`; the
-    /// testkit's own connections to its nodes trust the CA.
-    pub fn start_tls(certs: &Certificates) -> Result<RedisCluster, Error> {
+    /// (`tls-cluster yes`, and `tls-replication yes` for replicas a test may add); with
+    /// `clients_need_certs` they ask clients for a certificate of the CA (the nodes present
+    /// theirs to each other). Its [`url`](Self::url) is `rediss+cluster://...`; the testkit's
+    /// own connections to its nodes trust the CA and present the client certificate.
+    pub fn start_tls(
+        certs: &Certificates,
+        clients_need_certs: bool,
+    ) -> Result<RedisCluster, Error> {
         let mut config = cluster_config();
-        config.extend(certs.server_config(false));
+        config.extend(certs.server_config(clients_need_certs));
         config.extend([
             ("tls-cluster", "yes".into()),
             ("tls-replication", "yes".into()),
