@@ -162,7 +162,10 @@ async fn tls_cluster_conforms_in_node_batches() {
         let plain = redis::Client::open(format!("redis://{}", node.addr())).unwrap();
         let answered = plain
             .get_connection_with_timeout(Duration::from_millis(500))
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            .and_then(|mut c| {
+                c.set_read_timeout(Some(Duration::from_millis(500)))?;
+                redis::cmd("PING").query::<String>(&mut c)
+            });
         assert!(answered.is_err(), "{} answered in plain text", node.addr());
         let clients = node.query_string(&["CLIENT", "LIST"]).unwrap();
         assert!(clients.lines().count() >= 2, "{}: {clients}", node.addr());
