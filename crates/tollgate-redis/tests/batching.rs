@@ -12,7 +12,8 @@ use tollgate_redis::TlsFiles;
 use tollgate_redis::script::Shape;
 use tollgate_redis::{RedisOptions, RedisStore};
 use tollgate_testkit::{
-    Certificates, RedisCluster, RedisNode, RedisSentinel, RedisServer, info_field, shared_cluster,
+    Certificates, RedisCluster, RedisNode, RedisSentinel, RedisServer, TlsCluster, info_field,
+    shared_cluster,
 };
 
 /// Callers deciding at once on one store (one connection).
@@ -224,7 +225,7 @@ async fn batching_on_a_tls_cluster_goes_per_node_and_is_exact() {
     let dir =
         std::env::temp_dir().join(format!("tollgate-batch-tls-cluster-{}", std::process::id()));
     let certs = Certificates::make(&dir).unwrap();
-    let cluster = RedisCluster::start_tls(&certs, false).unwrap();
+    let cluster = RedisCluster::start_tls(&certs, TlsCluster::default()).unwrap();
     let tls = TlsFiles {
         ca_cert: Some(certs.path("ca.crt").into()),
         ..TlsFiles::default()

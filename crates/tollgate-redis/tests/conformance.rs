@@ -17,7 +17,8 @@ use tollgate::conformance::{
 use tollgate::{Algorithm, Limiter, ManualClock, OverrideSpec, Policy};
 use tollgate_redis::{OverrideChange, RedisOptions, RedisStore, TlsFiles};
 use tollgate_testkit::{
-    Certificates, RedisCluster, RedisSentinel, RedisServer, shared_cluster, shared_standalone,
+    Certificates, RedisCluster, RedisSentinel, RedisServer, TlsCluster, shared_cluster,
+    shared_standalone,
 };
 
 /// Seeds per topology, and steps per seed.
@@ -125,28 +126,37 @@ async fn tls_conforms_in_batches() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Managed Redis is usually a TLS Cluster: three masters that listen with TLS only (no plain
-/// port), talk to each other over TLS and here want a client certificate too (mutual TLS),
-/// reached through a `rediss+cluster://` URL with the private CA, in per-node batches.
+/// Managed Redis is usually a TLS Cluster, and here is one like it: three masters that listen
+/// with TLS only (no plain port), talk to each other over TLS, want a client certificate
+/// (mutual TLS), and announce a hostname, with certificates for that name only (so every
+/// connection, to the URL's nodes and to those `CLUSTER SLOTS` names, is by name); reached
+/// through a `rediss+cluster://` URL with the private CA, in per-node batches.
 #[tokio::test]
 async fn tls_cluster_conforms_in_node_batches() {
     let dir =
         std::env::temp_dir().join(format!("tollgate-conf-tls-cluster-{}", std::process::id()));
     let certs = Certificates::make(&dir).unwrap();
-    let cluster = RedisCluster::start_tls(&certs, true).unwrap();
+    let managed = TlsCluster {
+        clients_need_certs: true,
+        hostnames: true,
+    };
+    let cluster = RedisCluster::start_tls(&certs, managed).unwrap();
     let url = cluster.url();
-    assert!(url.starts_with("rediss+cluster://"), "{url}");
+    assert!(url.starts_with("rediss+cluster://localhost:"), "{url}");
+    let slots: redis::Value = cluster.nodes()[0].query(&["CLUSTER", "SLOTS"]).unwrap();
+    assert!(format!("{slots:?}").contains("localhost"), "{slots:?}");
     let clock = ManualClock::new(0);
     let trusting = TlsFiles {
         ca_cert: Some(certs.path("ca.crt").into()),
         ..TlsFiles::default()
     };
+    let with_client_cert = TlsFiles {
+        client_cert: Some(certs.path("client.crt").into()),
+        client_key: Some(certs.path("client.key").into()),
+        ..trusting.clone()
+    };
     let options = RedisOptions {
-        tls: Some(TlsFiles {
-            client_cert: Some(certs.path("client.crt").into()),
-            client_key: Some(certs.path("client.key").into()),
-            ..trusting.clone()
-        }),
+        tls: Some(with_client_cert.clone()),
         ..options("conf-tls-cluster", &clock, true)
     };
     let store = conforms(&url, options, 5 * SEEDS..5 * SEEDS + 6, "tc:").await;
@@ -198,12 +208,20 @@ async fn tls_cluster_conforms_in_node_batches() {
     assert_eq!(next().await.as_deref(), Some("api tenant-7"));
     drop((limiter, store));
 
-    // Without the client certificate the nodes refuse the store.
+    // Without the client certificate the nodes refuse the store; by IP, the store refuses the
+    // nodes' certificates.
     let refused = RedisOptions {
         tls: Some(trusting),
         ..RedisOptions::default()
     };
     let error = RedisStore::connect(&url, refused).await.unwrap_err();
-    assert!(error.to_string().contains("Certificate"), "{error}");
+    assert!(error.to_string().contains("CertificateRequired"), "{error}");
+    let by_ip = RedisOptions {
+        tls: Some(with_client_cert),
+        ..RedisOptions::default()
+    };
+    let url_by_ip = url.replace("localhost", "127.0.0.1");
+    let error = RedisStore::connect(&url_by_ip, by_ip).await.unwrap_err();
+    assert!(error.to_string().contains("not valid for name"), "{error}");
     let _ = std::fs::remove_dir_all(&dir);
 }

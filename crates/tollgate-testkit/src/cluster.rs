@@ -5,13 +5,28 @@ use std::time::{Duration, Instant};
 
 use crate::{Certificates, Error};
 
-use crate::node::{RedisNode, Role, info_field};
+use crate::node::{RedisNode, Role, TlsClient, info_field};
 
 /// Nodes in the Cluster.
 const NODES: usize = 6;
 
 /// Nodes (all masters) in the TLS Cluster.
 const TLS_MASTERS: usize = 3;
+
+/// The name a TLS Cluster's nodes announce with [`TlsCluster::hostnames`].
+const HOSTNAME: &str = "localhost";
+
+/// How the nodes of a [`RedisCluster::start_tls`] present themselves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TlsCluster {
+    /// The nodes ask clients for a certificate of the CA (mutual TLS).
+    pub clients_need_certs: bool,
+    /// As managed Redis does, the nodes announce a hostname, `localhost`, where they would
+    /// announce their IP (`cluster-announce-hostname`, `cluster-preferred-endpoint-type
+    /// hostname`: `CLUSTER SLOTS` names them by it) and present a certificate for that name
+    /// only, so clients must connect to them by name. The URL names them so too.
+    pub hostnames: bool,
+}
 
 /// `cluster-node-timeout`: a master unreachable this long is failed over by its replica.
 pub const NODE_TIMEOUT_MS: u64 = 1_000;
@@ -59,21 +74,29 @@ impl RedisCluster {
 
     /// Start three masters (no replicas) that listen with TLS only, with these certificates:
     /// `port 0` (no plain port), clients on the `tls-port`, and the Cluster bus over TLS too
-    /// (`tls-cluster yes`, and `tls-replication yes` for replicas a test may add); with
-    /// `clients_need_certs` they ask clients for a certificate of the CA (the nodes present
-    /// theirs to each other). Its [`url`](Self::url) is `rediss+cluster://...`; the testkit's
-    /// own connections to its nodes trust the CA and present the client certificate.
-    pub fn start_tls(
-        certs: &Certificates,
-        clients_need_certs: bool,
-    ) -> Result<RedisCluster, Error> {
+    /// (`tls-cluster yes`, and `tls-replication yes` for replicas a test may add). Its
+    /// [`url`](Self::url) is `rediss+cluster://...`; the testkit's own connections to its nodes
+    /// trust the CA and present the client certificate.
+    pub fn start_tls(certs: &Certificates, options: TlsCluster) -> Result<RedisCluster, Error> {
         let mut config = cluster_config();
-        config.extend(certs.server_config(clients_need_certs));
+        let (certificate, host) = if options.hostnames {
+            config.extend([
+                ("cluster-announce-hostname", HOSTNAME.into()),
+                ("cluster-preferred-endpoint-type", "hostname".into()),
+            ]);
+            ("host", HOSTNAME)
+        } else {
+            ("server", "127.0.0.1")
+        };
+        config.extend(certs.server_config(certificate, options.clients_need_certs));
         config.extend([
             ("tls-cluster", "yes".into()),
             ("tls-replication", "yes".into()),
         ]);
-        let client = certs.client()?;
+        let client = TlsClient {
+            certificates: certs.client()?,
+            host,
+        };
         let nodes = (0..TLS_MASTERS)
             .map(|_| RedisNode::start_tls_only("tls-cluster", &config, client.clone()))
             .collect::<Result<Vec<_>, _>>()?;
@@ -193,7 +216,11 @@ impl RedisCluster {
     /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...` over every node (`rediss+cluster://`
     /// for a TLS Cluster).
     pub fn url(&self) -> String {
-        let addrs: Vec<String> = self.nodes.iter().map(RedisNode::addr).collect();
+        let addrs: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| format!("{}:{}", node.host(), node.port()))
+            .collect();
         let scheme = if self.tls.is_some() {
             "rediss+cluster"
         } else {

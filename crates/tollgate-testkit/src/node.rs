@@ -31,12 +31,22 @@ pub struct RedisNode {
     port: u16,
     dir: PathBuf,
     role: Role,
-    /// For a node that listens with TLS only (`port 0`, `tls-port`): what the testkit's own
-    /// connections trust and present.
-    tls: Option<redis::TlsCertificates>,
+    /// For a node that listens with TLS only (`port 0`, `tls-port`): how the testkit's own
+    /// connections reach it.
+    tls: Option<TlsClient>,
     /// Arguments after the program name, including the port.
     args: Vec<OsString>,
     child: Mutex<Option<Child>>,
+}
+
+/// How the testkit connects to a node that listens with TLS only.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsClient {
+    /// What the connections trust and present.
+    pub(crate) certificates: redis::TlsCertificates,
+    /// The name they connect to, which the node's certificate must carry: `127.0.0.1`, or
+    /// `localhost` for a node whose certificate names only that.
+    pub(crate) host: &'static str,
 }
 
 impl RedisNode {
@@ -48,12 +58,12 @@ impl RedisNode {
     }
 
     /// Start a data node that listens with TLS only: its port is its `tls-port` (`port 0`: no
-    /// plain listener), `config` holds the server's TLS files, and `client` is what the testkit's
-    /// own connections to it trust and present.
+    /// plain listener), `config` holds the server's TLS files, and `client` is how the
+    /// testkit's own connections reach it.
     pub(crate) fn start_tls_only(
         label: &str,
         config: &[(&str, String)],
-        client: redis::TlsCertificates,
+        client: TlsClient,
     ) -> Result<Self, Error> {
         RedisNode::start_on(Role::Server, label, config, Some(client))
     }
@@ -62,7 +72,7 @@ impl RedisNode {
         role: Role,
         label: &str,
         config: &[(&str, String)],
-        tls: Option<redis::TlsCertificates>,
+        tls: Option<TlsClient>,
     ) -> Result<Self, Error> {
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
@@ -149,14 +159,21 @@ impl RedisNode {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// `redis://127.0.0.1:<port>`, or `rediss://` for a node that listens with TLS only.
+    /// The name clients connect to: `127.0.0.1`, or `localhost` for a TLS node whose
+    /// certificate names only that.
+    pub fn host(&self) -> &str {
+        self.tls.as_ref().map_or("127.0.0.1", |tls| tls.host)
+    }
+
+    /// `redis://127.0.0.1:<port>`, or `rediss://<host>:<port>` for a node that listens with TLS
+    /// only.
     pub fn url(&self) -> String {
         let scheme = if self.tls.is_some() {
             "rediss"
         } else {
             "redis"
         };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        format!("{scheme}://{}:{}", self.host(), self.port)
     }
 
     /// Whether the node listens with TLS only (no plain port).
@@ -233,7 +250,7 @@ impl RedisNode {
     /// only.
     pub fn connection(&self) -> Result<redis::Connection, Error> {
         let client = match &self.tls {
-            Some(certificates) => redis::Client::build_with_tls(self.url(), certificates.clone()),
+            Some(tls) => redis::Client::build_with_tls(self.url(), tls.certificates.clone()),
             None => redis::Client::open(self.url()),
         }
         .map_err(Error::Redis)?;

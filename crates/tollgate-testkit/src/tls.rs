@@ -7,8 +7,10 @@ use std::process::{Command, Stdio};
 
 use crate::{Error, RedisServer, free_port};
 
-/// A private CA (`ca.crt`), a server certificate for 127.0.0.1 (`server.crt`, `server.key`)
-/// and a client certificate (`client.crt`, `client.key`), valid for two days, in one folder.
+/// A private CA (`ca.crt`), a server certificate for 127.0.0.1 (`server.crt`, `server.key`), one
+/// for the name `localhost` only (`host.crt`, `host.key`: clients must connect by that name, as
+/// to managed Redis) and a client certificate (`client.crt`, `client.key`), valid for two days,
+/// in one folder.
 #[derive(Debug)]
 pub struct Certificates {
     dir: PathBuf,
@@ -36,6 +38,7 @@ impl Certificates {
             std::fs::write(dir.join(name), text).map_err(|e| Error::io("writing a TLS file", e))
         };
         write("server.ext", "subjectAltName=IP:127.0.0.1\n")?;
+        write("host.ext", "subjectAltName=DNS:localhost\n")?;
         write("client.ext", "extendedKeyUsage=clientAuth\n")?;
         run(&[
             "req",
@@ -52,7 +55,12 @@ impl Certificates {
             "-subj",
             "/CN=tollgate test CA",
         ])?;
-        for name in ["server", "client"] {
+        for name in ["server", "host", "client"] {
+            let subject = if name == "host" {
+                "/CN=localhost"
+            } else {
+                "/CN=127.0.0.1"
+            };
             let (key, csr, crt, ext) = (
                 format!("{name}.key"),
                 format!("{name}.csr"),
@@ -60,16 +68,8 @@ impl Certificates {
                 format!("{name}.ext"),
             );
             run(&[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                "/CN=127.0.0.1",
+                "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj",
+                subject,
             ])?;
             run(&[
                 "x509",
@@ -99,13 +99,18 @@ impl Certificates {
         self.dir.join(name).display().to_string()
     }
 
-    /// The `redis-server` settings of a server that listens with these certificates; with
-    /// `clients_need_certs` it asks clients for a certificate of the CA. Other nodes are
-    /// clients too (the Cluster bus, replication): they present the server certificate.
-    pub(crate) fn server_config(&self, clients_need_certs: bool) -> Vec<(&'static str, String)> {
+    /// The `redis-server` settings of a server that listens with these certificates (`server`
+    /// or `host`); with `clients_need_certs` it asks clients for a certificate of the CA. Other
+    /// nodes are clients too (the Cluster bus, replication): they present the same certificate,
+    /// and check it against the CA, not against a name.
+    pub(crate) fn server_config(
+        &self,
+        certificate: &str,
+        clients_need_certs: bool,
+    ) -> Vec<(&'static str, String)> {
         vec![
-            ("tls-cert-file", self.path("server.crt")),
-            ("tls-key-file", self.path("server.key")),
+            ("tls-cert-file", self.path(&format!("{certificate}.crt"))),
+            ("tls-key-file", self.path(&format!("{certificate}.key"))),
             ("tls-ca-cert-file", self.path("ca.crt")),
             (
                 "tls-auth-clients",
@@ -156,7 +161,7 @@ impl RedisServer {
     ) -> Result<(RedisServer, u16), Error> {
         let tls_port = free_port();
         let mut config = vec![("tls-port", tls_port.to_string())];
-        config.extend(certs.server_config(clients_need_certs));
+        config.extend(certs.server_config("server", clients_need_certs));
         let server = RedisServer::start_with(&config)?;
         Ok((server, tls_port))
     }
