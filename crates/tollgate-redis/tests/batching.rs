@@ -1,5 +1,5 @@
 //! Batching (`src/batch.rs`, `scripts/one_policy.lua`), on standalone over plain TCP, over TLS,
-//! on Sentinel and per node on a Cluster: concurrent checks of one algorithm share script
+//! on Sentinel and per node on a Cluster, plain and TLS: concurrent checks of one algorithm share script
 //! calls, and every decision is the one it would have been as a call of its own: exact counts,
 //! every state consumed once, a check that fails fails alone, and a batch answers byte for byte
 //! as its checks sent one by one.
@@ -12,7 +12,8 @@ use tollgate_redis::TlsFiles;
 use tollgate_redis::script::Shape;
 use tollgate_redis::{RedisOptions, RedisStore};
 use tollgate_testkit::{
-    Certificates, RedisNode, RedisSentinel, RedisServer, info_field, shared_cluster,
+    Certificates, RedisCluster, RedisNode, RedisSentinel, RedisServer, TlsCluster, info_field,
+    shared_cluster,
 };
 
 /// Callers deciding at once on one store (one connection).
@@ -214,7 +215,26 @@ async fn batching_on_sentinel_is_exact() {
 /// hardly two on one slot at once), share script calls on each master, and stay exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batching_on_a_cluster_goes_per_node_and_is_exact() {
-    let cluster = shared_cluster();
+    goes_per_node_and_is_exact(shared_cluster(), None).await;
+}
+
+/// The same on a TLS Cluster (`rediss+cluster://`): the slot map and the per-node batches come
+/// over TLS from nodes that have no plain port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batching_on_a_tls_cluster_goes_per_node_and_is_exact() {
+    let dir =
+        std::env::temp_dir().join(format!("tollgate-batch-tls-cluster-{}", std::process::id()));
+    let certs = Certificates::make(&dir).unwrap();
+    let cluster = RedisCluster::start_tls(&certs, TlsCluster::default()).unwrap();
+    let tls = TlsFiles {
+        ca_cert: Some(certs.path("ca.crt").into()),
+        ..TlsFiles::default()
+    };
+    goes_per_node_and_is_exact(&cluster, Some(tls)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn goes_per_node_and_is_exact(cluster: &RedisCluster, tls: Option<TlsFiles>) {
     let masters = || -> Vec<&RedisNode> {
         cluster
             .nodes()
@@ -229,6 +249,7 @@ async fn batching_on_a_cluster_goes_per_node_and_is_exact() {
     for algorithm in Algorithm::ALL {
         let options = RedisOptions {
             prefix: format!("cbatch{}", algorithm.name()),
+            tls: tls.clone(),
             ..RedisOptions::default()
         };
         let store = RedisStore::connect(&cluster.url(), options).await.unwrap();

@@ -4,18 +4,21 @@
 //! production path.
 //!
 //! The suite decides one check at a time, so nothing would ever wait to be batched: on
-//! standalone, Cluster, Sentinel and TLS the store runs with `batch_always`, which sends every
-//! one-policy check in the batch form of its script (the form a batch of any size runs; on a
-//! Cluster, a node's cross-slot batch, keys in `ARGV`), and on standalone once more without it
-//! (the single form).
+//! standalone, Cluster, Sentinel, TLS and TLS Cluster the store runs with `batch_always`, which
+//! sends every one-policy check in the batch form of its script (the form a batch of any size
+//! runs; on a Cluster, a node's cross-slot batch, keys in `ARGV`), and on standalone once more
+//! without it (the single form).
 
-use tollgate::ManualClock;
+use std::time::Duration;
+
 use tollgate::conformance::{
     run_differential, run_lease_differential, run_lease_tables, run_override_tables, run_tables,
 };
-use tollgate_redis::{RedisOptions, RedisStore, TlsFiles};
+use tollgate::{Algorithm, Limiter, ManualClock, OverrideSpec, Policy};
+use tollgate_redis::{OverrideChange, RedisOptions, RedisStore, TlsFiles};
 use tollgate_testkit::{
-    Certificates, RedisSentinel, RedisServer, shared_cluster, shared_standalone,
+    Certificates, RedisCluster, RedisSentinel, RedisServer, TlsCluster, shared_cluster,
+    shared_standalone,
 };
 
 /// Seeds per topology, and steps per seed.
@@ -34,8 +37,14 @@ fn options(prefix: &str, clock: &ManualClock, batch_always: bool) -> RedisOption
     }
 }
 
-/// The tables (overrides and leases included), then `seeds` differential traces, on `url`.
-async fn conforms(url: &str, mut options: RedisOptions, seeds: std::ops::Range<u64>, label: &str) {
+/// The tables (overrides and leases included), then `seeds` differential traces, on `url`;
+/// returns the store, still connected.
+async fn conforms(
+    url: &str,
+    mut options: RedisOptions,
+    seeds: std::ops::Range<u64>,
+    label: &str,
+) -> RedisStore {
     let clock = options
         .clock_override
         .clone()
@@ -66,6 +75,7 @@ async fn conforms(url: &str, mut options: RedisOptions, seeds: std::ops::Range<u
             .await
             .unwrap();
     }
+    store
 }
 
 #[tokio::test]
@@ -113,5 +123,105 @@ async fn tls_conforms_in_batches() {
     };
     let url = format!("rediss://127.0.0.1:{tls_port}");
     conforms(&url, options, 4 * SEEDS..4 * SEEDS + 6, "t:").await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Managed Redis is usually a TLS Cluster, and here is one like it: three masters that listen
+/// with TLS only (no plain port), talk to each other over TLS, want a client certificate
+/// (mutual TLS), and announce a hostname, with certificates for that name only (so every
+/// connection, to the URL's nodes and to those `CLUSTER SLOTS` names, is by name); reached
+/// through a `rediss+cluster://` URL with the private CA, in per-node batches.
+#[tokio::test]
+async fn tls_cluster_conforms_in_node_batches() {
+    let dir =
+        std::env::temp_dir().join(format!("tollgate-conf-tls-cluster-{}", std::process::id()));
+    let certs = Certificates::make(&dir).unwrap();
+    let managed = TlsCluster {
+        clients_need_certs: true,
+        hostnames: true,
+    };
+    let cluster = RedisCluster::start_tls(&certs, managed).unwrap();
+    let url = cluster.url();
+    assert!(url.starts_with("rediss+cluster://localhost:"), "{url}");
+    let slots: redis::Value = cluster.nodes()[0].query(&["CLUSTER", "SLOTS"]).unwrap();
+    assert!(format!("{slots:?}").contains("localhost"), "{slots:?}");
+    let clock = ManualClock::new(0);
+    let trusting = TlsFiles {
+        ca_cert: Some(certs.path("ca.crt").into()),
+        ..TlsFiles::default()
+    };
+    let with_client_cert = TlsFiles {
+        client_cert: Some(certs.path("client.crt").into()),
+        client_key: Some(certs.path("client.key").into()),
+        ..trusting.clone()
+    };
+    let options = RedisOptions {
+        tls: Some(with_client_cert.clone()),
+        ..options("conf-tls-cluster", &clock, true)
+    };
+    let store = conforms(&url, options, 5 * SEEDS..5 * SEEDS + 6, "tc:").await;
+
+    // The store's Cluster connection is TLS: no node has a plain port (a plain client on the
+    // TLS port gets no answer), the bus is TLS too, and every master has a client besides this
+    // query: the store's.
+    for node in cluster.nodes() {
+        let port: Vec<String> = node.query(&["CONFIG", "GET", "port"]).unwrap();
+        assert_eq!(port, ["port", "0"], "{}", node.addr());
+        let bus: Vec<String> = node.query(&["CONFIG", "GET", "tls-cluster"]).unwrap();
+        assert_eq!(bus, ["tls-cluster", "yes"], "{}", node.addr());
+        let plain = redis::Client::open(format!("redis://{}", node.addr())).unwrap();
+        let answered = plain
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .and_then(|mut c| {
+                c.set_read_timeout(Some(Duration::from_millis(500)))?;
+                redis::cmd("PING").query::<String>(&mut c)
+            });
+        assert!(answered.is_err(), "{} answered in plain text", node.addr());
+        let clients = node.query_string(&["CLIENT", "LIST"]).unwrap();
+        assert!(clients.lines().count() >= 2, "{}: {clients}", node.addr());
+    }
+
+    // The other TLS client of a Cluster store: its subscription to override changes (to one
+    // node, which hears what the Cluster broadcasts).
+    let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
+    let _watch = store.watch_override_changes(move |change| {
+        let _ = tx.send(match change {
+            OverrideChange::Changed { policy, key } => format!("{policy} {key}"),
+            OverrideChange::Resubscribed => "subscribed".to_owned(),
+        });
+    });
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(5), changes.recv())
+            .await
+            .expect("no override change heard within 5 s")
+    };
+    assert_eq!(next().await.as_deref(), Some("subscribed"));
+    let policy = Policy::builder(Algorithm::FixedWindow)
+        .rate("2/h")
+        .build()
+        .unwrap();
+    let limiter = Limiter::new(store.clone()).with_policy("api", policy);
+    limiter
+        .set_override("api", "tenant-7", OverrideSpec::limit(5))
+        .await
+        .unwrap();
+    assert_eq!(next().await.as_deref(), Some("api tenant-7"));
+    drop((limiter, store));
+
+    // Without the client certificate the nodes refuse the store; by IP, the store refuses the
+    // nodes' certificates.
+    let refused = RedisOptions {
+        tls: Some(trusting),
+        ..RedisOptions::default()
+    };
+    let error = RedisStore::connect(&url, refused).await.unwrap_err();
+    assert!(error.to_string().contains("CertificateRequired"), "{error}");
+    let by_ip = RedisOptions {
+        tls: Some(with_client_cert),
+        ..RedisOptions::default()
+    };
+    let url_by_ip = url.replace("localhost", "127.0.0.1");
+    let error = RedisStore::connect(&url_by_ip, by_ip).await.unwrap_err();
+    assert!(error.to_string().contains("not valid for name"), "{error}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,13 +1,32 @@
-//! A six-node Redis Cluster: three masters, three replicas.
+//! A six-node Redis Cluster (three masters, three replicas), and a TLS-only one of three masters.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::Error;
-use crate::node::{RedisNode, Role, info_field};
+use crate::{Certificates, Error};
+
+use crate::node::{RedisNode, Role, TlsClient, info_field};
 
 /// Nodes in the Cluster.
 const NODES: usize = 6;
+
+/// Nodes (all masters) in the TLS Cluster.
+const TLS_MASTERS: usize = 3;
+
+/// The name a TLS Cluster's nodes announce with [`TlsCluster::hostnames`].
+const HOSTNAME: &str = "localhost";
+
+/// How the nodes of a [`RedisCluster::start_tls`] present themselves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TlsCluster {
+    /// The nodes ask clients for a certificate of the CA (mutual TLS).
+    pub clients_need_certs: bool,
+    /// As managed Redis does, the nodes announce a hostname, `localhost`, where they would
+    /// announce their IP (`cluster-announce-hostname`, `cluster-preferred-endpoint-type
+    /// hostname`: `CLUSTER SLOTS` names them by it) and present a certificate for that name
+    /// only, so clients must connect to them by name. The URL names them so too.
+    pub hostnames: bool,
+}
 
 /// `cluster-node-timeout`: a master unreachable this long is failed over by its replica.
 pub const NODE_TIMEOUT_MS: u64 = 1_000;
@@ -15,45 +34,90 @@ pub const NODE_TIMEOUT_MS: u64 = 1_000;
 /// How long forming (or healing) the Cluster may take.
 const FORM_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A Cluster of six `redis-server` processes formed with
-/// `redis-cli --cluster create ... --cluster-replicas 1`.
+/// A Cluster of `redis-server` processes formed with `redis-cli --cluster create`: six
+/// (three masters, three replicas), or three masters that listen with TLS only.
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisNode>,
+    /// For a TLS Cluster, `redis-cli`'s TLS arguments.
+    tls: Option<Vec<String>>,
+}
+
+/// Settings of every Cluster node.
+fn cluster_config() -> Vec<(&'static str, String)> {
+    vec![
+        ("save", String::new()),
+        ("appendonly", "no".into()),
+        // Replicas sync at once instead of after the default 5 s wait for more replicas.
+        ("repl-diskless-sync-delay", "0".into()),
+        ("cluster-enabled", "yes".into()),
+        ("cluster-config-file", "nodes.conf".into()),
+        ("cluster-node-timeout", NODE_TIMEOUT_MS.to_string()),
+        // Always let a replica take over, however long its master was gone.
+        ("cluster-replica-validity-factor", "0".into()),
+    ]
 }
 
 impl RedisCluster {
     /// Start six nodes, form the Cluster and wait until every node reports `cluster_state:ok`
     /// and every replica is in sync with its master.
     pub fn start() -> Result<RedisCluster, Error> {
-        let config = [
-            ("save", String::new()),
-            ("appendonly", "no".into()),
-            // Replicas sync at once instead of after the default 5 s wait for more replicas.
-            ("repl-diskless-sync-delay", "0".into()),
-            ("cluster-enabled", "yes".into()),
-            ("cluster-config-file", "nodes.conf".into()),
-            ("cluster-node-timeout", NODE_TIMEOUT_MS.to_string()),
-            // Always let a replica take over, however long its master was gone.
-            ("cluster-replica-validity-factor", "0".into()),
-        ];
+        let config = cluster_config();
         let nodes = (0..NODES)
             .map(|_| RedisNode::start(Role::Server, "cluster", &config))
             .collect::<Result<Vec<_>, _>>()?;
-        let cluster = RedisCluster { nodes };
-        cluster.create()?;
+        let cluster = RedisCluster { nodes, tls: None };
+        cluster.create(1)?;
         cluster.wait_healthy(FORM_TIMEOUT)?;
         Ok(cluster)
     }
 
-    fn create(&self) -> Result<(), Error> {
+    /// Start three masters (no replicas) that listen with TLS only, with these certificates:
+    /// `port 0` (no plain port), clients on the `tls-port`, and the Cluster bus over TLS too
+    /// (`tls-cluster yes`, and `tls-replication yes` for replicas a test may add). Its
+    /// [`url`](Self::url) is `rediss+cluster://...`; the testkit's own connections to its nodes
+    /// trust the CA and present the client certificate.
+    pub fn start_tls(certs: &Certificates, options: TlsCluster) -> Result<RedisCluster, Error> {
+        let mut config = cluster_config();
+        let (certificate, host) = if options.hostnames {
+            config.extend([
+                ("cluster-announce-hostname", HOSTNAME.into()),
+                ("cluster-preferred-endpoint-type", "hostname".into()),
+            ]);
+            ("host", HOSTNAME)
+        } else {
+            ("server", "127.0.0.1")
+        };
+        config.extend(certs.server_config(certificate, options.clients_need_certs));
+        config.extend([
+            ("tls-cluster", "yes".into()),
+            ("tls-replication", "yes".into()),
+        ]);
+        let client = TlsClient {
+            certificates: certs.client()?,
+            host,
+        };
+        let nodes = (0..TLS_MASTERS)
+            .map(|_| RedisNode::start_tls_only("tls-cluster", &config, client.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cluster = RedisCluster {
+            nodes,
+            tls: Some(certs.cli_args()),
+        };
+        cluster.create(0)?;
+        cluster.wait_healthy(FORM_TIMEOUT)?;
+        Ok(cluster)
+    }
+
+    fn create(&self, replicas: usize) -> Result<(), Error> {
         let mut command = Command::new("redis-cli");
+        command.args(self.tls.as_deref().unwrap_or_default());
         command.arg("--cluster").arg("create");
         for node in &self.nodes {
             command.arg(node.addr());
         }
         command
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -149,13 +213,23 @@ impl RedisCluster {
             .collect()
     }
 
-    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...` over every node.
+    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...` over every node (`rediss+cluster://`
+    /// for a TLS Cluster).
     pub fn url(&self) -> String {
-        let addrs: Vec<String> = self.nodes.iter().map(RedisNode::addr).collect();
-        format!("redis+cluster://{}", addrs.join(","))
+        let addrs: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| format!("{}:{}", node.host(), node.port()))
+            .collect();
+        let scheme = if self.tls.is_some() {
+            "rediss+cluster"
+        } else {
+            "redis+cluster"
+        };
+        format!("{scheme}://{}", addrs.join(","))
     }
 
-    /// The six nodes.
+    /// The nodes.
     pub fn nodes(&self) -> &[RedisNode] {
         &self.nodes
     }
@@ -212,6 +286,7 @@ impl RedisCluster {
         loop {
             let mut command = Command::new("redis-cli");
             command
+                .args(self.tls.as_deref().unwrap_or_default())
                 .arg("--cluster")
                 .arg("reshard")
                 .arg(self.nodes[from].addr())

@@ -9,6 +9,9 @@
 //! - [`RedisSentinel`]: a master, a replica and three Sentinels.
 //! - [`RedisServer::start_tls`]: a server listening with TLS too, with [`Certificates`] of a
 //!   private CA made by `openssl`.
+//! - [`RedisCluster::start_tls`]: three Cluster masters that listen with TLS only (no plain
+//!   port, the Cluster bus over TLS), with the same [`Certificates`]; optionally asking for
+//!   client certificates, and announcing a hostname with a certificate for that name only.
 //!
 //! Every process is killed when its handle is dropped (even while a test panics), and — because
 //! children are spawned with `PR_SET_PDEATHSIG` from a thread that never exits — when the test
@@ -33,7 +36,7 @@ mod tls;
 
 use std::sync::OnceLock;
 
-pub use cluster::RedisCluster;
+pub use cluster::{RedisCluster, TlsCluster};
 pub use node::{RedisNode, info_field};
 pub use ports::free_port;
 pub use sentinel::RedisSentinel;

@@ -31,9 +31,22 @@ pub struct RedisNode {
     port: u16,
     dir: PathBuf,
     role: Role,
+    /// For a node that listens with TLS only (`port 0`, `tls-port`): how the testkit's own
+    /// connections reach it.
+    tls: Option<TlsClient>,
     /// Arguments after the program name, including the port.
     args: Vec<OsString>,
     child: Mutex<Option<Child>>,
+}
+
+/// How the testkit connects to a node that listens with TLS only.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsClient {
+    /// What the connections trust and present.
+    pub(crate) certificates: redis::TlsCertificates,
+    /// The name they connect to, which the node's certificate must carry: `127.0.0.1`, or
+    /// `localhost` for a node whose certificate names only that.
+    pub(crate) host: &'static str,
 }
 
 impl RedisNode {
@@ -41,16 +54,37 @@ impl RedisNode {
     /// `bind`, `dir` and the log file, which are set here; for a Sentinel it is written to
     /// `sentinel.conf` (Sentinel must be able to rewrite its configuration file).
     pub(crate) fn start(role: Role, label: &str, config: &[(&str, String)]) -> Result<Self, Error> {
+        RedisNode::start_on(role, label, config, None)
+    }
+
+    /// Start a data node that listens with TLS only: its port is its `tls-port` (`port 0`: no
+    /// plain listener), `config` holds the server's TLS files, and `client` is how the
+    /// testkit's own connections reach it.
+    pub(crate) fn start_tls_only(
+        label: &str,
+        config: &[(&str, String)],
+        client: TlsClient,
+    ) -> Result<Self, Error> {
+        RedisNode::start_on(Role::Server, label, config, Some(client))
+    }
+
+    fn start_on(
+        role: Role,
+        label: &str,
+        config: &[(&str, String)],
+        tls: Option<TlsClient>,
+    ) -> Result<Self, Error> {
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
             let dir = crate::ports::scratch_dir(&format!("{label}-{port}"))
                 .map_err(|e| Error::io("creating a scratch directory", e))?;
-            let args = arguments(role, port, &dir, config)?;
+            let args = arguments(role, port, tls.is_some(), &dir, config)?;
             let node = RedisNode {
                 port,
                 dir,
                 role,
+                tls: tls.clone(),
                 args,
                 child: Mutex::new(None),
             };
@@ -125,9 +159,26 @@ impl RedisNode {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// The name clients connect to: `127.0.0.1`, or `localhost` for a TLS node whose
+    /// certificate names only that.
+    pub fn host(&self) -> &str {
+        self.tls.as_ref().map_or("127.0.0.1", |tls| tls.host)
+    }
+
+    /// `redis://127.0.0.1:<port>`, or `rediss://<host>:<port>` for a node that listens with TLS
+    /// only.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://{}:{}", self.host(), self.port)
+    }
+
+    /// Whether the node listens with TLS only (no plain port).
+    pub fn is_tls_only(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The node's scratch directory (configuration, log).
@@ -195,9 +246,14 @@ impl RedisNode {
         self.spawn_and_wait()
     }
 
-    /// A new synchronous connection (1 s timeouts).
+    /// A new synchronous connection (1 s timeouts), over TLS to a node that listens with TLS
+    /// only.
     pub fn connection(&self) -> Result<redis::Connection, Error> {
-        let client = redis::Client::open(self.url()).map_err(Error::Redis)?;
+        let client = match &self.tls {
+            Some(tls) => redis::Client::build_with_tls(self.url(), tls.certificates.clone()),
+            None => redis::Client::open(self.url()),
+        }
+        .map_err(Error::Redis)?;
         let connection = client
             .get_connection_with_timeout(Duration::from_secs(1))
             .map_err(Error::Redis)?;
@@ -252,21 +308,28 @@ fn which(program: &str) -> bool {
 }
 
 /// Command-line arguments for a node: data nodes take everything on the command line; a
-/// Sentinel needs a configuration file it can rewrite.
+/// Sentinel needs a configuration file it can rewrite. A TLS-only node listens on `port` with
+/// TLS and has no plain port.
 fn arguments(
     role: Role,
     port: u16,
+    tls_only: bool,
     dir: &Path,
     config: &[(&str, String)],
 ) -> Result<Vec<OsString>, Error> {
-    let mut settings: Vec<(&str, String)> = vec![
-        ("port", port.to_string()),
+    let listen = if tls_only {
+        vec![("port", "0".to_owned()), ("tls-port", port.to_string())]
+    } else {
+        vec![("port", port.to_string())]
+    };
+    let mut settings: Vec<(&str, String)> = listen;
+    settings.extend([
         ("bind", "127.0.0.1".into()),
         ("dir", dir.display().to_string()),
         ("logfile", "redis.log".into()),
         ("daemonize", "no".into()),
         ("protected-mode", "no".into()),
-    ];
+    ]);
     settings.extend(config.iter().cloned());
     match role {
         Role::Server => {
