@@ -1,16 +1,28 @@
 //! The gRPC face of the service: `envoy.service.ratelimit.v3.RateLimitService` and
-//! `grpc.health.v1.Health`, and ways to mount both on a tonic server.
+//! `grpc.health.v1.Health`, and ways to mount both on a tonic server or to serve them
+//! ([`serve`]).
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::io;
+use std::time::Duration;
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
     RateLimitService, RateLimitServiceServer,
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use futures_util::FutureExt as _;
+use futures_util::future::{Either, Ready};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tollgate::Store;
-use tonic::transport::server::{Router, TcpIncoming};
+use tonic::body::Body;
+use tonic::codegen::Service;
+use tonic::server::NamedService;
+use tonic::transport::server::Router;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthService;
@@ -95,15 +107,173 @@ impl<S: Store> EnvoyService<S> {
             .add_service(self.health_server())
     }
 
-    /// Serve both services on `listener` until `shutdown` completes (in-flight calls finish).
+    /// Serve both services on `listener` until `shutdown` completes (in-flight calls finish);
+    /// see [`serve`].
     pub async fn serve(
         &self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
-    ) -> Result<(), tonic::transport::Error> {
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        self.router()
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
+    ) -> io::Result<()> {
+        serve(
+            listener,
+            self.rate_limit_server(),
+            self.health_server(),
+            shutdown,
+        )
+        .await
+    }
+}
+
+/// Serve the rate limit service `rate_limit` and the health service `health` (gRPC: HTTP/2
+/// only, no TLS) on `listener` until `shutdown` completes; then stop accepting, tell every
+/// connection to go away (GOAWAY) and return once their calls in flight have finished.
+///
+/// Each connection is hyper's HTTP/2 server handing each call straight to the service its
+/// path names. A tonic `Router` would first match the path in an axum router (parameters
+/// decoded and stored per call) and pass each call through a boxed stack of layers, which
+/// together cost several percent of the server's CPU per decision (bench/HISTORY.md). What
+/// those layers did that is not done here: the `grpc-timeout` of a call is not enforced by the
+/// server (Envoy enforces its own timeout and resets the stream, which ends the call here), and
+/// no connection info is attached to requests (nothing reads it).
+pub async fn serve<R, H>(
+    listener: TcpListener,
+    rate_limit: R,
+    health: H,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()>
+where
+    R: GrpcService,
+    H: GrpcService,
+{
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    // As tonic's server did: no bound on streams per connection (Envoy bounds its own).
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(None);
+    let graceful = GracefulShutdown::new();
+    let routes = Routes { rate_limit, health };
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _peer)) => tcp,
+                Err(error) => {
+                    accept_failed(error).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Decisions are small request/response pairs: never wait to coalesce them.
+        let _ = tcp.set_nodelay(true);
+        let connection =
+            graceful.watch(builder.serve_connection(TokioIo::new(tcp), routes.clone()));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "gRPC connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// A failed `accept`: a connection that died before it was accepted is nothing to wait for;
+/// anything else (out of file descriptors, most likely) gets a pause, so the loop does not spin.
+async fn accept_failed(error: io::Error) {
+    if matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(%error, "cannot accept a gRPC connection; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// A tonic-generated gRPC service, as [`serve`] mounts it.
+pub trait GrpcService:
+    Service<
+        Request<Incoming>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> GrpcService for S where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The two services of a connection, found by the service name that starts a call's path
+/// (`/<package.Service>/<Method>`).
+#[derive(Clone)]
+struct Routes<R, H> {
+    rate_limit: R,
+    health: H,
+}
+
+/// The first segment of a gRPC path: `envoy.service.ratelimit.v3.RateLimitService` of
+/// `/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`.
+fn service_name(path: &str) -> &str {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    path.split_once('/').map_or(path, |(service, _)| service)
+}
+
+impl<R: GrpcService, H: GrpcService> hyper::service::Service<Request<Incoming>> for Routes<R, H> {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Either<R::Future, Either<H::Future, Ready<Result<Response<Body>, Infallible>>>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        // The generated services are always ready (`poll_ready` is `Ready(Ok)`), so a call
+        // needs no readiness check.
+        let service = service_name(request.uri().path());
+        if service == R::NAME {
+            Either::Left(self.rate_limit.clone().call(request))
+        } else if service == H::NAME {
+            Either::Right(Either::Left(self.health.clone().call(request)))
+        } else {
+            Either::Right(Either::Right(futures_util::future::ready(Ok(
+                tonic::Status::unimplemented("").into_http(),
+            ))))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::service_name;
+
+    #[test]
+    fn the_service_is_the_first_path_segment() {
+        assert_eq!(
+            service_name("/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"),
+            "envoy.service.ratelimit.v3.RateLimitService"
+        );
+        assert_eq!(
+            service_name("/grpc.health.v1.Health/Check"),
+            "grpc.health.v1.Health"
+        );
+        assert_eq!(service_name("/"), "");
+        assert_eq!(service_name("/only"), "only");
     }
 }
