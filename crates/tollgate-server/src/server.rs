@@ -156,15 +156,13 @@ impl Server {
                 );
                 let mut stop = stop_grpc_rx;
                 // The rate limit service beside a health service that follows `/ready`.
-                let rate_limit = envoy.rate_limit_server();
                 let health = ReadinessHealth::server(self.service.clone());
                 let task = tokio::spawn(async move {
-                    let result =
-                        tollgate_envoy::grpc::serve(listener, rate_limit, health, async move {
-                            let _ = stop.wait_for(|stopping| *stopping).await;
-                            envoy_stopping().await;
-                        })
-                        .await;
+                    let result = tollgate_envoy::grpc::serve(listener, envoy, health, async move {
+                        let _ = stop.wait_for(|stopping| *stopping).await;
+                        envoy_stopping().await;
+                    })
+                    .await;
                     if let Err(error) = result {
                         tracing::error!(%error, "gRPC server failed");
                     }
