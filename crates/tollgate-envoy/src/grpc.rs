@@ -127,7 +127,7 @@ impl<S: Store> EnvoyService<S> {
 /// connection to go away (GOAWAY) and return once their calls in flight have finished.
 ///
 /// Each connection is hyper's HTTP/2 server handing each call straight to what its path names,
-/// and `ShouldRateLimit` is decoded and answered here ([`should_rate_limit`]). A tonic `Router`
+/// and `ShouldRateLimit` is decoded and answered here. A tonic `Router`
 /// and the generated service would first match the path in an axum router (parameters decoded
 /// and stored per call), pass the call through a boxed stack of layers, and decode and encode
 /// through tonic's streaming codec (an 8 KiB buffer each way); together these were a fifth of
@@ -441,19 +441,22 @@ impl http_body::Body for WithTrailers {
 
 #[cfg(test)]
 mod tests {
-    use super::service_name;
+    use super::service_and_method;
 
     #[test]
-    fn the_service_is_the_first_path_segment() {
+    fn a_path_is_service_and_method() {
         assert_eq!(
-            service_name("/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"),
-            "envoy.service.ratelimit.v3.RateLimitService"
+            service_and_method("/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"),
+            (
+                "envoy.service.ratelimit.v3.RateLimitService",
+                "ShouldRateLimit"
+            )
         );
         assert_eq!(
-            service_name("/grpc.health.v1.Health/Check"),
-            "grpc.health.v1.Health"
+            service_and_method("/grpc.health.v1.Health/Check"),
+            ("grpc.health.v1.Health", "Check")
         );
-        assert_eq!(service_name("/"), "");
-        assert_eq!(service_name("/only"), "only");
+        assert_eq!(service_and_method("/"), ("", ""));
+        assert_eq!(service_and_method("/only"), ("only", ""));
     }
 }
