@@ -201,6 +201,14 @@ def record(a) -> None:
     rec = {**base, **parsers[a.kind](text)}
     if a.requests and not rec.get("decisions"):
         rec["decisions"] = a.requests
+    cpu = Path(f"{raw}.cpu")
+    if cpu.exists() and rec.get("decisions"):
+        # server ticks before, after, ticks per second, client user and system seconds
+        f = cpu.read_text().split()
+        if len(f) >= 3:
+            rec["server_cpu_us_per_decision"] = (float(f[1]) - float(f[0])) / float(f[2]) * 1e6 / rec["decisions"]
+        if len(f) >= 5:
+            rec["client_cpu_us_per_decision"] = (float(f[3]) + float(f[4])) * 1e6 / rec["decisions"]
     before, after = Path(f"{raw}.before"), Path(f"{raw}.after")
     if before.exists() and after.exists():
         rec.update(redis_deltas(before.read_text(), after.read_text(), rec.get("decisions")))
@@ -293,6 +301,9 @@ def table(paths: list[str]) -> str:
         rt = med([r.get("tool_round_trips") for r in rs])
         if rt is not None:
             notes.append(f"{rt:.3f} Redis commands/decision")
+        scpu = med([r.get("server_cpu_us_per_decision") for r in rs])
+        if scpu is not None:
+            notes.append(f"server CPU {scpu:.2f} µs/decision, client {med([r.get('client_cpu_us_per_decision') for r in rs]):.2f}")
         if "ns_per_op" in rs[0]:
             notes.append(f"{med([r['ns_per_op'] for r in rs]):.0f} ns/op")
         if rs[0].get("note"):

@@ -22,6 +22,10 @@
 #   http        tollgate serve (memory store, Redis) with wrk -t2 -c50 beside the HTTP floor
 #               (a fixed-answer axum handler) and throttlecrab-server, and the memory store
 #               with `stats: false` (what live stats cost)
+#   grpc        one tollgate serve (memory store) with the HTTP API and the Envoy rate limit service
+#               (gRPC), the same GCRA limit on both; tollgate bench --http, --grpc (1 HTTP/2
+#               connection) and --grpc --grpc-connections 2 at 64 in flight, alternating; the
+#               server's CPU (utime+stime of its process) and the client's per decision
 #   callgrind   instructions per decision (stable across noisy runs): the memory store and
 #               Limiter::check beside governor, the Redis store's client side, the HTTP servers'
 #               user space per request (tollgate serve, the floor, throttlecrab), and
@@ -43,7 +47,7 @@ T0=$(date +%s)
 
 REPEAT=${REPEAT:-3}
 BUDGET_S=${BUDGET_S:-480}
-PARTS=${PARTS:-core,redis,algorithms,flood,accuracy,http,callgrind}
+PARTS=${PARTS:-core,redis,algorithms,flood,accuracy,http,grpc,callgrind}
 PEERS_DIR=$(cd "${PEERS_DIR:-$ROOT/../shared/peers}" 2>/dev/null && pwd || true)
 REQUESTS=${REQUESTS:-150000}
 DUR=${DUR:-5}
@@ -160,19 +164,24 @@ peer_env=(env REDIS_HOST=127.0.0.1 REDIS_PORT="$REDIS_PORT")
 # allow-path limits: 1e6 per minute, except the sliding log (one entry per instant: at most 1e5)
 limit_of() { if [ "$1" = sliding-log ]; then echo 100000; else echo 1000000; fi; }
 
+# utime+stime of a process, in clock ticks (/proc/PID/stat fields 14 and 15)
+proc_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+
 # ---------------------------------------------------------------- measuring one thing
 SEQ=0
 REP=1
-# measure KIND SECTION CONTENDER VARIANT TIMEOUT_S [--redis] [--requests N] [--extra K V]... -- CMD...
+# measure KIND SECTION CONTENDER VARIANT TIMEOUT_S [--redis] [--cpu PID] [--requests N] [--extra K V]... -- CMD...
 # Runs CMD under `timeout`, keeps its output in $RAW, and appends one JSON line to $JSONL.
 # --redis: read INFO cpu and commandstats of the private Redis before and after.
+# --cpu PID: the CPU time of process PID (a server) and of CMD (the client) around the run.
 measure() {
   local kind=$1 section=$2 who=$3 variant=$4 limit=$5
   shift 5
-  local redis="" requests="" extra=()
+  local redis="" requests="" extra=() cpu_pid=""
   while [ "$1" != "--" ]; do
     case $1 in
       --redis) redis=1; shift ;;
+      --cpu) cpu_pid=$2; shift 2 ;;
       --requests) requests=$2; shift 2 ;;
       --extra) extra+=(--extra "$2" "$3"); shift 3 ;;
       *) log "measure: unknown option $1"; return 1 ;;
@@ -183,8 +192,15 @@ measure() {
   local raw
   raw=$RAW/$(printf '%03d' "$SEQ")-$(printf '%s-%s' "$who" "$variant" | tr -c 'A-Za-z0-9._-' '_' | head -c 80).txt
   if [ -n "$redis" ]; then { rcli info cpu; rcli info commandstats; } >"$raw.before"; fi
-  local rc=0
-  timeout "$limit" "$@" >"$raw" 2>"$raw.err" || rc=$?
+  local rc=0 ticks0=""
+  if [ -n "$cpu_pid" ]; then ticks0=$(proc_ticks "$cpu_pid"); fi
+  if [ -n "$cpu_pid" ]; then
+    # -o: the client's user and system seconds, apart from its output
+    timeout "$limit" /usr/bin/time -f '%U %S' -o "$raw.time" "$@" >"$raw" 2>"$raw.err" || rc=$?
+    echo "$ticks0 $(proc_ticks "$cpu_pid") $(getconf CLK_TCK) $(cat "$raw.time" 2>/dev/null | tail -1)" >"$raw.cpu"
+  else
+    timeout "$limit" "$@" >"$raw" 2>"$raw.err" || rc=$?
+  fi
   if [ -n "$redis" ]; then { rcli info cpu; rcli info commandstats; } >"$raw.after"; fi
   local args=(--kind "$kind" --section "$section" --contender "$who" --variant "$variant" --rep "$REP" --rc "$rc" --raw "$raw")
   if [ -n "$requests" ]; then args+=(--requests "$requests"); fi
@@ -438,6 +454,40 @@ part_http() {
   done
 }
 
+# One server with both front ends, so the two paths share the process, the store and the policy.
+start_grpc() {
+  GRPC_HTTP_PORT=$(free_port)
+  GRPC_PORT=$(free_port)
+  mkdir -p "$RUN/rl"
+  printf 'domain: bench\ndescriptors:\n  - key: key\n    rate_limit: { unit: minute, requests_per_unit: 1000000, algorithm: gcra }\n' >"$RUN/rl/bench.yaml"
+  printf 'envoy: { config_dir: %s }\npolicies:\n  bench: { algorithm: gcra, rate: 1000000/min }\n' "$RUN/rl" >"$RUN/tollgate-grpc.yaml"
+  TOLLGATE_LOG=text RUST_LOG=warn "$TOLLGATE" serve --config "$RUN/tollgate-grpc.yaml" --listen "127.0.0.1:$GRPC_HTTP_PORT" \
+    --grpc-listen "127.0.0.1:$GRPC_PORT" --store memory >"$RUN/serve-grpc.log" 2>&1 &
+  GRPC_PID=$!
+  PIDS+=("$GRPC_PID")
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$GRPC_HTTP_PORT/health" >/dev/null 2>&1 && break; sleep 0.05; done
+  timeout 30 "$TOLLGATE" bench --grpc "127.0.0.1:$GRPC_PORT" --concurrency 64 --requests 20000 --json >/dev/null 2>&1 || log "warm-up of gRPC failed"
+  timeout 30 "$TOLLGATE" bench --http "http://127.0.0.1:$GRPC_HTTP_PORT" --policy bench --concurrency 64 --requests 20000 --json >/dev/null 2>&1 || log "warm-up of HTTP failed"
+}
+
+part_grpc() {
+  if [ -z "${GRPC_PID+x}" ]; then start_grpc; fi
+  local n=$((REQUESTS / 3 * 2)) ref="grpc|tollgate serve HTTP API (tollgate bench --http)|c64|HTTP"
+  local v variants=("http" "grpc 1 connection" "grpc 2 connections")
+  # even repetitions in the reverse order
+  if [ $((REP % 2)) = 0 ]; then variants=("grpc 2 connections" "grpc 1 connection" "http"); fi
+  for v in "${variants[@]}"; do
+    case $v in
+      http) measure tollgate grpc "tollgate serve HTTP API (tollgate bench --http)" c64 60 --cpu "$GRPC_PID" -- \
+        "$TOLLGATE" bench --http "http://127.0.0.1:$GRPC_HTTP_PORT" --policy bench --concurrency 64 --requests "$n" --json --variant http ;;
+      "grpc 1 connection") measure tollgate grpc "tollgate serve Envoy gRPC (tollgate bench --grpc)" "c64, 1 connection" 60 --cpu "$GRPC_PID" \
+        --extra ratio_to "$ref" -- "$TOLLGATE" bench --grpc "127.0.0.1:$GRPC_PORT" --concurrency 64 --requests "$n" --json --variant grpc1 ;;
+      "grpc 2 connections") measure tollgate grpc "tollgate serve Envoy gRPC (tollgate bench --grpc)" "c64, 2 connections" 60 --cpu "$GRPC_PID" \
+        --extra ratio_to "$ref" -- "$TOLLGATE" bench --grpc "127.0.0.1:$GRPC_PORT" --grpc-connections 2 --concurrency 64 --requests "$n" --json --variant grpc2 ;;
+    esac
+  done
+}
+
 # ---------------------------------------------------------------- callgrind (once)
 part_callgrind() {
   command -v valgrind >/dev/null || { log "skipped callgrind: valgrind not installed"; return 0; }
@@ -615,7 +665,7 @@ for REP in $(seq "$REPEAT"); do
   log "repetition $REP/$REPEAT (load $(cut -d' ' -f1 /proc/loadavg))"
   echo "load average at repetition $REP: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
   rs=$(date +%s)
-  for part in core redis algorithms flood accuracy http; do
+  for part in core redis algorithms flood accuracy http grpc; do
     if has_part "$part"; then
       log " $part"
       rcli flushall >/dev/null

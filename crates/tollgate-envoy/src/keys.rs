@@ -31,32 +31,48 @@ pub const MAX_NAME_LEN: usize = 200;
 /// Longest identifier kept readable, in bytes.
 pub const MAX_IDENTIFIER_LEN: usize = 512;
 
+/// Whether `byte` is kept as it is: `[A-Za-z0-9_.*/()+@,;!~-]`.
+fn is_safe(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric()
+        || matches!(
+            byte,
+            b'_' | b'.'
+                | b'*'
+                | b'/'
+                | b'('
+                | b')'
+                | b'+'
+                | b'@'
+                | b','
+                | b';'
+                | b'!'
+                | b'~'
+                | b'-'
+        )
+}
+
 /// Append `text`, percent-encoding every byte outside `[A-Za-z0-9_.*/()+@,;!~-]`, so the
 /// separators `|`, `=`, `:`, `%`, the braces, spaces and control bytes never appear unencoded.
 fn push_escaped(out: &mut String, text: &str) {
-    for byte in text.bytes() {
-        let safe = byte.is_ascii_alphanumeric()
-            || matches!(
-                byte,
-                b'_' | b'.'
-                    | b'*'
-                    | b'/'
-                    | b'('
-                    | b')'
-                    | b'+'
-                    | b'@'
-                    | b','
-                    | b';'
-                    | b'!'
-                    | b'~'
-                    | b'-'
-            );
-        if safe {
-            out.push(char::from(byte));
-        } else {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "%{byte:02X}");
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    // Keys and values are nearly always safe as they are: runs of safe bytes are copied whole.
+    // A run is ASCII, and follows an unsafe byte or the start, so it starts and ends on
+    // character boundaries.
+    let mut run = 0;
+    for (at, byte) in text.bytes().enumerate() {
+        if is_safe(byte) {
+            continue;
         }
+        if run < at {
+            out.push_str(&text[run..at]);
+        }
+        out.push('%');
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xF)]));
+        run = at + 1;
+    }
+    if run < text.len() {
+        out.push_str(&text[run..]);
     }
 }
 
@@ -122,6 +138,16 @@ mod tests {
         assert!(!odd.contains(['{', '}', '|']), "{odd}");
         let long = policy_name(&"x".repeat(300), Unit::Day);
         assert!(long.starts_with("envoy/#") && long.ends_with("/day") && long.len() < 64);
+    }
+
+    #[test]
+    fn unsafe_bytes_are_percent_encoded_one_by_one() {
+        let id = |entries: &[(&str, &str)]| identifier("rl", entries.iter().copied());
+        assert_eq!(id(&[("k", "é|a b")]), "rl|k=%C3%A9%7Ca%20b");
+        assert_eq!(id(&[("k", "%")]), "rl|k=%25");
+        assert_eq!(id(&[("k", "a{b}")]), "rl|k=a%7Bb%7D");
+        assert_eq!(id(&[("k", "日本")]), "rl|k=%E6%97%A5%E6%9C%AC");
+        assert_eq!(id(&[("k", "")]), "rl|k=");
     }
 
     #[test]

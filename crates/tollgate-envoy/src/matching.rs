@@ -139,6 +139,14 @@ fn metric_key(
     path: &[(How<'_>, &Node)],
     shared: &[(usize, &str)],
 ) -> Option<String> {
+    if !rule.detailed_metric
+        && !path
+            .iter()
+            .any(|(_, node)| node.value_to_metric || node.share_threshold)
+    {
+        // The rule's own series: no key to build.
+        return None;
+    }
     let mut key = String::from(domain);
     if rule.detailed_metric {
         for (i, entry) in entries.iter().enumerate() {
@@ -157,12 +165,6 @@ fn metric_key(
             }
         }
         return Some(key);
-    }
-    if !path
-        .iter()
-        .any(|(_, node)| node.value_to_metric || node.share_threshold)
-    {
-        return None;
     }
     for (i, (how, node)) in path.iter().enumerate() {
         let entry = &entries[i];

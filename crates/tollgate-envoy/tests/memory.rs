@@ -95,3 +95,63 @@ async fn too_many_descriptors_are_invalid() {
     let answer = h.call(common::request(&h.domain("m"), many, 0)).await;
     assert_eq!(answer.unwrap_err().code(), tonic::Code::InvalidArgument);
 }
+
+/// What `serve` answers by itself, as tonic's server would: an unknown method of the rate limit
+/// service and an unknown service are UNIMPLEMENTED, a message that is not a
+/// `RateLimitRequest` is INTERNAL, and the connection keeps serving decisions after both.
+#[tokio::test]
+async fn unknown_methods_and_bad_messages_are_error_statuses() {
+    use tollgate_envoy::envoy_types::pb::envoy::service::ratelimit::v3::{
+        RateLimitRequest, RateLimitResponse,
+    };
+    use tonic::codegen::http::uri::PathAndQuery;
+    use tonic_prost::ProstCodec;
+
+    let h = common::start(
+        store(),
+        &[(
+            "a.yaml",
+            "domain: d-{d}\ndescriptors:\n  - key: k\n    rate_limit: { unit: minute, requests_per_unit: 5 }\n",
+        )],
+        tollgate_envoy::EnvoyOptions::default(),
+    )
+    .await;
+    let mut grpc = tonic::client::Grpc::new(h.channel.clone());
+    for path in [
+        "/envoy.service.ratelimit.v3.RateLimitService/Nope",
+        "/no.such.Service/ShouldRateLimit",
+    ] {
+        grpc.ready().await.expect("ready");
+        let status = grpc
+            .unary::<RateLimitRequest, RateLimitResponse, _>(
+                tonic::Request::new(RateLimitRequest::default()),
+                PathAndQuery::from_static(path),
+                ProstCodec::default(),
+            )
+            .await
+            .expect_err("unknown method");
+        assert_eq!(status.code(), tonic::Code::Unimplemented, "{path}");
+    }
+    // Field 1 as a varint: a `RateLimitRequest`'s field 1 (`domain`) is a string.
+    grpc.ready().await.expect("ready");
+    let status = grpc
+        .unary::<RateLimitResponse, RateLimitResponse, _>(
+            tonic::Request::new(RateLimitResponse {
+                overall_code: 2,
+                ..RateLimitResponse::default()
+            }),
+            PathAndQuery::from_static(
+                "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+            ),
+            ProstCodec::default(),
+        )
+        .await
+        .expect_err("not a RateLimitRequest");
+    assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    let (code, status) = h.one("d", common::desc(&[("k", "v")])).await;
+    assert_eq!(
+        code,
+        tollgate_envoy::envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code::Ok
+    );
+    assert_eq!(status.limit_remaining, 4);
+}

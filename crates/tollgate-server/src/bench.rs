@@ -1,10 +1,15 @@
 //! `tollgate bench`: the load generator of `tollgate-bench` pointed at a store (the library path,
 //! in-process), a running `tollgate serve` (HTTP) or an Envoy rate limit service (gRPC).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use clap::Args;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tollgate::memory::MemoryStore;
 use tollgate::{Algorithm, Clock, Limiter, OnError, Policy, ResilienceConfig, Resilient};
 use tollgate_bench::{CommandCounter, redis_command_counter, HttpTarget, Outcome, Report, StoreTarget, Target, TargetError, Workload, run};
@@ -35,6 +40,10 @@ pub struct BenchArgs {
     /// Descriptor key of gRPC requests.
     #[arg(long, default_value = "key")]
     pub grpc_descriptor: String,
+    /// HTTP/2 connections the gRPC requests are spread over (Envoy keeps one per worker
+    /// thread). `--http` opens one connection per request in flight (HTTP/1.1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub grpc_connections: u64,
     /// Policy name (for --http: the server's policy; for --store: the name of the one built
     /// from --algorithm/--limit/--period/--burst).
     #[arg(long, default_value = "bench")]
@@ -122,8 +131,15 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
             .unwrap_or_else(|| format!("http {}", args.policy));
         run(target, &workload, variant, args.progress, None).await
     } else if let Some(addr) = &args.grpc {
-        let target =
-            Arc::new(GrpcTarget::connect(addr, &args.grpc_domain, &args.grpc_descriptor).await?);
+        let target = Arc::new(
+            GrpcTarget::connect(
+                addr,
+                usize::try_from(args.grpc_connections).unwrap_or(1),
+                &args.grpc_domain,
+                &args.grpc_descriptor,
+            )
+            .await?,
+        );
         let variant = args
             .variant
             .clone()
@@ -193,28 +209,89 @@ fn command_counter(url: &str) -> Option<CommandCounter> {
     redis::Client::open(url).ok().map(redis_command_counter)
 }
 
-/// An Envoy rate limit service: one descriptor `descriptor = <key>` per request.
+/// An Envoy rate limit service: one descriptor `descriptor = <key>` per request, spread over
+/// `connections` HTTP/2 connections (Envoy keeps one per worker thread).
+///
+/// Each connection is hyper's HTTP/2 client as it is, the way [`HttpTarget`] uses hyper's
+/// HTTP/1.1 client: tonic's `Channel` would put a buffer task in front of it, one more task hop
+/// per request that the client, sharing the cores with the server, would pay for.
 struct GrpcTarget {
-    client: RateLimitServiceClient<tonic::transport::Channel>,
+    clients: Vec<RateLimitServiceClient<H2Connection>>,
+    next: AtomicUsize,
     domain: String,
     descriptor: String,
 }
 
 impl GrpcTarget {
-    async fn connect(addr: &str, domain: &str, descriptor: &str) -> Result<GrpcTarget, String> {
-        let uri = if addr.contains("://") {
-            addr.to_owned()
+    async fn connect(
+        addr: &str,
+        connections: usize,
+        domain: &str,
+        descriptor: &str,
+    ) -> Result<GrpcTarget, String> {
+        let origin: http::Uri = if addr.contains("://") {
+            addr.parse()
         } else {
-            format!("http://{addr}")
-        };
-        let client = RateLimitServiceClient::connect(uri)
-            .await
-            .map_err(|e| format!("gRPC {addr}: {e}"))?;
+            format!("http://{addr}").parse()
+        }
+        .map_err(|e| format!("gRPC address {addr}: {e}"))?;
+        let authority = origin
+            .authority()
+            .ok_or_else(|| format!("gRPC address {addr}: no host:port"))?
+            .as_str()
+            .to_owned();
+        let mut clients = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            let connection = H2Connection::connect(&authority)
+                .await
+                .map_err(|e| format!("gRPC {addr}: {e}"))?;
+            clients.push(RateLimitServiceClient::with_origin(
+                connection,
+                origin.clone(),
+            ));
+        }
         Ok(GrpcTarget {
-            client,
+            clients,
+            next: AtomicUsize::new(0),
             domain: domain.to_owned(),
             descriptor: descriptor.to_owned(),
         })
+    }
+}
+
+/// One HTTP/2 connection (hyper's client), shared by every request sent on it.
+#[derive(Clone)]
+struct H2Connection {
+    send: hyper::client::conn::http2::SendRequest<tonic::body::Body>,
+}
+
+impl H2Connection {
+    async fn connect(authority: &str) -> Result<H2Connection, Box<dyn std::error::Error>> {
+        let tcp = tokio::net::TcpStream::connect(authority).await?;
+        // Decisions are small request/response pairs: never wait to coalesce them.
+        tcp.set_nodelay(true)?;
+        let (send, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                eprintln!("gRPC connection ended: {error}");
+            }
+        });
+        Ok(H2Connection { send })
+    }
+}
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for H2Connection {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, hyper::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
+        self.send.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.send.send_request(request))
     }
 }
 
@@ -231,8 +308,8 @@ impl Target for GrpcTarget {
             }],
             hits_addend: u32::try_from(cost).unwrap_or(u32::MAX),
         };
-        let answer = self
-            .client
+        let at = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+        let answer = self.clients[at]
             .clone()
             .should_rate_limit(request)
             .await

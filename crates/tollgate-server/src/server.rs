@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 use crate::config::Settings;
 use crate::health::ReadinessHealth;
@@ -157,17 +156,13 @@ impl Server {
                 );
                 let mut stop = stop_grpc_rx;
                 // The rate limit service beside a health service that follows `/ready`.
-                let router = tonic::transport::Server::builder()
-                    .add_service(envoy.rate_limit_server())
-                    .add_service(ReadinessHealth::server(self.service.clone()));
-                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                let health = ReadinessHealth::server(self.service.clone());
                 let task = tokio::spawn(async move {
-                    let result = router
-                        .serve_with_incoming_shutdown(incoming, async move {
-                            let _ = stop.wait_for(|stopping| *stopping).await;
-                            envoy_stopping().await;
-                        })
-                        .await;
+                    let result = tollgate_envoy::grpc::serve(listener, envoy, health, async move {
+                        let _ = stop.wait_for(|stopping| *stopping).await;
+                        envoy_stopping().await;
+                    })
+                    .await;
                     if let Err(error) = result {
                         tracing::error!(%error, "gRPC server failed");
                     }
