@@ -8,7 +8,9 @@ use tollgate_bench::{StoreTarget, Workload, run};
 
 fn target() -> Arc<StoreTarget<MemoryStore>> {
     let policy = Policy::new(Algorithm::FixedWindow, 5, Duration::from_secs(3600), None).unwrap();
-    let limiter = Limiter::new(MemoryStore::new()).with_policy("p", policy);
+    let limiter = Limiter::new(MemoryStore::new())
+        .with_policy("p", policy)
+        .unwrap();
     Arc::new(StoreTarget::new(limiter, "p", "memory"))
 }
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use envoy_types::pb::google::protobuf::Struct;
-use tollgate::{Algorithm, Policy};
+use tollgate::{Algorithm, Policy, PolicyError, PolicyName, PolicyNameError};
 
 use crate::keys::policy_name;
 use crate::stats::{RuleStats, StatsRegistry};
@@ -86,13 +86,24 @@ pub struct Limit {
     /// upstream, where a count of 1 already exceeds 0).
     pub policy: Option<Policy>,
     /// The tollgate policy name (see [`crate::keys`]).
-    pub policy_name: Box<str>,
+    pub policy_name: PolicyName,
     /// `policy` with room for one more unit (`limit + 1`, or `burst + 1` for token bucket and
     /// GCRA), on the same counter: a peek of one unit under it passes exactly when the count is
     /// not above the limit, upstream's rule for a look (`hits_addend` 0). `None` when there is
     /// no policy, or when one more unit would not be a valid policy (then a look passes when one
     /// more unit fits).
     pub look: Option<Policy>,
+}
+
+/// Why a descriptor's limit cannot be enforced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidLimit {
+    /// The policy it makes is not one.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// Its policy name breaks the core's rule (never, for names [`crate::keys`] makes).
+    #[error(transparent)]
+    Name(#[from] PolicyNameError),
 }
 
 impl Limit {
@@ -104,7 +115,7 @@ impl Limit {
         requests_per_unit: u32,
         algorithm: Algorithm,
         burst: Option<u64>,
-    ) -> Result<Limit, tollgate::PolicyError> {
+    ) -> Result<Limit, InvalidLimit> {
         let policy = if requests_per_unit == 0 {
             None
         } else {
@@ -120,7 +131,7 @@ impl Limit {
             unit,
             requests_per_unit,
             policy,
-            policy_name: policy_name(rule, unit).into(),
+            policy_name: policy_name(rule, unit)?,
             look,
         })
     }

@@ -13,9 +13,10 @@
 //!   value shares one counter.
 //!
 //! Characters outside a small safe set are percent-encoded (`%7C` for `|`), so no two different
-//! descriptors produce the same identifier and no name contains Redis hash-tag braces. Names
-//! longer than [`MAX_NAME_LEN`] and identifiers longer than [`MAX_IDENTIFIER_LEN`] are replaced by
-//! a SHA-256 digest (the Redis store further hashes identifiers over 128 bytes on its own).
+//! descriptors produce the same identifier, and every name is a valid [`PolicyName`] (the core's
+//! one rule for names: no braces, no `:`, printable ASCII). Names longer than [`MAX_NAME_LEN`]
+//! and identifiers longer than [`MAX_IDENTIFIER_LEN`] are replaced by a SHA-256 digest (the
+//! Redis store further hashes identifiers over 128 bytes on its own).
 //!
 //! With the Redis store a key reads, for example:
 //! `tollgate:envoy/rl.remote_address/minute:fixed-window:{rl|remote_address=10.0.0.1}`.
@@ -23,11 +24,21 @@
 use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
+use tollgate::{MAX_POLICY_NAME_LEN, PolicyName, PolicyNameError};
 
 use crate::unit::Unit;
 
-/// Longest policy name kept readable, in bytes.
+/// Longest rule path kept readable in a policy name (`envoy/<rule>`), in bytes.
 pub const MAX_NAME_LEN: usize = 200;
+
+// A readable name and its unit fit the core's bound on names.
+const _: () = {
+    let mut i = 0;
+    while i < Unit::ALL.len() {
+        assert!(MAX_NAME_LEN + 1 + Unit::ALL[i].name().len() <= MAX_POLICY_NAME_LEN);
+        i += 1;
+    }
+};
 /// Longest identifier kept readable, in bytes.
 pub const MAX_IDENTIFIER_LEN: usize = 512;
 
@@ -86,8 +97,10 @@ fn digest(text: &str) -> String {
     hex
 }
 
-/// The policy name of a rule (see the module docs). `rule` is the rule's stats key.
-pub fn policy_name(rule: &str, unit: Unit) -> String {
+/// The policy name of a rule (see the module docs). `rule` is the rule's stats key. Every name
+/// made here is valid (escaped bytes, `%`, hex, `#`, `/` and a unit name, within
+/// [`MAX_POLICY_NAME_LEN`]); the core still checks it, as it checks every name.
+pub fn policy_name(rule: &str, unit: Unit) -> Result<PolicyName, PolicyNameError> {
     let mut name = String::with_capacity(rule.len() + 16);
     name.push_str("envoy/");
     push_escaped(&mut name, rule);
@@ -96,7 +109,7 @@ pub fn policy_name(rule: &str, unit: Unit) -> String {
     }
     name.push('/');
     name.push_str(unit.name());
-    name
+    PolicyName::try_from(name)
 }
 
 /// The identifier of a request descriptor in `domain` (see the module docs). `entries` yields
@@ -126,18 +139,35 @@ mod tests {
 
     #[test]
     fn names_are_readable_and_safe() {
+        let name = |rule: &str, unit| policy_name(rule, unit).unwrap();
         assert_eq!(
-            policy_name("rl.remote_address", Unit::Minute),
+            name("rl.remote_address", Unit::Minute),
             "envoy/rl.remote_address/minute"
         );
         assert_eq!(
-            policy_name("rl.path_/api/*", Unit::Second),
+            name("rl.path_/api/*", Unit::Second),
             "envoy/rl.path_/api/*/second"
         );
-        let odd = policy_name("rl.k_{x}|y", Unit::Hour);
+        let odd = name("rl.k_{x}|y", Unit::Hour);
         assert!(!odd.contains(['{', '}', '|']), "{odd}");
-        let long = policy_name(&"x".repeat(300), Unit::Day);
+        let long = name(&"x".repeat(300), Unit::Day);
         assert!(long.starts_with("envoy/#") && long.ends_with("/day") && long.len() < 64);
+    }
+
+    /// Whatever a rule path holds, its name passes the core's rule: every byte, every unit,
+    /// and the longest readable path.
+    #[test]
+    fn every_rule_makes_a_valid_name() {
+        for unit in Unit::ALL {
+            for byte in 0..=255u8 {
+                let rule = String::from_utf8_lossy(&[b'r', byte, b'.', byte]).into_owned();
+                assert!(policy_name(&rule, unit).is_ok(), "{byte} {unit:?}");
+            }
+            for len in [MAX_NAME_LEN - 6, MAX_NAME_LEN - 5, MAX_NAME_LEN + 1, 5000] {
+                assert!(policy_name(&"é".repeat(len / 2), unit).is_ok(), "{len}");
+                assert!(policy_name(&"x".repeat(len), unit).is_ok(), "{len}");
+            }
+        }
     }
 
     #[test]

@@ -527,7 +527,7 @@ impl<S: Store> EnvoyService<S> {
     async fn refund(&self, check: Check<'_>, hits: u64) -> Result<Decision, LimitError> {
         let mut decision = if check.policy.algorithm() == Algorithm::SlidingLog {
             tracing::debug!(
-                policy = check.name,
+                policy = check.name.as_str(),
                 "a sliding log takes no refunds; nothing given back"
             );
             let limiter = &self.shared.limiter;

@@ -112,10 +112,12 @@ fn main() {
                         .build()
                         .expect("valid policy"),
                 )
+                .unwrap()
                 .with_policy(
                     "jobs",
                     Policy::concurrency(1_000, Duration::from_secs(60)).expect("valid policy"),
-                ),
+                )
+                .unwrap(),
         );
         for operation in [Operation::Check, Operation::Pair, Operation::Adjust] {
             rate(&server, &limiter, operation).await; // warm-up

@@ -26,7 +26,9 @@ fn policy() -> Policy {
 fn limiter<S: Store>(store: S) -> Limiter<S> {
     Limiter::new(store)
         .with_policy("plain", policy())
+        .unwrap()
         .with_policy("overridden", policy())
+        .unwrap()
 }
 
 /// A fixed pseudo-random order over the keys (splitmix64).

@@ -116,7 +116,7 @@ async fn drive<S: Store>(store: S, load: &LoadArgs, policy: Policy, counter: Com
             if load.resilient { " resilient" } else { "" }
         )
     });
-    let limiter = Limiter::new(store).with_policy("bench", policy);
+    let limiter = Limiter::new(store).with_policy("bench", policy).unwrap();
     let target = Arc::new(StoreTarget::new(limiter, "bench", "redis"));
     let report = run(target, &load.workload, label, false, Some(counter)).await;
     println!("{}", report.json_line());

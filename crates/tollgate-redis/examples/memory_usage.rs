@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use tollgate::PolicyName;
 use tollgate::{Algorithm, Check, ManualClock, Mode, Policy, Store};
 use tollgate_redis::{RedisOptions, RedisStore};
 
@@ -60,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("|---|---|---|---|---|");
     for (name, policy, requests) in cases {
         let check = [Check {
-            name: "api",
+            name: &PolicyName::from_static("api"),
             policy: &policy,
             key: "user-123456",
         }];

@@ -11,7 +11,8 @@ pub enum RedisStoreError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A key prefix or policy name containing `{` or `}` would move the Cluster hash tag.
+    /// A key prefix containing `{` or `}` would move the Cluster hash tag. (Policy names cannot
+    /// hold one: [`tollgate::PolicyName`].)
     #[error("`{0}` must not contain `{{` or `}}` (it would change the key's Cluster hash tag)")]
     Brace(String),
     /// A TLS certificate or key file could not be read.

@@ -166,7 +166,8 @@ impl Key<'_> {
     }
 }
 
-/// Whether `part` (a prefix or a policy name) keeps the hash tag where it belongs.
+/// Whether `part` (a key prefix) keeps the hash tag where it belongs. Policy names need no
+/// such check: [`tollgate::PolicyName`] admits no brace.
 pub fn is_brace_free(part: &str) -> bool {
     !part.contains(['{', '}'])
 }

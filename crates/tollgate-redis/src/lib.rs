@@ -18,7 +18,7 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = RedisStore::connect("redis+cluster://10.0.0.1:7000,10.0.0.2:7000", RedisOptions::default()).await?;
 //! let limiter = Limiter::new(store)
-//!     .with_policy("login", Policy::builder(Algorithm::SlidingLog).rate("5/15m").build()?);
+//!     .with_policy("login", Policy::builder(Algorithm::SlidingLog).rate("5/15m").build()?)?;
 //! if !limiter.check("login", "alice").await?.allowed {
 //!     println!("too many attempts");
 //! }

@@ -18,7 +18,7 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tollgate::{Check, Override, OverridePage, Policy, StoreError};
+use tollgate::{Check, Override, OverridePage, Policy, PolicyName, StoreError};
 
 use crate::connection::Connection;
 use crate::keys;
@@ -97,7 +97,7 @@ async fn announce(connection: &Connection, prefix: &str, target: &Check<'_>) {
         )
         .await;
     if let Err(error) = published {
-        tracing::warn!(%error, policy = target.name, "override change not announced");
+        tracing::warn!(%error, policy = target.name.as_str(), "override change not announced");
     }
 }
 
@@ -182,7 +182,7 @@ pub(crate) async fn delete(
 pub(crate) async fn list(
     connection: &Connection,
     prefix: &str,
-    name: &str,
+    name: &PolicyName,
     policy: &Policy,
     after: Option<&str>,
     count: usize,

@@ -677,10 +677,11 @@ mod tests {
             .iter()
             .map(|&a| Policy::new(a, 5, Duration::from_secs(1), None).unwrap())
             .collect();
+        let name = tollgate::PolicyName::from_static("p");
         let checks: Vec<Check<'_>> = policies
             .iter()
             .map(|policy| Check {
-                name: "p",
+                name: &name,
                 policy,
                 key: "k",
             })

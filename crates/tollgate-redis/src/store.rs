@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tollgate::{
     Check, Decision, Decisions, LeaseOp, LeaseOutcome, ManualClock, Mode, Override, OverridePage,
-    Policy, Store, StoreDecision, StoreError,
+    Policy, PolicyName, Store, StoreDecision, StoreError,
 };
 
 use crate::connection::{ConnectOptions, Connection, TlsFiles, redact};
@@ -100,7 +100,7 @@ impl Default for RedisOptions {
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = RedisStore::connect("redis://127.0.0.1:6379", RedisOptions::default()).await?;
 /// let limiter = Limiter::new(store)
-///     .with_policy("api", Policy::builder(Algorithm::Gcra).rate("100/min").build()?);
+///     .with_policy("api", Policy::builder(Algorithm::Gcra).rate("100/min").build()?)?;
 /// let decision = limiter.check("api", "user-123").await?;
 /// println!("allowed: {}, remaining: {}", decision.allowed, decision.remaining);
 /// # Ok(())
@@ -217,17 +217,14 @@ impl RedisStore {
         checks: &'a [Check<'a>],
         op: Op,
         by_source: bool,
-    ) -> Result<ScriptCall<'a>, StoreError> {
-        for check in checks {
-            brace_free(check.name)?;
-        }
-        Ok(ScriptCall {
+    ) -> ScriptCall<'a> {
+        ScriptCall {
             prefix: &self.inner.prefix,
             checks,
             op,
             now_us: self.inner.clock.as_ref().map(ManualClock::now_us),
             by_source,
-        })
+        }
     }
 
     /// Follow the changes of overrides made by any instance sharing this Redis and prefix:
@@ -252,10 +249,8 @@ impl RedisStore {
     /// the batching layer, and read its decisions.
     async fn run_script(&self, checks: &[Check<'_>], op: Op) -> Result<Decisions, StoreError> {
         let connection = &self.inner.connection;
-        let reply = match connection.eval(&self.script_call(checks, op, false)?).await {
-            Err(e) if is_noscript(&e) => {
-                connection.eval(&self.script_call(checks, op, true)?).await
-            }
+        let reply = match connection.eval(&self.script_call(checks, op, false)).await {
+            Err(e) if is_noscript(&e) => connection.eval(&self.script_call(checks, op, true)).await,
             other => other,
         }
         .map_err(backend)?;
@@ -264,7 +259,6 @@ impl RedisStore {
 
     /// Run the lease script for `check` (`EVALSHA`, then `EVAL` after `NOSCRIPT`).
     async fn lease_call(&self, check: Check<'_>, op: LeaseOp) -> Result<LeaseOutcome, StoreError> {
-        brace_free(check.name)?;
         let call = |by_source| LeaseCall {
             prefix: &self.inner.prefix,
             check,
@@ -282,11 +276,8 @@ impl RedisStore {
     }
 
     /// The keys of `checks`, for commands other than the script.
-    fn keys_of(&self, checks: &[Check<'_>]) -> Result<Vec<String>, StoreError> {
-        checks
-            .iter()
-            .map(|check| brace_free(check.name).map(|()| self.key(check)))
-            .collect()
+    fn keys_of(&self, checks: &[Check<'_>]) -> Vec<String> {
+        checks.iter().map(|check| self.key(check)).collect()
     }
 
     /// The script call and `WAIT` in one pipeline; `NotReplicated` when the decision wrote and
@@ -300,7 +291,7 @@ impl RedisStore {
         let wait_ms = u64::try_from(ack.timeout.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
-        let pipeline = |by_source: bool| -> Result<redis::Pipeline, StoreError> {
+        let pipeline = |by_source: bool| -> redis::Pipeline {
             let mut pipeline = redis::pipe();
             pipeline
                 .add_command(
@@ -311,21 +302,21 @@ impl RedisStore {
                             mode: Mode::Consume,
                         },
                         by_source,
-                    )?
+                    )
                     .to_cmd(),
                 )
                 .cmd("WAIT")
                 .arg(ack.replicas)
                 .arg(wait_ms);
-            Ok(pipeline)
+            pipeline
         };
         let connection = &self.inner.connection;
-        let (reply, acked): (redis::Value, i64) =
-            match connection.pipeline(&pipeline(false)?).await {
-                Err(e) if is_noscript(&e) => connection.pipeline(&pipeline(true)?).await,
-                other => other,
-            }
-            .map_err(backend)?;
+        let (reply, acked): (redis::Value, i64) = match connection.pipeline(&pipeline(false)).await
+        {
+            Err(e) if is_noscript(&e) => connection.pipeline(&pipeline(true)).await,
+            other => other,
+        }
+        .map_err(backend)?;
         let decisions = script::parse_reply(&reply, checks.iter().map(|c| c.policy))
             .map_err(StoreError::Protocol)?;
         // The script writes only when every policy allows.
@@ -340,18 +331,6 @@ impl RedisStore {
             )));
         }
         Ok(decisions)
-    }
-}
-
-/// A policy name with a brace would move the key's hash tag: refused, never hashed into
-/// another slot.
-fn brace_free(name: &str) -> Result<(), StoreError> {
-    if keys::is_brace_free(name) {
-        Ok(())
-    } else {
-        Err(StoreError::Backend(Box::new(RedisStoreError::Brace(
-            name.to_owned(),
-        ))))
     }
 }
 
@@ -421,7 +400,7 @@ impl Store for RedisStore {
     }
 
     async fn reset(&self, checks: &[Check<'_>]) -> Result<(), StoreError> {
-        let keys = self.keys_of(checks)?;
+        let keys = self.keys_of(checks);
         // Keys of one identifier share a slot: one DEL. Others are deleted one by one, which a
         // Cluster also accepts.
         let one_identifier = checks.windows(2).all(|w| w[0].key == w[1].key);
@@ -442,28 +421,24 @@ impl Store for RedisStore {
     }
 
     async fn set_override(&self, target: Check<'_>, value: &Override) -> Result<(), StoreError> {
-        brace_free(target.name)?;
         overrides::set(&self.inner.connection, &self.inner.prefix, &target, value).await
     }
 
     async fn get_override(&self, target: Check<'_>) -> Result<Option<Override>, StoreError> {
-        brace_free(target.name)?;
         overrides::get(&self.inner.connection, &self.inner.prefix, &target).await
     }
 
     async fn delete_override(&self, target: Check<'_>) -> Result<bool, StoreError> {
-        brace_free(target.name)?;
         overrides::delete(&self.inner.connection, &self.inner.prefix, &target).await
     }
 
     async fn list_overrides(
         &self,
-        name: &str,
+        name: &PolicyName,
         policy: &Policy,
         after: Option<&str>,
         count: usize,
     ) -> Result<OverridePage, StoreError> {
-        brace_free(name)?;
         let connection = &self.inner.connection;
         overrides::list(connection, &self.inner.prefix, name, policy, after, count).await
     }

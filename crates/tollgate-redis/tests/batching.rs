@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use tollgate::PolicyName;
 use tollgate::{Algorithm, Check, Mode, Policy, Store, StoreError};
 use tollgate_redis::TlsFiles;
 use tollgate_redis::script::Shape;
@@ -88,7 +89,7 @@ async fn hammer(
                     _ => format!("k{}", (task + round) % keys),
                 };
                 let check = Check {
-                    name: "p",
+                    name: &PolicyName::from_static("p"),
                     policy: &policy,
                     key: &key,
                 };
@@ -256,7 +257,7 @@ async fn goes_per_node_and_is_exact(cluster: &RedisCluster, tls: Option<TlsFiles
         // Until the slot map is loaded (at the first call), calls queue per slot.
         let warm = policy(algorithm);
         let check = Check {
-            name: "warm",
+            name: &PolicyName::from_static("warm"),
             policy: &warm,
             key: "w",
         };
@@ -292,7 +293,7 @@ async fn a_check_that_fails_in_a_batch_fails_alone() {
         let policy = policy(algorithm);
         let victim = "victim";
         let key = store.key(&Check {
-            name: "p",
+            name: &PolicyName::from_static("p"),
             policy: &policy,
             key: victim,
         });
@@ -347,8 +348,9 @@ async fn concurrent_peeks_share_script_calls_and_consume_nothing() {
         let store = store(&server, &format!("peek{}", algorithm.name())).await;
         let policy = policy(algorithm);
         let keys: Vec<String> = (0..KEYS).map(|k| format!("k{k}")).collect();
+        let name_p = PolicyName::from_static("p");
         let check = |key| Check {
-            name: "p",
+            name: &name_p,
             policy: &policy,
             key,
         };
@@ -384,8 +386,9 @@ async fn a_call_given_up_while_waiting_is_never_sent() {
     let server = RedisServer::start().unwrap();
     let store = store(&server, "given-up").await;
     let policy = policy(Algorithm::FixedWindow);
+    let name_p = PolicyName::from_static("p");
     let check = |key: &'static str| Check {
-        name: "p",
+        name: &name_p,
         policy: &policy,
         key,
     };

@@ -200,7 +200,9 @@ async fn tls_cluster_conforms_in_node_batches() {
         .rate("2/h")
         .build()
         .unwrap();
-    let limiter = Limiter::new(store.clone()).with_policy("api", policy);
+    let limiter = Limiter::new(store.clone())
+        .with_policy("api", policy)
+        .unwrap();
     limiter
         .set_override("api", "tenant-7", OverrideSpec::limit(5))
         .await

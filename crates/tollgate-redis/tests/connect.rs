@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use tollgate::PolicyName;
 use tollgate::{Algorithm, Check, Mode, Policy, Store, StoreError};
 use tollgate_redis::{RedisOptions, RedisStore, RedisStoreError, TlsFiles};
 use tollgate_testkit::{Certificates, RedisServer};
@@ -15,7 +16,7 @@ const STORE_COMMANDS: &str = "+evalsha +eval +script|load +ping +del +select \
 async fn decide(store: &RedisStore, key: &str) -> Result<u64, StoreError> {
     let policy = Policy::new(Algorithm::SlidingLog, 3, Duration::from_secs(60), None).unwrap();
     let check = [Check {
-        name: "login",
+        name: &PolicyName::from_static("login"),
         policy: &policy,
         key,
     }];

@@ -12,6 +12,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tollgate::PolicyName;
 use tollgate::{Algorithm, Check, ManualClock, Mode, Policy, Store};
 use tollgate_redis::{RedisOptions, RedisStore};
 use tollgate_testkit::{RedisNode, shared_cluster, shared_standalone};
@@ -85,7 +86,7 @@ async fn exactness_worker() {
             let mut admitted = Vec::new();
             for (index, policy) in policies.iter().enumerate() {
                 let check = [Check {
-                    name: "p",
+                    name: &PolicyName::from_static("p"),
                     policy,
                     key: &identifier,
                 }];

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use tollgate::PolicyName;
 use tollgate::{Algorithm, Check, Mode, Policy, Store, StoreError};
 use tollgate_redis::{RedisOptions, RedisStore};
 use tollgate_testkit::{RedisCluster, RedisNode, RedisSentinel, RedisServer, info_field};
@@ -31,7 +32,7 @@ fn policy() -> Policy {
 async fn consume(store: &RedisStore, key: &str) -> Result<u64, StoreError> {
     let policy = policy();
     let check = [Check {
-        name: "p",
+        name: &PolicyName::from_static("p"),
         policy: &policy,
         key,
     }];
@@ -264,7 +265,7 @@ async fn two_instances_through_a_switch_stay_within_the_limit() {
         async move {
             let name = format!("k{key}");
             let check = [Check {
-                name: "switch",
+                name: &PolicyName::from_static("switch"),
                 policy: &policy,
                 key: &name,
             }];
@@ -384,7 +385,7 @@ async fn a_killed_master_degrades_then_recovers_within_five_seconds() {
         n += 1;
         let key = format!("kill-{n}");
         let check = [Check {
-            name: "p",
+            name: &PolicyName::from_static("p"),
             policy: &policy,
             key: &key,
         }];

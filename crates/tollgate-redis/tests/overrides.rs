@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use tollgate::PolicyName;
 use tollgate::{Algorithm, Check, Limiter, OverrideSpec, Policy, Store};
 use tollgate_redis::keys::{override_index, override_key};
 use tollgate_redis::{RedisOptions, RedisStore};
@@ -23,6 +24,7 @@ async fn limiter(url: &str, prefix: &str) -> Limiter<RedisStore> {
                 .build()
                 .unwrap(),
         )
+        .unwrap()
         .with_policy(
             "burst",
             Policy::builder(Algorithm::Gcra)
@@ -30,6 +32,7 @@ async fn limiter(url: &str, prefix: &str) -> Limiter<RedisStore> {
                 .build()
                 .unwrap(),
         )
+        .unwrap()
 }
 
 async fn two_instances_share_overrides(url: &str, prefix: &str) {
@@ -91,7 +94,10 @@ async fn listings_page_and_expired_overrides_leave() {
         .unwrap();
     assert_eq!(ttl, -1);
 
-    let first = limiter.list_overrides("burst", None, 3).await.unwrap();
+    let first = limiter
+        .list_overrides(&PolicyName::from_static("burst"), None, 3)
+        .await
+        .unwrap();
     let keys: Vec<&str> = first.overrides.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, ["a", "b{x}", "c"]);
     assert_eq!(first.overrides[0].1.policy.burst(), 12);
@@ -104,7 +110,10 @@ async fn listings_page_and_expired_overrides_leave() {
         assert!(Instant::now() < deadline, "override did not expire");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let rest = limiter.list_overrides("burst", cursor, 3).await.unwrap();
+    let rest = limiter
+        .list_overrides(&PolicyName::from_static("burst"), cursor, 3)
+        .await
+        .unwrap();
     let keys: Vec<&str> = rest.overrides.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!((keys, rest.next_cursor), (vec!["d"], None));
     let indexed: Vec<String> = redis
@@ -120,7 +129,7 @@ async fn listings_page_and_expired_overrides_leave() {
         .build()
         .unwrap();
     let target = Check {
-        name: "burst",
+        name: &PolicyName::from_static("burst"),
         policy: &fixed,
         key: "a",
     };

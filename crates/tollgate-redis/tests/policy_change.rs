@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use tollgate::PolicyName;
 use tollgate::{Algorithm, Check, Mode, Policy, Store};
 use tollgate_redis::{RedisOptions, RedisStore};
 use tollgate_testkit::shared_standalone;
@@ -18,9 +19,10 @@ async fn a_longer_period_starts_window_keys_afresh() {
     for algorithm in [Algorithm::FixedWindow, Algorithm::SlidingWindow] {
         let short = Policy::new(algorithm, 10, Duration::from_secs(1), None).unwrap();
         let long = Policy::new(algorithm, 10, Duration::from_secs(86_400), None).unwrap();
+        let name = PolicyName::from_static("p");
         let check = |policy| {
             [Check {
-                name: "p",
+                name: &name,
                 policy,
                 key: "k",
             }]

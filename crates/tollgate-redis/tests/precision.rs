@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use tollgate::PolicyName;
 use tollgate::conformance::Rng;
 use tollgate::{Algorithm, Check, ManualClock, Mode, Policy, State, Store};
 use tollgate_redis::{RedisOptions, RedisStore};
@@ -77,7 +78,7 @@ async fn decisions_stay_exact_near_2_pow_53() {
         let mut model = State::fresh(policy.algorithm());
         let key = format!("k{i}");
         let check = [Check {
-            name: "p",
+            name: &PolicyName::from_static("p"),
             policy,
             key: &key,
         }];

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tollgate::PolicyName;
 use tollgate::{Algorithm, Check, Mode, Policy, Store};
 use tollgate_redis::{RedisOptions, RedisStore};
 use tollgate_testkit::{RedisCluster, RedisNode, info_field};
@@ -62,8 +63,9 @@ async fn resharding_under_load_loses_nothing_and_counts_nothing_twice() {
     };
     let store = RedisStore::connect(&cluster.url(), options).await.unwrap();
     let policy = Policy::new(Algorithm::Gcra, LIMIT, Duration::from_secs(86_400), None).unwrap();
+    let name_p = PolicyName::from_static("p");
     let check = |key| Check {
-        name: "p",
+        name: &name_p,
         policy: &policy,
         key,
     };
@@ -88,7 +90,7 @@ async fn resharding_under_load_loses_nothing_and_counts_nothing_twice() {
                 let id = (state >> 33) % IDENTIFIERS;
                 let key = format!("id{id}");
                 let check = Check {
-                    name: "p",
+                    name: &PolicyName::from_static("p"),
                     policy: &policy,
                     key: &key,
                 };
@@ -144,7 +146,7 @@ async fn resharding_under_load_loses_nothing_and_counts_nothing_twice() {
     for (id, s) in &seen {
         let key = format!("id{id}");
         let checks = [Check {
-            name: "p",
+            name: &PolicyName::from_static("p"),
             policy: &policy,
             key: &key,
         }];

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tollgate::PolicyName;
 use tollgate::resilience::{BreakerConfig, BreakerState};
 use tollgate::{
     Algorithm, Check, Limiter, Mode, OnError, Policy, ResilienceConfig, Resilient, Store,
@@ -124,7 +125,9 @@ async fn a_frozen_redis_is_decided_by_policy_within_the_timeout_then_used_again(
             .into_iter()
             .map(|(on_error, instances)| {
                 let resilient = Resilient::new(store.clone(), resilience(on_error, instances));
-                let limiter = Limiter::new(resilient).with_policy("p", policy.clone());
+                let limiter = Limiter::new(resilient)
+                    .with_policy("p", policy.clone())
+                    .unwrap();
                 (on_error, limiter)
             })
             .collect();
@@ -142,7 +145,8 @@ async fn a_frozen_redis_is_decided_by_policy_within_the_timeout_then_used_again(
             ..ResilienceConfig::default()
         },
     ))
-    .with_policy("p", policy.clone());
+    .with_policy("p", policy.clone())
+    .unwrap();
     for (on_error, limiter) in &limiters {
         let (v, _) = timed_check(limiter, on_error.name()).await;
         assert!(v.allowed() && !v.degraded, "{on_error:?}: {v:?}");
@@ -232,7 +236,7 @@ async fn a_frozen_redis_is_decided_by_policy_within_the_timeout_then_used_again(
     // count holds the decisions Redis answered, plus at most the timed-out ones.
     let limiter = &limiters[0].1;
     let key = limiter.store().inner().key(&Check {
-        name: "p",
+        name: &PolicyName::from_static("p"),
         policy: &policy,
         key: "deny",
     });
@@ -260,7 +264,8 @@ async fn a_killed_and_restarted_redis_is_used_again_by_the_same_limiter() {
         .await
         .unwrap();
     let limiter = Limiter::new(Resilient::new(store, resilience(OnError::Deny, 1)))
-        .with_policy("p", per_hour(Algorithm::SlidingLog, 5));
+        .with_policy("p", per_hour(Algorithm::SlidingLog, 5))
+        .unwrap();
     for remaining in [4, 3, 2] {
         let v = check(&limiter, "k").await;
         assert!(v.allowed() && !v.degraded);
@@ -362,7 +367,7 @@ async fn an_acknowledged_decision_is_on_the_replica_when_it_is_answered() {
     let store = RedisStore::connect(&master.url(), options).await.unwrap();
     let policy = per_hour(Algorithm::FixedWindow, 1000);
     let checks = [Check {
-        name: "p",
+        name: &PolicyName::from_static("p"),
         policy: &policy,
         key: "k",
     }];
@@ -457,7 +462,8 @@ async fn a_flood_on_an_over_limit_key_costs_under_100_redis_calls_for_every_algo
             ..ResilienceConfig::default()
         };
         let limiter = Limiter::new(Resilient::new(store.clone(), config))
-            .with_policy("p", per_hour(algorithm, LIMIT));
+            .with_policy("p", per_hour(algorithm, LIMIT))
+            .unwrap();
         let before = script_calls(&server);
         let started = Instant::now();
         for i in 0..FLOOD {
@@ -619,8 +625,9 @@ impl LoadRun {
             timeout: 2 * TIMEOUT,
             ..resilience(OnError::Local, 1)
         };
-        let limiter =
-            Limiter::new(Resilient::new(observed, config)).with_policy("p", counting_policy());
+        let limiter = Limiter::new(Resilient::new(observed, config))
+            .with_policy("p", counting_policy())
+            .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let acked: Vec<Arc<AtomicU64>> = KEYS.iter().map(|_| Arc::default()).collect();
         let tasks = KEYS
@@ -697,7 +704,7 @@ impl LoadRun {
     fn redis_key(limiter: &Limiter<Resilient<Observed>>, id: &str) -> String {
         let policy = counting_policy();
         limiter.store().inner().inner.key(&Check {
-            name: "p",
+            name: &PolicyName::from_static("p"),
             policy: &policy,
             key: id,
         })

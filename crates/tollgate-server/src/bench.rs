@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Args;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tollgate::memory::MemoryStore;
-use tollgate::{Algorithm, Clock, Limiter, OnError, Policy, ResilienceConfig, Resilient};
+use tollgate::{Algorithm, Clock, Limiter, OnError, Policy, PolicyName, ResilienceConfig, Resilient};
 use tollgate_bench::{CommandCounter, redis_command_counter, HttpTarget, Outcome, Report, StoreTarget, Target, TargetError, Workload, run};
 use tollgate_envoy::envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use tollgate_envoy::envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
@@ -47,7 +47,7 @@ pub struct BenchArgs {
     /// Policy name (for --http: the server's policy; for --store: the name of the one built
     /// from --algorithm/--limit/--period/--burst).
     #[arg(long, default_value = "bench")]
-    pub policy: String,
+    pub policy: PolicyName,
     /// Algorithm of the in-process policy.
     #[arg(long, default_value = "gcra")]
     pub algorithm: Algorithm,
@@ -124,7 +124,8 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
         ..Workload::default()
     };
     let report = if let Some(base) = &args.http {
-        let target = Arc::new(HttpTarget::new(base, &args.policy).map_err(|e| e.to_string())?);
+        let target =
+            Arc::new(HttpTarget::new(base, args.policy.as_str()).map_err(|e| e.to_string())?);
         let variant = args
             .variant
             .clone()
@@ -177,8 +178,8 @@ async fn bench_store(args: &BenchArgs, workload: &Workload) -> Result<Report, St
     match &store {
         StoreUrl::Memory => {
             let limiter = Limiter::new(MemoryStore::with_options(Clock::System, usize::MAX))
-                .with_policy(args.policy.as_str(), policy);
-            let target = Arc::new(StoreTarget::new(limiter, &args.policy, "memory"));
+                .with_named_policy(args.policy.clone(), policy);
+            let target = Arc::new(StoreTarget::new(limiter, args.policy.as_str(), "memory"));
             Ok(run(target, workload, variant, args.progress, None).await)
         }
         StoreUrl::Redis(url) => {
@@ -192,8 +193,8 @@ async fn bench_store(args: &BenchArgs, workload: &Workload) -> Result<Report, St
                 ..ResilienceConfig::default()
             };
             let limiter = Limiter::new(Resilient::new(redis, resilience))
-                .with_policy(args.policy.as_str(), policy);
-            let target = Arc::new(StoreTarget::new(limiter, &args.policy, "redis"));
+                .with_named_policy(args.policy.clone(), policy);
+            let target = Arc::new(StoreTarget::new(limiter, args.policy.as_str(), "redis"));
             let counter = command_counter(url);
             Ok(run(target, workload, variant, args.progress, counter).await)
         }

@@ -60,7 +60,7 @@ fn bench(args: tollgate_server::bench::BenchArgs) -> Result<(), String> {
 fn check_config(file: &std::path::Path) -> Result<(), String> {
     let config = FileConfig::load(file).map_err(|e| e.to_string())?;
     let settings = Settings::merge(config, Some(file.to_owned()), Overrides::default());
-    let names: Vec<&str> = settings.policies.keys().map(String::as_str).collect();
+    let names: Vec<&str> = settings.policies.keys().map(|name| name.as_str()).collect();
     println!(
         "ok: {}: {} {} ({}); listen {}; store {}",
         file.display(),

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tollgate::Policy;
+use tollgate::{Policy, PolicyName};
 
 use crate::config::{ConfigError, FileConfig};
 use crate::service::Service;
@@ -145,7 +145,7 @@ impl Reloader {
         self.service.metrics().record_reload(true);
         tracing::info!(
             file = %self.path.display(),
-            policies = %policies.keys().map(String::as_str).collect::<Vec<_>>().join(","),
+            policies = %policies.keys().map(PolicyName::as_str).collect::<Vec<_>>().join(","),
             added = %change.added.join(","),
             removed = %change.removed.join(","),
             changed = %change.changed.join(","),
@@ -162,13 +162,13 @@ struct Change {
 }
 
 impl Change {
-    fn between(service: &Service, next: &BTreeMap<String, Policy>) -> Change {
+    fn between(service: &Service, next: &BTreeMap<PolicyName, Policy>) -> Change {
         let live = service.live();
         let current: BTreeMap<&str, &Policy> = live.policies().collect();
         let names = |filter: &dyn Fn(&str, &Policy) -> bool| {
             next.iter()
                 .filter(|(name, policy)| filter(name, policy))
-                .map(|(name, _)| name.clone())
+                .map(|(name, _)| name.to_string())
                 .collect()
         };
         Change {

@@ -14,8 +14,8 @@ use std::time::Instant;
 use ::http::HeaderValue;
 use arc_swap::{ArcSwap, Guard};
 use tollgate::{
-    Decision, Decisions, LeaseOp, LeaseOutcome, LimitError, Limiter, Mode, Policy, StoreError,
-    Verdict,
+    Decision, Decisions, LeaseOp, LeaseOutcome, LimitError, Limiter, Mode, Policy, PolicyName,
+    StoreError, Verdict,
 };
 
 use crate::config::{AdminToken, OnError, Settings};
@@ -73,13 +73,13 @@ impl LivePolicies {
     /// The table of `policies` on `bare`, taking the state of each name `previous` has.
     fn build(
         bare: &Limiter<AnyStore>,
-        policies: &BTreeMap<String, Policy>,
+        policies: &BTreeMap<PolicyName, Policy>,
         previous: Option<&LivePolicies>,
         stats: bool,
     ) -> LivePolicies {
         let mut limiter = bare.clone();
         for (name, policy) in policies {
-            limiter = limiter.with_policy(name.as_str(), policy.clone());
+            limiter = limiter.with_named_policy(name.clone(), policy.clone());
         }
         let states = limiter
             .policies()
@@ -97,7 +97,7 @@ impl LivePolicies {
         let header_items = limiter
             .policies()
             .map(|(name, policy)| {
-                let item = (name, policy.capacity(), policy.period_us());
+                let item = (name.as_str(), policy.capacity(), policy.period_us());
                 headers::policy_header(std::iter::once(item))
             })
             .collect();
@@ -115,7 +115,9 @@ impl LivePolicies {
 
     /// Every policy with its name, sorted by name; a verdict's [`Verdict::policies`] index it.
     pub fn policies(&self) -> impl ExactSizeIterator<Item = (&str, &Policy)> {
-        self.limiter.policies()
+        self.limiter
+            .policies()
+            .map(|(name, policy)| (name.as_str(), policy))
     }
 
     /// The name of the policy at `position`.
@@ -186,7 +188,7 @@ impl Service {
 
     /// Decide `policies` from now on, in one step: requests already holding the old table
     /// finish on it. Counters and limited keys of the names kept go on.
-    pub fn replace_policies(&self, policies: &BTreeMap<String, Policy>) {
+    pub fn replace_policies(&self, policies: &BTreeMap<PolicyName, Policy>) {
         let stats = self.stats.is_some();
         self.live
             .rcu(|current| LivePolicies::build(&self.bare, policies, Some(current), stats));

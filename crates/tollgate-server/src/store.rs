@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tollgate::memory::MemoryStore;
 use tollgate::{
     Check, Clock, Decision, LeaseOp, LeaseOutcome, Mode, Override, OverridePage, Policy,
-    ResilienceConfig, Resilient, Store, StoreDecision, StoreError,
+    PolicyName, ResilienceConfig, Resilient, Store, StoreDecision, StoreError,
 };
 use tollgate_redis::{OverrideChange, RedisOptions, RedisStore, RedisStoreError, ReplicaAck};
 
@@ -233,7 +233,7 @@ impl Store for AnyStore {
 
     async fn list_overrides(
         &self,
-        name: &str,
+        name: &PolicyName,
         policy: &Policy,
         after: Option<&str>,
         count: usize,

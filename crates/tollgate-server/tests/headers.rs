@@ -32,7 +32,7 @@ async fn server_and_middleware_send_identical_headers() {
         if let Some(b) = burst {
             builder = builder.burst(b);
         }
-        limiter = limiter.with_policy(name, builder.build().unwrap());
+        limiter = limiter.with_policy(name, builder.build().unwrap()).unwrap();
     }
     let server = TestServer::start(&config).await;
     let layer = RateLimitLayer::builder(limiter)

@@ -44,13 +44,17 @@ fn layer(limit: u64, key: Key) -> RateLimitLayer<MemoryStore> {
         .period(Duration::from_secs(3600))
         .build()
         .unwrap();
-    RateLimitLayer::builder(Limiter::new(MemoryStore::new()).with_policy("api", policy))
-        .key(key)
-        .trusted_proxies(["10.0.0.0/8"])
-        .exclude("/health")
-        .route("/api/**", "api")
-        .build()
-        .unwrap()
+    RateLimitLayer::builder(
+        Limiter::new(MemoryStore::new())
+            .with_policy("api", policy)
+            .unwrap(),
+    )
+    .key(key)
+    .trusted_proxies(["10.0.0.0/8"])
+    .exclude("/health")
+    .route("/api/**", "api")
+    .build()
+    .unwrap()
 }
 
 /// `layer`'s rule on `api` plus a `concurrency` policy: each request also leases a unit, given
@@ -63,10 +67,12 @@ fn leasing_layer() -> RateLimitLayer<MemoryStore> {
         .unwrap();
     let limiter = Limiter::new(MemoryStore::new())
         .with_policy("api", api)
+        .unwrap()
         .with_policy(
             "in-flight",
             Policy::concurrency(1000, Duration::from_secs(60)).unwrap(),
-        );
+        )
+        .unwrap();
     RateLimitLayer::builder(limiter)
         .key(Key::header("x-user-id"))
         .route("/api/**", ["api", "in-flight"])

@@ -24,15 +24,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Policy::builder(Algorithm::SlidingLog)
                 .rate("5/15m")
                 .build()?,
-        )
+        )?
         .with_policy(
             "api",
             Policy::builder(Algorithm::Gcra).rate("100/h").build()?,
-        )
+        )?
         .with_policy(
             "api-premium",
             Policy::builder(Algorithm::Gcra).rate("1000/h").build()?,
-        );
+        )?;
 
     let rate_limit = RateLimitLayer::builder(limiter)
         // Signed-in users by id (set by your auth layer), everyone else by client address.

@@ -29,9 +29,6 @@ pub enum BuildError {
         #[source]
         source: PolicyError,
     },
-    /// A policy name that cannot appear in a header (non-ASCII or control characters).
-    #[error("policy name `{0}` cannot be a header item: use printable ASCII")]
-    PolicyName(String),
     /// A header name that is not one.
     #[error("invalid header name `{0}`")]
     HeaderName(String),

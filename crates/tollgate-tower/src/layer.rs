@@ -288,7 +288,7 @@ impl<S: Store> RateLimitBuilder<S> {
     ///
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let limiter = Limiter::new(MemoryStore::new())
-    ///     .with_policy("api", Policy::builder(Algorithm::Gcra).rate("10/s").build()?);
+    ///     .with_policy("api", Policy::builder(Algorithm::Gcra).rate("10/s").build()?)?;
     /// // A burst over 10/s is smoothed out: each request waits its turn, up to half a second.
     /// let layer = RateLimitLayer::builder(limiter)
     ///     .default_policies("api")

@@ -13,8 +13,8 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let limiter = Limiter::new(MemoryStore::new())
-//!     .with_policy("login", Policy::builder(Algorithm::SlidingLog).rate("5/15m").build()?)
-//!     .with_policy("api", Policy::builder(Algorithm::Gcra).rate("100/h").build()?);
+//!     .with_policy("login", Policy::builder(Algorithm::SlidingLog).rate("5/15m").build()?)?
+//!     .with_policy("api", Policy::builder(Algorithm::Gcra).rate("100/h").build()?)?;
 //!
 //! let rate_limit = RateLimitLayer::builder(limiter)
 //!     // Signed-in users by id, everyone else by address.

@@ -1,10 +1,8 @@
 //! A resolved set of policies with its static header parts rendered once, at build time.
 
-use std::sync::Arc;
-
 use http::HeaderValue;
 use tollgate::headers::push_policy_item;
-use tollgate::{Limiter, Store};
+use tollgate::{Limiter, PolicyName, Store};
 
 use crate::error::BuildError;
 
@@ -13,7 +11,7 @@ use crate::error::BuildError;
 /// Read it from [`Quota::policies`](crate::Quota::policies).
 #[derive(Debug)]
 pub struct PolicySet {
-    names: Box<[Arc<str>]>,
+    names: Box<[PolicyName]>,
     /// Per name: a `concurrency` policy, whose unit is leased for the request's lifetime
     /// rather than checked.
     leased: Box<[bool]>,
@@ -22,8 +20,9 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
-    /// Resolve `names` against `limiter`: each must exist, appear once, be printable ASCII (to be a
-    /// header item) and accept `cost` (a `concurrency` policy: a lease of one unit).
+    /// Resolve `names` against `limiter`: each must exist, appear once and accept `cost` (a
+    /// `concurrency` policy: a lease of one unit). The limiter's names are [`PolicyName`]s, so
+    /// each is a header item as it is.
     pub(crate) fn compile<S: Store>(
         names: &[String],
         limiter: &Limiter<S>,
@@ -32,15 +31,16 @@ impl PolicySet {
         if names.is_empty() {
             return Err(BuildError::NoPolicies);
         }
-        let mut resolved: Vec<Arc<str>> = Vec::with_capacity(names.len());
+        let mut resolved: Vec<PolicyName> = Vec::with_capacity(names.len());
         let mut leased = Vec::with_capacity(names.len());
         let mut header = String::new();
         for name in names {
-            let policy = limiter
-                .policy(name)
+            let (name, policy) = limiter
+                .policy_position(name)
+                .and_then(|position| limiter.policy_at(position))
                 .ok_or_else(|| BuildError::UnknownPolicy(name.clone()))?;
-            if resolved.iter().any(|n| **n == **name) {
-                return Err(BuildError::DuplicatePolicy(name.clone()));
+            if resolved.contains(name) {
+                return Err(BuildError::DuplicatePolicy(name.to_string()));
             }
             let lease = policy.algorithm().is_concurrency();
             let fits = if lease {
@@ -49,18 +49,16 @@ impl PolicySet {
                 policy.validate_cost(cost)
             };
             fits.map_err(|source| BuildError::Cost {
-                policy: name.clone(),
+                policy: name.to_string(),
                 source,
             })?;
-            if !name.chars().all(|c| matches!(c, ' '..='~')) {
-                return Err(BuildError::PolicyName(name.clone()));
-            }
             push_policy_item(&mut header, name, policy.capacity(), policy.period_us());
-            resolved.push(name.as_str().into());
+            resolved.push(name.clone());
             leased.push(lease);
         }
+        // Quoted valid names and numbers: printable ASCII, always a header value.
         let policy_header =
-            HeaderValue::try_from(header).map_err(|_| BuildError::PolicyName(names.join(",")))?;
+            HeaderValue::try_from(header).unwrap_or_else(|_| HeaderValue::from_static(""));
         Ok(PolicySet {
             names: resolved.into(),
             leased: leased.into(),
@@ -122,9 +120,11 @@ mod tests {
         };
         Limiter::new(MemoryStore::new())
             .with_policy("api", p("100/min"))
+            .unwrap()
             .with_policy("login", p("5/15m"))
-            .with_policy("odd \"name\"", p("3/1500ms"))
-            .with_policy("café", p("1/s"))
+            .unwrap()
+            .with_policy("envoy/rl.path_/a*/second", p("3/1500ms"))
+            .unwrap()
     }
 
     fn names(n: &[&str]) -> Vec<String> {
@@ -142,9 +142,9 @@ mod tests {
     }
 
     #[test]
-    fn escapes_names_and_rounds_windows_up() {
-        let set = PolicySet::compile(&names(&["odd \"name\""]), &limiter(), 1).unwrap();
-        assert_eq!(set.policy_header(), r#""odd \"name\"";q=3;w=2"#);
+    fn quotes_names_and_rounds_windows_up() {
+        let set = PolicySet::compile(&names(&["envoy/rl.path_/a*/second"]), &limiter(), 1).unwrap();
+        assert_eq!(set.policy_header(), r#""envoy/rl.path_/a*/second";q=3;w=2"#);
     }
 
     #[test]
@@ -158,6 +158,5 @@ mod tests {
             BuildError::DuplicatePolicy(_)
         ));
         assert!(matches!(err(&["login"], 6), BuildError::Cost { .. }));
-        assert!(matches!(err(&["café"], 1), BuildError::PolicyName(_)));
     }
 }

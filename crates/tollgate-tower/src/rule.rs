@@ -201,8 +201,8 @@ impl From<Tiers> for PolicyChoice {
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let limiter = Limiter::new(MemoryStore::new())
-///     .with_policy("tokens", Policy::builder(Algorithm::TokenBucket).rate("10000/min").build()?)
-///     .with_policy("in-flight", Policy::concurrency(4, Duration::from_secs(120))?);
+///     .with_policy("tokens", Policy::builder(Algorithm::TokenBucket).rate("10000/min").build()?)?
+///     .with_policy("in-flight", Policy::concurrency(4, Duration::from_secs(120))?)?;
 /// let layer = RateLimitLayer::builder(limiter)
 ///     .rule(
 ///         Rule::new("/v1/chat", ["tokens", "in-flight"])

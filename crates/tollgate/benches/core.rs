@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use governor::{Quota, RateLimiter};
-use tollgate::{Algorithm, Check, Limiter, MemoryStore, Mode, Policy, State};
+use tollgate::{Algorithm, Check, Limiter, MemoryStore, Mode, Policy, PolicyName, State};
 
 const KEYS: usize = 10_000;
 
@@ -91,7 +91,12 @@ fn keyed(c: &mut Criterion) {
         let policy =
             Policy::new(Algorithm::Gcra, 1_000_000, Duration::from_secs(60), None).unwrap();
         let store = MemoryStore::new();
-        let limiter = Arc::new(Limiter::new(MemoryStore::new()).with_policy("api", policy.clone()));
+        let name = PolicyName::from_static("api");
+        let limiter = Arc::new(
+            Limiter::new(MemoryStore::new())
+                .with_policy("api", policy.clone())
+                .unwrap(),
+        );
         let mut contenders: Vec<Contender<'_>> = vec![
             (
                 "governor",
@@ -108,7 +113,7 @@ fn keyed(c: &mut Criterion) {
                 Box::new(|n, t| {
                     for i in 0..n as usize {
                         let check = Check {
-                            name: "api",
+                            name: &name,
                             policy: &policy,
                             key: key(i, t),
                         };

@@ -31,10 +31,12 @@ fn pair_vs_check(c: &mut Criterion) {
                 .build()
                 .unwrap(),
         )
+        .unwrap()
         .with_policy(
             "jobs",
             Policy::concurrency(1_000, Duration::from_secs(60)).unwrap(),
-        );
+        )
+        .unwrap();
     let mut g = c.benchmark_group("memory");
     g.throughput(Throughput::Elements(1));
     let mut i = 0;

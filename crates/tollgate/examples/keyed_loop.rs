@@ -12,6 +12,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tollgate::PolicyName;
 use tollgate::{Algorithm, Check, Limiter, MemoryStore, Mode, Policy};
 
 /// Poll a future that never waits (the memory store's) to completion.
@@ -47,14 +48,18 @@ fn main() {
         "alternate" => alternate(&keys, &order),
         "governor" => governor_pass(&governor(), &keys, &order),
         "limiter" => {
-            let limiter = Limiter::new(MemoryStore::new()).with_policy("api", policy());
+            let limiter = Limiter::new(MemoryStore::new())
+                .with_policy("api", policy())
+                .unwrap();
             for &k in &order {
                 black_box(ready(limiter.check("api", &keys[k])).is_ok());
             }
         }
         "leases" => {
             let jobs = Policy::concurrency(1_000, Duration::from_secs(60)).unwrap();
-            let limiter = Limiter::new(MemoryStore::new()).with_policy("jobs", jobs);
+            let limiter = Limiter::new(MemoryStore::new())
+                .with_policy("jobs", jobs)
+                .unwrap();
             for &k in &order {
                 let acquired = ready(limiter.acquire("jobs", &keys[k], 1)).unwrap();
                 let lease = acquired
@@ -65,9 +70,10 @@ fn main() {
         }
         "slice" => {
             let (policy, store) = (policy(), MemoryStore::new());
+            let name = PolicyName::from_static("api");
             for &k in &order {
                 let check = [Check {
-                    name: "api",
+                    name: &name,
                     policy: &policy,
                     key: &keys[k],
                 }];
@@ -97,9 +103,10 @@ fn governor_pass(governor: &DefaultKeyedRateLimiter<String>, keys: &[String], or
 
 /// One check per entry of `order` with the memory store's one-check call.
 fn tollgate_pass(store: &MemoryStore, policy: &Policy, keys: &[String], order: &[usize]) {
+    let name = PolicyName::from_static("api");
     for &k in order {
         let check = Check {
-            name: "api",
+            name: &name,
             policy,
             key: &keys[k],
         };

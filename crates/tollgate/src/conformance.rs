@@ -19,6 +19,7 @@ use crate::lease::{LeaseId, LeaseOp};
 use crate::limiter::verdict;
 use crate::overrides::OverrideSpec;
 use crate::policy::{Algorithm, Policy};
+use crate::policy_name::PolicyName;
 use crate::store::{Check, Decisions, Store};
 
 /// What a step expects; `None` fields are not compared.
@@ -328,6 +329,14 @@ pub fn tables() -> Vec<Table> {
     tables
 }
 
+/// A table's policies with their names validated (the names are the suite's own literals).
+fn named<'a>(policies: &'a [(&'static str, Policy)]) -> Vec<(PolicyName, &'a Policy)> {
+    policies
+        .iter()
+        .map(|(name, policy)| (PolicyName::from_static(name), policy))
+        .collect()
+}
+
 /// Run one table against `store`, whose clock is `clock`. `prefix` keeps runs apart in a
 /// shared store. Returns a description of the first mismatch.
 pub async fn run_table<S: Store>(
@@ -337,6 +346,7 @@ pub async fn run_table<S: Store>(
     prefix: &str,
 ) -> Result<(), String> {
     let key_of = |k: &str| format!("{prefix}{}:{k}", table.name);
+    let policies = named(&table.policies);
     for (i, step) in table.steps.iter().enumerate() {
         clock.set_us(step.at_us);
         let key = key_of(step.key);
@@ -344,11 +354,10 @@ pub async fn run_table<S: Store>(
             .policies
             .iter()
             .map(|name| {
-                let policy = table
-                    .policies
+                let (name, policy) = policies
                     .iter()
                     .find(|(n, _)| n == name)
-                    .map(|(_, p)| p)
+                    .map(|(n, p)| (n, *p))
                     .ok_or_else(|| {
                         format!("{}: step {i} names unknown policy {name}", table.name)
                     })?;
@@ -453,7 +462,8 @@ pub async fn run_differential<S: Store>(
     steps: usize,
     prefix: &str,
 ) -> Result<(), String> {
-    let policies = trace_policies();
+    let traced = trace_policies();
+    let policies = named(&traced);
     let keys: Vec<String> = (0..3).map(|k| format!("{prefix}trace{seed}:{k}")).collect();
     // Model: per (key, policy) state.
     let mut model: Vec<Vec<State>> = keys
@@ -506,8 +516,8 @@ pub async fn run_differential<S: Store>(
         let checks: Vec<Check<'_>> = chosen
             .iter()
             .map(|&p| Check {
-                name: policies[p].0,
-                policy: &policies[p].1,
+                name: &policies[p].0,
+                policy: policies[p].1,
                 key: &keys[k],
             })
             .collect();
@@ -551,17 +561,17 @@ pub async fn run_differential<S: Store>(
         let expected: Vec<Decision> = if chosen.len() == 1 || mode == Mode::Peek {
             chosen
                 .iter()
-                .map(|&p| states[p].decide(now, &policies[p].1, cost, mode))
+                .map(|&p| states[p].decide(now, policies[p].1, cost, mode))
                 .collect()
         } else {
             let looked: Vec<Decision> = chosen
                 .iter()
-                .map(|&p| states[p].decide(now, &policies[p].1, cost, Mode::Peek))
+                .map(|&p| states[p].decide(now, policies[p].1, cost, Mode::Peek))
                 .collect();
             if looked.iter().all(|d| d.allowed) {
                 chosen
                     .iter()
-                    .map(|&p| states[p].decide(now, &policies[p].1, cost, Mode::Consume))
+                    .map(|&p| states[p].decide(now, policies[p].1, cost, Mode::Consume))
                     .collect()
             } else {
                 looked
@@ -574,7 +584,7 @@ pub async fn run_differential<S: Store>(
             }
         };
         if got.as_slice() != expected.as_slice() {
-            let names: Vec<&str> = chosen.iter().map(|&p| policies[p].0).collect();
+            let names: Vec<&str> = chosen.iter().map(|&p| policies[p].0.as_str()).collect();
             return Err(format!(
                 "trace {seed} step {i} at {now} key {k} {names:?} cost {cost} {mode:?}: \
                  store {got:?} != model {expected:?}"
@@ -752,6 +762,7 @@ pub async fn run_override_table<S: Store>(
     prefix: &str,
 ) -> Result<(), String> {
     let key = format!("{prefix}{}:k", table.name);
+    let policies = named(&table.policies);
     for (i, step) in table.steps.iter().enumerate() {
         clock.set_us(step.at_us);
         let at = |what: String| format!("{}: step {i}: {what}", table.name);
@@ -759,10 +770,10 @@ pub async fn run_override_table<S: Store>(
             .policies
             .iter()
             .map(|name| {
-                let (name, policy) = table
-                    .policies
+                let (name, policy) = policies
                     .iter()
                     .find(|(n, _)| n == name)
+                    .map(|(n, p)| (n, *p))
                     .ok_or_else(|| at(format!("unknown policy {name}")))?;
                 Ok(Check {
                     name,
@@ -938,8 +949,9 @@ pub async fn run_lease_tables<S: Store>(
     let mut failures = Vec::new();
     for table in lease_tables() {
         let key = format!("{prefix}{}", table.name);
+        let p = PolicyName::from_static("p");
         let check = Check {
-            name: "p",
+            name: &p,
             policy: &table.policy,
             key: &key,
         };
@@ -989,8 +1001,9 @@ pub async fn run_lease_differential<S: Store>(
 ) -> Result<(), String> {
     let policy = policy(Algorithm::Concurrency, 5, Duration::from_secs(2), None);
     let key = format!("{prefix}leases{seed}");
+    let p = PolicyName::from_static("p");
     let check = Check {
-        name: "p",
+        name: &p,
         policy: &policy,
         key: &key,
     };

@@ -27,8 +27,8 @@ pub fn secs_ceil(us: u64) -> u64 {
 }
 
 /// Append `name` as a structured-field string (RFC 9651 §3.3.3): quoted, `"` and `\` escaped,
-/// any character that is not printable ASCII replaced by `_` (valid policy names have none;
-/// Envoy rule names may).
+/// any character that is not printable ASCII replaced by `_` (a [`crate::PolicyName`] has none
+/// of these; other text, such as a descriptor value, may).
 pub fn push_name(out: &mut String, name: &str) {
     out.push('"');
     for c in name.chars() {

@@ -11,6 +11,7 @@ use compact_str::CompactString;
 use crate::decision::Decision;
 use crate::error::LimitError;
 use crate::policy::Policy;
+use crate::policy_name::PolicyName;
 use crate::store::{Check, Store};
 
 /// A lease's id: 128 random bits, unique across instances without coordination, and the
@@ -126,7 +127,7 @@ pub struct Acquired<S: Store> {
 #[derive(Debug)]
 pub struct Lease<S: Store> {
     store: Arc<S>,
-    name: Arc<str>,
+    name: PolicyName,
     policy: Policy,
     /// Inline up to 24 bytes: a guard for a short key allocates nothing.
     key: CompactString,
@@ -140,7 +141,7 @@ impl<S: Store> Lease<S> {
     #[inline]
     pub(crate) fn new(
         store: Arc<S>,
-        name: Arc<str>,
+        name: PolicyName,
         policy: Policy,
         key: &str,
         id: LeaseId,

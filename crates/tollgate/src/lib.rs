@@ -13,7 +13,7 @@
 //! # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
 //! # rt.block_on(async {
 //! let limiter = Limiter::new(MemoryStore::new())
-//!     .with_policy("login", Policy::builder(Algorithm::SlidingLog).rate("5/15m").build()?);
+//!     .with_policy("login", Policy::builder(Algorithm::SlidingLog).rate("5/15m").build()?)?;
 //! for _ in 0..5 {
 //!     assert!(limiter.check("login", "alice").await?.allowed);
 //! }
@@ -40,6 +40,7 @@ pub mod limiter;
 pub mod memory;
 pub mod overrides;
 pub mod policy;
+pub mod policy_name;
 pub mod resilience;
 mod short_str;
 pub mod store;
@@ -54,6 +55,7 @@ pub use limiter::{Limiter, MAX_KEY_LEN, Verdict, Waited};
 pub use memory::MemoryStore;
 pub use overrides::{Override, OverridePage, OverrideSpec};
 pub use policy::{Algorithm, Policy, PolicyBuilder, Rate};
+pub use policy_name::{MAX_POLICY_NAME_LEN, PolicyName, PolicyNameError};
 pub use resilience::{OnError, ResilienceConfig, Resilient};
 pub use store::{Check, Decisions, Store, StoreDecision};
 

@@ -15,6 +15,7 @@ use crate::error::StoreError;
 use crate::lease::{Acquired, Lease, LeaseId, LeaseOp, LeaseOutcome};
 use crate::overrides::{self, Override, OverridePage, OverrideSpec};
 use crate::policy::{Algorithm, MAX_EXACT, Policy};
+use crate::policy_name::{PolicyName, PolicyNameError};
 use crate::resilience::{OnError, fixed_decisions};
 use crate::short_str;
 use crate::store::{Check, Decisions, Store};
@@ -95,7 +96,7 @@ impl fmt::Debug for FailurePolicy {
 /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
 /// # rt.block_on(async {
 /// let limiter = Limiter::new(MemoryStore::new())
-///     .with_policy("api", Policy::builder(Algorithm::Gcra).rate("10/s").build()?);
+///     .with_policy("api", Policy::builder(Algorithm::Gcra).rate("10/s").build()?)?;
 /// let decision = limiter.check("api", "user-123").await?;
 /// assert!(decision.allowed);
 /// assert_eq!(decision.remaining, 9);
@@ -182,7 +183,7 @@ impl<S: Store> Limiter<S> {
     /// # rt.block_on(async {
     /// // A memory store that holds one key at most: a second key finds it full.
     /// let limiter = Limiter::new(MemoryStore::with_options(Clock::System, 1))
-    ///     .with_policy("api", Policy::builder(Algorithm::Gcra).rate("10/s").build()?)
+    ///     .with_policy("api", Policy::builder(Algorithm::Gcra).rate("10/s").build()?)?
     ///     .on_store_error(OnError::Allow, |error| eprintln!("store failed: {error}"));
     /// limiter.check("api", "a").await?;
     /// let verdict = limiter.check_all(&["api"], "b", 1).await?;
@@ -202,9 +203,30 @@ impl<S: Store> Limiter<S> {
         self
     }
 
-    /// Add (or replace) a named policy.
-    pub fn with_policy(mut self, name: impl Into<Arc<str>>, policy: Policy) -> Limiter<S> {
-        self.policies.insert(name.into(), policy);
+    /// Add (or replace) a named policy. The name is checked against the one rule for policy
+    /// names ([`PolicyName`]) here, so the limiter never holds a name a store key, a header or
+    /// a metric label could not carry; a [`PolicyName`] passes as it is.
+    ///
+    /// ```
+    /// use tollgate::{Algorithm, Limiter, MemoryStore, Policy};
+    ///
+    /// let policy = Policy::builder(Algorithm::Gcra).rate("10/s").build()?;
+    /// let limiter = Limiter::new(MemoryStore::new()).with_policy("api", policy.clone())?;
+    /// assert!(limiter.with_policy("api:v2", policy).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_policy<N>(self, name: N, policy: Policy) -> Result<Limiter<S>, PolicyNameError>
+    where
+        N: TryInto<PolicyName>,
+        PolicyNameError: From<N::Error>,
+    {
+        Ok(self.with_named_policy(name.try_into()?, policy))
+    }
+
+    /// Add (or replace) a policy under a name validated already (a config file's, say): as
+    /// [`Self::with_policy`], with nothing left to refuse.
+    pub fn with_named_policy(mut self, name: PolicyName, policy: Policy) -> Limiter<S> {
+        self.policies.insert(name, policy);
         self
     }
 
@@ -219,8 +241,8 @@ impl<S: Store> Limiter<S> {
     }
 
     /// Every policy, by name, in the order added (the order of [`Self::policy_at`]).
-    pub fn policies(&self) -> impl ExactSizeIterator<Item = (&str, &Policy)> {
-        self.policies.entries.iter().map(|(n, p)| (&**n, p))
+    pub fn policies(&self) -> impl ExactSizeIterator<Item = (&PolicyName, &Policy)> {
+        self.policies.entries.iter().map(|(n, p)| (n, p))
     }
 
     /// Where the policy named `name` sits ([`Verdict::policies`] holds such positions).
@@ -229,8 +251,8 @@ impl<S: Store> Limiter<S> {
     }
 
     /// The policy at `position`, with its name.
-    pub fn policy_at(&self, position: usize) -> Option<(&str, &Policy)> {
-        self.policies.entries.get(position).map(|(n, p)| (&**n, p))
+    pub fn policy_at(&self, position: usize) -> Option<(&PolicyName, &Policy)> {
+        self.policies.entries.get(position).map(|(n, p)| (n, p))
     }
 
     /// Take one unit from `key` under `policy`.
@@ -282,7 +304,7 @@ impl<S: Store> Limiter<S> {
     /// # let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     /// # rt.block_on(async {
     /// let limiter = Limiter::new(MemoryStore::new())
-    ///     .with_policy("jobs", Policy::builder(Algorithm::Gcra).rate("20/s").build()?);
+    ///     .with_policy("jobs", Policy::builder(Algorithm::Gcra).rate("20/s").build()?)?;
     /// for _ in 0..20 {
     ///     limiter.check("jobs", "queue-1").await?;
     /// }
@@ -492,7 +514,7 @@ impl<S: Store> Limiter<S> {
     /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     /// # rt.block_on(async {
     /// let limiter = Limiter::new(MemoryStore::new())
-    ///     .with_policy("api", Policy::builder(Algorithm::FixedWindow).rate("2/min").build()?);
+    ///     .with_policy("api", Policy::builder(Algorithm::FixedWindow).rate("2/min").build()?)?;
     /// limiter.set_override("api", "tenant-7", OverrideSpec::limit(5000)).await?;
     /// let decision = limiter.check("api", "tenant-7").await?;
     /// assert_eq!((decision.limit, decision.remaining), (5000, 4999));
@@ -545,7 +567,7 @@ impl<S: Store> Limiter<S> {
     /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     /// # rt.block_on(async {
     /// let limiter = Limiter::new(MemoryStore::new())
-    ///     .with_policy("api", Policy::builder(Algorithm::Gcra).rate("10/s").build()?);
+    ///     .with_policy("api", Policy::builder(Algorithm::Gcra).rate("10/s").build()?)?;
     /// for tenant in ["a", "b", "c"] {
     ///     limiter.set_override("api", tenant, OverrideSpec::limit(100)).await?;
     /// }
@@ -592,7 +614,7 @@ impl<S: Store> Limiter<S> {
     /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     /// # rt.block_on(async {
     /// let limiter = Limiter::new(MemoryStore::new())
-    ///     .with_policy("jobs", Policy::concurrency(2, Duration::from_secs(60))?);
+    ///     .with_policy("jobs", Policy::concurrency(2, Duration::from_secs(60))?)?;
     /// let first = limiter.acquire("jobs", "tenant-7", 1).await?.lease.expect("granted");
     /// let second = limiter.acquire("jobs", "tenant-7", 1).await?;
     /// assert_eq!(second.decision.remaining, 0);
@@ -727,7 +749,7 @@ impl<S: Store> Limiter<S> {
     /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     /// # rt.block_on(async {
     /// let limiter = Limiter::new(MemoryStore::new())
-    ///     .with_policy("tokens", Policy::builder(Algorithm::TokenBucket).rate("1000/min").build()?);
+    ///     .with_policy("tokens", Policy::builder(Algorithm::TokenBucket).rate("1000/min").build()?)?;
     /// // Reserve an estimate, then settle the real count once the response has ended.
     /// limiter.check_cost("tokens", "tenant-7", 100).await?;
     /// let after = limiter.adjust("tokens", "tenant-7", 40 - 100).await?;
@@ -844,7 +866,7 @@ impl<S> Limiter<S> {
         name: &str,
         key: &str,
         cost: u64,
-    ) -> Result<(&Arc<str>, &Policy), LimitError> {
+    ) -> Result<(&PolicyName, &Policy), LimitError> {
         validate_key(key)?;
         let (name, policy) = self.named(name)?;
         policy
@@ -864,7 +886,7 @@ impl<S> Limiter<S> {
 
     /// The policy named `name`, with its name as stored, or [`LimitError::UnknownPolicy`].
     #[inline]
-    fn named(&self, name: &str) -> Result<(&Arc<str>, &Policy), LimitError> {
+    fn named(&self, name: &str) -> Result<(&PolicyName, &Policy), LimitError> {
         self.policies
             .get(name)
             .ok_or_else(|| LimitError::UnknownPolicy(name.to_owned()))
@@ -873,7 +895,7 @@ impl<S> Limiter<S> {
 
 /// The check of `policy` (named `name`) for `key`, if `cost` can pass it.
 fn admitting<'a>(
-    name: &'a Arc<str>,
+    name: &'a PolicyName,
     policy: &'a Policy,
     key: &'a str,
     cost: u64,
@@ -892,9 +914,9 @@ fn admitting<'a>(
 /// measured with callgrind), and by hash once there are more than [`SCAN_UP_TO`].
 #[derive(Debug, Clone, Default)]
 struct PolicyTable {
-    entries: Vec<(Arc<str>, Policy)>,
+    entries: Vec<(PolicyName, Policy)>,
     /// Index into `entries` by name; filled only past [`SCAN_UP_TO`] policies.
-    by_name: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
+    by_name: HashMap<PolicyName, usize, foldhash::fast::RandomState>,
 }
 
 /// Policies looked up by scanning; beyond, by hash.
@@ -902,7 +924,7 @@ const SCAN_UP_TO: usize = 8;
 
 impl PolicyTable {
     /// Add `policy` under `name`, or replace the policy of that name.
-    fn insert(&mut self, name: Arc<str>, policy: Policy) {
+    fn insert(&mut self, name: PolicyName, policy: Policy) {
         if let Some(i) = self.position(&name) {
             self.entries[i].1 = policy;
             return;
@@ -932,7 +954,7 @@ impl PolicyTable {
 
     /// The name as stored (borrowed by checks) and the policy.
     #[inline]
-    fn get(&self, name: &str) -> Option<(&Arc<str>, &Policy)> {
+    fn get(&self, name: &str) -> Option<(&PolicyName, &Policy)> {
         let (name, policy) = self.entries.get(self.position(name)?)?;
         Some((name, policy))
     }
@@ -997,7 +1019,9 @@ mod tests {
     /// the same order (key, then policy name, then cost), and decides what it decides.
     #[tokio::test]
     async fn one_policy_calls_refuse_and_decide_as_the_general_path() {
-        let limiter = Limiter::new(crate::MemoryStore::new()).with_policy("p", policy(3));
+        let limiter = Limiter::new(crate::MemoryStore::new())
+            .with_policy("p", policy(3))
+            .unwrap();
         let long = "k".repeat(MAX_KEY_LEN + 1);
         for (name, key, cost) in [
             ("nope", "", 1),
@@ -1032,8 +1056,9 @@ mod tests {
     fn policies_are_found_by_name_however_many() {
         let mut table = PolicyTable::default();
         for n in 1..=20u64 {
-            table.insert(format!("p{n}").into(), policy(n));
-            table.insert(format!("p{n}").into(), policy(n + 100));
+            let name = PolicyName::try_from(format!("p{n}")).unwrap();
+            table.insert(name.clone(), policy(n));
+            table.insert(name, policy(n + 100));
             for m in 1..=n {
                 let (name, found) = table.get(&format!("p{m}")).unwrap();
                 assert_eq!(**name, *format!("p{m}"));

@@ -32,6 +32,7 @@ use crate::error::StoreError;
 use crate::lease::{LeaseOp, LeaseOutcome};
 use crate::overrides::{self, Override, OverridePage};
 use crate::policy::Policy;
+use crate::policy_name::PolicyName;
 use crate::short_str::{self, KeyStr, KeyString};
 use crate::store::{Check, Decisions, Store, StoreDecision};
 
@@ -128,7 +129,7 @@ impl Entry {
             Some(i) => &mut self.slots[i],
             None => {
                 self.slots.push(Slot {
-                    policy: check.name.into(),
+                    policy: check.name.as_str().into(),
                     state: State::fresh(algorithm),
                     expires_at: 0,
                 });
@@ -218,10 +219,10 @@ fn looked_as_rejection(mut looked: Decisions) -> Decisions {
 /// The in-process store. Cheap to share behind an `Arc`; all methods take `&self`.
 ///
 /// ```
-/// use tollgate::{Algorithm, Check, Mode, MemoryStore, Policy};
+/// use tollgate::{Algorithm, Check, Mode, MemoryStore, Policy, PolicyName};
 /// let store = MemoryStore::new();
 /// let policy = Policy::builder(Algorithm::Gcra).rate("2/s").build().unwrap();
-/// let check = [Check { name: "api", policy: &policy, key: "user-1" }];
+/// let check = [Check { name: &PolicyName::from_static("api"), policy: &policy, key: "user-1" }];
 /// let first = store.decide_now(&check, 1, Mode::Consume).unwrap();
 /// assert!(first[0].allowed);
 /// assert_eq!(first[0].remaining, 1);
@@ -398,7 +399,7 @@ impl MemoryStore {
             now.saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         });
         let stored = KeyOverride {
-            policy_name: target.name.into(),
+            policy_name: target.name.as_str().into(),
             policy: value.policy.clone(),
             expires_at,
         };
@@ -439,7 +440,7 @@ impl MemoryStore {
     /// every identifier: a listing is an administrator's call, not a decision's.
     pub fn list_overrides_now(
         &self,
-        name: &str,
+        name: &PolicyName,
         policy: &Policy,
         after: Option<&str>,
         count: usize,
@@ -526,7 +527,7 @@ impl Store for MemoryStore {
 
     async fn list_overrides(
         &self,
-        name: &str,
+        name: &PolicyName,
         policy: &Policy,
         after: Option<&str>,
         count: usize,
@@ -551,9 +552,10 @@ mod tests {
         let clock = ManualClock::new(10_000_000);
         let store = MemoryStore::with_options(Clock::Manual(clock.clone()), 2);
         let p = policy();
+        let name_p = PolicyName::from_static("p");
         let check = |key| {
             [Check {
-                name: "p",
+                name: &name_p,
                 policy: &p,
                 key,
             }]
@@ -579,7 +581,7 @@ mod tests {
         let store = MemoryStore::new();
         let p = policy();
         let c = [Check {
-            name: "p",
+            name: &PolicyName::from_static("p"),
             policy: &p,
             key: "k",
         }];
@@ -596,8 +598,9 @@ mod tests {
         let clock = ManualClock::new(10_000_000);
         let store = MemoryStore::with_options(Clock::Manual(clock.clone()), 3);
         let p = policy();
+        let name_p = PolicyName::from_static("p");
         let target = |key| Check {
-            name: "p",
+            name: &name_p,
             policy: &p,
             key,
         };
@@ -614,13 +617,13 @@ mod tests {
             store.set_override_now(&target("d"), &value),
             Err(StoreError::Full { max_keys: 3 })
         ));
-        let page = store.list_overrides_now("p", &p, None, 2);
+        let page = store.list_overrides_now(&PolicyName::from_static("p"), &p, None, 2);
         let keys: Vec<&str> = page.overrides.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             (keys, page.next_cursor.as_deref()),
             (vec!["a", "b"], Some("b"))
         );
-        let rest = store.list_overrides_now("p", &p, Some("b"), 2);
+        let rest = store.list_overrides_now(&PolicyName::from_static("p"), &p, Some("b"), 2);
         assert_eq!((rest.overrides.len(), rest.next_cursor), (1, None));
         assert_eq!(
             store.get_override_now(&target("b")).unwrap().expires_in,
@@ -641,7 +644,10 @@ mod tests {
         assert!(!store.delete_override_now(&target("a")));
         assert_eq!(store.sweep(), 1);
         assert_eq!(
-            store.list_overrides_now("p", &p, None, 10).overrides.len(),
+            store
+                .list_overrides_now(&PolicyName::from_static("p"), &p, None, 10)
+                .overrides
+                .len(),
             1
         );
     }

@@ -10,12 +10,14 @@ use crate::error::StoreError;
 use crate::lease::{LeaseOp, LeaseOutcome};
 use crate::overrides::{Override, OverridePage};
 use crate::policy::Policy;
+use crate::policy_name::PolicyName;
 
 /// One policy applied to one identifier.
 #[derive(Debug, Clone, Copy)]
 pub struct Check<'a> {
-    /// The policy's name (part of the key: two policies never share state).
-    pub name: &'a str,
+    /// The policy's name (part of the key: two policies never share state). Validated where it
+    /// was made, so a store puts it in keys as it is.
+    pub name: &'a PolicyName,
     /// The policy.
     pub policy: &'a Policy,
     /// The identifier being limited (user id, API key, IP, route…).
@@ -120,7 +122,7 @@ pub trait Store: Send + Sync + 'static {
     /// keys ascending.
     fn list_overrides(
         &self,
-        name: &str,
+        name: &PolicyName,
         policy: &Policy,
         after: Option<&str>,
         count: usize,
@@ -213,7 +215,7 @@ impl<S: Store> Store for std::sync::Arc<S> {
 
     fn list_overrides(
         &self,
-        name: &str,
+        name: &PolicyName,
         policy: &Policy,
         after: Option<&str>,
         count: usize,

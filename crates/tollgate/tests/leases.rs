@@ -10,6 +10,7 @@ fn limiter(clock: &ManualClock) -> Limiter<MemoryStore> {
             "jobs",
             Policy::concurrency(2, Duration::from_secs(10)).unwrap(),
         )
+        .unwrap()
         .with_policy(
             "api",
             Policy::builder(tollgate::Algorithm::Gcra)
@@ -17,6 +18,7 @@ fn limiter(clock: &ManualClock) -> Limiter<MemoryStore> {
                 .build()
                 .unwrap(),
         )
+        .unwrap()
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tollgate::PolicyName;
 use tollgate::resilience::{BreakerConfig, BreakerState};
 use tollgate::{
     Algorithm, Check, Limiter, MemoryStore, Mode, OnError, Policy, ResilienceConfig, Resilient,
@@ -58,7 +59,9 @@ fn setup(on_error: OnError, instances: u32) -> (Arc<Switched>, Limiter<Resilient
         ..ResilienceConfig::default()
     };
     let policy = Policy::new(Algorithm::FixedWindow, 10, Duration::from_secs(3600), None).unwrap();
-    let limiter = Limiter::new(Resilient::new(switched.clone(), config)).with_policy("p", policy);
+    let limiter = Limiter::new(Resilient::new(switched.clone(), config))
+        .with_policy("p", policy)
+        .unwrap();
     (switched, limiter)
 }
 
@@ -153,11 +156,12 @@ async fn cached_rejections_never_outlive_the_stores_own() {
         switched.clone(),
         ResilienceConfig::default(),
     ))
-    .with_policy("p", policy.clone());
+    .with_policy("p", policy.clone())
+    .unwrap();
     let started = Instant::now();
     let mut cache_rejections = 0;
     let check = [Check {
-        name: "p",
+        name: &PolicyName::from_static("p"),
         policy: &policy,
         key: "k",
     }];
@@ -229,7 +233,7 @@ async fn cached_rejections_are_dropped_when_the_store_comes_back_after_an_outage
     switched
         .inner
         .reset(&[Check {
-            name: "p",
+            name: &PolicyName::from_static("p"),
             policy: &policy,
             key: "hot",
         }])
@@ -255,7 +259,9 @@ async fn a_cached_rejection_does_not_outlive_a_change_of_its_policy() {
     ));
     let hour = Duration::from_secs(3600);
     let strict = Policy::new(Algorithm::FixedWindow, 2, hour, None).unwrap();
-    let limiter = Limiter::from_shared(store.clone()).with_policy("p", strict);
+    let limiter = Limiter::from_shared(store.clone())
+        .with_policy("p", strict)
+        .unwrap();
     for expected in [true, true, false] {
         assert_eq!(limiter.check("p", "k").await.unwrap().allowed, expected);
     }
@@ -269,7 +275,9 @@ async fn a_cached_rejection_does_not_outlive_a_change_of_its_policy() {
 
     // A reload raises the limit under the same name: the store is asked, and allows.
     let relaxed = Policy::new(Algorithm::FixedWindow, 5, hour, None).unwrap();
-    let reloaded = Limiter::from_shared(store).with_policy("p", relaxed);
+    let reloaded = Limiter::from_shared(store)
+        .with_policy("p", relaxed)
+        .unwrap();
     assert!(reloaded.check("p", "k").await.unwrap().allowed);
     assert_eq!(switched.calls.load(Ordering::SeqCst), calls + 1);
 }
@@ -329,7 +337,8 @@ async fn cached_rejections_report_the_time_until_full_not_until_retry() {
         switched.clone(),
         ResilienceConfig::default(),
     ))
-    .with_policy("p", policy);
+    .with_policy("p", policy)
+    .unwrap();
     for _ in 0..10 {
         assert!(limiter.check("p", "k").await.unwrap().allowed);
     }

@@ -12,7 +12,9 @@ fn limiter(rate: &str) -> Limiter<MemoryStore> {
         .rate(rate)
         .build()
         .expect("valid policy");
-    Limiter::new(MemoryStore::new()).with_policy("jobs", policy)
+    Limiter::new(MemoryStore::new())
+        .with_policy("jobs", policy)
+        .unwrap()
 }
 
 async fn exhaust(limiter: &Limiter<MemoryStore>, key: &str) {

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tollgate::{Limiter, PolicyError};
+use tollgate::{Limiter, PolicyError, PolicyNameError};
 use tollgate_redis::{RedisOptions, RedisStore, RedisStoreError};
 use tollgate_tower::BuildError;
 
@@ -38,6 +38,8 @@ enum DemoError {
     Signals(#[source] std::io::Error),
     #[error("rate-limit policy: {0}")]
     Policy(#[from] PolicyError),
+    #[error("rate-limit policy: {0}")]
+    PolicyName(#[from] PolicyNameError),
     #[error("{0} (is Redis running? set REDIS_URL / REDIS_PASSWORD)")]
     Redis(#[from] RedisStoreError),
     #[error("rate-limit layer: {0}")]
@@ -75,7 +77,7 @@ async fn run() -> Result<(), DemoError> {
     let shutdown = shutdown_signal().map_err(DemoError::Signals)?;
 
     let store = RedisStore::connect(&settings.redis_url, RedisOptions::default()).await?;
-    let limiter = Limiter::new(store).with_policy(app::POLICY, app::policy()?);
+    let limiter = Limiter::new(store).with_policy(app::POLICY, app::policy()?)?;
     let router = app::router(limiter, settings.instance.clone())?;
 
     let listener = tokio::net::TcpListener::bind(settings.addr)

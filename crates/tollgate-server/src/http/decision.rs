@@ -8,8 +8,8 @@
 
 use tollgate::Decision;
 
-/// Render the decision reported for `policy` (a configured name: `[A-Za-z0-9_.-]`, which needs
-/// no JSON escaping; any other name is escaped all the same).
+/// Render the decision reported for `policy` (a [`tollgate::PolicyName`], which needs no JSON
+/// escaping; any other name is escaped all the same).
 /// `shadow`: for a policy in shadow mode, whether it would have denied (`"shadow":true,
 /// "shadow_denied":..`); `None` (the fields left out) otherwise. `waited_ms`: for a check that
 /// asked to wait, how long it did (`"waited_ms":..`).

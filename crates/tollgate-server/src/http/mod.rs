@@ -164,7 +164,12 @@ impl Api {
                 .zip(&verdict.decisions)
                 .filter_map(|(&i, d)| {
                     let (name, policy) = limiter.policy_at(i)?;
-                    Some((name, d.limit, policy.capacity(), policy.period_us()))
+                    Some((
+                        name.as_str(),
+                        d.limit,
+                        policy.capacity(),
+                        policy.period_us(),
+                    ))
                 })
         };
         let policy_header = match verdict.policies.as_slice() {

@@ -20,7 +20,9 @@ use crate::common::{Server, per_hour};
 const ESTIMATE: u64 = 100;
 
 fn tokens<S: Store>(limiter: Limiter<S>) -> Limiter<S> {
-    limiter.with_policy("tokens", per_hour(Algorithm::FixedWindow, 1000))
+    limiter
+        .with_policy("tokens", per_hour(Algorithm::FixedWindow, 1000))
+        .unwrap()
 }
 
 /// Answers with the count the request asks for (`x-used`) in header `x-tokens-used`, or, on
@@ -150,7 +152,8 @@ async fn redis_charges_the_count_read_from_the_response() {
 #[tokio::test]
 async fn a_failed_charge_leaves_the_response_alone() {
     let limiter = Limiter::new(MemoryStore::new())
-        .with_policy("tokens", per_hour(Algorithm::SlidingLog, 1000));
+        .with_policy("tokens", per_hour(Algorithm::SlidingLog, 1000))
+        .unwrap();
     let server = Server::start(app(limiter.clone())).await;
     let reply = server
         .get("/header", &[("x-user-id", "carol"), ("x-used", "1")])

@@ -182,6 +182,7 @@ pub fn limiter(policies: &[(&str, u64)]) -> Limiter<MemoryStore> {
         .iter()
         .fold(Limiter::new(MemoryStore::new()), |l, (name, limit)| {
             l.with_policy(*name, per_hour(Algorithm::FixedWindow, *limit))
+                .unwrap()
         })
 }
 

@@ -12,10 +12,12 @@ use crate::common::Server;
 
 /// GCRA at `rate`, e.g. 5/s: one unit every 200 ms.
 fn gcra(rate: &str) -> Limiter<MemoryStore> {
-    Limiter::new(MemoryStore::new()).with_policy(
-        "api",
-        Policy::builder(Algorithm::Gcra).rate(rate).build().unwrap(),
-    )
+    Limiter::new(MemoryStore::new())
+        .with_policy(
+            "api",
+            Policy::builder(Algorithm::Gcra).rate(rate).build().unwrap(),
+        )
+        .unwrap()
 }
 
 /// The handler answers how long its request waited, in ms.

@@ -21,10 +21,12 @@ use crate::common::{Server, parse_list};
 const LIMIT: usize = 3;
 
 fn jobs<S: Store>(limiter: Limiter<S>) -> Limiter<S> {
-    limiter.with_policy(
-        "jobs",
-        Policy::concurrency(LIMIT as u64, Duration::from_secs(60)).unwrap(),
-    )
+    limiter
+        .with_policy(
+            "jobs",
+            Policy::concurrency(LIMIT as u64, Duration::from_secs(60)).unwrap(),
+        )
+        .unwrap()
 }
 
 /// 32 clients hammer a route whose handler sleeps: the handler never sees more than `LIMIT`
@@ -165,10 +167,12 @@ fn streaming_app(limit: u64) -> (Router, mpsc::UnboundedReceiver<mpsc::Sender<By
             Body::from_stream(chunks)
         }
     };
-    let limiter = Limiter::new(MemoryStore::new()).with_policy(
-        "streams",
-        Policy::concurrency(limit, Duration::from_secs(60)).unwrap(),
-    );
+    let limiter = Limiter::new(MemoryStore::new())
+        .with_policy(
+            "streams",
+            Policy::concurrency(limit, Duration::from_secs(60)).unwrap(),
+        )
+        .unwrap();
     let layer = RateLimitLayer::builder(limiter)
         .route("/stream", "streams")
         .build()

@@ -70,7 +70,9 @@ async fn limit_n_gives_exactly_n_then_429_with_headers() {
 #[tokio::test]
 async fn exact_counts_for_every_algorithm() {
     for algorithm in Algorithm::ALL {
-        let limiter = Limiter::new(MemoryStore::new()).with_policy("api", per_hour(algorithm, 7));
+        let limiter = Limiter::new(MemoryStore::new())
+            .with_policy("api", per_hour(algorithm, 7))
+            .unwrap();
         let server = serve(RateLimitLayer::builder(limiter).default_policies("api")).await;
         let mut statuses = Vec::new();
         for _ in 0..10 {
@@ -402,7 +404,9 @@ async fn a_shadow_policy_lets_requests_through() {
             "trial",
             per_hour(Algorithm::SlidingLog, 2).with_shadow(true),
         )
-        .with_policy("api", per_hour(Algorithm::FixedWindow, 5));
+        .unwrap()
+        .with_policy("api", per_hour(Algorithm::FixedWindow, 5))
+        .unwrap();
     let server = serve(
         RateLimitLayer::builder(limiter)
             .key(Key::header("x-user-id"))

@@ -49,8 +49,9 @@ impl Store for FallbackStore {
 }
 
 fn down(on_error: OnStoreError) -> RateLimitLayer<DownStore> {
-    let limiter =
-        Limiter::new(DownStore).with_policy("api", per_hour(tollgate::Algorithm::FixedWindow, 1));
+    let limiter = Limiter::new(DownStore)
+        .with_policy("api", per_hour(tollgate::Algorithm::FixedWindow, 1))
+        .unwrap();
     RateLimitLayer::builder(limiter)
         .default_policies("api")
         .on_store_error(on_error)
@@ -93,7 +94,8 @@ async fn fail_closed_answers_503() {
 #[tokio::test]
 async fn degraded_decisions_are_enforced_and_flagged() {
     let limiter = Limiter::new(FallbackStore(MemoryStore::new()))
-        .with_policy("api", per_hour(tollgate::Algorithm::FixedWindow, 1));
+        .with_policy("api", per_hour(tollgate::Algorithm::FixedWindow, 1))
+        .unwrap();
     let layer = RateLimitLayer::builder(limiter)
         .default_policies("api")
         .degraded_header("X-RateLimit-Degraded")

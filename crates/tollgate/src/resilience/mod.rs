@@ -41,6 +41,7 @@ use crate::lease::{LeaseOp, LeaseOutcome};
 use crate::memory::{DEFAULT_MAX_KEYS, MemoryStore};
 use crate::overrides::{Override, OverridePage};
 use crate::policy::Policy;
+use crate::policy_name::PolicyName;
 use crate::store::{Check, Decisions, Store, StoreDecision};
 
 pub use breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
@@ -573,7 +574,7 @@ impl<S: Store> Store for Resilient<S> {
 
     async fn list_overrides(
         &self,
-        name: &str,
+        name: &PolicyName,
         policy: &Policy,
         after: Option<&str>,
         count: usize,

@@ -27,6 +27,7 @@ use smallvec::SmallVec;
 use crate::bounded_map::{SweepGate, shard_amount};
 use crate::decision::Decision;
 use crate::policy::Policy;
+use crate::policy_name::PolicyName;
 use crate::store::Check;
 
 /// Longest an entry answers for the store, µs: how soon an override raised elsewhere is obeyed
@@ -54,7 +55,7 @@ struct Rejection {
 }
 
 /// The rejections remembered for one key, by policy name.
-type PolicyRejections = SmallVec<[(Box<str>, Rejection); 1]>;
+type PolicyRejections = SmallVec<[(PolicyName, Rejection); 1]>;
 
 /// Bounded map `key -> [(policy, rejection)]`, looked up by `&str` without allocating.
 #[derive(Debug)]
@@ -91,7 +92,7 @@ impl OverLimitCache {
             return None;
         }
         let slots = self.entries.get(check.key)?;
-        let (_, hit) = slots.iter().find(|(p, _)| &**p == check.name)?;
+        let (_, hit) = slots.iter().find(|(p, _)| p == check.name)?;
         (now < hit.answers_until && cost >= hit.cost && hit.policy == *check.policy).then(|| {
             Decision {
                 allowed: false,
@@ -130,7 +131,7 @@ impl OverLimitCache {
             self.len.fetch_add(1, Ordering::Relaxed);
             PolicyRejections::new()
         });
-        match slots.iter_mut().find(|(p, _)| &**p == check.name) {
+        match slots.iter_mut().find(|(p, _)| p == check.name) {
             Some((_, r)) => {
                 // Keep what covers more: a smaller cost, or a later deadline for the same cost;
                 // a rejection under another configuration of the policy is replaced.
@@ -142,7 +143,7 @@ impl OverLimitCache {
                     *r = rejection;
                 }
             }
-            None => slots.push((check.name.into(), rejection)),
+            None => slots.push((check.name.clone(), rejection)),
         }
     }
 
@@ -206,8 +207,9 @@ mod tests {
             retry_after_us: 1_000_000,
         };
         let cache = OverLimitCache::new(3);
+        let name_p = PolicyName::from_static("p");
         let check = |key| Check {
-            name: "p",
+            name: &name_p,
             policy: &policy,
             key,
         };
