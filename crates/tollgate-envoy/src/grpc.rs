@@ -181,7 +181,8 @@ where
 
 /// A failed `accept`: a connection that died before it was accepted is nothing to wait for;
 /// anything else (out of file descriptors, most likely) gets a pause, so the loop does not spin.
-async fn accept_failed(error: io::Error) {
+/// The rule of every accept loop of tollgate (this one and `tollgate serve`'s HTTP listener).
+pub async fn accept_failed(error: io::Error) {
     if matches!(
         error.kind(),
         io::ErrorKind::ConnectionRefused
@@ -190,7 +191,7 @@ async fn accept_failed(error: io::Error) {
     ) {
         return;
     }
-    tracing::error!(%error, "cannot accept a gRPC connection; retrying in 1 s");
+    tracing::error!(%error, "cannot accept a connection; retrying in 1 s");
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 

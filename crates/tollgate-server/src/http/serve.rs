@@ -56,7 +56,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _peer)) => tcp,
                 Err(error) => {
-                    accept_failed(error).await;
+                    tollgate_envoy::grpc::accept_failed(error).await;
                     continue;
                 }
             },
@@ -91,21 +91,6 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
-}
-
-/// A failed `accept`: a connection that died before it was accepted is nothing to wait for;
-/// anything else (out of file descriptors, most likely) gets a pause, so the loop does not spin.
-async fn accept_failed(error: io::Error) {
-    if matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    ) {
-        return;
-    }
-    tracing::error!(%error, "cannot accept a connection; retrying in 1 s");
-    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// What one connection has done. Its socket is read only by the connection's task (a plain load
