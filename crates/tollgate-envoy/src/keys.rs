@@ -42,24 +42,10 @@ const _: () = {
 /// Longest identifier kept readable, in bytes.
 pub const MAX_IDENTIFIER_LEN: usize = 512;
 
-/// Whether `byte` is kept as it is: `[A-Za-z0-9_.*/()+@,;!~-]`.
+/// Whether `byte` is kept as it is: `[A-Za-z0-9_.*/()+@,;!~-]`, the bytes a policy name may
+/// hold (the core's rule) less `%`, which starts an escape, and `#`, which marks a hashed name.
 fn is_safe(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric()
-        || matches!(
-            byte,
-            b'_' | b'.'
-                | b'*'
-                | b'/'
-                | b'('
-                | b')'
-                | b'+'
-                | b'@'
-                | b','
-                | b';'
-                | b'!'
-                | b'~'
-                | b'-'
-        )
+    tollgate::policy_name::is_policy_name_byte(byte) && byte != b'%' && byte != b'#'
 }
 
 /// Append `text`, percent-encoding every byte outside `[A-Za-z0-9_.*/()+@,;!~-]`, so the
