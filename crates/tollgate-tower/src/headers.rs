@@ -80,6 +80,18 @@ pub(crate) fn write_rejection(headers: &mut HeaderMap, decision: &Decision) -> B
     ))
 }
 
+/// Headers and body of the 503 answered when the store failed under `deny`: come back when the
+/// store is tried again.
+pub(crate) fn write_unavailable(headers: &mut HeaderMap) -> Bytes {
+    let retry_after = secs_ceil(tollgate::limiter::FAILURE_RETRY_US).max(1);
+    headers.insert(RETRY_AFTER, retry_after.into());
+    write_error(
+        headers,
+        "rate_limiter_unavailable",
+        "the rate limiter's store is unavailable",
+    )
+}
+
 /// Headers and body of an error answered by the layer itself (400, 500, 503).
 pub(crate) fn write_error(headers: &mut HeaderMap, code: &str, message: &str) -> Bytes {
     headers.insert(CONTENT_TYPE, APPLICATION_JSON.clone());

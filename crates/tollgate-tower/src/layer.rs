@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::request::Parts;
 use http::{Extensions, HeaderName, Method};
-use tollgate::{LimitError, Limiter, Mode, Store};
+use tollgate::{LimitError, Limiter, Mode, OnError, Store};
 use tower_layer::Layer;
 
 use crate::cidr::Cidr;
@@ -40,19 +40,6 @@ impl Default for MissingKey {
     }
 }
 
-/// What to do when the store fails ([`LimitError::Store`]: Redis down, timeout, full memory
-/// store). A store with its own fallback (`on_error: local`) answers `degraded` decisions
-/// instead of failing, and those are enforced normally.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnStoreError {
-    /// Let the request through without rate-limit headers and log a warning (the default: an
-    /// outage of the limiter does not become an outage of the API).
-    #[default]
-    FailOpen,
-    /// Answer 503 `{"error":{"code":"rate_limiter_unavailable",...}}`.
-    FailClosed,
-}
-
 /// A tower [`Layer`] that rate-limits requests with a [`Limiter`].
 ///
 /// Build it with [`RateLimitLayer::builder`]. Cloning is cheap (one `Arc`), and so is the
@@ -68,7 +55,8 @@ pub enum OnStoreError {
 ///    [`delay`](Rule::delay) if it has one. Allowed: the handler runs with a [`Quota`] extension
 ///    and the response gets `RateLimit-Policy` and `RateLimit` headers. Rejected (a lease or a
 ///    check): 429 with `Retry-After`, the same headers and a JSON body, and the leases taken are
-///    given back. Store failure: [`OnStoreError`] decides.
+///    given back. Store failure: the layer's [`OnError`] decides
+///    ([`RateLimitBuilder::on_store_error`]).
 /// 5. When the response body ends or is dropped, the leases are released and the rule's
 ///    [`charge`](Rule::charge), if any, settles the real cost.
 #[derive(Debug)]
@@ -104,7 +92,7 @@ impl<S: Store> RateLimitLayer<S> {
             default: None,
             excluded: Vec::new(),
             missing_key: MissingKey::default(),
-            on_store_error: OnStoreError::default(),
+            on_store_error: OnError::Allow,
             headers: HeaderOptions::default(),
             degraded_header: None,
             delay: None,
@@ -171,7 +159,7 @@ pub struct RateLimitBuilder<S> {
     default: Option<Rule>,
     excluded: Vec<Route>,
     missing_key: MissingKey,
-    on_store_error: OnStoreError,
+    on_store_error: OnError,
     headers: HeaderOptions,
     degraded_header: Option<String>,
     delay: Option<Duration>,
@@ -258,8 +246,22 @@ impl<S: Store> RateLimitBuilder<S> {
         self
     }
 
-    /// What to do when the store fails. Default: [`OnStoreError::FailOpen`].
-    pub fn on_store_error(mut self, on_error: OnStoreError) -> Self {
+    /// What to do when the store fails ([`LimitError::Store`]: Redis down, a timeout, a full
+    /// memory store), by the core's rule:
+    /// - [`OnError::Allow`] (the default: an outage of the limiter does not become an outage of
+    ///   the API) lets the request through without rate-limit headers or [`Quota`] (nothing is
+    ///   known of its quota);
+    /// - [`OnError::Deny`] answers 503 `{"error":{"code":"rate_limiter_unavailable",...}}` with
+    ///   `Retry-After`;
+    /// - [`OnError::Local`] has the limiter decide on an in-process memory store
+    ///   ([`Limiter::on_store_error`]): those decisions are enforced as usual and marked
+    ///   degraded (leases too).
+    ///
+    /// Each failure is logged (`tracing` warning, at most one line a second, never the key).
+    /// A store that decides its failures itself ([`tollgate::Resilient`], or a limiter given
+    /// its own failure policy) answers degraded decisions instead of failing: those are
+    /// enforced as usual.
+    pub fn on_store_error(mut self, on_error: OnError) -> Self {
         self.on_store_error = on_error;
         self
     }
@@ -306,7 +308,7 @@ impl<S: Store> RateLimitBuilder<S> {
     /// Check the configuration against the limiter and build the layer.
     pub fn build(self) -> Result<RateLimitLayer<S>, BuildError> {
         let RateLimitBuilder {
-            limiter,
+            mut limiter,
             key,
             mut client_ip,
             trusted,
@@ -348,6 +350,13 @@ impl<S: Store> RateLimitBuilder<S> {
         if compiled.is_empty() {
             return Err(BuildError::NoRules);
         }
+        let store_error_log = Arc::new(LogThrottle::new());
+        if on_store_error == OnError::Local {
+            let log = store_error_log.clone();
+            limiter = limiter.on_store_error(OnError::Local, move |error| {
+                log.store_failed(error, OnError::Local);
+            });
+        }
 
         Ok(RateLimitLayer {
             shared: Arc::new(Shared {
@@ -359,7 +368,7 @@ impl<S: Store> RateLimitBuilder<S> {
                 missing_key,
                 on_store_error,
                 headers,
-                store_error_log: LogThrottle::new(),
+                store_error_log,
                 charge_error_log: LogThrottle::new(),
             }),
         })
@@ -443,11 +452,11 @@ pub(crate) struct Shared<S> {
     pub(crate) excluded: Vec<Route>,
     pub(crate) rules: Vec<CompiledRule>,
     pub(crate) missing_key: MissingKey,
-    pub(crate) on_store_error: OnStoreError,
+    pub(crate) on_store_error: OnError,
     pub(crate) headers: HeaderOptions,
     /// Store failures are logged at most once a second (keys are never logged: they may be
-    /// API keys).
-    pub(crate) store_error_log: LogThrottle,
+    /// API keys). Shared with the limiter's failure policy under [`OnError::Local`].
+    pub(crate) store_error_log: Arc<LogThrottle>,
     /// Failed charges after the fact, likewise.
     pub(crate) charge_error_log: LogThrottle,
 }

@@ -69,12 +69,15 @@ pub use cidr::{Cidr, CidrError, normalize};
 pub use client_ip::{ClientIp, ForwardedHeader, PeerFn};
 pub use error::BuildError;
 pub use key::{Key, KeyFn};
-pub use layer::{MissingKey, OnStoreError, RateLimitBuilder, RateLimitLayer};
+pub use layer::{MissingKey, RateLimitBuilder, RateLimitLayer};
 pub use policy_set::PolicySet;
 pub use quota::Quota;
 pub use route::Route;
 pub use rule::{Policies, PolicyChoice, Rule, TierFn, Tiers};
 pub use service::{RateLimit, ResponseFuture};
+/// What the layer does when the store fails: the core's rule
+/// ([`RateLimitBuilder::on_store_error`]).
+pub use tollgate::OnError;
 
 /// The README's Rust blocks compile as doc tests.
 #[cfg(doctest)]

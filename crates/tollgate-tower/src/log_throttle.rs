@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use tollgate::{OnError, StoreError};
+
 /// Lets one caller through per second and counts the rest.
 #[derive(Debug)]
 pub(crate) struct LogThrottle {
@@ -36,6 +38,19 @@ impl LogThrottle {
         }
         self.suppressed.fetch_add(1, Ordering::Relaxed);
         None
+    }
+
+    /// Log a store failure decided by `on_error`, throttled.
+    pub(crate) fn store_failed(&self, error: &StoreError, on_error: OnError) {
+        let Some(suppressed) = self.admit() else {
+            return;
+        };
+        let outcome = match on_error {
+            OnError::Allow => "requests let through (fail open)",
+            OnError::Deny => "requests refused with 503 (fail closed)",
+            OnError::Local => "requests decided on this instance alone (local fallback)",
+        };
+        tracing::warn!(%error, suppressed, "rate limiter store failed; {outcome}");
     }
 }
 

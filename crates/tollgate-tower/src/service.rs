@@ -10,12 +10,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use smallvec::{SmallVec, smallvec};
-use tollgate::{Decision, Decisions, Lease, LimitError, Limiter, Mode, Store, StoreError, Verdict};
+use tollgate::{
+    Decision, Decisions, Lease, LimitError, Limiter, Mode, OnError, Store, StoreError, Verdict,
+};
 use tower_service::Service;
 
 use crate::body::{Finish, ResponseBody};
-use crate::headers::{write_error, write_quota, write_rejection};
-use crate::layer::{MissingKey, OnStoreError, Shared};
+use crate::headers::{write_error, write_quota, write_rejection, write_unavailable};
+use crate::layer::{MissingKey, Shared};
 use crate::policy_set::PolicySet;
 use crate::quota::Quota;
 use crate::rule::CompiledRule;
@@ -281,7 +283,9 @@ async fn check<S: Store>(
     }
 }
 
-/// The store failed: [`OnStoreError`] decides.
+/// The store failed: the layer's [`OnError`] decides (under `local` the limiter decided
+/// already, so only a failure it could not decide, such as a full local store, gets here:
+/// then the request is refused, as `local` refuses what it cannot hold).
 async fn store_failed<I, S, ReqBody, ResBody>(
     shared: &Shared<S>,
     error: StoreError,
@@ -291,30 +295,21 @@ async fn store_failed<I, S, ReqBody, ResBody>(
 where
     I: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
+    shared
+        .store_error_log
+        .store_failed(&error, shared.on_store_error);
     match shared.on_store_error {
-        OnStoreError::FailOpen => {
-            if let Some(suppressed) = shared.store_error_log.admit() {
-                tracing::warn!(
-                    %error,
-                    suppressed,
-                    "rate limiter store failed; requests let through (fail open)"
-                );
-            }
+        OnError::Allow => {
             let response = inner.call(req).await?;
             Ok(response.map(ResponseBody::inner))
         }
-        OnStoreError::FailClosed => {
-            if let Some(suppressed) = shared.store_error_log.admit() {
-                tracing::warn!(
-                    %error,
-                    suppressed,
-                    "rate limiter store failed; requests refused with 503 (fail closed)"
-                );
-            }
-            Ok(error_response(
+        OnError::Deny | OnError::Local => {
+            let mut headers = HeaderMap::new();
+            let body = write_unavailable(&mut headers);
+            Ok(layer_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "rate_limiter_unavailable",
-                "the rate limiter's store is unavailable",
+                headers,
+                body,
             ))
         }
     }

@@ -12,6 +12,7 @@ use crate::decision::Decision;
 use crate::error::LimitError;
 use crate::policy::Policy;
 use crate::policy_name::PolicyName;
+use crate::resilience::Fallback;
 use crate::store::{Check, Store};
 
 /// A lease's id: 128 random bits, unique across instances without coordination, and the
@@ -91,6 +92,20 @@ pub enum LeaseOp {
     Renew(LeaseId),
 }
 
+impl LeaseOp {
+    /// The lease it applies to.
+    pub fn id(self) -> LeaseId {
+        match self {
+            LeaseOp::Acquire(id) | LeaseOp::Release(id) | LeaseOp::Renew(id) => id,
+        }
+    }
+
+    /// The units of that lease.
+    pub fn cost(self) -> u64 {
+        self.id().cost()
+    }
+}
+
 /// What a lease operation answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseOutcome {
@@ -135,6 +150,9 @@ pub struct Lease<S: Store> {
     expires_in: Duration,
     /// Released or detached: nothing to do on drop.
     done: bool,
+    /// Granted by the limiter's failure policy while the store failed: the store never held
+    /// it, so it is released and renewed there.
+    fallback: Option<Arc<Fallback>>,
 }
 
 impl<S: Store> Lease<S> {
@@ -155,7 +173,15 @@ impl<S: Store> Lease<S> {
             id,
             expires_in,
             done: false,
+            fallback: None,
         }
+    }
+
+    /// The same guard for a lease [`Fallback`] granted.
+    #[cold]
+    pub(crate) fn granted_by(mut self, fallback: Arc<Fallback>) -> Lease<S> {
+        self.fallback = Some(fallback);
+        self
     }
 
     /// The lease's id.
@@ -171,6 +197,12 @@ impl<S: Store> Lease<S> {
     /// Give the units back now. `Ok(false)` when the lease had already expired.
     pub async fn release(mut self) -> Result<bool, LimitError> {
         self.done = true;
+        if let Some(fallback) = &self.fallback {
+            return Ok(fallback
+                .lease(self.check(), LeaseOp::Release(self.id))
+                .decision
+                .allowed);
+        }
         // The store called here, not through `run`: one future fewer to build.
         let outcome = self
             .store
@@ -197,6 +229,9 @@ impl<S: Store> Lease<S> {
     }
 
     async fn run(&self, op: LeaseOp) -> Result<LeaseOutcome, LimitError> {
+        if let Some(fallback) = &self.fallback {
+            return Ok(fallback.lease(self.check(), op));
+        }
         Ok(self.store.lease(self.check(), op).await?)
     }
 
@@ -213,6 +248,10 @@ impl<S: Store> Lease<S> {
 impl<S: Store> Drop for Lease<S> {
     fn drop(&mut self) {
         if self.done {
+            return;
+        }
+        if let Some(fallback) = &self.fallback {
+            fallback.lease(self.check(), LeaseOp::Release(self.id));
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {

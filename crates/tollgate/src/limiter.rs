@@ -13,10 +13,11 @@ use crate::error::LimitError;
 use crate::error::PolicyError;
 use crate::error::StoreError;
 use crate::lease::{Acquired, Lease, LeaseId, LeaseOp, LeaseOutcome};
+use crate::memory::DEFAULT_MAX_KEYS;
 use crate::overrides::{self, Override, OverridePage, OverrideSpec};
 use crate::policy::{Algorithm, MAX_EXACT, Policy};
 use crate::policy_name::{PolicyName, PolicyNameError};
-use crate::resilience::{OnError, fixed_decisions};
+use crate::resilience::{Fallback, OnError};
 use crate::short_str;
 use crate::store::{Check, Decisions, Store};
 use crate::wait::{DEFAULT_MAX_WAITERS, WaitQueues};
@@ -76,14 +77,14 @@ pub const FAILURE_RETRY_US: u64 = 1_000_000;
 /// What the limiter does when its store fails: see [`Limiter::on_store_error`].
 #[derive(Clone)]
 struct FailurePolicy {
-    on_error: OnError,
+    fallback: Arc<Fallback>,
     report: Arc<dyn Fn(&StoreError) + Send + Sync>,
 }
 
 impl fmt::Debug for FailurePolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FailurePolicy")
-            .field("on_error", &self.on_error)
+            .field("on_error", &self.fallback.on_error())
             .finish_non_exhaustive()
     }
 }
@@ -169,11 +170,17 @@ impl<S: Store> Limiter<S> {
     }
 
     /// Decide without the store when it fails, as `on_error` says, instead of returning
-    /// [`LimitError::Store`]: `allow` allows (reporting a full quota less the cost), `deny` and
-    /// `local` reject with a retry of [`FAILURE_RETRY_US`] (`local` needs a local store to
-    /// decide on: wrap a shared store in [`crate::Resilient`], which does that and never fails
-    /// here). Such verdicts are marked degraded; `report` sees each error first (to count and
-    /// log it).
+    /// [`LimitError::Store`]. The rule is [`Fallback`]'s, which [`crate::Resilient`] follows too:
+    /// - `allow` allows, reporting a full quota less the cost;
+    /// - `deny` rejects with a retry of [`FAILURE_RETRY_US`];
+    /// - `local` decides on an in-process memory store with each policy's full limit, but
+    ///   refuses when the store is a full memory store ([`Fallback::rule_for`]). For a limit
+    ///   shared by several instances, wrap the store in [`crate::Resilient`] with their number:
+    ///   it decides on each instance's share, and never fails here.
+    ///
+    /// Lease operations follow the same rule; a lease granted without the store is released to
+    /// the fallback that granted it. Such verdicts are marked degraded; `report` sees each error
+    /// first (to count and log it).
     ///
     /// ```
     /// use tollgate::{Algorithm, Limiter, MemoryStore, OnError, Policy};
@@ -197,7 +204,12 @@ impl<S: Store> Limiter<S> {
         report: impl Fn(&StoreError) + Send + Sync + 'static,
     ) -> Limiter<S> {
         self.failure = Some(FailurePolicy {
-            on_error,
+            fallback: Arc::new(Fallback::new(
+                on_error,
+                1,
+                Duration::from_micros(FAILURE_RETRY_US),
+                DEFAULT_MAX_KEYS,
+            )),
             report: Arc::new(report),
         });
         self
@@ -391,7 +403,7 @@ impl<S: Store> Limiter<S> {
         };
         let mut decision = match self.store.decide_one(check, cost, mode).await {
             Ok(decision) => decision,
-            Err(error) => self.without_store(error, &[check], cost)?[0],
+            Err(error) => self.without_store(error, &[check], cost, mode)?[0],
         };
         if check.policy.shadow() {
             let_through(&mut decision);
@@ -451,7 +463,7 @@ impl<S: Store> Limiter<S> {
     ) -> Result<(Decisions, bool), LimitError> {
         match self.store.decide(checks, cost, mode).await {
             Ok(answer) => Ok((answer.decisions, answer.degraded)),
-            Err(error) => Ok((self.without_store(error, checks, cost)?, true)),
+            Err(error) => Ok((self.without_store(error, checks, cost, mode)?, true)),
         }
     }
 
@@ -639,19 +651,23 @@ impl<S: Store> Limiter<S> {
         };
         // The store called here, not through `lease_on_store`: one future fewer to build.
         let op = LeaseOp::Acquire(id);
-        let outcome = match self.store.lease(check, op).await {
-            Ok(outcome) => outcome,
+        let (outcome, fallback) = match self.store.lease(check, op).await {
+            Ok(outcome) => (outcome, None),
             Err(error) => self.lease_without_store(check, op, error)?,
         };
         let lease = outcome.decision.allowed.then(|| {
-            Lease::new(
+            let lease = Lease::new(
                 self.store.clone(),
                 name.clone(),
                 found.clone(),
                 key,
                 id,
                 outcome.lease_expires_in(),
-            )
+            );
+            match fallback {
+                Some(fallback) => lease.granted_by(fallback),
+                None => lease,
+            }
         });
         Ok(Acquired {
             decision: outcome.decision,
@@ -668,10 +684,7 @@ impl<S: Store> Limiter<S> {
         key: &str,
         op: LeaseOp,
     ) -> Result<LeaseOutcome, LimitError> {
-        let id = match op {
-            LeaseOp::Acquire(id) | LeaseOp::Release(id) | LeaseOp::Renew(id) => id,
-        };
-        let (name, found) = self.lease_policy(policy, key, id.cost())?;
+        let (name, found) = self.lease_policy(policy, key, op.cost())?;
         let check = Check {
             name,
             policy: found,
@@ -681,40 +694,38 @@ impl<S: Store> Limiter<S> {
     }
 
     /// Run a lease operation on the store. When it fails and a failure policy is set
-    /// ([`Self::on_store_error`]), an acquire is decided as a check would be (`allow` grants a
-    /// lease the store does not hold; `deny` and `local` refuse), marked degraded; a release or
-    /// renew stays an error (the lease expires by itself).
+    /// ([`Self::on_store_error`]), the policy's [`Fallback`] decides it, marked degraded. A
+    /// release the store answered also reaches the fallback, which may hold the lease (granted
+    /// while the store failed).
     async fn lease_on_store(
         &self,
         check: Check<'_>,
         op: LeaseOp,
     ) -> Result<LeaseOutcome, LimitError> {
         match self.store.lease(check, op).await {
-            Ok(outcome) => Ok(outcome),
-            Err(error) => self.lease_without_store(check, op, error),
+            Ok(outcome) => Ok(match &self.failure {
+                Some(failure) => failure.fallback.after_store(check, op, outcome),
+                None => outcome,
+            }),
+            Err(error) => Ok(self.lease_without_store(check, op, error)?.0),
         }
     }
 
-    /// [`Self::lease_on_store`] once the store has failed with `error`.
+    /// A lease operation once the store has failed with `error`: the failure policy's
+    /// [`Fallback`] decides it, and is returned too, for the guard of a lease it granted.
+    #[cold]
     fn lease_without_store(
         &self,
         check: Check<'_>,
         op: LeaseOp,
         error: StoreError,
-    ) -> Result<LeaseOutcome, LimitError> {
-        let LeaseOp::Acquire(id) = op else {
-            return Err(self.reported(error));
+    ) -> Result<(LeaseOutcome, Option<Arc<Fallback>>), LimitError> {
+        let Some(failure) = &self.failure else {
+            return Err(LimitError::Store(error));
         };
-        let decision = self.without_store(error, &[check], id.cost())?[0];
-        Ok(LeaseOutcome {
-            decision,
-            lease_expires_in_us: if decision.allowed {
-                check.policy.period_us()
-            } else {
-                0
-            },
-            degraded: true,
-        })
+        (failure.report)(&error);
+        let outcome = failure.fallback.lease_after(&error, check, op);
+        Ok((outcome, Some(failure.fallback.clone())))
     }
 
     /// Give back the lease `id` (idempotent). `Ok(false)` when it was not held (released or
@@ -819,13 +830,13 @@ impl<S: Store> Limiter<S> {
         error: StoreError,
         checks: &[Check<'_>],
         cost: u64,
+        mode: Mode,
     ) -> Result<Decisions, LimitError> {
         let Some(failure) = &self.failure else {
             return Err(LimitError::Store(error));
         };
         (failure.report)(&error);
-        let allowed = failure.on_error == OnError::Allow;
-        Ok(fixed_decisions(allowed, checks, cost, FAILURE_RETRY_US))
+        Ok(failure.fallback.decide_after(&error, checks, cost, mode))
     }
 
     /// Resolve and validate a request into store checks, with the policies' positions.

@@ -90,6 +90,47 @@ async fn failure_policies_decide_and_mark_degraded() {
     assert_eq!(limiter.store().stats().degraded.get(), 10);
 }
 
+/// The limiter's own failure policy (any store, no wrapper) and `Resilient` follow one rule:
+/// the same failed store gets the same verdicts from both, `local` included.
+#[tokio::test]
+async fn the_limiter_failure_policy_decides_as_resilient_does() {
+    for on_error in [OnError::Allow, OnError::Deny, OnError::Local] {
+        let (switched, wrapped) = setup(on_error, 1);
+        switched.mode.store(FAIL, Ordering::SeqCst);
+        let failing = Arc::new(Switched::default());
+        failing.mode.store(FAIL, Ordering::SeqCst);
+        let reported = Arc::new(AtomicU64::new(0));
+        let count = reported.clone();
+        let policy =
+            Policy::new(Algorithm::FixedWindow, 10, Duration::from_secs(3600), None).unwrap();
+        let bare = Limiter::new(failing)
+            .with_policy("p", policy)
+            .unwrap()
+            .on_store_error(on_error, move |_| {
+                count.fetch_add(1, Ordering::SeqCst);
+            });
+        for cost in [4, 4, 4, 1, 1] {
+            let expected = wrapped.check_all(&["p"], "k", cost).await.unwrap();
+            let got = bare.check_all(&["p"], "k", cost).await.unwrap();
+            assert!(got.degraded, "{on_error:?}");
+            assert_eq!(
+                (got.allowed(), got.decision.remaining, got.decision.limit),
+                (
+                    expected.allowed(),
+                    expected.decision.remaining,
+                    expected.decision.limit
+                ),
+                "{on_error:?}, cost {cost}"
+            );
+        }
+        assert_eq!(
+            reported.load(Ordering::SeqCst),
+            5,
+            "each failure is reported"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_hung_store_costs_at_most_the_timeout_then_the_breaker_skips_it() {
     let (switched, limiter) = setup(OnError::Deny, 1);

@@ -14,7 +14,7 @@ use http::StatusCode;
 use tokio::sync::mpsc;
 use tollgate::{Limiter, MemoryStore, Policy, Store};
 use tollgate_redis::{RedisOptions, RedisStore};
-use tollgate_tower::{BuildError, Key, OnStoreError, RateLimitLayer, Rule};
+use tollgate_tower::{BuildError, Key, OnError, RateLimitLayer, Rule};
 
 use crate::common::{Server, parse_list};
 
@@ -48,7 +48,7 @@ async fn never_more_than_the_limit_in_flight<S: Store>(limiter: Limiter<S>, user
     // rather than miscounting.
     let layer = RateLimitLayer::builder(limiter.clone())
         .key(Key::header("x-user-id"))
-        .on_store_error(OnStoreError::FailClosed)
+        .on_store_error(OnError::Deny)
         .route("/work", "jobs")
         .build()
         .unwrap();

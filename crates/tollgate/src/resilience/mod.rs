@@ -26,64 +26,27 @@
 //! store.
 
 pub mod breaker;
+pub mod fallback;
 pub mod over_limit_cache;
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::algorithm::Mode;
-use crate::clock::{Clock, system_now_us};
+use crate::clock::system_now_us;
 use crate::counter::Counter;
 use crate::decision::Decision;
 use crate::error::StoreError;
 use crate::lease::{LeaseOp, LeaseOutcome};
-use crate::memory::{DEFAULT_MAX_KEYS, MemoryStore};
+use crate::memory::DEFAULT_MAX_KEYS;
 use crate::overrides::{Override, OverridePage};
 use crate::policy::Policy;
 use crate::policy_name::PolicyName;
 use crate::store::{Check, Decisions, Store, StoreDecision};
 
 pub use breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
+pub use fallback::{Fallback, OnError, fixed_decisions, local_share};
 pub use over_limit_cache::OverLimitCache;
-
-/// What a decision is when the store cannot make it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnError {
-    /// Fail closed: reject.
-    Deny,
-    /// Fail open: allow.
-    Allow,
-    /// Decide on a local memory store with each limit divided by `instances`.
-    #[default]
-    Local,
-}
-
-impl FromStr for OnError {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "deny" => Ok(OnError::Deny),
-            "allow" => Ok(OnError::Allow),
-            "local" => Ok(OnError::Local),
-            other => Err(format!(
-                "unknown on_error `{other}` (expected allow, deny or local)"
-            )),
-        }
-    }
-}
-
-impl OnError {
-    /// `deny`, `allow` or `local`.
-    pub fn name(self) -> &'static str {
-        match self {
-            OnError::Deny => "deny",
-            OnError::Allow => "allow",
-            OnError::Local => "local",
-        }
-    }
-}
 
 /// Settings of [`Resilient`].
 #[derive(Debug, Clone)]
@@ -136,7 +99,7 @@ pub struct Resilient<S> {
     breaker: CircuitBreaker,
     /// Shared, so a store's change notifications can reach it ([`Self::over_limit_cache`]).
     cache: Option<Arc<OverLimitCache>>,
-    local: MemoryStore,
+    fallback: Fallback,
     /// Boxed: its counters take a cache line per thread.
     stats: Box<ResilienceStats>,
 }
@@ -149,7 +112,12 @@ impl<S: Store> Resilient<S> {
             breaker: CircuitBreaker::new(config.breaker),
             cache: (config.over_limit_cache > 0)
                 .then(|| Arc::new(OverLimitCache::new(config.over_limit_cache))),
-            local: MemoryStore::with_options(Clock::System, config.local_max_keys),
+            fallback: Fallback::new(
+                config.on_error,
+                config.instances,
+                config.breaker.probe_interval,
+                config.local_max_keys,
+            ),
             stats: Box::default(),
             config,
         }
@@ -244,7 +212,7 @@ impl<S: Store> Resilient<S> {
 
     /// Drop expired state from the local fallback store and the over-limit cache.
     pub fn sweep(&self) {
-        self.local.sweep();
+        self.fallback.sweep();
         if let Some(cache) = &self.cache {
             cache.sweep(system_now_us());
         }
@@ -263,144 +231,17 @@ impl<S: Store> Resilient<S> {
     /// Decide without the store, by `on_error`.
     fn fallback(&self, checks: &[Check<'_>], cost: u64, mode: Mode) -> StoreDecision {
         self.stats.degraded.add(1);
-        let retry_after_us = self.config.breaker.probe_interval.as_micros() as u64;
-        let fixed = |allowed| fixed_decisions(allowed, checks, cost, retry_after_us);
-        let decisions = match self.config.on_error {
-            OnError::Allow => fixed(true),
-            OnError::Deny => fixed(false),
-            OnError::Local => self
-                .decide_locally(checks, cost, mode)
-                .unwrap_or_else(|| fixed(false)),
-        };
         StoreDecision {
-            decisions,
+            decisions: self.fallback.decide(checks, cost, mode),
             degraded: true,
         }
     }
 
-    /// Decide on the local store with each policy's share of the limit. `None` when a share is
-    /// smaller than the cost or the local store is full (then the request is denied).
-    fn decide_locally(&self, checks: &[Check<'_>], cost: u64, mode: Mode) -> Option<Decisions> {
-        let shares: Vec<Policy> = checks
-            .iter()
-            .map(|c| local_share(c.policy, self.config.instances))
-            .collect::<Option<_>>()?;
-        if shares.iter().any(|p| p.validate_cost(cost).is_err()) {
-            return None;
-        }
-        let local_checks: Vec<Check<'_>> = checks
-            .iter()
-            .zip(&shares)
-            .map(|(c, policy)| Check { policy, ..*c })
-            .collect();
-        self.local.decide_now(&local_checks, cost, mode).ok()
-    }
-}
-
-impl<S: Store> Resilient<S> {
-    /// A lease operation without the store, by `on_error`: `local` applies it to the local
-    /// store under the policy's share; `allow` grants, releases and renews; `deny` refuses an
-    /// acquire (come back after the probe interval) and a renew, and releases nothing.
+    /// A lease operation without the store, by `on_error` ([`Fallback::lease`]).
     fn lease_fallback(&self, check: Check<'_>, op: LeaseOp) -> LeaseOutcome {
         self.stats.degraded.add(1);
-        let wait_us = self.config.breaker.probe_interval.as_micros() as u64;
-        let lease_us = check.policy.period_us();
-        let fixed = |granted: bool| {
-            let decision = fixed_decisions(granted, &[check], 1, wait_us)[0];
-            let acquire = matches!(op, LeaseOp::Acquire(_));
-            LeaseOutcome {
-                decision: Decision {
-                    retry_after_us: if acquire { decision.retry_after_us } else { 0 },
-                    ..decision
-                },
-                lease_expires_in_us: if granted && !matches!(op, LeaseOp::Release(_)) {
-                    lease_us
-                } else {
-                    0
-                },
-                degraded: true,
-            }
-        };
-        match self.config.on_error {
-            OnError::Allow => fixed(true),
-            OnError::Deny => fixed(false),
-            OnError::Local => {
-                let local = local_share(check.policy, self.config.instances)
-                    .filter(|share| share.limit() >= op_cost(op))
-                    .and_then(|policy| {
-                        let check = Check {
-                            policy: &policy,
-                            ..check
-                        };
-                        self.local.lease_now(&check, op).ok()
-                    });
-                match local {
-                    Some(outcome) => LeaseOutcome {
-                        degraded: true,
-                        ..outcome
-                    },
-                    None => fixed(false),
-                }
-            }
-        }
+        self.fallback.lease(check, op)
     }
-}
-
-fn op_cost(op: LeaseOp) -> u64 {
-    match op {
-        LeaseOp::Acquire(id) | LeaseOp::Release(id) | LeaseOp::Renew(id) => id.cost(),
-    }
-}
-
-/// Decisions made knowing nothing of the keys' state (`allow` / `deny` without a store): allowed
-/// ones report a full quota less `cost`; rejected ones say to come back after `wait_us`, which is
-/// also how long the rejection is expected to last.
-pub fn fixed_decisions(allowed: bool, checks: &[Check<'_>], cost: u64, wait_us: u64) -> Decisions {
-    checks
-        .iter()
-        .map(|check| {
-            let limit = check.policy.capacity();
-            if allowed {
-                Decision {
-                    allowed,
-                    limit,
-                    remaining: limit.saturating_sub(cost),
-                    reset_after_us: 0,
-                    retry_after_us: 0,
-                }
-            } else {
-                Decision {
-                    allowed,
-                    limit,
-                    remaining: 0,
-                    reset_after_us: wait_us,
-                    retry_after_us: wait_us,
-                }
-            }
-        })
-        .collect()
-}
-
-/// `policy` with its limit (and burst) divided by `instances`, at least 1.
-pub fn local_share(policy: &Policy, instances: u32) -> Option<Policy> {
-    let n = u64::from(instances.max(1));
-    if n == 1 {
-        return Some(policy.clone());
-    }
-    if policy.is_monthly() {
-        return Policy::monthly(policy.algorithm(), (policy.limit() / n).max(1)).ok();
-    }
-    let burst = policy
-        .algorithm()
-        .has_burst()
-        .then(|| (policy.burst() / n).max(1));
-    Policy::new(
-        policy.algorithm(),
-        (policy.limit() / n).max(1),
-        policy.period(),
-        burst,
-    )
-    .ok()
 }
 
 /// A store call in progress. If its future is dropped before the call finishes (the caller went
@@ -487,18 +328,9 @@ impl<S: Store> Store for Resilient<S> {
     }
 
     /// Through the breaker and the timeout like a decision; a failed acquire, release or renew
-    /// is decided by `on_error` ([`Self::lease_fallback`]). Releases also reach the local
-    /// store, which holds the leases granted while the store was away.
+    /// is decided by `on_error` ([`Self::lease_fallback`]). Releases the store answered also
+    /// reach the local store, which holds the leases granted while the store was away.
     async fn lease(&self, check: Check<'_>, op: LeaseOp) -> Result<LeaseOutcome, StoreError> {
-        if let LeaseOp::Release(_) = op
-            && let Some(share) = local_share(check.policy, self.config.instances)
-        {
-            let local = Check {
-                policy: &share,
-                ..check
-            };
-            let _ = self.local.lease_now(&local, op);
-        }
         let admission = self.breaker.admit();
         if admission == Admission::Skip {
             return Ok(self.lease_fallback(check, op));
@@ -509,7 +341,7 @@ impl<S: Store> Store for Resilient<S> {
         match outcome {
             Ok(Ok(answer)) => {
                 self.breaker.on_success(admission);
-                Ok(answer)
+                Ok(self.fallback.after_store(check, op, answer))
             }
             Ok(Err(StoreError::Unsupported(what))) => {
                 self.breaker.on_success(admission);
@@ -535,7 +367,7 @@ impl<S: Store> Store for Resilient<S> {
                 cache.forget(check.name, check.key);
             }
         }
-        self.local.reset_now(checks);
+        self.fallback.reset(checks);
         self.bounded(self.store.reset(checks)).await
     }
 
