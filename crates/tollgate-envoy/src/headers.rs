@@ -25,6 +25,21 @@ pub enum ResponseHeaders {
     Legacy,
 }
 
+impl std::str::FromStr for ResponseHeaders {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(ResponseHeaders::Off),
+            "draft" => Ok(ResponseHeaders::Draft),
+            "legacy" => Ok(ResponseHeaders::Legacy),
+            other => Err(format!(
+                "unknown response_headers `{other}` (expected off, draft or legacy)"
+            )),
+        }
+    }
+}
+
 /// What the headers say about the chosen descriptor.
 #[derive(Debug, Clone, Copy)]
 pub struct HeaderSource<'a> {

@@ -18,6 +18,7 @@ use serde::de::{self, Deserializer};
 pub use tollgate::OnError;
 use tollgate::policy::DEFAULT_LEASE;
 use tollgate::{Algorithm, Policy, PolicyError, PolicyName, Rate};
+use tollgate_envoy::{EnvoyOptions, ResponseHeaders};
 
 /// Where `tollgate serve` listens for HTTP when nothing says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -189,6 +190,17 @@ where
     parse_str(d).map(Some)
 }
 
+fn opt_ratio<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let ratio = f64::deserialize(d)?;
+    if (0.0..=1.0).contains(&ratio) {
+        Ok(Some(ratio))
+    } else {
+        Err(de::Error::custom(format!(
+            "invalid ratio {ratio} (expected a number from 0 to 1)"
+        )))
+    }
+}
+
 fn opt_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
     let s = String::deserialize(d)?;
     parse_socket_addr(&s).map(Some).map_err(de::Error::custom)
@@ -358,13 +370,29 @@ pub struct FileStore {
     pub replica_ack: Option<u32>,
 }
 
-/// The `envoy` section as written.
+/// The `envoy` section as written. Each key but `config_dir` is one of upstream's environment
+/// variables, named in [`EnvoySettings`].
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileEnvoy {
     /// Directory of envoyproxy/ratelimit YAML files.
     #[serde(default)]
     pub config_dir: Option<PathBuf>,
+    /// `off`, `draft` or `legacy`.
+    #[serde(default, deserialize_with = "opt_parse_str")]
+    pub response_headers: Option<ResponseHeaders>,
+    /// 0 to 1.
+    #[serde(default, deserialize_with = "opt_ratio")]
+    pub near_limit_ratio: Option<f64>,
+    /// Answer OK whatever the limits say.
+    #[serde(default)]
+    pub shadow_mode: Option<bool>,
+    /// Let several files add to one domain.
+    #[serde(default)]
+    pub merge_domains: Option<bool>,
+    /// Dynamic metadata in responses.
+    #[serde(default)]
+    pub response_dynamic_metadata: Option<bool>,
 }
 
 /// One policy as written, validated into a [`Policy`] as soon as its mapping is read.
@@ -587,8 +615,56 @@ pub struct Overrides {
     pub log: Option<LogFormat>,
 }
 
+/// The Envoy rate limit service's settings (`envoy:`), with upstream's environment variable for
+/// each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvoySettings {
+    /// Directory of envoyproxy/ratelimit YAML files (upstream: `RUNTIME_ROOT` and
+    /// `RUNTIME_SUBDIRECTORY`).
+    pub config_dir: Option<PathBuf>,
+    /// RateLimit headers in responses (`LIMIT_RESPONSE_HEADERS_ENABLED`): off.
+    pub response_headers: ResponseHeaders,
+    /// Share of a limit past which hits count as near it (`NEAR_LIMIT_RATIO`): 0.8.
+    pub near_limit_ratio: f64,
+    /// Answer OK whatever the limits say, still counting (`SHADOW_MODE`): off.
+    pub shadow_mode: bool,
+    /// Let several files add to one domain (`MERGE_DOMAIN_CONFIG`): off.
+    pub merge_domains: bool,
+    /// Dynamic metadata in responses (`RESPONSE_DYNAMIC_METADATA`): off.
+    pub response_dynamic_metadata: bool,
+}
+
+impl EnvoySettings {
+    fn from_file(file: Option<FileEnvoy>) -> EnvoySettings {
+        let file = file.unwrap_or_default();
+        let defaults = EnvoyOptions::default();
+        EnvoySettings {
+            config_dir: file.config_dir,
+            response_headers: file.response_headers.unwrap_or(defaults.response_headers),
+            near_limit_ratio: file.near_limit_ratio.unwrap_or(defaults.near_limit_ratio),
+            shadow_mode: file.shadow_mode.unwrap_or(defaults.global_shadow_mode),
+            merge_domains: file.merge_domains.unwrap_or(defaults.merge_domains),
+            response_dynamic_metadata: file
+                .response_dynamic_metadata
+                .unwrap_or(defaults.response_dynamic_metadata),
+        }
+    }
+
+    /// The options the service runs with.
+    pub fn options(&self) -> EnvoyOptions {
+        EnvoyOptions {
+            response_headers: self.response_headers,
+            near_limit_ratio: self.near_limit_ratio,
+            global_shadow_mode: self.shadow_mode,
+            merge_domains: self.merge_domains,
+            response_dynamic_metadata: self.response_dynamic_metadata,
+            ..EnvoyOptions::default()
+        }
+    }
+}
+
 /// The configuration `tollgate serve` runs with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// The config file read, if any.
     pub config_file: Option<PathBuf>,
@@ -600,8 +676,8 @@ pub struct Settings {
     pub store: StoreSettings,
     /// Policies by name.
     pub policies: BTreeMap<PolicyName, Policy>,
-    /// Directory of envoyproxy/ratelimit YAML files.
-    pub envoy_config_dir: Option<PathBuf>,
+    /// The Envoy rate limit service (`envoy:`).
+    pub envoy: EnvoySettings,
     /// Token required by `POST /v1/reset`; open when `None`.
     pub admin_token: Option<AdminToken>,
     /// Log format.
@@ -670,7 +746,7 @@ impl Settings {
                 replica_ack: store.replica_ack.unwrap_or(defaults.replica_ack),
             },
             policies,
-            envoy_config_dir: file.envoy.and_then(|e| e.config_dir),
+            envoy: EnvoySettings::from_file(file.envoy),
             admin_token: overrides.admin_token.or(file.admin_token),
             log: overrides.log.or(file.log).unwrap_or_default(),
             stats: file.stats.unwrap_or(true),
@@ -727,12 +803,46 @@ envoy:
         let trial = &s.policies["trial"];
         assert!(trial.is_monthly() && trial.shadow() && trial.limit() == 10_000);
         assert!(s.policies["quota"].is_monthly() && !s.policies["quota"].shadow());
-        assert_eq!(s.envoy_config_dir, Some(PathBuf::from("./ratelimit")));
+        assert_eq!(s.envoy.config_dir, Some(PathBuf::from("./ratelimit")));
+        assert_eq!(s.envoy.options().response_headers, ResponseHeaders::Off);
+        assert!(!s.envoy.options().response_dynamic_metadata);
         assert_eq!(s.policies["jobs"].algorithm(), Algorithm::Concurrency);
         assert_eq!(
             (s.policies["jobs"].limit(), s.policies["jobs"].lease()),
             (20, Duration::from_secs(60))
         );
+    }
+
+    #[test]
+    fn envoy_options_are_read_and_bad_ones_named() {
+        let yaml = "envoy:\n  config_dir: ./rl\n  response_headers: draft\n  near_limit_ratio: 0.5\n  shadow_mode: true\n  merge_domains: true\n  response_dynamic_metadata: true\n";
+        let s = Settings::merge(
+            FileConfig::parse(yaml, "t.yaml").unwrap(),
+            None,
+            Overrides::default(),
+        );
+        let options = s.envoy.options();
+        assert_eq!(options.response_headers, ResponseHeaders::Draft);
+        assert_eq!(options.near_limit_ratio, 0.5);
+        assert!(options.global_shadow_mode && options.merge_domains);
+        assert!(options.response_dynamic_metadata);
+        for (line, error) in [
+            ("response_headers: on", "envoy.response_headers"),
+            ("near_limit_ratio: 1.5", "envoy.near_limit_ratio"),
+            (
+                "response_dynamic_metadata: 3",
+                "envoy.response_dynamic_metadata",
+            ),
+            ("response_metadata: true", "response_metadata"),
+        ] {
+            let e = FileConfig::parse(&format!("stats: true\nenvoy:\n  {line}\n"), "t.yaml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("t.yaml:3") && e.contains(error),
+                "{line}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::health::ReadinessHealth;
 use crate::service::Service;
 use crate::store::{AnyStore, OpenError};
-use tollgate_envoy::{EnvoyOptions, EnvoyService};
+use tollgate_envoy::EnvoyService;
 
 /// How often expired state is dropped from the memory store.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -64,12 +64,12 @@ impl Server {
     pub async fn bind(settings: Settings) -> Result<Server, ServeError> {
         let store = Arc::new(AnyStore::open(&settings.store)?);
         let mut service = Service::new(&settings, store.clone());
-        let grpc = match (settings.grpc_listen, &settings.envoy_config_dir) {
+        let grpc = match (settings.grpc_listen, &settings.envoy.config_dir) {
             (Some(addr), Some(dir)) => {
                 let envoy = EnvoyService::new(
                     service.bare_limiter().clone(),
                     dir.clone(),
-                    EnvoyOptions::default(),
+                    settings.envoy.options(),
                 )?;
                 let listener = TcpListener::bind(addr)
                     .await

@@ -294,3 +294,90 @@ descriptors:
         .expect("task")
         .expect("clean exit");
 }
+
+/// `envoy:` options in the config file reach the service: with `response_dynamic_metadata` and
+/// `response_headers` on, an answer carries the rule's `metadata:` and RateLimit headers; with
+/// neither (the defaults), it carries none.
+#[tokio::test]
+async fn envoy_options_from_the_config_file_shape_the_answer() {
+    use tollgate_envoy::envoy_types::pb::google::protobuf::value::Kind;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("edge.yaml"),
+        "domain: edge\ndescriptors:\n  - key: service\n    value: search\n    rate_limit: { unit: minute, requests_per_unit: 5 }\n    metadata:\n      route_to: { pool: blue }\n",
+    )
+    .unwrap();
+    let request = RateLimitRequest {
+        domain: "edge".into(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: vec![Entry {
+                key: "service".into(),
+                value: "search".into(),
+            }],
+            ..RateLimitDescriptor::default()
+        }],
+        hits_addend: 1,
+    };
+    for on in [true, false] {
+        let options = if on {
+            "  response_dynamic_metadata: true\n  response_headers: draft\n"
+        } else {
+            ""
+        };
+        let yaml = format!("envoy:\n  config_dir: {}\n{options}", dir.path().display());
+        let server = Server::bind(settings(&yaml)).await.expect("binds");
+        let grpc = server.grpc_local_addr().expect("gRPC is on");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        let mut client = RateLimitServiceClient::connect(format!("http://{grpc}"))
+            .await
+            .expect("gRPC connects");
+        let answer = client
+            .should_rate_limit(request.clone())
+            .await
+            .expect("answers")
+            .into_inner();
+        assert_eq!(answer.overall_code, Code::Ok as i32);
+        if on {
+            let metadata = answer.dynamic_metadata.expect("dynamic metadata");
+            let pool = metadata
+                .fields
+                .get("metadata")
+                .and_then(|v| match &v.kind {
+                    Some(Kind::StructValue(s)) => s.fields.get("route_to"),
+                    _ => None,
+                })
+                .and_then(|v| match &v.kind {
+                    Some(Kind::StructValue(s)) => s.fields.get("pool"),
+                    _ => None,
+                })
+                .and_then(|v| match &v.kind {
+                    Some(Kind::StringValue(s)) => Some(s.as_str()),
+                    _ => None,
+                });
+            assert_eq!(pool, Some("blue"), "{metadata:?}");
+            let headers: Vec<_> = answer
+                .response_headers_to_add
+                .iter()
+                .map(|h| h.key.to_ascii_lowercase())
+                .collect();
+            assert!(
+                headers.contains(&"ratelimit".to_owned())
+                    && headers.contains(&"ratelimit-policy".to_owned()),
+                "{headers:?}"
+            );
+        } else {
+            assert!(answer.dynamic_metadata.is_none());
+            assert!(answer.response_headers_to_add.is_empty());
+        }
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(15), task)
+            .await
+            .expect("server stops")
+            .expect("task")
+            .expect("clean exit");
+    }
+}
