@@ -23,9 +23,10 @@
 #               (a fixed-answer axum handler) and throttlecrab-server, and the memory store
 #               with `stats: false` (what live stats cost)
 #   grpc        one tollgate serve (memory store) with the HTTP API and the Envoy rate limit service
-#               (gRPC), the same GCRA limit on both; tollgate bench --http, --grpc (1 HTTP/2
-#               connection) and --grpc --grpc-connections 2 at 64 in flight, alternating; the
-#               server's CPU (utime+stime of its process) and the client's per decision
+#               (gRPC), the same GCRA limit on both; tollgate bench --http, --grpc (its default:
+#               one HTTP/2 connection per core, as Envoy's workers) and --grpc
+#               --grpc-connections 1 at 64 in flight, alternating; the server's CPU
+#               (utime+stime of its process) and the client's per decision
 #   callgrind   instructions per decision (stable across noisy runs): the memory store and
 #               Limiter::check beside governor, the Redis store's client side, the HTTP servers'
 #               user space per request (tollgate serve, the floor, throttlecrab), and
@@ -473,17 +474,17 @@ start_grpc() {
 part_grpc() {
   if [ -z "${GRPC_PID+x}" ]; then start_grpc; fi
   local n=$((REQUESTS / 3 * 2)) ref="grpc|tollgate serve HTTP API (tollgate bench --http)|c64|HTTP"
-  local v variants=("http" "grpc 1 connection" "grpc 2 connections")
+  local v variants=("http" "grpc 1 connection" "grpc, a connection per core")
   # even repetitions in the reverse order
-  if [ $((REP % 2)) = 0 ]; then variants=("grpc 2 connections" "grpc 1 connection" "http"); fi
+  if [ $((REP % 2)) = 0 ]; then variants=("grpc, a connection per core" "grpc 1 connection" "http"); fi
   for v in "${variants[@]}"; do
     case $v in
       http) measure tollgate grpc "tollgate serve HTTP API (tollgate bench --http)" c64 60 --cpu "$GRPC_PID" -- \
         "$TOLLGATE" bench --http "http://127.0.0.1:$GRPC_HTTP_PORT" --policy bench --concurrency 64 --requests "$n" --json --variant http ;;
       "grpc 1 connection") measure tollgate grpc "tollgate serve Envoy gRPC (tollgate bench --grpc)" "c64, 1 connection" 60 --cpu "$GRPC_PID" \
-        --extra ratio_to "$ref" -- "$TOLLGATE" bench --grpc "127.0.0.1:$GRPC_PORT" --concurrency 64 --requests "$n" --json --variant grpc1 ;;
-      "grpc 2 connections") measure tollgate grpc "tollgate serve Envoy gRPC (tollgate bench --grpc)" "c64, 2 connections" 60 --cpu "$GRPC_PID" \
-        --extra ratio_to "$ref" -- "$TOLLGATE" bench --grpc "127.0.0.1:$GRPC_PORT" --grpc-connections 2 --concurrency 64 --requests "$n" --json --variant grpc2 ;;
+        --extra ratio_to "$ref" -- "$TOLLGATE" bench --grpc "127.0.0.1:$GRPC_PORT" --grpc-connections 1 --concurrency 64 --requests "$n" --json --variant grpc1 ;;
+      "grpc, a connection per core") measure tollgate grpc "tollgate serve Envoy gRPC (tollgate bench --grpc)" "c64, a connection per core" 60 --cpu "$GRPC_PID" \
+        --extra ratio_to "$ref" -- "$TOLLGATE" bench --grpc "127.0.0.1:$GRPC_PORT" --concurrency 64 --requests "$n" --json --variant grpc ;;
     esac
   done
 }

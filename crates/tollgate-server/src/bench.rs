@@ -40,10 +40,11 @@ pub struct BenchArgs {
     /// Descriptor key of gRPC requests.
     #[arg(long, default_value = "key")]
     pub grpc_descriptor: String,
-    /// HTTP/2 connections the gRPC requests are spread over (Envoy keeps one per worker
-    /// thread). `--http` opens one connection per request in flight (HTTP/1.1).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
-    pub grpc_connections: u64,
+    /// HTTP/2 connections the gRPC requests are spread over [default: one per core, as Envoy
+    /// keeps one per worker thread and runs a worker per core]. `--http` opens one connection
+    /// per request in flight (HTTP/1.1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub grpc_connections: Option<u64>,
     /// Policy name (for --http: the server's policy; for --store: the name of the one built
     /// from --algorithm/--limit/--period/--burst).
     #[arg(long, default_value = "bench")]
@@ -135,7 +136,9 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
         let target = Arc::new(
             GrpcTarget::connect(
                 addr,
-                usize::try_from(args.grpc_connections).unwrap_or(1),
+                args.grpc_connections
+                    .and_then(|n| usize::try_from(n).ok())
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
                 &args.grpc_domain,
                 &args.grpc_descriptor,
             )
