@@ -23,6 +23,14 @@
 # `redis://` of the same master; TOPOLOGY=tls with `rediss://` (a certificate made here by
 # openssl) against `redis://` of the standalone server (both started alike).
 #
+# With REPLICA_ACK=N (builds mode), the standalone Redis gets one replica (synced before the
+# first run) and both builds decide with `--replica-ack N` (every consuming decision waits for
+# N replicas: `RedisOptions::replica_ack`, `WAIT` up to ACK_TIMEOUT_MS, 25 by default), and B
+# once more without it (`B-plain`, on the same master and replica); each JSON line then also
+# has the WAIT calls per decision:
+#
+#   A=/path/to/redis_load B=/path/to/redis_load REPLICA_ACK=1 [N=100000] scripts/bench-transport.sh
+#
 # Build each side with `cargo build --release -p tollgate-redis --bench redis_load` at its
 # commit and copy target/release/deps/redis_load-<hash>. Prints JSON lines (one per run) and
 # the redis-benchmark CSV lines; the peers' script comes from ../shared/peers when present.
@@ -159,13 +167,42 @@ EOF
   exit 0
 fi
 
+# WAIT calls the standalone server has run.
+wait_calls() {
+  redis-cli -p "$PORT" info commandstats | sed -n 's/^cmdstat_wait:calls=\([0-9]*\).*/\1/p' | grep . || echo 0
+}
+ACK_ARGS=()
+if [ -n "${REPLICA_ACK:-}" ]; then
+  REPLICA=$(start_redis --replicaof 127.0.0.1 "$PORT" --repl-diskless-sync-delay 0)
+  for _ in $(seq 100); do
+    redis-cli -p "$REPLICA" info replication | grep -q 'master_link_status:up' && break
+    sleep 0.1
+  done
+  # The master streams to a new replica from its first acknowledgement: wait until a write is
+  # acknowledged (WAIT on the connection that wrote).
+  for _ in $(seq 100); do
+    [ "$(printf 'SET warm-up 1\nWAIT 1 100\n' | redis-cli -p "$PORT" | tail -1)" = 1 ] && break
+  done
+  ACK_ARGS=(--replica-ack "$REPLICA_ACK" --ack-timeout-ms "${ACK_TIMEOUT_MS:-25}")
+fi
 G=""
 [ -f "$PEERS_GCRA" ] && G=$(redis-cli -p "$PORT" -x script load <"$PEERS_GCRA")
+SIDES="A B"
+# With REPLICA_ACK, B without it too (`B-plain`): what the acknowledgement costs.
+[ -n "${REPLICA_ACK:-}" ] && SIDES="A B B-plain"
 for rep in $(seq "$REPEAT"); do
-  order="A B"; [ $((rep % 2)) = 0 ] && order="B A"
+  order=$SIDES; [ $((rep % 2)) = 0 ] && order=$(echo "$SIDES" | tr ' ' '\n' | tac | tr '\n' ' ')
   for side in $order; do
-    timeout 300 "${!side}" load "redis://127.0.0.1:$PORT" --algorithm gcra --concurrency 50 \
-      --requests "$N" --keys 10000 --variant "$side rep$rep"
+    binary=${side%-plain} args=("${ACK_ARGS[@]}")
+    [ "$side" = B-plain ] && args=()
+    waits=$(wait_calls)
+    line=$(timeout 300 "${!binary}" load "redis://127.0.0.1:$PORT" --algorithm gcra --concurrency 50 \
+      --requests "$N" --keys 10000 --variant "$side rep$rep" "${args[@]}")
+    if [ -n "${REPLICA_ACK:-}" ]; then
+      # WAIT calls per decision (the JSON's Redis calls are the script calls).
+      line="${line%\}},\"wait_calls_per_decision\":$(awk -v w="$(($(wait_calls) - waits))" -v n="$N" 'BEGIN { printf "%.4f", w / n }')}"
+    fi
+    echo "$line"
   done
   if [ -n "$G" ]; then
     timeout 300 redis-benchmark -p "$PORT" --csv -c 50 -P 16 -n $((N * 2)) -r 10000 \

@@ -10,7 +10,7 @@
 //! cargo bench -p tollgate-redis --bench redis_load -- load redis://127.0.0.1:6390 \
 //!     [--algorithm gcra] [--limit 1000000] [--period-us 60000000] [--keys 10000] \
 //!     [--concurrency 50] [--requests 200000] [--resilient] [--exhaust-first] [--current-thread]
-//!     [--variant LABEL]
+//!     [--variant LABEL] [--replica-ack N] [--ack-timeout-ms MS]
 //! ```
 //!
 //! `load` prints the same JSON line as `tollgate bench --json` (rps, p50/p99, outcomes, Redis
@@ -19,6 +19,9 @@
 //! puts the server's wrapper in front (timeout, circuit breaker, over-limit cache), as
 //! `tollgate serve` runs it; `--current-thread` runs the client on one thread instead of Tokio's
 //! multi-thread runtime (no cross-thread wake-ups between the tasks and the connection).
+//! `--replica-ack N` sets `RedisOptions::replica_ack` (every consuming decision waits for N
+//! replicas, `WAIT` up to `--ack-timeout-ms`, 25 by default: half the server's default store
+//! timeout, as `store.replica_ack` sets it); the server must have that many replicas.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,13 +46,17 @@ struct LoadArgs {
     /// Where to read `INFO commandstats` when not at `url` (a Sentinel's master, a TLS server's
     /// plain port).
     stats_url: Option<String>,
+    /// `RedisOptions::replica_ack`'s replicas (0: off) and `WAIT` timeout.
+    replica_ack: u32,
+    ack_timeout: Duration,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: redis_load script ALGORITHM|several | sha ALGORITHM|several | load URL [--algorithm A] [--limit N] [--period-us N] \
          [--keys N] [--concurrency N] [--requests N] [--resilient] [--exhaust-first] \
-         [--current-thread] [--variant LABEL] [--tls-ca FILE] [--stats-url URL]"
+         [--current-thread] [--variant LABEL] [--tls-ca FILE] [--stats-url URL] \
+         [--replica-ack N] [--ack-timeout-ms MS]"
     );
     std::process::exit(2)
 }
@@ -82,6 +89,8 @@ fn parse_load(mut args: impl Iterator<Item = String>) -> Result<LoadArgs, String
         variant: None,
         tls_ca: None,
         stats_url: None,
+        replica_ack: 0,
+        ack_timeout: Duration::from_millis(25),
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -99,6 +108,10 @@ fn parse_load(mut args: impl Iterator<Item = String>) -> Result<LoadArgs, String
             "--variant" => load.variant = Some(value()?),
             "--tls-ca" => load.tls_ca = Some(value()?.into()),
             "--stats-url" => load.stats_url = Some(value()?),
+            "--replica-ack" => {
+                load.replica_ack = u32::try_from(number(value()?)?).map_err(|e| e.to_string())?
+            }
+            "--ack-timeout-ms" => load.ack_timeout = Duration::from_millis(number(value()?)?),
             // cargo bench appends --bench to the arguments.
             "--bench" => {}
             other => return Err(format!("unknown flag {other}")),
@@ -110,10 +123,11 @@ fn parse_load(mut args: impl Iterator<Item = String>) -> Result<LoadArgs, String
 async fn drive<S: Store>(store: S, load: &LoadArgs, policy: Policy, counter: CommandCounter) {
     let label = load.variant.clone().unwrap_or_else(|| {
         format!(
-            "redis {} c{}{}",
+            "redis {} c{}{}{}",
             load.algorithm.name(),
             load.workload.concurrency,
-            if load.resilient { " resilient" } else { "" }
+            if load.resilient { " resilient" } else { "" },
+            if load.replica_ack > 0 { " ack" } else { "" }
         )
     });
     let limiter = Limiter::new(store).with_policy("bench", policy).unwrap();
@@ -136,6 +150,10 @@ async fn load(load: LoadArgs) -> Result<(), String> {
             ca_cert: Some(ca_cert),
             client_cert: None,
             client_key: None,
+        }),
+        replica_ack: (load.replica_ack > 0).then_some(tollgate_redis::ReplicaAck {
+            replicas: load.replica_ack,
+            timeout: load.ack_timeout,
         }),
         ..RedisOptions::default()
     };

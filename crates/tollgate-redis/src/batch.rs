@@ -24,6 +24,16 @@
 //!   every call in it fails (whether it ran is unknown) and the caller's failure policy
 //!   decides. Only a call that Redis refused before running it is sent again (below).
 //!
+//! With replica acknowledgement ([`Wait`], a group's), a batch is sent as its script call and
+//! one `WAIT <replicas> <timeout>` behind it, in one pipeline on one connection: `WAIT` answers
+//! once that many replicas hold every write the connection made before it, the batch's included,
+//! so one `WAIT` covers the whole batch. Each call of the batch is answered with the batch's
+//! count of replicas ([`Answer::acked`]) only then; what that count means for a decision is the
+//! store's rule (`store.rs`). On a Cluster the pipeline goes to the batch's node, whose
+//! connection took the writes: one `WAIT` per node's batch. Redis holds the connection's later
+//! commands until `WAIT` answers (it blocks the client), so batches in flight on one connection
+//! wait their turn for their replicas.
+//!
 //! On a Cluster ([`Lane`]), calls queue per node (by the slot map of `cluster.rs`) and a
 //! node's batch is one call of the cross-slot form of the script, sent to that node. A call
 //! that the node refused because it does not serve its key (the map was stale, or the slot is
@@ -60,6 +70,43 @@ const MORE_PER_BATCH: usize = 8;
 
 /// Most calls in one batch, so that one script call never holds Redis long.
 pub(crate) const MAX_BATCH: usize = 64;
+
+/// `WAIT <replicas> <timeout_ms>` after a command, on the same connection: the command is
+/// answered only once that many replicas hold its writes (or the timeout passed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Wait {
+    pub(crate) replicas: u32,
+    /// At least 1: `WAIT` with 0 waits forever.
+    pub(crate) timeout_ms: u64,
+}
+
+impl Wait {
+    /// `command` and this `WAIT` behind it, as one pipeline.
+    pub(crate) fn after(self, command: redis::Cmd) -> redis::Pipeline {
+        let mut pipeline = redis::Pipeline::with_capacity(2);
+        pipeline
+            .add_command(command)
+            .cmd("WAIT")
+            .arg(self.replicas)
+            .arg(self.timeout_ms);
+        pipeline
+    }
+}
+
+/// A command's reply (a server error in its place is an `Err` instead), and when it was sent
+/// with a [`Wait`], how many replicas acknowledged the writes of its connection up to it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Answer {
+    pub(crate) value: Value,
+    pub(crate) acked: Option<u32>,
+}
+
+impl Answer {
+    /// The reply of a command sent without a `WAIT`.
+    pub(crate) fn alone(value: Value) -> Self {
+        Answer { value, acked: None }
+    }
+}
 
 /// A script in the forms a batch needs. All take the same arguments per call; the batch form
 /// decides every call as a batch even when it is alone (the single form decides a lone call
@@ -105,6 +152,8 @@ pub(crate) struct BatchGroup {
     /// Arguments after every call's own (mode, injected time, ...): empty in the common case,
     /// so that a group costs no allocation.
     pub(crate) shared: Vec<Vec<u8>>,
+    /// The `WAIT` behind each of the group's commands, if its calls wait for replicas.
+    pub(crate) wait: Option<Wait>,
 }
 
 impl PartialEq for ScriptForms {
@@ -123,6 +172,10 @@ pub(crate) trait Batchable {
     fn slot(&self) -> u16;
     /// The call alone, as a command (sent when it finds nothing in flight).
     fn alone(&self) -> redis::Cmd;
+    /// The `WAIT` behind its command, when it waits for replicas (its group's, when it has one).
+    fn wait(&self) -> Option<Wait> {
+        None
+    }
     /// Its keys into `keys` and its arguments into `arguments`, as the batch form takes them.
     fn write_parts(&self, keys: &mut Parts, arguments: &mut Parts);
 }
@@ -142,21 +195,27 @@ pub(crate) enum Lane {
 
 /// A connection that runs one command and returns its reply (a server error as `Err`).
 pub(crate) trait Link: Send + Sync + 'static {
-    /// Run `command`, routed by its keys.
-    fn run(&self, command: &redis::Cmd) -> impl Future<Output = RedisResult<Value>> + Send;
+    /// Run `command`, routed by its keys, with `wait` behind it on the same connection.
+    fn run(
+        &self,
+        command: redis::Cmd,
+        wait: Option<Wait>,
+    ) -> impl Future<Output = RedisResult<Answer>> + Send;
 
     /// The lane of a call whose keys are in `slot` (computed only when needed).
     fn lane(&self, _slot: impl FnOnce() -> u16) -> Lane {
         Lane::Connection
     }
 
-    /// Run a [`Lane::Node`] batch on the master that serves `slot`, one of its calls' slots.
+    /// Run a [`Lane::Node`] batch on the master that serves `slot`, one of its calls' slots,
+    /// with `wait` behind it on the same connection.
     fn run_on(
         &self,
         _slot: u16,
         command: redis::Cmd,
-    ) -> impl Future<Output = RedisResult<Value>> + Send {
-        async move { self.run(&command).await }
+        wait: Option<Wait>,
+    ) -> impl Future<Output = RedisResult<Answer>> + Send {
+        async move { self.run(command, wait).await }
     }
 
     /// A node refused calls of a [`Lane::Node`] batch that it does not serve.
@@ -209,7 +268,7 @@ impl Arguments for Parts {
     }
 }
 
-type Reply = oneshot::Sender<RedisResult<Value>>;
+type Reply = oneshot::Sender<RedisResult<Answer>>;
 
 /// Where a call's keys and arguments end in its queue's (or batch's) parts, and the slot of
 /// its keys (on a Cluster; else 0).
@@ -251,7 +310,7 @@ impl Queue {
 
     /// Queue a call whose keys and arguments were just written (routed by `slot` on a
     /// Cluster): it waits for its reply.
-    fn wait(&mut self, slot: u16) -> oneshot::Receiver<RedisResult<Value>> {
+    fn wait(&mut self, slot: u16) -> oneshot::Receiver<RedisResult<Answer>> {
         let (reply, receiver) = oneshot::channel();
         self.waiters.push(Waiter {
             reply,
@@ -416,17 +475,19 @@ impl Batch {
         command
     }
 
-    /// Run the calls at `calls` in `form` on `link` (again by source after `NOSCRIPT`).
-    async fn run<L: Link>(&self, link: &L, form: Form, calls: Range<usize>) -> RedisResult<Value> {
+    /// Run the calls at `calls` in `form` on `link`, with the group's `WAIT` behind them (again
+    /// by source after `NOSCRIPT`).
+    async fn run<L: Link>(&self, link: &L, form: Form, calls: Range<usize>) -> RedisResult<Answer> {
+        let wait = self.group.wait;
         let send = |by_source| {
             let command = self.command(form, calls.clone(), by_source);
             async move {
                 match (form, self.lane) {
                     (Form::CrossSlot, _) => {
                         let slot = self.ends[calls.start].slot;
-                        link.run_on(slot, command).await
+                        link.run_on(slot, command, wait).await
                     }
-                    _ => link.run(&command).await,
+                    _ => link.run(command, wait).await,
                 }
             }
         };
@@ -466,9 +527,9 @@ impl Batcher {
         self: &Arc<Self>,
         link: &Arc<L>,
         call: &impl Batchable,
-    ) -> RedisResult<Value> {
+    ) -> RedisResult<Answer> {
         let Some(group) = call.group() else {
-            return link.run(&call.alone()).await;
+            return link.run(call.alone(), call.wait()).await;
         };
         let mut slot = 0;
         let lane = link.lane(|| {
@@ -513,7 +574,7 @@ impl Batcher {
                     group,
                     lane,
                 };
-                link.run(&call.alone()).await
+                link.run(call.alone(), call.wait()).await
             }
             Turn::Wait(receiver) => receiver.await.unwrap_or_else(|_| {
                 Err(RedisError::from((
@@ -560,7 +621,7 @@ impl Batcher {
 /// What a call does: goes alone (none of its queue in flight), or waits for a batch.
 enum Turn {
     Alone(BatchGroup),
-    Wait(oneshot::Receiver<RedisResult<Value>>),
+    Wait(oneshot::Receiver<RedisResult<Answer>>),
 }
 
 /// Marks a call sent alone as in flight until it is answered or its caller gives up.
@@ -579,10 +640,15 @@ impl<L: Link> Drop for InFlight<'_, L> {
     }
 }
 
-/// Answer `batch`'s calls from its `reply` (sent in `form`); on a Cluster node, send again
-/// alone, routed by their keys, the calls that Redis refused before running them.
-fn deliver<L: Link>(link: &Arc<L>, mut batch: Batch, form: Form, reply: RedisResult<Value>) {
+/// Answer `batch`'s calls from its `reply` (sent in `form`), each with the batch's count of
+/// acknowledging replicas; on a Cluster node, send again alone, routed by their keys, the calls
+/// that Redis refused before running them.
+fn deliver<L: Link>(link: &Arc<L>, mut batch: Batch, form: Form, reply: RedisResult<Answer>) {
     let replies = std::mem::take(&mut batch.replies);
+    let (reply, acked) = match reply {
+        Ok(Answer { value, acked }) => (Ok(value), acked),
+        Err(e) => (Err(e), None),
+    };
     let again = match &reply {
         Err(e) if form == Form::CrossSlot && cluster::refuses_cross_slot(e) => {
             link.refuse_cross_slot();
@@ -593,13 +659,13 @@ fn deliver<L: Link>(link: &Arc<L>, mut batch: Batch, form: Form, reply: RedisRes
             replies.into_iter().enumerate().collect()
         }
         _ if form == Form::CrossSlot => {
-            let again = split(reply, replies, true, cluster::is_not_run);
+            let again = split(reply, acked, replies, true, cluster::is_not_run);
             if !again.is_empty() {
                 link.misrouted();
             }
             again
         }
-        _ => split(reply, replies, form != Form::Single, |_| false),
+        _ => split(reply, acked, replies, form != Form::Single, |_| false),
     };
     if again.is_empty() {
         return;
@@ -617,11 +683,13 @@ fn deliver<L: Link>(link: &Arc<L>, mut batch: Batch, form: Form, reply: RedisRes
     });
 }
 
-/// Share a batch's reply among its calls (see the module docs). A server error inside an
-/// array (a call that failed in the script) becomes that call's `Err`, unless `again` says it
-/// did not run: those calls are returned, with their places, unanswered.
+/// Share a batch's reply among its calls (see the module docs), each with the batch's `acked`.
+/// A server error inside an array (a call that failed in the script) becomes that call's
+/// `Err`, unless `again` says it did not run: those calls are returned, with their places,
+/// unanswered.
 fn split(
     reply: RedisResult<Value>,
+    acked: Option<u32>,
     replies: Vec<Reply>,
     batch_form: bool,
     again: fn(&RedisError) -> bool,
@@ -634,14 +702,15 @@ fn split(
         {
             let part = bytes.len() / calls;
             for (reply, chunk) in replies.into_iter().zip(bytes.chunks_exact(part)) {
-                let _ = reply.send(Ok(Value::BulkString(chunk.to_vec())));
+                let value = Value::BulkString(chunk.to_vec());
+                let _ = reply.send(Ok(Answer { value, acked }));
             }
         }
         Ok(Value::Array(values)) if batch_form && values.len() == calls => {
             for (i, (reply, value)) in replies.into_iter().zip(values).enumerate() {
                 let answer = match value {
                     Value::ServerError(error) => Err(RedisError::from(error)),
-                    value => Ok(value),
+                    value => Ok(Answer { value, acked }),
                 };
                 match answer {
                     Err(e) if again(&e) => unanswered.push((i, reply)),
@@ -654,7 +723,7 @@ fn split(
         Ok(whole) => {
             let whole = match whole {
                 Value::ServerError(error) => Err(RedisError::from(error)),
-                value => Ok(value),
+                value => Ok(Answer { value, acked }),
             };
             for reply in replies {
                 let _ = reply.send(whole.clone());
@@ -685,6 +754,7 @@ mod tests {
         BatchGroup {
             forms: &FORMS,
             shared: Vec::new(),
+            wait: None,
         }
     }
 
@@ -692,7 +762,7 @@ mod tests {
         Queue::new(group(), Lane::Connection)
     }
 
-    fn wait(queue: &mut Queue, key: &str) -> oneshot::Receiver<RedisResult<Value>> {
+    fn wait(queue: &mut Queue, key: &str) -> oneshot::Receiver<RedisResult<Answer>> {
         queue.keys.bytes(key.as_bytes());
         queue.arguments.bytes(b"1");
         queue.arguments.bytes(key.as_bytes());
@@ -795,6 +865,7 @@ mod tests {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..3).map(|_| oneshot::channel()).unzip();
         let again = split(
             Ok(Value::BulkString(b"aabbcc".to_vec())),
+            Some(1),
             senders,
             true,
             |_| true,
@@ -806,7 +877,11 @@ mod tests {
             .collect();
         assert_eq!(
             parts,
-            [b"aa", b"bb", b"cc"].map(|p| Value::BulkString(p.to_vec()))
+            [b"aa", b"bb", b"cc"].map(|p| Answer {
+                value: Value::BulkString(p.to_vec()),
+                acked: Some(1),
+            }),
+            "each call with the batch's acknowledgement"
         );
         // A failed call in an array fails alone.
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..2).map(|_| oneshot::channel()).unzip();
@@ -816,6 +891,7 @@ mod tests {
                 Value::BulkString(b"ok".to_vec()),
                 failed,
             ])),
+            None,
             senders,
             true,
             cluster::is_not_run,
@@ -847,16 +923,23 @@ mod tests {
     }
 
     impl Link for FakeCluster {
-        async fn run(&self, command: &redis::Cmd) -> RedisResult<Value> {
-            let args = text(command);
-            self.sent.lock().unwrap().push(args.clone());
-            Ok(Value::BulkString(args[3].clone().into_bytes()))
-        }
-
-        async fn run_on(&self, _slot: u16, command: redis::Cmd) -> RedisResult<Value> {
+        async fn run(&self, command: redis::Cmd, _wait: Option<Wait>) -> RedisResult<Answer> {
             let args = text(&command);
             self.sent.lock().unwrap().push(args.clone());
-            (self.cross_slot)(args[3].parse().unwrap())
+            Ok(Answer::alone(Value::BulkString(
+                args[3].clone().into_bytes(),
+            )))
+        }
+
+        async fn run_on(
+            &self,
+            _slot: u16,
+            command: redis::Cmd,
+            _wait: Option<Wait>,
+        ) -> RedisResult<Answer> {
+            let args = text(&command);
+            self.sent.lock().unwrap().push(args.clone());
+            (self.cross_slot)(args[3].parse().unwrap()).map(Answer::alone)
         }
 
         fn misrouted(&self) {
@@ -889,7 +972,7 @@ mod tests {
         let mut answers = Vec::new();
         for receiver in receivers {
             answers.push(match receiver {
-                Some(receiver) => Some(receiver.await.unwrap()),
+                Some(receiver) => Some(receiver.await.unwrap().map(|answer| answer.value)),
                 None => None,
             });
         }

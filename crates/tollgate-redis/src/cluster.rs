@@ -26,6 +26,9 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{RedisResult, Value};
 
+use crate::batch::{Answer, Wait};
+use crate::connection;
+
 /// Slots of a Cluster.
 const SLOTS: usize = 16_384;
 
@@ -245,19 +248,30 @@ impl Cluster {
         SlotMap { owners }
     }
 
-    /// Run `command` on the master that serves `slot` (by redis-rs's own map).
-    pub(crate) async fn run_on(&self, slot: u16, command: redis::Cmd) -> RedisResult<Value> {
+    /// Run `command` on the master that serves `slot` (by redis-rs's own map); with `wait`,
+    /// it and the `WAIT` go there as one pipeline, on that node's connection, which took the
+    /// writes.
+    pub(crate) async fn run_on(
+        &self,
+        slot: u16,
+        command: redis::Cmd,
+        wait: Option<Wait>,
+    ) -> RedisResult<Answer> {
         let mut connection = self.connection().await?;
-        let route = Route::new(slot, SlotAddr::Master);
-        match connection
-            .route_command(
-                command,
-                RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
-            )
-            .await?
-        {
-            Value::ServerError(error) => Err(error.into()),
-            value => Ok(value),
+        let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+        match wait {
+            None => match connection
+                .route_command(command, RoutingInfo::SingleNode(route))
+                .await?
+            {
+                Value::ServerError(error) => Err(error.into()),
+                value => Ok(Answer::alone(value)),
+            },
+            Some(wait) => connection::acknowledged(
+                connection
+                    .route_pipeline(wait.after(command), 0, 2, route)
+                    .await?,
+            ),
         }
     }
 }

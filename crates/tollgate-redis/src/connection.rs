@@ -24,7 +24,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::{FromRedisValue, RedisResult, TlsCertificates, Value};
 use std::sync::Arc;
 
-use crate::batch::{Batchable, Batcher, Lane, Link};
+use crate::batch::{Answer, Batchable, Batcher, Lane, Link, Wait};
 use crate::cluster::Cluster;
 use crate::error::RedisStoreError;
 use crate::sentinel::SentinelMaster;
@@ -141,8 +141,9 @@ impl Connection {
         }
     }
 
-    /// Run one script call (its reply, a server error as `Err`) through the batching rule.
-    pub(crate) async fn eval(&self, call: &impl Batchable) -> RedisResult<Value> {
+    /// Run one script call (its reply, a server error as `Err`, and the replicas that
+    /// acknowledged it when it waits for them) through the batching rule.
+    pub(crate) async fn eval(&self, call: &impl Batchable) -> RedisResult<Answer> {
         self.batcher.run(&self.client, call).await
     }
 
@@ -153,11 +154,13 @@ impl Connection {
 }
 
 impl Link for Client {
-    async fn run(&self, command: &redis::Cmd) -> RedisResult<Value> {
+    async fn run(&self, command: redis::Cmd, wait: Option<Wait>) -> RedisResult<Answer> {
         match self {
-            Client::Single(manager) => reply(&mut manager.clone(), command).await,
-            Client::Cluster(cluster) => reply(&mut cluster.connection().await?, command).await,
-            Client::Sentinel(sentinel) => sentinel.reply(command).await,
+            Client::Single(manager) => answer(&mut manager.clone(), command, wait).await,
+            Client::Cluster(cluster) => {
+                answer(&mut cluster.connection().await?, command, wait).await
+            }
+            Client::Sentinel(sentinel) => sentinel.answer(command, wait).await,
         }
     }
 
@@ -173,10 +176,15 @@ impl Link for Client {
         }
     }
 
-    async fn run_on(&self, slot: u16, command: redis::Cmd) -> RedisResult<Value> {
+    async fn run_on(
+        &self,
+        slot: u16,
+        command: redis::Cmd,
+        wait: Option<Wait>,
+    ) -> RedisResult<Answer> {
         match self {
-            Client::Cluster(cluster) => cluster.run_on(slot, command).await,
-            _ => self.run(&command).await,
+            Client::Cluster(cluster) => cluster.run_on(slot, command, wait).await,
+            _ => self.run(command, wait).await,
         }
     }
 
@@ -203,6 +211,77 @@ pub(crate) async fn reply(
         Value::ServerError(error) => Err(error.into()),
         value => Ok(value),
     }
+}
+
+/// `command`'s reply as [`reply`] gives it; with `wait`, `command` and the `WAIT` go as one
+/// pipeline on `connection`, so that the `WAIT` counts the replicas holding its writes.
+pub(crate) async fn answer(
+    connection: &mut impl redis::aio::ConnectionLike,
+    command: redis::Cmd,
+    wait: Option<Wait>,
+) -> RedisResult<Answer> {
+    Request::new(command, wait).send(connection).await
+}
+
+/// A command ready to be sent (and sent again, after `READONLY`): alone, or with its `WAIT`.
+pub(crate) enum Request {
+    Alone(redis::Cmd),
+    Acknowledged(redis::Pipeline),
+}
+
+impl Request {
+    pub(crate) fn new(command: redis::Cmd, wait: Option<Wait>) -> Self {
+        match wait {
+            None => Request::Alone(command),
+            Some(wait) => Request::Acknowledged(wait.after(command)),
+        }
+    }
+
+    /// Send it on `connection`: see [`answer`].
+    pub(crate) async fn send(
+        &self,
+        connection: &mut impl redis::aio::ConnectionLike,
+    ) -> RedisResult<Answer> {
+        match self {
+            Request::Alone(command) => reply(connection, command).await.map(Answer::alone),
+            Request::Acknowledged(pipeline) => {
+                acknowledged(connection.req_packed_commands(pipeline, 0, 2).await?)
+            }
+        }
+    }
+}
+
+/// The replies of a command and the `WAIT` behind it ([`Wait::after`]): the command's reply
+/// (its server error as `Err`), and the count of replicas. A `WAIT` that failed fails the
+/// call: its writes may have happened, unacknowledged.
+pub(crate) fn acknowledged(replies: Vec<Value>) -> RedisResult<Answer> {
+    let mut replies = replies.into_iter();
+    let (Some(value), Some(acked), None) = (replies.next(), replies.next(), replies.next()) else {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Parse,
+            "expected two replies to a command and WAIT",
+        )));
+    };
+    let value = match value {
+        Value::ServerError(error) => return Err(error.into()),
+        value => value,
+    };
+    let acked = match acked {
+        // More replicas than `u32` holds acknowledged at least as many as asked.
+        Value::Int(count) => u32::try_from(count.max(0)).unwrap_or(u32::MAX),
+        Value::ServerError(error) => return Err(error.into()),
+        other => {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "WAIT answered with no count",
+                format!("{other:?}"),
+            )));
+        }
+    };
+    Ok(Answer {
+        value,
+        acked: Some(acked),
+    })
 }
 
 /// The topology a store URL names.
@@ -502,6 +581,42 @@ mod tests {
             (Some("u".into()), Some("p@ss".into()))
         );
         assert!(MultiHost::parse("/x").is_err());
+    }
+
+    #[test]
+    fn a_command_and_its_wait_answer_together_or_fail() {
+        let error = |text: &str| redis::parse_redis_value(text.as_bytes()).unwrap();
+        let reply = Value::BulkString(b"decisions".to_vec());
+        assert_eq!(
+            acknowledged(vec![reply.clone(), Value::Int(2)]).unwrap(),
+            Answer {
+                value: reply.clone(),
+                acked: Some(2)
+            }
+        );
+        // The script failed: its error, whatever the WAIT said.
+        let noscript = acknowledged(vec![
+            error("-NOSCRIPT No matching script\r\n"),
+            Value::Int(1),
+        ]);
+        assert_eq!(
+            noscript.unwrap_err().kind(),
+            redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        );
+        // The WAIT failed, or answered no count: the writes are unacknowledged, the call fails.
+        for wait in [
+            error("-ERR WAIT cannot be used with replica instances\r\n"),
+            Value::Nil,
+        ] {
+            assert!(acknowledged(vec![reply.clone(), wait]).is_err());
+        }
+        assert!(acknowledged(vec![reply.clone()]).is_err());
+        assert!(acknowledged(vec![reply.clone(), Value::Int(1), Value::Int(1)]).is_err());
+        // A negative count (never sent by Redis) is none.
+        assert_eq!(
+            acknowledged(vec![reply, Value::Int(-1)]).unwrap().acked,
+            Some(0)
+        );
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 use tollgate::{Algorithm, Check, Decision, Decisions, LeaseOp, LeaseOutcome, Mode, Policy};
 
 use crate::arguments::Arguments;
-use crate::batch::{BatchGroup, Batchable, Parts, ScriptForms};
+use crate::batch::{BatchGroup, Batchable, Parts, ScriptForms, Wait};
 use crate::keys::Key;
 
 /// Which script a check runs.
@@ -308,6 +308,7 @@ impl Batchable for LeaseCall<'_> {
         }
         Some(BatchGroup {
             forms: &LEASE_FORMS,
+            wait: None,
             shared: self
                 .now_us
                 .map(|now| itoa::Buffer::new().format(now).as_bytes().to_vec())
@@ -458,6 +459,9 @@ pub(crate) struct ScriptCall<'a> {
     pub(crate) op: Op,
     pub(crate) now_us: Option<u64>,
     pub(crate) by_source: bool,
+    /// The `WAIT` behind the call (a consuming decision with replica acknowledgement): it
+    /// batches only with calls that wait alike.
+    pub(crate) wait: Option<Wait>,
 }
 
 impl ScriptCall<'_> {
@@ -529,7 +533,12 @@ impl Batchable for ScriptCall<'_> {
         Some(BatchGroup {
             forms: &FORMS[index(check.policy.algorithm())],
             shared: shared.0,
+            wait: self.wait,
         })
+    }
+
+    fn wait(&self) -> Option<Wait> {
+        self.wait
     }
 
     fn slot(&self) -> u16 {
@@ -697,6 +706,7 @@ mod tests {
                             op: Op::Decide { cost: 1, mode },
                             now_us,
                             by_source,
+                            wait: None,
                         };
                         let mut counting = Counting(0);
                         call.write(&mut counting);

@@ -29,7 +29,8 @@ use redis::{
     RedisConnectionInfo, RedisError, RedisResult, TlsCertificates, Value,
 };
 
-use crate::connection::{ConnectOptions, MultiHost, reply};
+use crate::batch::{Answer, Wait};
+use crate::connection::{ConnectOptions, MultiHost, Request};
 
 /// The master in use, and the master a Sentinel announced last.
 #[derive(Default)]
@@ -336,13 +337,25 @@ impl SentinelMaster {
 
     /// Run one command on the master: its reply as sent (see [`crate::connection::reply`]).
     pub(crate) async fn reply(&self, command: &redis::Cmd) -> RedisResult<Value> {
+        Ok(self.answer(command.clone(), None).await?.value)
+    }
+
+    /// Run one command on the master, with `wait` behind it (see
+    /// [`crate::connection::answer`]); after `READONLY` (the refused command wrote nothing),
+    /// once more on the master the Sentinels name now.
+    pub(crate) async fn answer(
+        &self,
+        command: redis::Cmd,
+        wait: Option<Wait>,
+    ) -> RedisResult<Answer> {
+        let request = Request::new(command, wait);
         let (generation, mut connection) = self.connection().await?;
-        let first = reply(&mut connection, command).await;
+        let first = request.send(&mut connection).await;
         if let Err(e) = &first {
             if is_read_only(e) {
                 self.invalidate(generation);
                 let (_, mut connection) = self.connection().await?;
-                return reply(&mut connection, command).await;
+                return request.send(&mut connection).await;
             }
             if is_connection_error(e) {
                 self.invalidate(generation);

@@ -8,6 +8,7 @@ use tollgate::{
     Policy, PolicyName, Store, StoreDecision, StoreError,
 };
 
+use crate::batch::Wait;
 use crate::connection::{ConnectOptions, Connection, TlsFiles, redact};
 use crate::error::RedisStoreError;
 use crate::keys;
@@ -51,15 +52,19 @@ pub struct RedisOptions {
 }
 
 /// Acknowledgement by replicas before a consuming decision counts: the script call and
-/// `WAIT <replicas> <timeout>` go in one pipeline (still one round trip). A decision that wrote
-/// but reached fewer replicas in time fails with [`RedisStoreError::NotReplicated`] (the
-/// limiter's failure policy then decides it, marked degraded). So every decision reported as
-/// made by Redis survives a failover that promotes a replica that acknowledged it (with one
-/// replica per master, as Sentinel and Cluster pick the most up-to-date one: any failover).
+/// `WAIT <replicas> <timeout>` go in one pipeline on one connection (still one round trip).
+/// Consuming decisions still batch: a batch's script call is followed by one `WAIT`, which
+/// covers every write of the batch, and each decision of the batch is answered after it. A
+/// decision that wrote but reached fewer replicas in time fails with
+/// [`RedisStoreError::NotReplicated`] (the limiter's failure policy then decides it, marked
+/// degraded). So every decision reported as made by Redis survives a failover that promotes a
+/// replica that acknowledged it (with one replica per master, as Sentinel and Cluster pick the
+/// most up-to-date one: any failover).
 ///
-/// The price: a replica round trip on every consuming decision, and a master left without
-/// enough replicas (after a failover, until the old master is back as a replica) answers no
-/// consuming decision at all. Keep `timeout` well under the limiter's store timeout (and under
+/// The price: a replica round trip per batch of consuming decisions (Redis holds the
+/// connection's later commands meanwhile), and a master left without enough replicas (after a
+/// failover, until the old master is back as a replica) answers no consuming decision at all.
+/// Keep `timeout` well under the limiter's store timeout (and under
 /// [`RedisOptions::response_timeout`]), or calls time out before `WAIT` can answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplicaAck {
@@ -211,12 +216,14 @@ impl RedisStore {
     }
 
     /// The script call deciding `checks`: `EVALSHA <sha>`, or with `by_source` `EVAL <source>`
-    /// (after `NOSCRIPT`: it runs the script and caches it on that node).
+    /// (after `NOSCRIPT`: it runs the script and caches it on that node); with `ack`, the
+    /// `WAIT` for replicas behind it.
     fn script_call<'a>(
         &'a self,
         checks: &'a [Check<'a>],
         op: Op,
         by_source: bool,
+        ack: Option<ReplicaAck>,
     ) -> ScriptCall<'a> {
         ScriptCall {
             prefix: &self.inner.prefix,
@@ -224,6 +231,7 @@ impl RedisStore {
             op,
             now_us: self.inner.clock.as_ref().map(ManualClock::now_us),
             by_source,
+            wait: ack.map(ReplicaAck::wait),
         }
     }
 
@@ -246,15 +254,27 @@ impl RedisStore {
     }
 
     /// Run the script of `checks` for `op` (`EVALSHA`, then `EVAL` after `NOSCRIPT`), through
-    /// the batching layer, and read its decisions.
-    async fn run_script(&self, checks: &[Check<'_>], op: Op) -> Result<Decisions, StoreError> {
+    /// the batching layer (with `ack`, each call or batch followed by its `WAIT`), and read its
+    /// decisions, under [`acknowledged`]'s rule with `ack`.
+    async fn run_script(
+        &self,
+        checks: &[Check<'_>],
+        op: Op,
+        ack: Option<ReplicaAck>,
+    ) -> Result<Decisions, StoreError> {
         let connection = &self.inner.connection;
-        let reply = match connection.eval(&self.script_call(checks, op, false)).await {
-            Err(e) if is_noscript(&e) => connection.eval(&self.script_call(checks, op, true)).await,
+        let call = |by_source| self.script_call(checks, op, by_source, ack);
+        let answer = match connection.eval(&call(false)).await {
+            Err(e) if is_noscript(&e) => connection.eval(&call(true)).await,
             other => other,
         }
         .map_err(backend)?;
-        script::parse_reply(&reply, checks.iter().map(|c| c.policy)).map_err(StoreError::Protocol)
+        let decisions = script::parse_reply(&answer.value, checks.iter().map(|c| c.policy))
+            .map_err(StoreError::Protocol)?;
+        match ack {
+            Some(ack) => acknowledged(decisions, answer.acked, ack),
+            None => Ok(decisions),
+        }
     }
 
     /// Run the lease script for `check` (`EVALSHA`, then `EVAL` after `NOSCRIPT`).
@@ -267,70 +287,52 @@ impl RedisStore {
             by_source,
         };
         let connection = &self.inner.connection;
-        let reply = match connection.eval(&call(false)).await {
+        let answer = match connection.eval(&call(false)).await {
             Err(e) if is_noscript(&e) => connection.eval(&call(true)).await,
             other => other,
         }
         .map_err(backend)?;
-        script::parse_lease_reply(&reply, check.policy).map_err(StoreError::Protocol)
+        script::parse_lease_reply(&answer.value, check.policy).map_err(StoreError::Protocol)
     }
 
     /// The keys of `checks`, for commands other than the script.
     fn keys_of(&self, checks: &[Check<'_>]) -> Vec<String> {
         checks.iter().map(|check| self.key(check)).collect()
     }
+}
 
-    /// The script call and `WAIT` in one pipeline; `NotReplicated` when the decision wrote and
-    /// fewer replicas than asked acknowledged.
-    async fn decide_acknowledged(
-        &self,
-        checks: &[Check<'_>],
-        cost: u64,
-        ack: ReplicaAck,
-    ) -> Result<Decisions, StoreError> {
-        let wait_ms = u64::try_from(ack.timeout.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let pipeline = |by_source: bool| -> redis::Pipeline {
-            let mut pipeline = redis::pipe();
-            pipeline
-                .add_command(
-                    self.script_call(
-                        checks,
-                        Op::Decide {
-                            cost,
-                            mode: Mode::Consume,
-                        },
-                        by_source,
-                    )
-                    .to_cmd(),
-                )
-                .cmd("WAIT")
-                .arg(ack.replicas)
-                .arg(wait_ms);
-            pipeline
-        };
-        let connection = &self.inner.connection;
-        let (reply, acked): (redis::Value, i64) = match connection.pipeline(&pipeline(false)).await
-        {
-            Err(e) if is_noscript(&e) => connection.pipeline(&pipeline(true)).await,
-            other => other,
+/// The rule of [`ReplicaAck`], for a call alone and for each decision of a batch alike: a
+/// decision that wrote (the script writes only when every policy allows) counts only when at
+/// least `ack.replicas` replicas acknowledged its write (`acked`, from the `WAIT` behind its
+/// call or batch; none known counts as none); otherwise it fails with `NotReplicated`. A
+/// decision that wrote nothing (a rejection) needs no acknowledgement.
+fn acknowledged(
+    decisions: Decisions,
+    acked: Option<u32>,
+    ack: ReplicaAck,
+) -> Result<Decisions, StoreError> {
+    let wrote = decisions.iter().all(|d| d.allowed);
+    let acked = acked.unwrap_or(0);
+    if wrote && acked < ack.replicas {
+        return Err(StoreError::Backend(Box::new(
+            RedisStoreError::NotReplicated {
+                acked,
+                wanted: ack.replicas,
+            },
+        )));
+    }
+    Ok(decisions)
+}
+
+impl ReplicaAck {
+    /// The `WAIT` that asks for this acknowledgement: the timeout rounded up to whole
+    /// milliseconds, at least 1 (`WAIT` with 0 waits forever).
+    fn wait(self) -> Wait {
+        let micros = self.timeout.as_micros().div_ceil(1000);
+        Wait {
+            replicas: self.replicas,
+            timeout_ms: u64::try_from(micros).unwrap_or(u64::MAX).max(1),
         }
-        .map_err(backend)?;
-        let decisions = script::parse_reply(&reply, checks.iter().map(|c| c.policy))
-            .map_err(StoreError::Protocol)?;
-        // The script writes only when every policy allows.
-        let wrote = decisions.iter().all(|d| d.allowed);
-        let acked = u32::try_from(acked).unwrap_or(0);
-        if wrote && acked < ack.replicas {
-            return Err(StoreError::Backend(Box::new(
-                RedisStoreError::NotReplicated {
-                    acked,
-                    wanted: ack.replicas,
-                },
-            )));
-        }
-        Ok(decisions)
     }
 }
 
@@ -367,14 +369,14 @@ impl Store for RedisStore {
                 check.name
             )));
         }
-        if let (Some(ack), Mode::Consume) = (self.inner.replica_ack, mode) {
-            let decisions = self.decide_acknowledged(checks, cost, ack).await?;
-            return Ok(StoreDecision {
-                decisions,
-                degraded: false,
-            });
-        }
-        let decisions = self.run_script(checks, Op::Decide { cost, mode }).await?;
+        // A peek writes nothing: it waits for no replica.
+        let ack = self
+            .inner
+            .replica_ack
+            .filter(|_| matches!(mode, Mode::Consume));
+        let decisions = self
+            .run_script(checks, Op::Decide { cost, mode }, ack)
+            .await?;
         Ok(StoreDecision {
             decisions,
             degraded: false,
@@ -388,7 +390,9 @@ impl Store for RedisStore {
                 check.name
             )));
         }
-        let decisions = self.run_script(&[check], Op::Adjust { delta }).await?;
+        let decisions = self
+            .run_script(&[check], Op::Adjust { delta }, None)
+            .await?;
         decisions
             .first()
             .copied()
@@ -441,5 +445,84 @@ impl Store for RedisStore {
     ) -> Result<OverridePage, StoreError> {
         let connection = &self.inner.connection;
         overrides::list(connection, &self.inner.prefix, name, policy, after, count).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decisions(allowed: &[bool]) -> Decisions {
+        allowed
+            .iter()
+            .map(|&allowed| Decision {
+                allowed,
+                limit: 10,
+                remaining: 5,
+                reset_after_us: 1,
+                retry_after_us: u64::from(!allowed),
+            })
+            .collect()
+    }
+
+    fn not_replicated(result: Result<Decisions, StoreError>) -> Option<(u32, u32)> {
+        match result {
+            Err(StoreError::Backend(e)) => match e.downcast_ref::<RedisStoreError>() {
+                Some(RedisStoreError::NotReplicated { acked, wanted }) => Some((*acked, *wanted)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_write_counts_only_once_enough_replicas_hold_it() {
+        let ack = ReplicaAck {
+            replicas: 2,
+            timeout: Duration::from_millis(5),
+        };
+        let written = decisions(&[true, true]);
+        assert_eq!(
+            acknowledged(written.clone(), Some(2), ack).unwrap(),
+            written
+        );
+        assert_eq!(
+            acknowledged(written.clone(), Some(3), ack).unwrap(),
+            written
+        );
+        assert_eq!(
+            not_replicated(acknowledged(written.clone(), Some(1), ack)),
+            Some((1, 2))
+        );
+        // No count known (a reply without its WAIT) is no acknowledgement.
+        assert_eq!(
+            not_replicated(acknowledged(written, None, ack)),
+            Some((0, 2))
+        );
+        // A rejection (some policy refused: nothing was written) needs none.
+        let rejected = decisions(&[true, false]);
+        assert_eq!(
+            acknowledged(rejected.clone(), Some(0), ack).unwrap(),
+            rejected
+        );
+    }
+
+    #[test]
+    fn the_wait_timeout_is_rounded_up_to_whole_milliseconds() {
+        let wait = |timeout| {
+            ReplicaAck {
+                replicas: 1,
+                timeout,
+            }
+            .wait()
+        };
+        assert_eq!(wait(Duration::from_millis(25)).timeout_ms, 25);
+        assert_eq!(wait(Duration::from_micros(25_001)).timeout_ms, 26);
+        assert_eq!(
+            wait(Duration::ZERO).timeout_ms,
+            1,
+            "WAIT 0 would wait forever"
+        );
+        assert_eq!(wait(Duration::MAX).timeout_ms, u64::MAX);
     }
 }

@@ -11,7 +11,7 @@ use tollgate::PolicyName;
 use tollgate::{Algorithm, Check, Mode, Policy, Store, StoreError};
 use tollgate_redis::TlsFiles;
 use tollgate_redis::script::Shape;
-use tollgate_redis::{RedisOptions, RedisStore};
+use tollgate_redis::{RedisOptions, RedisStore, RedisStoreError, ReplicaAck};
 use tollgate_testkit::{
     Certificates, RedisCluster, RedisNode, RedisSentinel, RedisServer, TlsCluster, info_field,
     shared_cluster,
@@ -491,6 +491,304 @@ fn a_batch_answers_as_its_checks_one_by_one() {
             // The override's limit is in every answer for "a".
             assert_eq!(f64::from_le_bytes(batched[32..40].try_into().unwrap()), 7.0);
             assert_eq!(batched, alone, "{algorithm:?} step {step} ({mode})");
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Replica acknowledgement (`RedisOptions::replica_ack`): consuming decisions still batch, with
+// one `WAIT` behind each batch's script call.
+// ------------------------------------------------------------------------------------------
+
+/// Calls of `command` (lower case, as `INFO commandstats` names it: `wait`, `evalsha`) the
+/// servers have run so far.
+fn command_calls(servers: &[&RedisNode], command: &str) -> u64 {
+    let field = format!("cmdstat_{command}");
+    servers
+        .iter()
+        .map(|server| {
+            let info = server.query_string(&["INFO", "commandstats"]).unwrap();
+            info_field(&info, &field)
+                .and_then(|stats| stats.split(',').find_map(|f| f.strip_prefix("calls=")))
+                .map_or(0, |calls| calls.parse().unwrap())
+        })
+        .sum()
+}
+
+/// Script calls (`EVALSHA`, those refused with `NOSCRIPT` included, and `EVAL`) the servers have
+/// run so far.
+fn script_calls(servers: &[&RedisNode]) -> u64 {
+    command_calls(servers, "evalsha") + command_calls(servers, "eval")
+}
+
+fn acknowledged(prefix: &str, timeout: Duration) -> RedisOptions {
+    RedisOptions {
+        prefix: prefix.to_owned(),
+        replica_ack: Some(ReplicaAck {
+            replicas: 1,
+            timeout,
+        }),
+        // Batches wait their turn behind each other's `WAIT` on the one connection.
+        response_timeout: Duration::from_secs(5),
+        ..RedisOptions::default()
+    }
+}
+
+/// Every key of `prefix` holds the same value on `master` and on `replica` (`DUMP`: the value
+/// without its TTL), and there are `keys` of them. A Cluster replica is read after `READONLY`.
+fn replica_holds_everything(master: &RedisNode, replica: &RedisNode, prefix: &str, keys: usize) {
+    let names: Vec<String> = master.query(&["KEYS", &format!("{prefix}:*")]).unwrap();
+    assert_eq!(names.len(), keys, "{prefix}: {names:?}");
+    let mut on_replica = replica.connection().unwrap();
+    let info = replica.query_string(&["INFO", "cluster"]).unwrap();
+    if info_field(&info, "cluster_enabled") == Some("1") {
+        redis::cmd("READONLY").query::<()>(&mut on_replica).unwrap();
+    }
+    for name in names {
+        let there: Option<Vec<u8>> = master.query(&["DUMP", &name]).unwrap();
+        let here: Option<Vec<u8>> = redis::cmd("DUMP")
+            .arg(&name)
+            .query(&mut on_replica)
+            .unwrap();
+        assert!(there.is_some(), "{name}");
+        assert_eq!(there, here, "{name}: the replica lags the master");
+    }
+}
+
+/// 64 callers on a master with one replica, every algorithm: the decisions share script calls,
+/// each with one `WAIT` behind it (far fewer `WAIT`s than decisions), stay exact, and the
+/// replica holds every write once all are answered (each was acknowledged before its answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_decisions_batch_with_one_wait_per_batch_and_stay_exact() {
+    let (master, replica) = tokio::task::spawn_blocking(RedisServer::start_replicated)
+        .await
+        .unwrap()
+        .unwrap();
+    for algorithm in Algorithm::ALL {
+        let prefix = format!("ack{}", algorithm.name());
+        let options = acknowledged(&prefix, Duration::from_millis(500));
+        let store = RedisStore::connect(&master.url(), options).await.unwrap();
+        let policy = policy(algorithm);
+        let (waits, scripts) = (command_calls(&[&master], "wait"), script_calls(&[&master]));
+        let Run {
+            outcomes,
+            errors,
+            calls,
+        } = hammer(&[&master], &store, &policy, None, Mode::Consume, KEYS).await;
+        let waits = command_calls(&[&master], "wait") - waits;
+        let scripts = script_calls(&[&master]) - scripts;
+        assert!(errors.is_empty(), "{algorithm:?}: {errors:?}");
+        assert_eq!(outcomes.len(), KEYS);
+        assert_exact(algorithm, &outcomes, (TASKS * ROUNDS / KEYS) as u64);
+        let decisions = (TASKS * ROUNDS) as u64;
+        assert!(
+            calls > 0 && calls * 2 <= decisions,
+            "{algorithm:?}: {calls} EVALSHA calls for {decisions} decisions"
+        );
+        // One `WAIT` behind each script call (those refused with `NOSCRIPT` and sent again by
+        // source included).
+        assert_eq!(waits, scripts, "{algorithm:?}: WAIT and script calls");
+        replica_holds_everything(&master, &replica, &prefix, KEYS);
+    }
+}
+
+/// With the replica frozen no `WAIT` is answered in time: in a batch, each decision that wrote
+/// fails with `NotReplicated`, as a call alone does (and still counts on the master), while a
+/// rejection, which wrote nothing, is answered. Thawed, the replica catches up and batches are
+/// acknowledged again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_wait_falls_short_fails_its_writes_and_answers_its_rejections() {
+    let (master, replica) = tokio::task::spawn_blocking(RedisServer::start_replicated)
+        .await
+        .unwrap()
+        .unwrap();
+    let prefix = "ack-short";
+    let wait = Duration::from_millis(100);
+    let store = RedisStore::connect(&master.url(), acknowledged(prefix, wait))
+        .await
+        .unwrap();
+    let limit = 4;
+    let policy = Policy::new(
+        Algorithm::FixedWindow,
+        limit,
+        Duration::from_secs(3600),
+        None,
+    )
+    .unwrap();
+    let name = PolicyName::from_static("p");
+    let decide_all = async |tasks: usize| {
+        let mut set = tokio::task::JoinSet::new();
+        for task in 0..tasks {
+            let (store, policy, name) = (store.clone(), policy.clone(), name.clone());
+            set.spawn(async move {
+                let key = format!("k{}", task % KEYS);
+                let check = Check {
+                    name: &name,
+                    policy: &policy,
+                    key: &key,
+                };
+                (key.clone(), store.decide(&[check], 1, Mode::Consume).await)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(result) = set.join_next().await {
+            results.push(result.unwrap());
+        }
+        results
+    };
+    // Every key at its limit but one: each key's next decision writes, the ones after are
+    // rejected.
+    for key in 0..KEYS {
+        let check = Check {
+            name: &name,
+            policy: &policy,
+            key: &format!("k{key}"),
+        };
+        for _ in 0..limit - 1 {
+            store.decide(&[check], 1, Mode::Consume).await.unwrap();
+        }
+    }
+
+    replica.pause().unwrap();
+    let (waits, scripts) = (command_calls(&[&master], "wait"), script_calls(&[&master]));
+    let results = decide_all(TASKS).await;
+    let (waits, scripts) = (
+        command_calls(&[&master], "wait") - waits,
+        script_calls(&[&master]) - scripts,
+    );
+    replica.resume().unwrap();
+
+    let (mut not_replicated, mut rejected) = (BTreeMap::<String, u64>::new(), 0);
+    for (key, result) in results {
+        match result {
+            Ok(answer) => {
+                assert!(
+                    !answer.decisions[0].allowed,
+                    "{key}: allowed unacknowledged"
+                );
+                rejected += 1;
+            }
+            Err(StoreError::Backend(e)) => {
+                assert!(
+                    matches!(
+                        e.downcast_ref::<RedisStoreError>(),
+                        Some(RedisStoreError::NotReplicated {
+                            acked: 0,
+                            wanted: 1
+                        })
+                    ),
+                    "{key}: {e}"
+                );
+                *not_replicated.entry(key).or_default() += 1;
+            }
+            Err(other) => panic!("{key}: {other:?}"),
+        }
+    }
+    // Each key's one write failed unacknowledged; its other attempts were rejections.
+    assert_eq!(not_replicated.len(), KEYS, "{not_replicated:?}");
+    assert!(
+        not_replicated.values().all(|&n| n == 1),
+        "{not_replicated:?}"
+    );
+    assert_eq!(rejected, TASKS - KEYS);
+    // They went in batches, one `WAIT` each.
+    assert!(
+        scripts * 2 <= TASKS as u64 && waits == scripts,
+        "{waits} WAIT and {scripts} EVALSHA calls for {TASKS} decisions"
+    );
+    // The failed writes still counted on the master (at the limit now), and reach the replica
+    // once it thaws; then a decision is acknowledged again (a rejection now, as every key is
+    // at its limit, and the next window's allowance is far away).
+    let peek = Check {
+        name: &name,
+        policy: &policy,
+        key: "k0",
+    };
+    let answer = store.decide(&[peek], 1, Mode::Peek).await.unwrap();
+    assert_eq!(answer.decisions[0].remaining, 0);
+    let fresh = Check {
+        name: &name,
+        policy: &policy,
+        key: "fresh",
+    };
+    let answer = store.decide(&[fresh], 1, Mode::Consume).await.unwrap();
+    assert!(answer.decisions[0].allowed);
+    replica_holds_everything(&master, &replica, prefix, KEYS + 1);
+}
+
+/// On a Cluster with a replica per master, acknowledged decisions batch per node, each node's
+/// batch followed by one `WAIT` on that node (the one whose connection took the writes): exact,
+/// far fewer `WAIT`s than decisions, every master's replica holding its writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_decisions_on_a_cluster_batch_per_node_and_stay_exact() {
+    let cluster = shared_cluster();
+    let nodes = |role: &str| -> Vec<&RedisNode> {
+        cluster
+            .nodes()
+            .iter()
+            .filter(|node| {
+                let info = node.query_string(&["INFO", "replication"]).unwrap();
+                info_field(&info, "role") == Some(role)
+            })
+            .collect()
+    };
+    let limit = 4;
+    for algorithm in [
+        Algorithm::FixedWindow,
+        Algorithm::Gcra,
+        Algorithm::SlidingLog,
+    ] {
+        let prefix = format!("cack{}", algorithm.name());
+        let options = acknowledged(&prefix, Duration::from_millis(500));
+        let store = RedisStore::connect(&cluster.url(), options).await.unwrap();
+        // Until the slot map is loaded (at the first call), calls queue per slot.
+        let warm = policy(algorithm);
+        let check = Check {
+            name: &PolicyName::from_static("warm"),
+            policy: &warm,
+            key: "w",
+        };
+        store.decide(&[check], 1, Mode::Consume).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let period = if algorithm.has_burst() { 86_400 } else { 3_600 };
+        let policy = Policy::new(algorithm, limit, Duration::from_secs(period), None).unwrap();
+        let masters = nodes("master");
+        assert_eq!(masters.len(), 3);
+        let (waits, scripts) = (command_calls(&masters, "wait"), script_calls(&masters));
+        let Run {
+            outcomes,
+            errors,
+            calls,
+        } = hammer(&masters, &store, &policy, None, Mode::Consume, TASKS).await;
+        let waits = command_calls(&masters, "wait") - waits;
+        let scripts = script_calls(&masters) - scripts;
+        assert!(errors.is_empty(), "{algorithm:?}: {errors:?}");
+        assert_eq!(outcomes.len(), TASKS);
+        assert_exact_to(algorithm, &outcomes, ROUNDS as u64, limit);
+        let decisions = (TASKS * ROUNDS) as u64;
+        assert!(
+            calls > 0 && calls * 2 <= decisions,
+            "{algorithm:?}: {calls} EVALSHA calls for {decisions} decisions"
+        );
+        // At most one `WAIT` behind each node's script call, on that node, and far fewer than
+        // decisions. (Other tests share this Cluster and run scripts, never `WAIT`: one per
+        // script call exactly is checked on a private server above.)
+        assert!(
+            waits > 0 && waits <= scripts && waits * 2 <= decisions,
+            "{algorithm:?}: {waits} WAIT calls for {scripts} script calls and {decisions} decisions"
+        );
+        // Each master's replica holds that master's keys of this test.
+        for master in &masters {
+            let port = master.port().to_string();
+            let replica = nodes("slave")
+                .into_iter()
+                .find(|node| {
+                    let info = node.query_string(&["INFO", "replication"]).unwrap();
+                    info_field(&info, "master_port") == Some(&*port)
+                })
+                .expect("every master has a replica");
+            let keys: Vec<String> = master.query(&["KEYS", &format!("{prefix}:*")]).unwrap();
+            replica_holds_everything(master, replica, &prefix, keys.len());
         }
     }
 }

@@ -15,7 +15,7 @@ use tollgate::conformance::{
     run_differential, run_lease_differential, run_lease_tables, run_override_tables, run_tables,
 };
 use tollgate::{Algorithm, Limiter, ManualClock, OverrideSpec, Policy};
-use tollgate_redis::{OverrideChange, RedisOptions, RedisStore, TlsFiles};
+use tollgate_redis::{OverrideChange, RedisOptions, RedisStore, ReplicaAck, TlsFiles};
 use tollgate_testkit::{
     Certificates, RedisCluster, RedisSentinel, RedisServer, TlsCluster, shared_cluster,
     shared_standalone,
@@ -99,6 +99,47 @@ async fn cluster_conforms_in_node_batches() {
     // Other seeds than on standalone: more traces in all.
     conforms(&shared_cluster().url(), options, 2 * SEEDS..3 * SEEDS, "c:").await;
 }
+
+/// With replica acknowledgement every consuming decision goes with a `WAIT` behind its call
+/// (here the batch form, as a batch of any size runs, on a master with one replica): the
+/// decisions are the same.
+#[tokio::test]
+async fn standalone_conforms_in_batches_with_replica_ack() {
+    let (master, _replica) = tokio::task::spawn_blocking(RedisServer::start_replicated)
+        .await
+        .unwrap()
+        .unwrap();
+    let clock = ManualClock::new(0);
+    let options = RedisOptions {
+        replica_ack: Some(ACK),
+        ..options("conf-ack", &clock, true)
+    };
+    conforms(&master.url(), options, 6 * SEEDS..6 * SEEDS + 6, "a:").await;
+}
+
+/// The same per node on a Cluster (a replica per master): each node's batch has its `WAIT`.
+#[tokio::test]
+async fn cluster_conforms_in_node_batches_with_replica_ack() {
+    let clock = ManualClock::new(0);
+    let options = RedisOptions {
+        replica_ack: Some(ACK),
+        ..options("conf-cluster-ack", &clock, true)
+    };
+    conforms(
+        &shared_cluster().url(),
+        options,
+        7 * SEEDS..7 * SEEDS + 6,
+        "ca:",
+    )
+    .await;
+}
+
+/// One replica, waited for up to a second (under the 1 s response timeout on this shared,
+/// loaded machine, and far over a loopback round trip).
+const ACK: ReplicaAck = ReplicaAck {
+    replicas: 1,
+    timeout: Duration::from_millis(900),
+};
 
 #[tokio::test]
 async fn sentinel_conforms_in_batches() {

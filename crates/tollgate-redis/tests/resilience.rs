@@ -327,33 +327,8 @@ async fn a_killed_and_restarted_redis_is_used_again_by_the_same_limiter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acknowledged_decision_is_on_the_replica_when_it_is_answered() {
     let _busy = CPU.read().await;
-    let master = RedisServer::start_with(&[("repl-diskless-sync-delay", "0".into())]).unwrap();
-    let replica = RedisServer::start_with(&[
-        ("replicaof", format!("127.0.0.1 {}", master.port())),
-        ("repl-diskless-sync-delay", "0".into()),
-    ])
-    .unwrap();
-    // Nothing else runs yet: waiting on this thread blocks no one. After a diskless sync the
-    // master streams writes to a new replica only from its first acknowledgement, up to 1 s
-    // later: wait until a write of our own is acknowledged.
-    wait_synced(&replica);
-    let mut connection = master.connection().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, acked): (String, i64) = redis::pipe()
-            .cmd("SET")
-            .arg("warm-up")
-            .arg(1)
-            .cmd("WAIT")
-            .arg(1)
-            .arg(100)
-            .query(&mut connection)
-            .unwrap();
-        if acked == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the replica never acknowledged");
-    }
+    // Nothing else runs yet: waiting on this thread blocks no one.
+    let (master, replica) = RedisServer::start_replicated().unwrap();
     // A long wait (the replica shares two cores with the rest of this binary), under the
     // client's 1 s response timeout.
     let wait = Duration::from_millis(500);

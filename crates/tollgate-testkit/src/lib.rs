@@ -3,7 +3,8 @@
 //! Real Redis for tests, without Docker and without the machine's own Redis: `redis-server`
 //! processes on free loopback ports, each in its own scratch directory, stopped by pid.
 //!
-//! - [`RedisServer`]: one standalone server (`--save "" --appendonly no`).
+//! - [`RedisServer`]: one standalone server (`--save "" --appendonly no`);
+//!   [`RedisServer::start_replicated`]: a master and a replica that acknowledges its writes.
 //! - [`RedisCluster`]: six nodes, three masters and three replicas, formed with
 //!   `redis-cli --cluster create`, with a short `cluster-node-timeout` so failovers are quick.
 //! - [`RedisSentinel`]: a master, a replica and three Sentinels.
