@@ -257,6 +257,8 @@ pub(crate) struct LeaseCall<'a> {
     pub(crate) op: LeaseOp,
     pub(crate) now_us: Option<u64>,
     pub(crate) by_source: bool,
+    /// The `WAIT` behind it (an acquire or a renew under `replica_ack`).
+    pub(crate) wait: Option<Wait>,
 }
 
 impl LeaseCall<'_> {
@@ -308,13 +310,17 @@ impl Batchable for LeaseCall<'_> {
         }
         Some(BatchGroup {
             forms: &LEASE_FORMS,
-            wait: None,
+            wait: self.wait,
             shared: self
                 .now_us
                 .map(|now| itoa::Buffer::new().format(now).as_bytes().to_vec())
                 .into_iter()
                 .collect(),
         })
+    }
+
+    fn wait(&self) -> Option<Wait> {
+        self.wait
     }
 
     fn slot(&self) -> u16 {

@@ -277,14 +277,23 @@ impl RedisStore {
         }
     }
 
-    /// Run the lease script for `check` (`EVALSHA`, then `EVAL` after `NOSCRIPT`).
+    /// Run the lease script for `check` (`EVALSHA`, then `EVAL` after `NOSCRIPT`). Under
+    /// `replica_ack` an acquire or a renew waits for replicas as a consuming decision does, by
+    /// the same rule ([`acknowledged`]): a lease granted or extended on a master whose replicas
+    /// did not take it could be handed out again after a failover. A release is not waited for:
+    /// losing it only keeps the unit taken until the lease expires.
     async fn lease_call(&self, check: Check<'_>, op: LeaseOp) -> Result<LeaseOutcome, StoreError> {
+        let ack = self
+            .inner
+            .replica_ack
+            .filter(|_| !matches!(op, LeaseOp::Release(_)));
         let call = |by_source| LeaseCall {
             prefix: &self.inner.prefix,
             check,
             op,
             now_us: self.inner.clock.as_ref().map(ManualClock::now_us),
             by_source,
+            wait: ack.map(ReplicaAck::wait),
         };
         let connection = &self.inner.connection;
         let answer = match connection.eval(&call(false)).await {
@@ -292,7 +301,12 @@ impl RedisStore {
             other => other,
         }
         .map_err(backend)?;
-        script::parse_lease_reply(&answer.value, check.policy).map_err(StoreError::Protocol)
+        let outcome =
+            script::parse_lease_reply(&answer.value, check.policy).map_err(StoreError::Protocol)?;
+        if let Some(ack) = ack {
+            acknowledged(Decisions::from_buf([outcome.decision]), answer.acked, ack)?;
+        }
+        Ok(outcome)
     }
 
     /// The keys of `checks`, for commands other than the script.

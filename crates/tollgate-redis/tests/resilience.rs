@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use tollgate::PolicyName;
 use tollgate::resilience::{BreakerConfig, BreakerState};
 use tollgate::{
-    Algorithm, Check, Limiter, Mode, OnError, Policy, ResilienceConfig, Resilient, Store,
-    StoreDecision, StoreError, Verdict,
+    Algorithm, Check, LeaseId, LeaseOp, Limiter, Mode, OnError, Policy, ResilienceConfig,
+    Resilient, Store, StoreDecision, StoreError, Verdict,
 };
 use tollgate_redis::{RedisOptions, RedisStore, RedisStoreError, ReplicaAck};
 use tollgate_testkit::{RedisCluster, RedisNode, RedisSentinel, RedisServer, info_field};
@@ -391,6 +391,50 @@ async fn an_acknowledged_decision_is_on_the_replica_when_it_is_answered() {
     let answer = store.decide(&checks, 1, Mode::Consume).await.unwrap();
     assert_eq!(answer.decisions[0].remaining, 1000 - 22);
     assert_eq!(stored_count(&replica, &key), 22);
+
+    // Leases follow the same rule: a granted acquire is on the replica when answered; with the
+    // replica frozen an acquire fails (and still holds its unit on the master), while a release
+    // waits for no replica.
+    let jobs = Policy::concurrency(5, Duration::from_secs(60)).unwrap();
+    let lease_check = Check {
+        name: &PolicyName::from_static("jobs"),
+        policy: &jobs,
+        key: "k",
+    };
+    let lease_key = store.key(&lease_check);
+    let held_on = |node: &RedisNode| -> i64 { node.query(&["ZCARD", &lease_key]).unwrap() };
+    let first = LeaseId::new(1);
+    let granted = store
+        .lease(lease_check, LeaseOp::Acquire(first))
+        .await
+        .unwrap();
+    assert!(granted.decision.allowed);
+    assert_eq!(held_on(&replica), 1);
+    replica.pause().unwrap();
+    let refused = store
+        .lease(lease_check, LeaseOp::Acquire(LeaseId::new(1)))
+        .await;
+    let released = store.lease(lease_check, LeaseOp::Release(first)).await;
+    replica.resume().unwrap();
+    match refused {
+        Err(StoreError::Backend(e)) => assert!(
+            matches!(
+                e.downcast_ref::<RedisStoreError>(),
+                Some(RedisStoreError::NotReplicated { .. })
+            ),
+            "{e}"
+        ),
+        other => panic!("expected NotReplicated, got {other:?}"),
+    }
+    assert!(
+        released.unwrap().decision.allowed,
+        "a release waits for no replica"
+    );
+    assert_eq!(
+        held_on(&master),
+        1,
+        "the unacknowledged lease, until it expires"
+    );
 }
 
 // ------------------------------------------------------------------------------------------
