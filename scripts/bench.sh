@@ -156,6 +156,11 @@ for algo in gcra token-bucket fixed-window sliding-window sliding-log; do
   "$REDIS_LOAD" script "$algo" >"$RUN/tollgate-$algo.lua"
   SHAS[$algo]=$(rcli -x script load <"$RUN/tollgate-$algo.lua")
   [ "${SHAS[$algo]}" = "$("$REDIS_LOAD" sha "$algo")" ] || { log "script SHA mismatch ($algo)"; exit 1; }
+  # redis-benchmark counts an error reply as an answer: make sure the arguments below (a state
+  # key and an override key per check) still make a decision, not an error.
+  if rcli evalsha "${SHAS[$algo]}" 2 "tollgate:probe:$algo:{k}" "tollgate:probe:override:{k}" 1 1000 60000000 1000 2>&1 | grep -q ERR; then
+    log "tollgate's $algo script refuses the benchmark's arguments"; exit 1
+  fi
 done
 SHA=${SHAS[gcra]}
 "$REDIS_LOAD" script several >"$RUN/tollgate-several.lua"
@@ -259,10 +264,10 @@ part_redis() {
       --extra ratio_to "redis|redis-benchmark EVALSHA tollgate script|c$c -P 1|redis-benchmark" -- \
       "${TG[@]}" --concurrency "$c" --requests "$n" --variant "c$c"
     measure rb redis "redis-benchmark EVALSHA tollgate script" "c$c -P 1" 60 --redis --requests "$n" -- \
-      "${RB[@]}" -c "$c" -P 1 -n "$n" -r $KEYS evalsha "$SHA" 1 "tollgate:rb:gcra:{__rand_int__}" 1 1000000 60000000 1000000
+      "${RB[@]}" -c "$c" -P 1 -n "$n" -r $KEYS evalsha "$SHA" 2 "tollgate:rb:gcra:{__rand_int__}" "tollgate:rb:override:{__rand_int__}" 1 1000000 60000000 1000000
   done
   measure rb redis "redis-benchmark EVALSHA tollgate script" "c50 -P 16" 60 --redis --requests $((REQUESTS * 2)) -- \
-    "${RB[@]}" -c 50 -P 16 -n $((REQUESTS * 2)) -r $KEYS evalsha "$SHA" 1 "tollgate:rb16:gcra:{__rand_int__}" 1 1000000 60000000 1000000
+    "${RB[@]}" -c 50 -P 16 -n $((REQUESTS * 2)) -r $KEYS evalsha "$SHA" 2 "tollgate:rb16:gcra:{__rand_int__}" "tollgate:rb16:override:{__rand_int__}" 1 1000000 60000000 1000000
   # the c50 row against -P 16 and against the peers, all from this repetition
   local refs="redis|redis-benchmark EVALSHA tollgate script|c50 -P 1|redis-benchmark -P 1;redis|redis-benchmark EVALSHA tollgate script|c50 -P 16|redis-benchmark -P 16"
   if [ -n "$RUST_PEERS" ]; then
@@ -302,11 +307,11 @@ part_algorithms() {
     measure rb algorithms "peers lua/gcra.lua (redis-benchmark)" "c50 allow" 60 --redis --requests "$n" -- \
       "${RB[@]}" -c 50 -P 1 -n "$n" -r $KEYS evalsha "$g" 1 "gcra:a$REP:__rand_int__" 1000000 1000000 60 1
     measure rb algorithms "tollgate gcra script (redis-benchmark)" "c50 allow" 60 --redis --requests "$n" -- \
-      "${RB[@]}" -c 50 -P 1 -n "$n" -r $KEYS evalsha "$SHA" 1 "tollgate:alg:gcra:{__rand_int__}" 1 1000000 60000000 1000000
+      "${RB[@]}" -c 50 -P 1 -n "$n" -r $KEYS evalsha "$SHA" 2 "tollgate:alg:gcra:{__rand_int__}" "tollgate:alg:override:{__rand_int__}" 1 1000000 60000000 1000000
     measure rb algorithms "peers lua/fixed_window.lua (redis-benchmark)" "c50 allow" 60 --redis --requests "$n" -- \
       "${RB[@]}" -c 50 -P 1 -n "$n" -r $KEYS evalsha "$f" 1 "fw$REP:__rand_int__" 1 60
     measure rb algorithms "tollgate fixed-window script (redis-benchmark)" "c50 allow" 60 --redis --requests "$n" -- \
-      "${RB[@]}" -c 50 -P 1 -n "$n" -r $KEYS evalsha "${SHAS[fixed-window]}" 1 "tollgate:alg:fixed-window:{__rand_int__}" 1 1000000 60000000 1000000
+      "${RB[@]}" -c 50 -P 1 -n "$n" -r $KEYS evalsha "${SHAS[fixed-window]}" 2 "tollgate:alg:fixed-window:{__rand_int__}" "tollgate:alg:override:{__rand_int__}" 1 1000000 60000000 1000000
   fi
 }
 
@@ -609,15 +614,16 @@ part_callgrind() {
   }
   for algo in gcra token-bucket fixed-window sliding-window sliding-log; do
     tsha=$(redis-cli -p "$cport" -x script load <"$RUN/tollgate-$algo.lua")
-    cg_script "tollgate $algo allow" "$tsha" 1 "tollgate:cg:$algo:{__rand_int__}" 1 \
+    # KEYS: the state key and the override key (none is set: the common case)
+    cg_script "tollgate $algo allow" "$tsha" 2 "tollgate:cg:$algo:{__rand_int__}" "tollgate:cg:override:{__rand_int__}" 1 \
       "$(limit_of "$algo")" 60000000 "$(limit_of "$algo")"
   done
   # rejections: 1 per 60 s, the keys used up by the 2,000 unmeasured calls (and the first ones)
   tsha=$(redis-cli -p "$cport" -x script load <"$RUN/tollgate-gcra.lua")
-  cg_script "tollgate gcra reject" "$tsha" 1 "tollgate:cgr:gcra:{__rand_int__}" 1 1 60000000 1
+  cg_script "tollgate gcra reject" "$tsha" 2 "tollgate:cgr:gcra:{__rand_int__}" "tollgate:cgr:override:{__rand_int__}" 1 1 60000000 1
   # the several-policies script with two GCRA policies of one identifier (two passes)
-  cg_script "tollgate several, 2 x gcra allow" "$several" 2 "tollgate:cg2:a:{__rand_int__}" \
-    "tollgate:cg2:b:{__rand_int__}" 1 5 1000000 60000000 1000000 5 1000000 60000000 1000000
+  cg_script "tollgate several, 2 x gcra allow" "$several" 4 "tollgate:cg2:a:{__rand_int__}" \
+    "tollgate:cg2a:override:{__rand_int__}" "tollgate:cg2:b:{__rand_int__}" "tollgate:cg2b:override:{__rand_int__}" 1 5 1000000 60000000 1000000 5 1000000 60000000 1000000
   if [ -n "$PEERS_DIR" ] && [ -f "$PEERS_DIR/lua/gcra.lua" ]; then
     cg_script "peers lua/gcra.lua allow" "$(redis-cli -p "$cport" -x script load <"$PEERS_DIR/lua/gcra.lua")" 1 "gcra:a:__rand_int__" 1000000 1000000 60 1
     cg_script "peers lua/fixed_window.lua" "$(redis-cli -p "$cport" -x script load <"$PEERS_DIR/lua/fixed_window.lua")" 1 "fw:__rand_int__" 1 60
@@ -638,11 +644,11 @@ part_callgrind() {
   # batches, as the standalone connection sends them under load: 25 GCRA checks in one call
   local keys=() args=() i
   for i in $(seq 25); do
-    keys+=("tollgate:cgb:gcra:{__rand_int__}")
+    keys+=("tollgate:cgb:gcra:{__rand_int__}" "tollgate:cgb:override:{__rand_int__}")
     args+=(1 1000000 60000000 1000000)
   done
   tsha=$(redis-cli -p "$cport" -x script load <"$RUN/tollgate-gcra.lua")
-  PER=25 cg_script "tollgate gcra allow, batch of 25" "$tsha" 25 "${keys[@]}" "${args[@]}"
+  PER=25 cg_script "tollgate gcra allow, batch of 25" "$tsha" 50 "${keys[@]}" "${args[@]}"
   # and as tollgate's own client sends them: 50 in flight on one connection, batches as they come
   cg_redis "tollgate gcra allow, tollgate bench c50" "tollgate bench --store, 50 in flight" 20000 \
     timeout 300 "$TOLLGATE" bench --store "redis://127.0.0.1:$cport" --algorithm gcra --limit 1000000 \
