@@ -267,7 +267,8 @@ fn algorithm<'de, D: Deserializer<'de>>(d: D) -> Result<Algorithm, D::Error> {
     let s = String::deserialize(d)?;
     s.parse().map_err(|_| {
         de::Error::custom(format!(
-            "unknown algorithm \"{s}\" (expected fixed-window, sliding-log, sliding-window, token-bucket, gcra, leaky-bucket or concurrency)"
+            "unknown algorithm \"{s}\" (expected {})",
+            Algorithm::accepted_names()
         ))
     })
 }

@@ -54,7 +54,8 @@ pub enum PolicyError {
     MissingPeriod,
     /// An algorithm name that is not known.
     #[error(
-        "unknown algorithm `{0}` (expected fixed-window, sliding-log, sliding-window, token-bucket, gcra, leaky-bucket or concurrency)"
+        "unknown algorithm `{0}` (expected {names})",
+        names = crate::policy::Algorithm::accepted_names()
     )]
     UnknownAlgorithm(String),
     /// A `rate` that is not `N/unit`.

@@ -53,6 +53,33 @@ impl Algorithm {
         Algorithm::Gcra,
     ];
 
+    /// Every algorithm a policy can name: the rate algorithms, then `concurrency`.
+    pub const EVERY: [Algorithm; 6] = [
+        Algorithm::FixedWindow,
+        Algorithm::SlidingLog,
+        Algorithm::SlidingWindow,
+        Algorithm::TokenBucket,
+        Algorithm::Gcra,
+        Algorithm::Concurrency,
+    ];
+
+    /// A second name of [`Algorithm::Gcra`] (GCRA is the leaky bucket as a meter).
+    pub const GCRA_ALIAS: &'static str = "leaky-bucket";
+
+    /// The names [`FromStr`] accepts, for error messages: `fixed-window, ..., gcra,
+    /// leaky-bucket or concurrency`.
+    pub fn accepted_names() -> String {
+        let mut names: Vec<&str> = Vec::with_capacity(Algorithm::EVERY.len() + 1);
+        for algorithm in Algorithm::EVERY {
+            names.push(algorithm.name());
+            if algorithm == Algorithm::Gcra {
+                names.push(Algorithm::GCRA_ALIAS);
+            }
+        }
+        let last = names.pop().unwrap_or_default();
+        format!("{} or {last}", names.join(", "))
+    }
+
     /// The config name (`fixed-window`, `sliding-log`, `sliding-window`, `token-bucket`, `gcra`,
     /// `concurrency`).
     pub const fn name(self) -> &'static str {
@@ -87,15 +114,13 @@ impl FromStr for Algorithm {
     type Err = PolicyError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "fixed-window" => Ok(Algorithm::FixedWindow),
-            "sliding-log" => Ok(Algorithm::SlidingLog),
-            "sliding-window" => Ok(Algorithm::SlidingWindow),
-            "token-bucket" => Ok(Algorithm::TokenBucket),
-            "gcra" | "leaky-bucket" => Ok(Algorithm::Gcra),
-            "concurrency" => Ok(Algorithm::Concurrency),
-            other => Err(PolicyError::UnknownAlgorithm(other.to_owned())),
+        if s == Algorithm::GCRA_ALIAS {
+            return Ok(Algorithm::Gcra);
         }
+        Algorithm::EVERY
+            .into_iter()
+            .find(|algorithm| algorithm.name() == s)
+            .ok_or_else(|| PolicyError::UnknownAlgorithm(s.to_owned()))
     }
 }
 
@@ -505,6 +530,20 @@ mod tests {
         assert!(p(Algorithm::FixedWindow, 1_000_000_000, 86_400, None).is_ok());
         assert_eq!("leaky-bucket".parse::<Algorithm>(), Ok(Algorithm::Gcra));
         assert!("leaky".parse::<Algorithm>().is_err());
+        for algorithm in Algorithm::EVERY {
+            assert_eq!(algorithm.name().parse::<Algorithm>(), Ok(algorithm));
+        }
+        assert_eq!(
+            Algorithm::accepted_names(),
+            "fixed-window, sliding-log, sliding-window, token-bucket, gcra, leaky-bucket or concurrency"
+        );
+        assert!(
+            "leaky"
+                .parse::<Algorithm>()
+                .unwrap_err()
+                .to_string()
+                .ends_with("(expected fixed-window, sliding-log, sliding-window, token-bucket, gcra, leaky-bucket or concurrency)")
+        );
         let tb = p(Algorithm::TokenBucket, 10, 1, Some(20)).unwrap();
         assert_eq!(tb.capacity(), 20);
         assert_eq!(tb.validate_cost(0), Err(PolicyError::ZeroCost));
