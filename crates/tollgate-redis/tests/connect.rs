@@ -11,7 +11,7 @@ use tollgate_testkit::{Certificates, RedisServer};
 
 /// The commands the store sends, and those its script calls (ACLs apply inside scripts too).
 const STORE_COMMANDS: &str = "+evalsha +eval +script|load +ping +del +select \
-     +time +get +set +lrange +rpush +lset +ltrim +lpush +pexpire +hmget";
+     +time +get +set +lrange +rpush +lset +ltrim +lpush +pexpire +hgetall";
 
 async fn decide(store: &RedisStore, key: &str) -> Result<u64, StoreError> {
     let policy = Policy::new(Algorithm::SlidingLog, 3, Duration::from_secs(60), None).unwrap();

@@ -73,7 +73,7 @@ async fn resharding_under_load_loses_nothing_and_counts_nothing_twice() {
     store.decide(&[check("warm")], 1, Mode::Peek).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let calls_before = command_stat(&master_nodes, "evalsha", "calls");
-    let refused_inside_before = command_stat(&master_nodes, "hmget", "rejected_calls");
+    let refused_inside_before = command_stat(&master_nodes, "hgetall", "rejected_calls");
 
     let done = Arc::new(AtomicBool::new(false));
     let mut callers = tokio::task::JoinSet::new();
@@ -161,7 +161,7 @@ async fn resharding_under_load_loses_nothing_and_counts_nothing_twice() {
         "{calls} EVALSHA calls for {decisions} decisions"
     );
     let refused_inside =
-        command_stat(&master_nodes, "hmget", "rejected_calls") - refused_inside_before;
+        command_stat(&master_nodes, "hgetall", "rejected_calls") - refused_inside_before;
     assert!(refused_inside > 0, "no check met a moved slot in a batch");
     eprintln!(
         "{decisions} decisions in {calls} EVALSHA calls over {} identifiers; \
