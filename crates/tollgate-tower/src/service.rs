@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use smallvec::{SmallVec, smallvec};
 use tollgate::{
-    Decision, Decisions, Lease, LimitError, Limiter, Mode, OnError, Store, StoreError, Verdict,
+    Decision, Decisions, LimitError, Limiter, Mode, OnError, OwnedLease, Store, StoreError, Verdict,
 };
 use tower_service::Service;
 
@@ -184,7 +184,7 @@ where
 /// until its response has ended, and how long it waited for its cost to fit.
 struct Admission<S: Store> {
     verdict: Verdict,
-    leases: Vec<Lease<S>>,
+    leases: Vec<OwnedLease<S>>,
     waited: Duration,
 }
 
@@ -255,7 +255,10 @@ async fn admit_leased<S: Store>(
     verdict.shadow_denied = shadow_denied;
     Ok(Admission {
         verdict,
-        leases: leases.into_iter().map(|(_, lease)| lease).collect(),
+        leases: leases
+            .into_iter()
+            .map(|(_, lease)| lease.into_owned())
+            .collect(),
         waited,
     })
 }
@@ -317,7 +320,7 @@ where
 
 /// What runs when the response body has ended or was dropped: the leases are dropped (each
 /// gives its unit back in the background) and the real cost is settled.
-fn finish<S: Store>(leases: Vec<Lease<S>>, settle: Option<Settle<S>>) -> Finish {
+fn finish<S: Store>(leases: Vec<OwnedLease<S>>, settle: Option<Settle<S>>) -> Finish {
     Finish::new(settle.is_some(), move |trailers| {
         drop(leases);
         if let Some(settle) = settle {

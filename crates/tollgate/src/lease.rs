@@ -128,48 +128,51 @@ impl LeaseOutcome {
 
 /// What [`crate::Limiter::acquire`] answered: the decision, and the lease when granted.
 #[derive(Debug)]
-pub struct Acquired<S: Store> {
+pub struct Acquired<'a, S: Store> {
     /// As [`LeaseOutcome::decision`].
     pub decision: Decision,
     /// The lease, given back when dropped (or by [`Lease::release`]); `None` when refused.
-    pub lease: Option<Lease<S>>,
+    pub lease: Option<Lease<'a, S>>,
     /// Decided without the shared store.
     pub degraded: bool,
 }
 
-/// A granted lease. Dropping it releases it in the background (on the current Tokio runtime;
-/// without one it expires after its lease); [`Lease::release`] releases it and waits.
+/// A granted lease, borrowing the limiter that granted it and the key: it holds no counted
+/// pointer and no copy of the key, so taking and giving back a lease costs no atomic operation
+/// and no copy beyond the store's own. A lease that must outlive the borrows (kept by a response body, moved to another task) becomes an
+/// [`OwnedLease`] by [`Lease::into_owned`]. Dropping it releases it in the background (on the
+/// current Tokio runtime; without one it expires after its lease); [`Lease::release`]
+/// releases it and waits.
 #[derive(Debug)]
-pub struct Lease<S: Store> {
-    store: Arc<S>,
-    name: PolicyName,
-    policy: Policy,
-    /// Inline up to 24 bytes: a guard for a short key allocates nothing.
-    key: CompactString,
+pub struct Lease<'a, S: Store> {
+    store: &'a Arc<S>,
+    name: &'a PolicyName,
+    policy: &'a Policy,
+    key: &'a str,
     id: LeaseId,
     expires_in: Duration,
-    /// Released or detached: nothing to do on drop.
+    /// Released, detached or made owned: nothing to do on drop.
     done: bool,
     /// Granted by the limiter's failure policy while the store failed: the store never held
     /// it, so it is released and renewed there.
     fallback: Option<Arc<Fallback>>,
 }
 
-impl<S: Store> Lease<S> {
+impl<'a, S: Store> Lease<'a, S> {
     #[inline]
     pub(crate) fn new(
-        store: Arc<S>,
-        name: PolicyName,
-        policy: Policy,
-        key: &str,
+        store: &'a Arc<S>,
+        name: &'a PolicyName,
+        policy: &'a Policy,
+        key: &'a str,
         id: LeaseId,
         expires_in: Duration,
-    ) -> Lease<S> {
+    ) -> Lease<'a, S> {
         Lease {
             store,
             name,
             policy,
-            key: CompactString::from(key),
+            key,
             id,
             expires_in,
             done: false,
@@ -179,7 +182,7 @@ impl<S: Store> Lease<S> {
 
     /// The same guard for a lease [`Fallback`] granted.
     #[cold]
-    pub(crate) fn granted_by(mut self, fallback: Arc<Fallback>) -> Lease<S> {
+    pub(crate) fn granted_by(mut self, fallback: Arc<Fallback>) -> Lease<'a, S> {
         self.fallback = Some(fallback);
         self
     }
@@ -194,20 +197,121 @@ impl<S: Store> Lease<S> {
         self.expires_in
     }
 
+    /// Give the units back now. `Ok(false)` when the lease had already expired. (A future
+    /// dropped before it is first polled still holds the guard, whose drop releases the lease
+    /// in the background.)
+    pub async fn release(mut self) -> Result<bool, LimitError> {
+        self.done = true;
+        let check = self.check();
+        let op = LeaseOp::Release(self.id);
+        if let Some(fallback) = &self.fallback {
+            return Ok(fallback.lease(check, op).decision.allowed);
+        }
+        // No future of the store's from one that answers at once.
+        let outcome = match self.store.lease_ready(check, op) {
+            Some(answer) => answer?,
+            None => self.store.lease(check, op).await?,
+        };
+        Ok(outcome.decision.allowed)
+    }
+
+    /// Extend the lease to a full lease from now. `Ok(false)` when it had already expired (its
+    /// units may be someone else's now: stop the work it guarded).
+    pub async fn renew(&mut self) -> Result<bool, LimitError> {
+        let (check, op) = (self.check(), LeaseOp::Renew(self.id));
+        let outcome = match &self.fallback {
+            Some(fallback) => fallback.lease(check, op),
+            None => self.store.lease(check, op).await?,
+        };
+        if outcome.decision.allowed {
+            self.expires_in = outcome.lease_expires_in();
+        }
+        Ok(outcome.decision.allowed)
+    }
+
+    /// Keep the lease held past this guard (to hand its id to another process, say): it is
+    /// then released by id ([`crate::Limiter::release`]) or expires.
+    pub fn detach(mut self) -> LeaseId {
+        self.done = true;
+        self.id
+    }
+
+    /// The same lease as a guard that owns what it needs (the store, the policy, a copy of the
+    /// key), to outlive the borrows.
+    pub fn into_owned(mut self) -> OwnedLease<S> {
+        self.take_owned()
+    }
+}
+
+impl<S: Store> Drop for Lease<'_, S> {
+    fn drop(&mut self) {
+        if !self.done {
+            // The owned guard's drop releases it in the background.
+            drop(self.take_owned());
+        }
+    }
+}
+
+impl<S: Store> Lease<'_, S> {
+    /// [`Self::into_owned`] through a reference (for `drop`).
+    fn take_owned(&mut self) -> OwnedLease<S> {
+        self.done = true;
+        OwnedLease {
+            store: self.store.clone(),
+            name: self.name.clone(),
+            policy: self.policy.clone(),
+            key: CompactString::from(self.key),
+            id: self.id,
+            expires_in: self.expires_in,
+            done: false,
+            fallback: self.fallback.take(),
+        }
+    }
+
+    /// The check this lease was granted on.
+    fn check(&self) -> Check<'_> {
+        Check {
+            name: self.name,
+            policy: self.policy,
+            key: self.key,
+        }
+    }
+}
+
+/// A granted lease that owns its store, policy and key ([`Lease::into_owned`]): it can outlive
+/// the limiter and move across tasks. Dropping it releases it in the background (on the
+/// current Tokio runtime; without one it expires after its lease); [`OwnedLease::release`]
+/// releases it and waits.
+#[derive(Debug)]
+pub struct OwnedLease<S: Store> {
+    store: Arc<S>,
+    name: PolicyName,
+    policy: Policy,
+    /// Inline up to 24 bytes: a guard for a short key allocates nothing.
+    key: CompactString,
+    id: LeaseId,
+    expires_in: Duration,
+    /// Released or detached: nothing to do on drop.
+    done: bool,
+    /// As [`Lease`]'s: a lease the limiter's failure policy granted goes back there.
+    fallback: Option<Arc<Fallback>>,
+}
+
+impl<S: Store> OwnedLease<S> {
+    /// The lease's id.
+    pub fn id(&self) -> LeaseId {
+        self.id
+    }
+
+    /// How long the lease lasted from when it was granted or last renewed.
+    pub fn expires_in(&self) -> Duration {
+        self.expires_in
+    }
+
     /// Give the units back now. `Ok(false)` when the lease had already expired.
     pub async fn release(mut self) -> Result<bool, LimitError> {
         self.done = true;
-        if let Some(fallback) = &self.fallback {
-            return Ok(fallback
-                .lease(self.check(), LeaseOp::Release(self.id))
-                .decision
-                .allowed);
-        }
-        // The store called here, not through `run`: one future fewer to build.
-        let outcome = self
-            .store
-            .lease(self.check(), LeaseOp::Release(self.id))
-            .await?;
+        let outcome = self.run(LeaseOp::Release(self.id)).await?;
         Ok(outcome.decision.allowed)
     }
 
@@ -221,8 +325,8 @@ impl<S: Store> Lease<S> {
         Ok(outcome.decision.allowed)
     }
 
-    /// Keep the lease held past this guard (to hand its id to another process, say): it is
-    /// then released by id ([`crate::Limiter::release`]) or expires.
+    /// Keep the lease held past this guard: it is then released by id
+    /// ([`crate::Limiter::release`]) or expires.
     pub fn detach(mut self) -> LeaseId {
         self.done = true;
         self.id
@@ -245,7 +349,7 @@ impl<S: Store> Lease<S> {
     }
 }
 
-impl<S: Store> Drop for Lease<S> {
+impl<S: Store> Drop for OwnedLease<S> {
     fn drop(&mut self) {
         if self.done {
             return;

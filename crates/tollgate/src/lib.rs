@@ -50,7 +50,7 @@ pub use algorithm::{Mode, State};
 pub use clock::{Clock, ManualClock};
 pub use decision::Decision;
 pub use error::{LimitError, PolicyError, StoreError};
-pub use lease::{Acquired, Lease, LeaseId, LeaseOp, LeaseOutcome};
+pub use lease::{Acquired, Lease, LeaseId, LeaseOp, LeaseOutcome, OwnedLease};
 pub use limiter::{Limiter, MAX_KEY_LEN, Verdict, Waited};
 pub use memory::MemoryStore;
 pub use overrides::{Override, OverridePage, OverrideSpec};

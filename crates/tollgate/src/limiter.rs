@@ -617,7 +617,8 @@ impl<S: Store> Limiter<S> {
 
     /// Lease `cost` units of `key` under the `concurrency` policy `policy`: granted when they fit
     /// under its limit, and held until the lease is released (explicitly, or by dropping it) or
-    /// expires after the policy's `lease`.
+    /// expires after the policy's `lease`. The guard borrows this limiter and `key`; a guard that
+    /// must outlive them is [`Lease::into_owned`].
     ///
     /// ```
     /// use std::time::Duration;
@@ -636,12 +637,12 @@ impl<S: Store> Limiter<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
     /// ```
-    pub async fn acquire(
-        &self,
+    pub async fn acquire<'a>(
+        &'a self,
         policy: &str,
-        key: &str,
+        key: &'a str,
         cost: u64,
-    ) -> Result<Acquired<S>, LimitError> {
+    ) -> Result<Acquired<'a, S>, LimitError> {
         let (name, found) = self.lease_policy(policy, key, cost)?;
         let id = LeaseId::new(cost);
         let check = Check {
@@ -649,17 +650,22 @@ impl<S: Store> Limiter<S> {
             policy: found,
             key,
         };
-        // The store called here, not through `lease_on_store`: one future fewer to build.
+        // The store called here, not through `lease_on_store`: one future fewer to build, none
+        // from a store that answers at once.
         let op = LeaseOp::Acquire(id);
-        let (outcome, fallback) = match self.store.lease(check, op).await {
+        let answer = match self.store.lease_ready(check, op) {
+            Some(answer) => answer,
+            None => self.store.lease(check, op).await,
+        };
+        let (outcome, fallback) = match answer {
             Ok(outcome) => (outcome, None),
             Err(error) => self.lease_without_store(check, op, error)?,
         };
         let lease = outcome.decision.allowed.then(|| {
             let lease = Lease::new(
-                self.store.clone(),
-                name.clone(),
-                found.clone(),
+                &self.store,
+                name,
+                found,
                 key,
                 id,
                 outcome.lease_expires_in(),

@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use compact_str::CompactString;
 use dashmap::DashMap;
-use smallvec::SmallVec;
 
 use crate::algorithm::{Mode, State};
 use crate::bounded_map::{SweepGate, shard_amount};
@@ -40,14 +39,93 @@ use crate::store::{Check, Decisions, Store, StoreDecision};
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 
 /// One policy's state for one identifier.
+///
+/// `repr(C)`, the state last: a `concurrency` state (a lease kept inline) is larger than any
+/// other, and the bytes the others leave unused then sit at the end of the map's bucket, where
+/// a check never reads them (see [`Entry`]).
 #[derive(Debug)]
+#[repr(C)]
 struct Slot {
     /// The policy's name, inline up to 24 bytes: a check compares it on every visit, and a
     /// separate allocation would cost a cache miss each time.
     policy: CompactString,
-    state: State,
     /// When the state is back to a full quota (µs); from then on it equals a fresh state.
     expires_at: u64,
+    state: State,
+}
+
+/// The slots of one identifier: one inline (most identifiers are limited by one policy), or
+/// all of them in one heap buffer (as a `SmallVec` spills). Its discriminant lives in the
+/// slot's state tag, so this is no larger than a slot, and the one slot's state ends the map
+/// bucket (see [`Entry`]).
+#[derive(Debug, Default)]
+enum Slots {
+    #[default]
+    Empty,
+    One(Slot),
+    Many(Vec<Slot>),
+}
+
+impl Slots {
+    fn as_slice(&self) -> &[Slot] {
+        match self {
+            Slots::Empty => &[],
+            Slots::One(slot) => std::slice::from_ref(slot),
+            Slots::Many(slots) => slots,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Slot] {
+        match self {
+            Slots::Empty => &mut [],
+            Slots::One(slot) => std::slice::from_mut(slot),
+            Slots::Many(slots) => slots,
+        }
+    }
+
+    /// The slot of policy `name`, added by `make` if absent.
+    fn get_or_insert_with(&mut self, name: &str, make: impl FnOnce() -> Slot) -> &mut Slot {
+        let found = self
+            .as_slice()
+            .iter()
+            .position(|s| short_str::eq(&s.policy, name));
+        match found {
+            Some(at) => &mut self.as_mut_slice()[at],
+            None => self.push(make()),
+        }
+    }
+
+    /// Add `slot` (of a policy not present) and answer it.
+    fn push(&mut self, slot: Slot) -> &mut Slot {
+        *self = match std::mem::take(self) {
+            Slots::Empty => Slots::One(slot),
+            Slots::One(first) => Slots::Many(vec![first, slot]),
+            Slots::Many(mut slots) => {
+                slots.push(slot);
+                Slots::Many(slots)
+            }
+        };
+        let slots = self.as_mut_slice();
+        let last = slots.len() - 1;
+        &mut slots[last]
+    }
+
+    /// Drop the slot of policy `name`.
+    fn remove(&mut self, name: &str) {
+        let kept = |s: &Slot| !short_str::eq(&s.policy, name);
+        *self = match std::mem::take(self) {
+            Slots::One(slot) if !kept(&slot) => Slots::Empty,
+            Slots::Many(mut slots) => {
+                slots.retain(kept);
+                match slots.len() {
+                    0 => Slots::Empty,
+                    1 => slots.pop().map_or(Slots::Empty, Slots::One),
+                    _ => Slots::Many(slots),
+                }
+            }
+            unchanged => unchanged,
+        };
+    }
 }
 
 /// One policy's override for one identifier.
@@ -80,18 +158,24 @@ impl KeyOverride {
 }
 
 /// Every policy's state for one identifier, and its overrides.
+///
+/// `repr(C)`, the slots last: a bucket of the map is the key, this entry's overrides, then the
+/// one slot's name, expiry and state. A state smaller than a `concurrency` one leaves the
+/// bucket's last bytes unused, so a check reads one contiguous run from the bucket's start and
+/// touches no more cache lines than it would in a bucket without that room.
 #[derive(Debug, Default)]
+#[repr(C)]
 struct Entry {
-    slots: SmallVec<[Slot; 1]>,
     /// Boxed: most identifiers have none, and an absent list costs the entry one word (a
     /// `Vec` would cost three in every entry of the table).
     #[allow(clippy::box_collection)]
     overrides: Option<Box<Vec<KeyOverride>>>,
+    slots: Slots,
 }
 
 impl Entry {
     fn is_live(&self, now: u64) -> bool {
-        self.slots.iter().any(|s| s.expires_at > now)
+        self.slots.as_slice().iter().any(|s| s.expires_at > now)
             || self
                 .overrides
                 .as_ref()
@@ -117,26 +201,29 @@ impl Entry {
             .find(|o| o.applies(check, now))
     }
 
-    /// The slot of `check`, fresh if absent.
+    /// The slot of `check`, fresh if absent. The common case (the identifier's one slot, of
+    /// this policy and algorithm) inline; the rest out of line.
     #[inline]
     fn slot(&mut self, check: &Check<'_>) -> &mut Slot {
         let algorithm = check.policy.algorithm();
-        let found = self
-            .slots
-            .iter()
-            .position(|s| short_str::eq(&s.policy, check.name));
-        let slot = match found {
-            Some(i) => &mut self.slots[i],
-            None => {
-                self.slots.push(Slot {
-                    policy: check.name.as_str().into(),
-                    state: State::fresh(algorithm),
-                    expires_at: 0,
-                });
-                let last = self.slots.len() - 1;
-                return &mut self.slots[last];
-            }
-        };
+        if matches!(&self.slots, Slots::One(slot)
+                if short_str::eq(&slot.policy, check.name) && slot.state.algorithm() == algorithm)
+            && let Slots::One(ref mut slot) = self.slots
+        {
+            return slot;
+        }
+        self.other_slot(check)
+    }
+
+    /// [`Self::slot`] past the common case.
+    #[inline(never)]
+    fn other_slot(&mut self, check: &Check<'_>) -> &mut Slot {
+        let algorithm = check.policy.algorithm();
+        let slot = self.slots.get_or_insert_with(check.name, || Slot {
+            policy: check.name.as_str().into(),
+            expires_at: 0,
+            state: State::fresh(algorithm),
+        });
         // A state past its expiry decides exactly as a fresh one would, so it is kept until a
         // sweep drops it (as Redis keeps a key until its TTL): were it replaced here, a clock
         // stepping back would find a fresh quota where the transitions would remember.
@@ -164,6 +251,7 @@ impl Entry {
     }
 
     /// Apply a lease operation to one check on this entry.
+    #[inline]
     fn lease(&mut self, check: &Check<'_>, op: LeaseOp, now: u64) -> LeaseOutcome {
         let slot = self.slot(check);
         let outcome = slot.state.lease(now, check.policy, op);
@@ -375,6 +463,7 @@ impl MemoryStore {
     }
 
     /// Apply a lease operation synchronously. Only an acquire creates an identifier.
+    #[inline]
     pub fn lease_now(&self, check: &Check<'_>, op: LeaseOp) -> Result<LeaseOutcome, StoreError> {
         let mode = match op {
             LeaseOp::Acquire(_) => Mode::Consume,
@@ -470,9 +559,7 @@ impl MemoryStore {
     pub fn reset_now(&self, checks: &[Check<'_>]) {
         for check in checks {
             if let Some(mut entry) = self.entries.get_mut(KeyStr::new(check.key)) {
-                entry
-                    .slots
-                    .retain(|s| !short_str::eq(&s.policy, check.name));
+                entry.slots.remove(check.name);
             }
         }
     }
@@ -507,6 +594,15 @@ impl Store for MemoryStore {
 
     async fn lease(&self, check: Check<'_>, op: LeaseOp) -> Result<LeaseOutcome, StoreError> {
         self.lease_now(&check, op)
+    }
+
+    #[inline]
+    fn lease_ready(
+        &self,
+        check: Check<'_>,
+        op: LeaseOp,
+    ) -> Option<Result<LeaseOutcome, StoreError>> {
+        Some(self.lease_now(&check, op))
     }
 
     async fn adjust(&self, check: Check<'_>, delta: i64) -> Result<Decision, StoreError> {
@@ -649,6 +745,72 @@ mod tests {
                 .overrides
                 .len(),
             1
+        );
+    }
+
+    /// An identifier under several policies keeps each one's state apart, through resets of
+    /// the first and the last, down to one policy (kept inline again) and to none.
+    #[test]
+    fn several_policies_of_one_identifier_keep_their_state_through_resets() {
+        let store = MemoryStore::new();
+        let p = policy();
+        let names = ["a", "b", "c"].map(PolicyName::from_static);
+        let check = |i: usize| {
+            [Check {
+                name: &names[i],
+                policy: &p,
+                key: "k",
+            }]
+        };
+        let remaining = |i: usize| store.decide_now(&check(i), 1, Mode::Peek).unwrap()[0].remaining;
+        for (i, cost) in [(0, 1), (1, 2), (2, 1)] {
+            store.decide_now(&check(i), cost, Mode::Consume).unwrap();
+        }
+        assert_eq!([remaining(0), remaining(1), remaining(2)], [1, 0, 1]);
+        store.reset_now(&check(0));
+        store.reset_now(&check(2));
+        // (A peek of a known identifier adds the policy's slot, fresh: look at the slots first.)
+        let entry = store.entries.get(KeyStr::new("k")).unwrap();
+        assert!(matches!(&entry.slots, Slots::One(slot) if slot.policy == "b"));
+        drop(entry);
+        assert_eq!([remaining(0), remaining(1), remaining(2)], [2, 0, 2]);
+        store.decide_now(&check(0), 2, Mode::Consume).unwrap();
+        assert_eq!([remaining(0), remaining(1), remaining(2)], [0, 0, 2]);
+        for i in 0..3 {
+            store.reset_now(&check(i));
+        }
+        assert!(matches!(
+            &store.entries.get(KeyStr::new("k")).unwrap().slots,
+            Slots::Empty
+        ));
+    }
+
+    /// The layout [`Entry`] promises: in a map bucket (key, entry), the state of an
+    /// identifier's one slot is the last field, so the room a `concurrency` state needs beyond
+    /// the others is the bucket's tail, never read by a check of another algorithm.
+    #[test]
+    fn the_one_state_ends_the_bucket() {
+        let mut entry = Entry::default();
+        let policy = Policy::new(Algorithm::Gcra, 10, Duration::from_secs(1), None).unwrap();
+        let check = Check {
+            name: &PolicyName::from_static("api"),
+            policy: &policy,
+            key: "k",
+        };
+        entry.slot(&check);
+        let bucket = (KeyString::new("k"), entry);
+        let Slots::One(first) = &bucket.1.slots else {
+            panic!("one slot is kept inline");
+        };
+        let offset = |field: *const u8| field as usize - &raw const bucket as usize;
+        let state_ends = offset((&raw const first.state).cast()) + size_of::<State>();
+        assert_eq!(state_ends, size_of::<(KeyString, Entry)>());
+        assert_eq!(offset((&raw const bucket.0).cast()), 0);
+        // The one slot costs no discriminant of its own, nor does a lease set its one lease.
+        assert_eq!(size_of::<Slots>(), size_of::<Slot>());
+        assert_eq!(
+            size_of::<crate::algorithm::Leases>(),
+            size_of::<crate::algorithm::concurrency::HeldLease>()
         );
     }
 }

@@ -74,6 +74,19 @@ pub trait Store: Send + Sync + 'static {
         async { Err(StoreError::Unsupported("leases")) }
     }
 
+    /// [`Self::lease`] answered at once, without a future, by a store that never waits (the
+    /// memory store); `None` (the default) from a store that must wait, whose callers then
+    /// await [`Self::lease`]. A lease operation is two calls where a check is one, and building,
+    /// moving and polling the store's future is a measurable part of each on the memory store.
+    fn lease_ready(
+        &self,
+        check: Check<'_>,
+        op: LeaseOp,
+    ) -> Option<Result<LeaseOutcome, StoreError>> {
+        let _ = (check, op);
+        None
+    }
+
     /// Charge (`delta > 0`) or refund (`delta < 0`) `check`'s key after the fact, under its
     /// override if one stands, atomically: the transition of [`crate::State::adjust`], which
     /// answers what a check of one unit would answer now. Callers guarantee a rate policy
@@ -181,6 +194,14 @@ impl<S: Store> Store for std::sync::Arc<S> {
         op: LeaseOp,
     ) -> impl Future<Output = Result<LeaseOutcome, StoreError>> + Send {
         (**self).lease(check, op)
+    }
+
+    fn lease_ready(
+        &self,
+        check: Check<'_>,
+        op: LeaseOp,
+    ) -> Option<Result<LeaseOutcome, StoreError>> {
+        (**self).lease_ready(check, op)
     }
 
     fn adjust(

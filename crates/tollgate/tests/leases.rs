@@ -104,3 +104,60 @@ async fn leases_and_checks_do_not_mix() {
     assert!(limiter.acquire("jobs", "k", 3).await.is_err());
     assert!(limiter.acquire("jobs", "", 1).await.is_err());
 }
+
+/// A lease made owned outlives the limiter that granted it (a response body keeps it past the
+/// handler), and its release gives the units back to the shared store.
+#[tokio::test]
+async fn an_owned_lease_outlives_its_limiter() {
+    let clock = ManualClock::new(1_000_000_000);
+    let store = std::sync::Arc::new(MemoryStore::with_options(Clock::Manual(clock), 100));
+    let jobs = Policy::concurrency(1, Duration::from_secs(10)).unwrap();
+    let limiter = Limiter::from_shared(store.clone())
+        .with_policy("jobs", jobs.clone())
+        .unwrap();
+    let key = String::from("k");
+    let owned = limiter
+        .acquire("jobs", &key, 1)
+        .await
+        .unwrap()
+        .lease
+        .unwrap()
+        .into_owned();
+    drop((limiter, key));
+    let other = Limiter::from_shared(store)
+        .with_policy("jobs", jobs)
+        .unwrap();
+    assert!(other.acquire("jobs", "k", 1).await.unwrap().lease.is_none());
+    assert!(owned.release().await.unwrap());
+    assert!(other.acquire("jobs", "k", 1).await.unwrap().lease.is_some());
+}
+
+/// A release future dropped before it is polled still gives the lease back (in the background,
+/// as dropping the guard does).
+#[tokio::test]
+async fn an_unpolled_release_still_releases() {
+    let clock = ManualClock::new(1_000_000_000);
+    let limiter = Limiter::new(MemoryStore::with_options(Clock::Manual(clock), 100))
+        .with_policy(
+            "jobs",
+            Policy::concurrency(1, Duration::from_secs(10)).unwrap(),
+        )
+        .unwrap();
+    let lease = limiter
+        .acquire("jobs", "k", 1)
+        .await
+        .unwrap()
+        .lease
+        .unwrap();
+    drop(lease.release());
+    let mut freed = false;
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+        if let Some(lease) = limiter.acquire("jobs", "k", 1).await.unwrap().lease {
+            lease.detach();
+            freed = true;
+            break;
+        }
+    }
+    assert!(freed, "an unpolled release kept its lease");
+}

@@ -131,6 +131,38 @@ async fn the_limiter_failure_policy_decides_as_resilient_does() {
     }
 }
 
+/// A lease the limiter's `local` failure policy grants goes back to it: released, dropped or
+/// made owned, its unit is free again at once (the store never held it).
+#[tokio::test]
+async fn leases_granted_without_the_store_go_back_to_the_fallback() {
+    let failing = Arc::new(Switched::default());
+    failing.mode.store(FAIL, Ordering::SeqCst);
+    let jobs = Policy::concurrency(1, Duration::from_secs(60)).unwrap();
+    let limiter = Limiter::new(failing)
+        .with_policy("jobs", jobs)
+        .unwrap()
+        .on_store_error(OnError::Local, |_| {});
+    let acquire = async || limiter.acquire("jobs", "k", 1).await.unwrap();
+    let first = acquire().await;
+    assert!(first.degraded);
+    let lease = first.lease.expect("granted locally");
+    assert!(acquire().await.lease.is_none(), "one unit, held");
+    assert!(lease.release().await.unwrap());
+    let lease = acquire().await.lease.expect("free again after release");
+    drop(lease);
+    let owned = acquire()
+        .await
+        .lease
+        .expect("free again after drop")
+        .into_owned();
+    assert!(acquire().await.lease.is_none(), "held by the owned guard");
+    assert!(owned.release().await.unwrap());
+    assert!(
+        acquire().await.lease.is_some(),
+        "free again after the owned release"
+    );
+}
+
 #[tokio::test]
 async fn a_hung_store_costs_at_most_the_timeout_then_the_breaker_skips_it() {
     let (switched, limiter) = setup(OnError::Deny, 1);

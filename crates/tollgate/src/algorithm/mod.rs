@@ -80,6 +80,7 @@ impl State {
 
     /// Apply a lease operation at `now`: the [`Leases`] transition (a state of another
     /// algorithm is replaced by an empty lease set first).
+    #[inline]
     pub fn lease(&mut self, now: u64, policy: &Policy, op: LeaseOp) -> LeaseOutcome {
         if let State::Concurrency(leases) = self {
             return leases.apply(now, policy, op);
