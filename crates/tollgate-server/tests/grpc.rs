@@ -1,6 +1,7 @@
 //! `tollgate serve` with `grpc_listen`: the Envoy rate limit service beside the HTTP API, on the
 //! same store, through a real gRPC client.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tollgate_envoy::envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
@@ -21,6 +22,42 @@ fn settings(yaml: &str) -> Settings {
     Settings::merge(file, None, overrides)
 }
 
+/// `tollgate serve` running in a task until [`Running::stop`].
+struct Running {
+    http: SocketAddr,
+    grpc: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl Running {
+    async fn start(yaml: &str) -> Running {
+        let server = Server::bind(settings(yaml)).await.expect("binds");
+        let http = server.local_addr().unwrap();
+        let grpc = server.grpc_local_addr().expect("gRPC is on");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        Running {
+            http,
+            grpc,
+            stop,
+            task,
+        }
+    }
+
+    /// Stop it and wait for a clean exit.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .expect("server stops")
+            .expect("task")
+            .expect("clean exit");
+    }
+}
+
 #[tokio::test]
 async fn envoy_service_answers_over_grpc_and_reports_metrics() {
     let dir = tempfile::tempdir().unwrap();
@@ -30,13 +67,9 @@ async fn envoy_service_answers_over_grpc_and_reports_metrics() {
     )
     .unwrap();
     let yaml = format!("envoy:\n  config_dir: {}\n", dir.path().display());
-    let server = Server::bind(settings(&yaml)).await.expect("binds");
-    let http = server.local_addr().unwrap();
-    let grpc = server.grpc_local_addr().expect("gRPC is on");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
+    let server = Running::start(&yaml).await;
+    let http = server.http;
+    let grpc = server.grpc;
 
     let mut client = RateLimitServiceClient::connect(format!("http://{grpc}"))
         .await
@@ -70,12 +103,7 @@ async fn envoy_service_answers_over_grpc_and_reports_metrics() {
         .unwrap();
     assert!(metrics.contains("tollgate_envoy_"), "{metrics}");
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(15), task)
-        .await
-        .expect("server stops")
-        .expect("task")
-        .expect("clean exit");
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -99,13 +127,9 @@ async fn grpc_health_follows_ready() {
         redis.url(),
         dir.path().display()
     );
-    let server = Server::bind(settings(&yaml)).await.expect("binds");
-    let http = server.local_addr().unwrap();
-    let grpc = server.grpc_local_addr().expect("gRPC is on");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
+    let server = Running::start(&yaml).await;
+    let http = server.http;
+    let grpc = server.grpc;
     let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
         .unwrap()
         .connect()
@@ -170,12 +194,7 @@ async fn grpc_health_follows_ready() {
         .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(15), task)
-        .await
-        .expect("server stops")
-        .expect("task")
-        .expect("clean exit");
+    server.stop().await;
 }
 
 /// Upstream's quota example as a new user tries it: envoyproxy/ratelimit's example config
@@ -220,12 +239,8 @@ descriptors:
         redis.url(),
         dir.path().display()
     );
-    let server = Server::bind(settings(&yaml)).await.expect("binds");
-    let grpc = server.grpc_local_addr().expect("gRPC is on");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
+    let server = Running::start(&yaml).await;
+    let grpc = server.grpc;
     let mut client = RateLimitServiceClient::connect(format!("http://{grpc}"))
         .await
         .expect("gRPC connects");
@@ -287,12 +302,7 @@ descriptors:
         ]
     );
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(15), task)
-        .await
-        .expect("server stops")
-        .expect("task")
-        .expect("clean exit");
+    server.stop().await;
 }
 
 /// `envoy:` options in the config file reach the service: with `response_dynamic_metadata` and
@@ -326,12 +336,8 @@ async fn envoy_options_from_the_config_file_shape_the_answer() {
             ""
         };
         let yaml = format!("envoy:\n  config_dir: {}\n{options}", dir.path().display());
-        let server = Server::bind(settings(&yaml)).await.expect("binds");
-        let grpc = server.grpc_local_addr().expect("gRPC is on");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async {
-            let _ = stopped.await;
-        }));
+        let server = Running::start(&yaml).await;
+        let grpc = server.grpc;
         let mut client = RateLimitServiceClient::connect(format!("http://{grpc}"))
             .await
             .expect("gRPC connects");
@@ -373,11 +379,6 @@ async fn envoy_options_from_the_config_file_shape_the_answer() {
             assert!(answer.dynamic_metadata.is_none());
             assert!(answer.response_headers_to_add.is_empty());
         }
-        let _ = stop.send(());
-        tokio::time::timeout(Duration::from_secs(15), task)
-            .await
-            .expect("server stops")
-            .expect("task")
-            .expect("clean exit");
+        server.stop().await;
     }
 }
