@@ -19,7 +19,6 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use prost::Message as _;
 use std::pin::Pin;
 use tokio::net::TcpListener;
 use tollgate::Store;
@@ -305,6 +304,57 @@ pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 /// The length prefix of a gRPC message: a compression flag and a big-endian length.
 const PREFIX: usize = 5;
 
+/// `message` as a unary call's body: one length-prefixed, uncompressed gRPC message.
+pub fn frame(message: &impl prost::Message) -> Bytes {
+    let len = message.encoded_len();
+    let mut bytes = Vec::with_capacity(PREFIX + len);
+    bytes.push(0);
+    // Encoded lengths of rate limit messages are far below 4 GiB.
+    bytes.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+    // Encoding into a Vec grows it as needed: it cannot run out of room.
+    let _ = message.encode(&mut bytes);
+    Bytes::from(bytes)
+}
+
+/// Why a unary call's body held no message ([`unframe`]).
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// Fewer than the five bytes of a prefix.
+    #[error("Missing request message.")]
+    Missing,
+    /// The compression flag is set (no compression is offered).
+    #[error(
+        "protocol error: received message with compressed-flag but no grpc-encoding was specified"
+    )]
+    Compressed,
+    /// A compression flag other than 0 or 1.
+    #[error(
+        "protocol error: received message with invalid compression flag: {0} (valid flags are 0 and 1), while sending request"
+    )]
+    InvalidFlag(u8),
+    /// The body ends before the length the prefix gives.
+    #[error("Unexpected EOF decoding stream.")]
+    Truncated,
+    /// The message is not one of the expected type.
+    #[error("{0}")]
+    Decode(#[from] prost::DecodeError),
+}
+
+/// The message of a unary call's body (one length-prefixed, uncompressed message). The error
+/// messages are tonic's, so a client sees what it would from a tonic server.
+pub fn unframe<M: prost::Message + Default>(body: &[u8]) -> Result<M, FrameError> {
+    let (prefix, message) = body.split_at_checked(PREFIX).ok_or(FrameError::Missing)?;
+    match prefix[0] {
+        0 => {}
+        1 => return Err(FrameError::Compressed),
+        flag => return Err(FrameError::InvalidFlag(flag)),
+    }
+    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+    // One message: a unary call sends exactly one.
+    let message = message.get(..len).ok_or(FrameError::Truncated)?;
+    Ok(M::decode(message)?)
+}
+
 /// `ShouldRateLimit`, decoded and answered without tonic's streaming codec: the request is one
 /// length-prefixed message in one or a few DATA frames, the answer one message and the trailer
 /// `grpc-status: 0`. Errors are answered as tonic answers them (a trailers-only response).
@@ -314,15 +364,8 @@ async fn should_rate_limit<S: Store>(
 ) -> Response<AnyBody> {
     match decode_and_check(envoy, request).await {
         Ok(answer) => {
-            let mut bytes = Vec::with_capacity(PREFIX + answer.encoded_len());
-            bytes.push(0);
-            // Encoded lengths of our answers are far below 4 GiB.
-            let len = u32::try_from(answer.encoded_len()).unwrap_or(u32::MAX);
-            bytes.extend_from_slice(&len.to_be_bytes());
-            // Encoding into a Vec grows it as needed: it cannot run out of room.
-            let _ = answer.encode(&mut bytes);
             let mut response = Response::new(http_body_util::Either::Left(WithTrailers::new(
-                Bytes::from(bytes),
+                frame(&answer),
             )));
             response
                 .headers_mut()
@@ -375,29 +418,8 @@ async fn decode_and_check<S: Store>(
             )));
         }
     };
-    let Some((prefix, message)) = bytes.split_at_checked(PREFIX) else {
-        return Err(tonic::Status::internal("Missing request message."));
-    };
-    match prefix[0] {
-        0 => {}
-        1 => {
-            return Err(tonic::Status::internal(
-                "protocol error: received message with compressed-flag but no grpc-encoding was specified",
-            ));
-        }
-        flag => {
-            return Err(tonic::Status::internal(format!(
-                "protocol error: received message with invalid compression flag: {flag} (valid flags are 0 and 1), while sending request"
-            )));
-        }
-    }
-    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
-    // One message: a unary call sends exactly one.
-    let Some(message) = message.get(..len) else {
-        return Err(tonic::Status::internal("Unexpected EOF decoding stream."));
-    };
-    let request = RateLimitRequest::decode(message)
-        .map_err(|error| tonic::Status::internal(error.to_string()))?;
+    let request: RateLimitRequest =
+        unframe(&bytes).map_err(|error| tonic::Status::internal(error.to_string()))?;
     envoy.check(&request).await
 }
 

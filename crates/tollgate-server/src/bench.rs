@@ -1,23 +1,22 @@
 //! `tollgate bench`: the load generator of `tollgate-bench` pointed at a store (the library path,
 //! in-process), a running `tollgate serve` (HTTP) or an Envoy rate limit service (gRPC).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use clap::Args;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tollgate::memory::MemoryStore;
 use tollgate::{Algorithm, Clock, Limiter, OnError, Policy, PolicyName, ResilienceConfig, Resilient};
 use tollgate_bench::{CommandCounter, redis_command_counter, HttpTarget, Outcome, Report, StoreTarget, Target, TargetError, Workload, run};
 use tollgate_envoy::envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use tollgate_envoy::envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
-use tollgate_envoy::envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+use tollgate_envoy::envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use tollgate_envoy::envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
-use tollgate_envoy::envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use tollgate_redis::{RedisOptions, RedisStore};
 
 use crate::config::StoreUrl;
@@ -217,11 +216,15 @@ fn command_counter(url: &str) -> Option<CommandCounter> {
 /// `connections` HTTP/2 connections (Envoy keeps one per worker thread).
 ///
 /// Each connection is hyper's HTTP/2 client as it is, the way [`HttpTarget`] uses hyper's
-/// HTTP/1.1 client: tonic's `Channel` would put a buffer task in front of it, one more task hop
-/// per request that the client, sharing the cores with the server, would pay for.
+/// HTTP/1.1 client, and a call is one framed message each way
+/// ([`tollgate_envoy::grpc::frame`], `unframe`): tonic's client would add a buffer task, a
+/// streaming codec and a boxed body per call, which the client, sharing the cores with the
+/// server, would pay for and the server's figure would show.
 struct GrpcTarget {
-    clients: Vec<RateLimitServiceClient<H2Connection>>,
+    connections: Vec<SendRequest<Full<Bytes>>>,
     next: AtomicUsize,
+    /// `http://host:port/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`.
+    uri: http::Uri,
     domain: String,
     descriptor: String,
 }
@@ -244,19 +247,24 @@ impl GrpcTarget {
             .ok_or_else(|| format!("gRPC address {addr}: no host:port"))?
             .as_str()
             .to_owned();
-        let mut clients = Vec::with_capacity(connections);
+        let uri = format!(
+            "http://{authority}/{}/ShouldRateLimit",
+            tollgate_envoy::RATE_LIMIT_SERVICE
+        )
+        .parse()
+        .map_err(|e| format!("gRPC address {addr}: {e}"))?;
+        let mut opened = Vec::with_capacity(connections);
         for _ in 0..connections {
-            let connection = H2Connection::connect(&authority)
-                .await
-                .map_err(|e| format!("gRPC {addr}: {e}"))?;
-            clients.push(RateLimitServiceClient::with_origin(
-                connection,
-                origin.clone(),
-            ));
+            opened.push(
+                connect_h2(&authority)
+                    .await
+                    .map_err(|e| format!("gRPC {addr}: {e}"))?,
+            );
         }
         Ok(GrpcTarget {
-            clients,
+            connections: opened,
             next: AtomicUsize::new(0),
+            uri,
             domain: domain.to_owned(),
             descriptor: descriptor.to_owned(),
         })
@@ -264,38 +272,42 @@ impl GrpcTarget {
 }
 
 /// One HTTP/2 connection (hyper's client), shared by every request sent on it.
-#[derive(Clone)]
-struct H2Connection {
-    send: hyper::client::conn::http2::SendRequest<tonic::body::Body>,
+async fn connect_h2(
+    authority: &str,
+) -> Result<SendRequest<Full<Bytes>>, Box<dyn std::error::Error>> {
+    let tcp = tokio::net::TcpStream::connect(authority).await?;
+    // Decisions are small request/response pairs: never wait to coalesce them.
+    tcp.set_nodelay(true)?;
+    let (send, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            eprintln!("gRPC connection ended: {error}");
+        }
+    });
+    Ok(send)
 }
 
-impl H2Connection {
-    async fn connect(authority: &str) -> Result<H2Connection, Box<dyn std::error::Error>> {
-        let tcp = tokio::net::TcpStream::connect(authority).await?;
-        // Decisions are small request/response pairs: never wait to coalesce them.
-        tcp.set_nodelay(true)?;
-        let (send, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                eprintln!("gRPC connection ended: {error}");
-            }
-        });
-        Ok(H2Connection { send })
-    }
-}
-
-impl tonic::codegen::Service<http::Request<tonic::body::Body>> for H2Connection {
-    type Response = http::Response<hyper::body::Incoming>;
-    type Error = hyper::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, hyper::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
-        self.send.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        Box::pin(self.send.send_request(request))
+/// The call's `grpc-status` (in the trailers, or in the headers of a trailers-only answer) when
+/// it is not OK, with its message.
+fn grpc_error(headers: &http::HeaderMap, trailers: Option<&http::HeaderMap>) -> Option<String> {
+    let status = trailers
+        .and_then(|t| t.get("grpc-status"))
+        .or_else(|| headers.get("grpc-status"));
+    match status.map(http::HeaderValue::as_bytes) {
+        Some(b"0") => None,
+        Some(code) => {
+            let message = trailers
+                .and_then(|t| t.get("grpc-message"))
+                .or_else(|| headers.get("grpc-message"))
+                .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
+                .unwrap_or_default();
+            Some(format!(
+                "grpc-status {}: {message}",
+                String::from_utf8_lossy(code)
+            ))
+        }
+        None => Some("no grpc-status in the answer".to_owned()),
     }
 }
 
@@ -312,13 +324,27 @@ impl Target for GrpcTarget {
             }],
             hits_addend: u32::try_from(cost).unwrap_or(u32::MAX),
         };
-        let at = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
-        let answer = self.clients[at]
-            .clone()
-            .should_rate_limit(request)
+        let call = http::Request::post(self.uri.clone())
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers")
+            .body(Full::new(tollgate_envoy::grpc::frame(&request)))
+            .map_err(|e| TargetError::Answer(e.to_string()))?;
+        let at = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
+        let mut connection = self.connections[at].clone();
+        let response = connection
+            .send_request(call)
             .await
-            .map_err(|status| TargetError::Answer(status.to_string()))?
-            .into_inner();
+            .map_err(|e| TargetError::Answer(e.to_string()))?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| TargetError::Answer(e.to_string()))?;
+        if let Some(error) = grpc_error(&parts.headers, body.trailers()) {
+            return Err(TargetError::Answer(error));
+        }
+        let answer: RateLimitResponse = tollgate_envoy::grpc::unframe(&body.to_bytes())
+            .map_err(|e| TargetError::Answer(e.to_string()))?;
         Ok(Outcome {
             allowed: answer.overall_code != Code::OverLimit as i32,
             degraded: false,

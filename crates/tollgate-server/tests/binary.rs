@@ -389,3 +389,57 @@ fn bench_counts_what_the_store_decides() {
     let output = run(tollgate(dir.path()).args(["bench", "--algorithm", "nope"]));
     assert!(!output.status.success());
 }
+
+/// `tollgate bench --grpc` against a running `tollgate serve`: its framed calls are answered,
+/// and the count is what the Envoy rule allows (5 per key per hour, 10 keys).
+#[test]
+fn bench_grpc_counts_what_the_envoy_service_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("ratelimit");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("bench.yaml"),
+        "domain: bench\ndescriptors:\n  - key: key\n    rate_limit: { unit: hour, requests_per_unit: 5 }\n",
+    )
+    .unwrap();
+    let config = dir.path().join("tollgate.yaml");
+    std::fs::write(
+        &config,
+        format!("envoy:\n  config_dir: {}\n", rules.display()),
+    )
+    .unwrap();
+    let [grpc_port] = free_ports::<1>();
+    let grpc = format!("127.0.0.1:{grpc_port}");
+    let server = Running::spawn({
+        let mut c = tollgate(dir.path());
+        c.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            &grpc,
+            "--config",
+        ])
+        .arg(&config);
+        c
+    });
+    let output = run(tollgate(dir.path()).args([
+        "bench",
+        "--grpc",
+        &grpc,
+        "--keys",
+        "10",
+        "--requests",
+        "1000",
+        "--concurrency",
+        "4",
+        "--json",
+    ]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let line: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+    assert_eq!(line["errors"], 0, "{line}");
+    assert_eq!(line["allowed"], 50, "{line}");
+    assert_eq!(line["rejected"], 950, "{line}");
+    let status = server.terminate();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
