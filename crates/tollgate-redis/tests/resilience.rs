@@ -435,6 +435,28 @@ async fn an_acknowledged_decision_is_on_the_replica_when_it_is_answered() {
         1,
         "the unacknowledged lease, until it expires"
     );
+
+    // An adjustment always writes: it is acknowledged, or it fails.
+    let charged = store.adjust(checks[0], 5).await.unwrap();
+    assert_eq!(
+        charged.remaining,
+        1000 - 22 - 5,
+        "a look at the key after the charge"
+    );
+    assert_eq!(stored_count(&replica, &key), 27);
+    replica.pause().unwrap();
+    let unacknowledged = store.adjust(checks[0], 5).await;
+    replica.resume().unwrap();
+    match unacknowledged {
+        Err(StoreError::Backend(e)) => assert!(
+            matches!(
+                e.downcast_ref::<RedisStoreError>(),
+                Some(RedisStoreError::NotReplicated { .. })
+            ),
+            "{e}"
+        ),
+        other => panic!("expected NotReplicated, got {other:?}"),
+    }
 }
 
 // ------------------------------------------------------------------------------------------
