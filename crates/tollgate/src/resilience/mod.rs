@@ -7,8 +7,8 @@
 //!    once a second, so a dead store costs no timeout per request;
 //! 3. every call has a timeout (default 50 ms);
 //! 4. a failed, timed-out or skipped call is decided by [`OnError`]: `deny`, `allow`, or `local`
-//!    (an in-process [`MemoryStore`] with each limit divided by the number of instances). Such
-//!    decisions are marked `degraded`.
+//!    (an in-process memory store with each limit divided by the number of instances), the rule
+//!    [`Fallback`] owns. Such decisions are marked `degraded`.
 //!
 //! A call that times out is not cancelled in the store: the request may already be on its way
 //! (or queued in a frozen server) and may still consume there. Such a degraded decision can thus
