@@ -23,7 +23,7 @@ use tollgate::{Check, Override, OverridePage, Policy, PolicyName, StoreError};
 use crate::connection::Connection;
 use crate::keys;
 
-/// What [`watch_changes`] reports.
+/// What [`RedisStore::watch_override_changes`](crate::RedisStore::watch_override_changes) reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OverrideChange<'a> {
     /// The override of `policy` for `key` was set or deleted (by any instance).

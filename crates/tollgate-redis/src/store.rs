@@ -237,7 +237,7 @@ impl RedisStore {
 
     /// Follow the changes of overrides made by any instance sharing this Redis and prefix:
     /// `on_change` hears each set or delete as it happens, and
-    /// [`OverrideChange::Resubscribed`] after each (re)connection of the subscription (changes
+    /// [`OverrideChange::Resubscribed`](crate::OverrideChange::Resubscribed) after each (re)connection of the subscription (changes
     /// made meanwhile were missed). A background task on the current runtime; it ends with the
     /// store. What a front end caches about a key (rejections, say) should be forgotten there.
     pub fn watch_override_changes(

@@ -17,7 +17,7 @@ pub struct Leases {
 /// One lease held.
 ///
 /// `repr(C)`, the expiry last: it is never 0 (a lease ends a whole lease after a time of at
-/// least 0), and that spare value tells [`Held`]'s two forms apart, so a key holding one lease
+/// least 0), and that spare value tells `Held`'s two forms apart, so a key holding one lease
 /// keeps it in 32 bytes and its whole state in 40, no more than the other algorithms' states
 /// with their tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -328,7 +328,7 @@ impl<S: Store> Store for Resilient<S> {
     }
 
     /// Through the breaker and the timeout like a decision; a failed acquire, release or renew
-    /// is decided by `on_error` ([`Self::lease_fallback`]). Releases the store answered also
+    /// is decided by `on_error` ([`Fallback::lease`]). Releases the store answered also
     /// reach the local store, which holds the leases granted while the store was away.
     async fn lease(&self, check: Check<'_>, op: LeaseOp) -> Result<LeaseOutcome, StoreError> {
         let admission = self.breaker.admit();
