@@ -362,17 +362,9 @@ fn features_not_built_in_fail_loudly() {
     );
 }
 
-#[test]
-fn bench_counts_what_the_store_decides() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = run(tollgate(dir.path()).args([
-        "bench",
-        "--algorithm",
-        "fixed-window",
-        "--limit",
-        "5",
-        "--period",
-        "1h",
+/// `tollgate bench <target...>` over 10 keys, 1,000 requests, 4 in flight: its JSON line.
+fn bench_10_keys(dir: &std::path::Path, target: &[&str]) -> Value {
+    let output = run(tollgate(dir).arg("bench").args(target).args([
         "--keys",
         "10",
         "--requests",
@@ -382,7 +374,23 @@ fn bench_counts_what_the_store_decides() {
         "--json",
     ]));
     assert!(output.status.success(), "{}", stderr(&output));
-    let line: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+    serde_json::from_slice(&output.stdout).expect("one JSON line")
+}
+
+#[test]
+fn bench_counts_what_the_store_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = bench_10_keys(
+        dir.path(),
+        &[
+            "--algorithm",
+            "fixed-window",
+            "--limit",
+            "5",
+            "--period",
+            "1h",
+        ],
+    );
     assert_eq!(line["bench"], "tollgate");
     assert_eq!(line["allowed"], 50, "{line}");
     assert_eq!(line["rejected"], 950, "{line}");
@@ -423,20 +431,7 @@ fn bench_grpc_counts_what_the_envoy_service_decides() {
         .arg(&config);
         c
     });
-    let output = run(tollgate(dir.path()).args([
-        "bench",
-        "--grpc",
-        &grpc,
-        "--keys",
-        "10",
-        "--requests",
-        "1000",
-        "--concurrency",
-        "4",
-        "--json",
-    ]));
-    assert!(output.status.success(), "{}", stderr(&output));
-    let line: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+    let line = bench_10_keys(dir.path(), &["--grpc", &grpc]);
     assert_eq!(line["errors"], 0, "{line}");
     assert_eq!(line["allowed"], 50, "{line}");
     assert_eq!(line["rejected"], 950, "{line}");

@@ -218,11 +218,8 @@ impl<'a, S: Store> Lease<'a, S> {
     /// Extend the lease to a full lease from now. `Ok(false)` when it had already expired (its
     /// units may be someone else's now: stop the work it guarded).
     pub async fn renew(&mut self) -> Result<bool, LimitError> {
-        let (check, op) = (self.check(), LeaseOp::Renew(self.id));
-        let outcome = match &self.fallback {
-            Some(fallback) => fallback.lease(check, op),
-            None => self.store.lease(check, op).await?,
-        };
+        let op = LeaseOp::Renew(self.id);
+        let outcome = apply(&**self.store, self.fallback.as_deref(), self.check(), op).await?;
         if outcome.decision.allowed {
             self.expires_in = outcome.lease_expires_in();
         }
@@ -275,6 +272,20 @@ impl<S: Store> Lease<'_, S> {
             policy: self.policy,
             key: self.key,
         }
+    }
+}
+
+/// A guard's lease operation: to the failure policy's fallback when it granted the lease (the
+/// store never held it), else to the store.
+async fn apply<S: Store>(
+    store: &S,
+    fallback: Option<&Fallback>,
+    check: Check<'_>,
+    op: LeaseOp,
+) -> Result<LeaseOutcome, LimitError> {
+    match fallback {
+        Some(fallback) => Ok(fallback.lease(check, op)),
+        None => Ok(store.lease(check, op).await?),
     }
 }
 
@@ -333,10 +344,7 @@ impl<S: Store> OwnedLease<S> {
     }
 
     async fn run(&self, op: LeaseOp) -> Result<LeaseOutcome, LimitError> {
-        if let Some(fallback) = &self.fallback {
-            return Ok(fallback.lease(self.check(), op));
-        }
-        Ok(self.store.lease(self.check(), op).await?)
+        apply(&*self.store, self.fallback.as_deref(), self.check(), op).await
     }
 
     /// The check this lease was granted on.
