@@ -235,6 +235,19 @@ async fn batching_on_a_tls_cluster_goes_per_node_and_is_exact() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// One call, then a pause: until a Cluster store has loaded its slot map (at its first call),
+/// calls queue per slot, not per node.
+async fn warm_slot_map(store: &RedisStore, algorithm: Algorithm) {
+    let warm = policy(algorithm);
+    let check = Check {
+        name: &PolicyName::from_static("warm"),
+        policy: &warm,
+        key: "w",
+    };
+    store.decide(&[check], 1, Mode::Consume).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
 async fn goes_per_node_and_is_exact(cluster: &RedisCluster, tls: Option<TlsFiles>) {
     let masters = || -> Vec<&RedisNode> {
         cluster
@@ -254,15 +267,7 @@ async fn goes_per_node_and_is_exact(cluster: &RedisCluster, tls: Option<TlsFiles
             ..RedisOptions::default()
         };
         let store = RedisStore::connect(&cluster.url(), options).await.unwrap();
-        // Until the slot map is loaded (at the first call), calls queue per slot.
-        let warm = policy(algorithm);
-        let check = Check {
-            name: &PolicyName::from_static("warm"),
-            policy: &warm,
-            key: "w",
-        };
-        store.decide(&[check], 1, Mode::Consume).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        warm_slot_map(&store, algorithm).await;
         let period = if algorithm.has_burst() { 86_400 } else { 3_600 };
         let policy = Policy::new(algorithm, limit, Duration::from_secs(period), None).unwrap();
         let masters = masters();
@@ -741,15 +746,7 @@ async fn acknowledged_decisions_on_a_cluster_batch_per_node_and_stay_exact() {
         let prefix = format!("cack{}", algorithm.name());
         let options = acknowledged(&prefix, Duration::from_millis(500));
         let store = RedisStore::connect(&cluster.url(), options).await.unwrap();
-        // Until the slot map is loaded (at the first call), calls queue per slot.
-        let warm = policy(algorithm);
-        let check = Check {
-            name: &PolicyName::from_static("warm"),
-            policy: &warm,
-            key: "w",
-        };
-        store.decide(&[check], 1, Mode::Consume).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        warm_slot_map(&store, algorithm).await;
         let period = if algorithm.has_burst() { 86_400 } else { 3_600 };
         let policy = Policy::new(algorithm, limit, Duration::from_secs(period), None).unwrap();
         let masters = nodes("master");

@@ -21,6 +21,19 @@ fn limiter(clock: &ManualClock) -> Limiter<MemoryStore> {
         .unwrap()
 }
 
+/// Whether a unit of `jobs` for `k` comes free within 100 turns of this runtime (a dropped
+/// guard releases in a task of its own); the unit taken to find out is left detached.
+async fn freed_soon(limiter: &Limiter<MemoryStore>) -> bool {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+        if let Some(lease) = limiter.acquire("jobs", "k", 1).await.unwrap().lease {
+            lease.detach();
+            return true;
+        }
+    }
+    false
+}
+
 #[tokio::test]
 async fn a_dropped_lease_is_released_and_an_explicit_one_says_so() {
     let clock = ManualClock::new(1_000_000_000);
@@ -43,15 +56,7 @@ async fn a_dropped_lease_is_released_and_an_explicit_one_says_so() {
     );
     drop(second);
     // The drop releases in a task of this runtime: let it run.
-    let mut freed = false;
-    for _ in 0..100 {
-        tokio::task::yield_now().await;
-        if let Some(lease) = limiter.acquire("jobs", "k", 1).await.unwrap().lease {
-            lease.detach();
-            freed = true;
-            break;
-        }
-    }
+    let freed = freed_soon(&limiter).await;
     assert!(freed, "dropping the guard did not free its slot");
     assert!(first.release().await.unwrap());
     let third = limiter
@@ -150,14 +155,6 @@ async fn an_unpolled_release_still_releases() {
         .lease
         .unwrap();
     drop(lease.release());
-    let mut freed = false;
-    for _ in 0..100 {
-        tokio::task::yield_now().await;
-        if let Some(lease) = limiter.acquire("jobs", "k", 1).await.unwrap().lease {
-            lease.detach();
-            freed = true;
-            break;
-        }
-    }
+    let freed = freed_soon(&limiter).await;
     assert!(freed, "an unpolled release kept its lease");
 }
