@@ -7,6 +7,9 @@
 //! pair per key visit).
 //! 10,000 String keys, a fixed pseudo-random order, one check per key visit, never rejecting.
 
+#[path = "shared/alternate.rs"]
+mod alternate;
+
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -123,25 +126,8 @@ fn alternate(keys: &[String], order: &[usize]) {
     let (governor, policy, store) = (governor(), policy(), MemoryStore::new());
     let run_governor = || governor_pass(&governor, keys, order);
     let run_tollgate = || tollgate_pass(&store, &policy, keys, order);
-    let timed = |f: &dyn Fn()| {
-        let start = std::time::Instant::now();
-        f();
-        start.elapsed().as_secs_f64()
-    };
-    // Warm both maps with every key.
-    run_governor();
-    run_tollgate();
-    let rounds: Vec<(f64, f64)> = (0..ROUNDS)
-        .map(|round| {
-            if round % 2 == 0 {
-                let g = timed(&run_governor);
-                (g, timed(&run_tollgate))
-            } else {
-                let t = timed(&run_tollgate);
-                (timed(&run_governor), t)
-            }
-        })
-        .collect();
+    // Both maps are warmed with every key first.
+    let rounds = alternate::rounds(ROUNDS, &run_governor, &run_tollgate);
     let checks = (ROUNDS * order.len()) as f64;
     for (who, seconds) in [
         ("governor", rounds.iter().map(|r| r.0).sum::<f64>()),

@@ -8,6 +8,9 @@
 //!
 //! `cargo run --release -p tollgate --example pair_vs_check [operations per burst]`
 
+#[path = "shared/alternate.rs"]
+mod alternate;
+
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -78,24 +81,7 @@ fn leases_alternate(keys: &[String], order: &[usize]) {
     let pairs = leases_limiter();
     let run_checks = || checks_pass(&checks, keys, order);
     let run_pairs = || pairs_pass(&pairs, keys, order);
-    let timed = |f: &dyn Fn()| {
-        let start = std::time::Instant::now();
-        f();
-        start.elapsed().as_secs_f64()
-    };
-    run_checks();
-    run_pairs();
-    let rounds: Vec<(f64, f64)> = (0..ROUNDS)
-        .map(|round| {
-            if round % 2 == 0 {
-                let c = timed(&run_checks);
-                (c, timed(&run_pairs))
-            } else {
-                let p = timed(&run_pairs);
-                (timed(&run_checks), p)
-            }
-        })
-        .collect();
+    let rounds = alternate::rounds(ROUNDS, &run_checks, &run_pairs);
     let mut ratios: Vec<f64> = rounds.iter().map(|(c, p)| p / c).collect();
     ratios.sort_by(f64::total_cmp);
     let ns = |total: f64, rounds: usize| total * 1e9 / (rounds * order.len()) as f64;
