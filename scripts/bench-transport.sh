@@ -17,7 +17,8 @@
 # CLUSTER_CONCURRENCY sets the Cluster side's calls in flight (150: as many per master as the
 # standalone side has). Redis CPU is given twice: by commandstats, which times each call by the
 # wall clock (so also counts time a process spent descheduled mid-call on a busy host), and by
-# the redis-server processes' own CPU time (/proc/<pid>/stat, every command and the event loop).
+# the redis-server processes' own CPU time (/proc/<pid>/stat, every command and the event loop);
+# the client's CPU time (user + system, /usr/bin/time) is given beside them.
 #
 # TOPOLOGY=sentinel does the same with `redis+sentinel://` (one Sentinel, one replica) against
 # `redis://` of the same master; TOPOLOGY=tls with `rediss://` (a certificate made here by
@@ -135,11 +136,13 @@ if [ "$TOPOLOGY" != builds ]; then
         extra=("${TLS_ARGS[@]}")
       fi
       before=$(cpu_ticks "${ports[@]}")
-      line=$(timeout 300 "$A" load "$url" --algorithm gcra --concurrency "$concurrency" --requests "$N" \
-        --keys 10000 --variant "$side rep$rep" "${extra[@]}")
+      line=$(/usr/bin/time -f '%U %S' -o "$RUN/client-cpu" timeout 300 "$A" load "$url" \
+        --algorithm gcra --concurrency "$concurrency" --requests "$N" --keys 10000 \
+        --variant "$side rep$rep" "${extra[@]}")
       ticks=$(($(cpu_ticks "${ports[@]}") - before))
-      echo "${line%\}},\"redis_process_cpu_s\":$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", t / hz }')}" |
-        tee -a "$LINES"
+      redis_s=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", t / hz }')
+      client_s=$(awk '{ printf "%.3f", $1 + $2 }' "$RUN/client-cpu")
+      echo "${line%\}},\"redis_process_cpu_s\":$redis_s,\"client_cpu_s\":$client_s}" | tee -a "$LINES"
     done
   done
   python3 - "$LINES" "$TOPOLOGY" <<'EOF'
@@ -150,7 +153,8 @@ for line in open(sys.argv[1]):
     side, rep = r["variant"].split()
     usec = r["redis_usec_per_call"] * r["redis_calls_per_decision"]
     process = r["redis_process_cpu_s"] * 1e6 / r["decisions"]
-    runs.setdefault(rep, {})[side] = (r["rps"], usec, r["redis_calls_per_decision"], process)
+    client = r["client_cpu_s"] * 1e6 / r["decisions"]
+    runs.setdefault(rep, {})[side] = (r["rps"], usec, r["redis_calls_per_decision"], process, client)
 med = lambda xs: statistics.median(xs)
 other = sys.argv[2]
 for side in ("standalone", other):
@@ -158,9 +162,11 @@ for side in ("standalone", other):
     print(f"{side:10}  {med([r[0] for r in rows]):9.0f} decisions/s  "
           f"{med([r[1] for r in rows]):6.2f} µs commandstats CPU/decision  "
           f"{med([r[3] for r in rows]):6.2f} µs process CPU/decision  "
+          f"{med([r[4] for r in rows]):6.2f} µs client CPU/decision  "
           f"{med([r[2] for r in rows]):.3f} script calls/decision")
-ratios = [[reps[other][i] / reps["standalone"][i] for i in (0, 1, 3)] for reps in runs.values()]
-for i, name in enumerate(("rate", "commandstats CPU/decision", "process CPU/decision")):
+ratios = [[reps[other][i] / reps["standalone"][i] for i in (0, 1, 3, 4)] for reps in runs.values()]
+for i, name in enumerate(("rate", "commandstats CPU/decision", "process CPU/decision",
+                          "client CPU/decision")):
     print(f"{other}/standalone {name}: " + " ".join(f"{r[i]:.2f}" for r in ratios)
           + f" (median {med([r[i] for r in ratios]):.2f})")
 EOF
