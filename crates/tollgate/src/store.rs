@@ -196,6 +196,10 @@ impl<S: Store> Store for std::sync::Arc<S> {
         (**self).lease(check, op)
     }
 
+    /// Inline: out of line, this forwarding call took the memory store's whole lease operation
+    /// with it, and its arguments and answer then went through memory on each of a pair's two
+    /// calls.
+    #[inline]
     fn lease_ready(
         &self,
         check: Check<'_>,

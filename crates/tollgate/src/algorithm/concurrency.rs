@@ -145,7 +145,18 @@ impl Leases {
     /// release or renew. The decision's `remaining` is `limit − held` afterwards,
     /// `reset_after` the time until the last lease expires, and for a refused acquire
     /// `retry_after` the time until enough units expire for its cost.
+    #[inline]
     pub fn apply(&mut self, now: u64, policy: &Policy, op: LeaseOp) -> LeaseOutcome {
+        match self.apply_alone(now, policy, op) {
+            Some(outcome) => outcome,
+            None => self.apply_any(now, policy, op),
+        }
+    }
+
+    /// [`Self::apply`] in every case. Out of line, so that the common pair's shortcut is
+    /// inlined into the store's lease operation without this larger body.
+    #[inline(never)]
+    fn apply_any(&mut self, now: u64, policy: &Policy, op: LeaseOp) -> LeaseOutcome {
         let (held, last_expiry) = self.trim(now);
         let lease_us = policy.period_us();
         // The units held and the latest expiry afterwards: known without another pass when a
@@ -192,6 +203,42 @@ impl Leases {
             lease_expires_in_us,
             degraded: false,
         }
+    }
+
+    /// [`Self::apply`] for the common pair, a key's only lease taken and given back: an
+    /// acquire finding no lease held, a release of the one lease held and still live. Both
+    /// know the answer without the passes over the leases [`Self::apply_any`] makes (a lease
+    /// is two store calls where a check is one, so every pass shows against a check); `None`
+    /// for every other case. It answers what `apply_any` would, as a test below checks.
+    #[inline]
+    fn apply_alone(&mut self, now: u64, policy: &Policy, op: LeaseOp) -> Option<LeaseOutcome> {
+        let (lease_expires_in_us, units, reset_after_us) = match (&self.held, op) {
+            (Held::Many(none), LeaseOp::Acquire(id))
+                if none.is_empty() && id.cost() <= policy.limit() =>
+            {
+                let lease_us = policy.period_us();
+                self.held = Held::One(HeldLease::new(id, now + lease_us));
+                (lease_us, id.cost(), lease_us)
+            }
+            (Held::One(lease), LeaseOp::Release(id))
+                if lease.id == id && lease.expires_at() > now =>
+            {
+                self.held = Held::default();
+                (0, 0, 0)
+            }
+            _ => return None,
+        };
+        Some(LeaseOutcome {
+            decision: Decision {
+                allowed: true,
+                limit: policy.limit(),
+                remaining: policy.limit() - units,
+                reset_after_us,
+                retry_after_us: 0,
+            },
+            lease_expires_in_us,
+            degraded: false,
+        })
     }
 
     /// What an acquire of `cost` would answer at `now`, changing nothing.
@@ -281,5 +328,49 @@ impl Leases {
         }
         // Only a cost above the limit gets here, and those are refused before any store.
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The shortcut of the common pair answers what the general transition answers, and
+    /// leaves the same leases: random walks of acquires, releases and renewals (held, expired
+    /// and unknown ids; costs up to the limit and past what is free), applied both ways.
+    #[test]
+    fn the_lone_lease_shortcut_changes_no_answer() {
+        let policy = Policy::concurrency(3, Duration::from_secs(2)).unwrap();
+        for seed in 0..200 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let (mut fast, mut general) = (Leases::default(), Leases::default());
+            let mut issued: Vec<LeaseId> = Vec::new();
+            let mut now = 1_000_000;
+            for _ in 0..60 {
+                now += [0, 1, 500_000, 2_000_000, 2_500_000][rng.usize(..5)];
+                let op = match rng.u8(..6) {
+                    0..=2 => {
+                        let id = LeaseId::from_parts(rng.u128(..), rng.u64(1..=3));
+                        issued.push(id);
+                        LeaseOp::Acquire(id)
+                    }
+                    pick => {
+                        let id = match issued.len() {
+                            0 => LeaseId::new(1),
+                            n => issued[rng.usize(..n)],
+                        };
+                        if pick == 5 {
+                            LeaseOp::Renew(id)
+                        } else {
+                            LeaseOp::Release(id)
+                        }
+                    }
+                };
+                let want = general.apply_any(now, &policy, op);
+                assert_eq!(fast.apply(now, &policy, op), want, "seed {seed}: {op:?}");
+                assert_eq!(fast, general, "seed {seed}: {op:?}");
+            }
+        }
     }
 }
