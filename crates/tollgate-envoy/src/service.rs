@@ -23,7 +23,8 @@
 //!     sliding-log rule keeps no count to lower (the core refuses its refunds): nothing is
 //!     given back, and the answer is OK with what is left.
 //! - `duration_until_reset` of a fixed window is the time to the window's end, as upstream
-//!   reports it, also for a counter nothing has touched.
+//!   reports it, also for a counter nothing has touched and for more hits at once than the
+//!   limit; over the limit, `limit_remaining` is 0, as upstream's (its counter took the hits).
 //! - `shadow_mode`: counted and reported in the stats, but the code is OK: the rule's policy is
 //!   in the core's shadow mode (`Policy::with_shadow`, as `shadow: true` in the server's config).
 //!
@@ -579,17 +580,12 @@ impl<S: Store> EnvoyService<S> {
             Hits::Look => {}
         }
         let over = !decision.allowed && !rule.shadow_mode;
-        let reset_us = match (decision.allowed, &limit.policy) {
-            (false, _) => decision.reset_after_us.max(decision.retry_after_us),
-            // Upstream's windows are fixed: the time to the window's end, even for a counter
-            // nothing has touched yet (whose decision says it is already full, reset 0).
-            (true, Some(policy))
-                if decision.reset_after_us == 0
-                    && policy.algorithm() == tollgate::Algorithm::FixedWindow =>
-            {
-                policy.period_us() - tollgate::clock::system_now_us() % policy.period_us()
-            }
-            (true, _) => decision.reset_after_us,
+        let reset_us = reset_us(&decision, limit.policy.as_ref());
+        // Over the limit, nothing is left, as upstream answers (its counter took the hits).
+        let remaining = if decision.allowed {
+            decision.remaining
+        } else {
+            0
         };
         // Whole seconds, rounded up, as upstream reports them (never 0 while a reset is due).
         let reset_secs = reset_us.div_ceil(1_000_000);
@@ -601,7 +597,7 @@ impl<S: Store> EnvoyService<S> {
                     requests_per_unit: limit.requests_per_unit,
                     unit: limit.unit.to_proto(),
                 }),
-                limit_remaining: u32::try_from(decision.remaining).unwrap_or(u32::MAX),
+                limit_remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
                 duration_until_reset: limit.policy.as_ref().map(|_| ProtoDuration {
                     seconds: i64::try_from(reset_secs).unwrap_or(i64::MAX),
                     nanos: 0,
@@ -674,6 +670,32 @@ impl<S: Store> EnvoyService<S> {
             dynamic_metadata,
             ..RateLimitResponse::default()
         }
+    }
+}
+
+/// Microseconds until a descriptor's counter resets, as upstream reports them.
+///
+/// Upstream's windows are fixed: a fixed window's reset is the time to the window's end, also
+/// for a counter nothing has touched (whose decision says it is full, reset 0) and for hits
+/// refused without touching it (more at once than the limit). Any other algorithm refused
+/// with nothing to wait for (more hits than it can ever hold) is told one period.
+fn reset_us(decision: &Decision, policy: Option<&tollgate::Policy>) -> u64 {
+    let reset = if decision.allowed {
+        decision.reset_after_us
+    } else {
+        decision.reset_after_us.max(decision.retry_after_us)
+    };
+    match policy {
+        Some(policy) if reset == 0 && policy.period_us() > 0 => {
+            if policy.algorithm() == tollgate::Algorithm::FixedWindow {
+                policy.period_us() - tollgate::clock::system_now_us() % policy.period_us()
+            } else if !decision.allowed {
+                policy.period_us()
+            } else {
+                0
+            }
+        }
+        _ => reset,
     }
 }
 
