@@ -295,3 +295,51 @@ async fn leases_of_a_dead_client_expire_across_instances() {
     a.stop().await;
     b.stop().await;
 }
+
+/// While the store cannot be reached, a renew or release that the failure policy refuses is 503
+/// `store_unavailable`: not 404 (the store still holds the lease) and not 204 (nothing was given
+/// back). Once the store is back, the release goes through and the lease is gone; under
+/// `local`, a lease the store holds is refused the same way.
+#[tokio::test]
+async fn renew_and_release_without_the_store_are_503_not_answers_about_the_lease() {
+    let redis = tollgate_testkit::RedisServer::start().expect("redis-server");
+    for on_error in ["deny", "local"] {
+        let yaml = format!(
+            "store:\n  url: {}\n  prefix: leases-outage-{on_error}\n  timeout: 100ms\n  on_error: {on_error}\npolicies:\n  jobs: {{ algorithm: concurrency, limit: 2, lease: 60s }}\n",
+            redis.node().url()
+        );
+        let server = TestServer::start(&yaml).await;
+        let granted = acquire(&server, "jobs", "k", 1).await;
+        assert_eq!(granted.json["allowed"], true, "{:?}", granted.json);
+        let lease = granted.json["lease"].clone();
+        redis.node().pause().expect("SIGSTOP");
+        for path in ["/v1/renew", "/v1/release"] {
+            let reply = lease_call(&server, path, "jobs", "k", &lease).await;
+            assert_eq!(
+                (reply.status, reply.json["error"]["code"].as_str()),
+                (503, Some("store_unavailable")),
+                "{on_error} {path}: {:?}",
+                reply.json
+            );
+        }
+        redis.node().resume().expect("SIGCONT");
+        // The calls that timed out may still run when Redis wakes (the release among them):
+        // sending the release again is safe, and answers 204 once the breaker lets it through.
+        let started = Instant::now();
+        loop {
+            let released = lease_call(&server, "/v1/release", "jobs", "k", &lease).await;
+            if released.status == 204 {
+                break;
+            }
+            assert_eq!(released.status, 503, "{on_error}: {:?}", released.json);
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "never released"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let gone = lease_call(&server, "/v1/renew", "jobs", "k", &lease).await;
+        assert_eq!(gone.status, 404, "{:?}", gone.json);
+        server.stop().await;
+    }
+}

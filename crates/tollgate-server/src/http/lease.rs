@@ -1,5 +1,9 @@
 //! The lease routes of `concurrency` policies (docs/architecture.md §10): `POST /v1/acquire`, `/v1/release`
 //! (idempotent, 204) and `/v1/renew` (404 `not_found` once the lease has expired).
+//!
+//! A release or renew that the failure policy refused because the store could not be reached
+//! (`deny`, or `local` for a lease the store holds) is 503 `store_unavailable`, not an answer
+//! about the lease: the store may well still hold it, and both are safe to send again.
 
 use std::sync::Arc;
 
@@ -86,13 +90,15 @@ pub(super) async fn release(api: Arc<Api>, request: Request<Incoming>) -> Respon
         let body = body::read_json(&parts.headers, body).await?;
         let request: LeaseRequest = body::parse_json(&body)?;
         let id = lease_id(request.lease.as_str())?;
-        api.service
+        let (_, outcome) = api
+            .service
             .lease(
                 request.policy.as_str(),
                 request.key.as_str(),
                 LeaseOp::Release(id),
             )
             .await?;
+        unreached(&outcome, "released")?;
         Ok(no_content())
     }
     .await;
@@ -114,6 +120,7 @@ pub(super) async fn renew(api: Arc<Api>, request: Request<Incoming>) -> Response
                 LeaseOp::Renew(id),
             )
             .await?;
+        unreached(&outcome, "renewed")?;
         if !outcome.decision.allowed {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
@@ -124,6 +131,18 @@ pub(super) async fn renew(api: Arc<Api>, request: Request<Incoming>) -> Response
     }
     .await;
     api.respond(result)
+}
+
+/// 503 when the failure policy refused `outcome` without the store: whether the store still
+/// holds the lease is unknown, so "not held" would be a guess.
+fn unreached(outcome: &LeaseOutcome, done: &str) -> Result<(), ApiError> {
+    if outcome.degraded && !outcome.decision.allowed {
+        return Err(ApiError::new(
+            ErrorCode::StoreUnavailable,
+            format!("the store is unavailable: the lease was not {done}; send it again"),
+        ));
+    }
+    Ok(())
 }
 
 fn lease_id(text: &str) -> Result<LeaseId, ApiError> {
