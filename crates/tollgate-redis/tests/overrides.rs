@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use tollgate::PolicyName;
-use tollgate::{Algorithm, Check, Limiter, OverrideSpec, Policy, Store};
+use tollgate::{Algorithm, Check, LimitError, Limiter, OverrideSpec, Policy, PolicyError, Store};
 use tollgate_redis::keys::{override_index, override_key};
 use tollgate_redis::{RedisOptions, RedisStore};
 use tollgate_testkit::{shared_cluster, shared_standalone};
@@ -59,6 +59,28 @@ async fn two_instances_share_overrides(url: &str, prefix: &str) {
     let d = one.check("api", "t-7").await.unwrap();
     assert_eq!((d.allowed, d.limit), (false, 2));
     assert_eq!(one.get_override("api", "t-7").await.unwrap(), None);
+    // A cost the policy admits but the key's override never can is refused as an error, as a
+    // cost above the policy's own capacity is (not answered as a rejection to retry).
+    one.set_override("api", "t-8", OverrideSpec::limit(1))
+        .await
+        .unwrap();
+    let beyond = |result: Result<_, LimitError>| match result {
+        Err(LimitError::Policy {
+            source: PolicyError::CostExceedsCapacity { cost, capacity },
+            ..
+        }) => (cost, capacity),
+        other => panic!("expected a cost above the override's capacity, got {other:?}"),
+    };
+    assert_eq!(
+        beyond(two.check_cost("api", "t-8", 2).await.map(|_| ())),
+        (2, 1)
+    );
+    assert_eq!(
+        beyond(two.check_all(&["burst", "api"], "t-8", 2).await.map(|_| ())),
+        (2, 1)
+    );
+    assert!(two.check_cost("api", "t-8", 1).await.unwrap().allowed);
+    assert!(one.delete_override("api", "t-8").await.unwrap());
 }
 
 #[tokio::test]

@@ -400,3 +400,35 @@ async fn a_raised_limit_beats_every_instances_cached_rejections() {
         server.stop().await;
     }
 }
+
+/// A cost the policy admits but the key's override can never admit is a 400, as a cost above
+/// the policy's own capacity is: not a 429 whose retry would never pass.
+#[tokio::test]
+async fn a_cost_above_the_overrides_capacity_is_a_400() {
+    let server = TestServer::start(POLICIES).await;
+    for (policy, put) in [
+        ("api", json!({"policy": "api", "key": "oc", "limit": 3})),
+        (
+            "burst",
+            json!({"policy": "burst", "key": "oc", "limit": 3, "burst": 3}),
+        ),
+    ] {
+        let reply = send(&server, "PUT", "/v1/overrides", Some(put)).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let check = json!({"policy": policy, "key": "oc", "cost": 5});
+        let refused = server.post_json("/v1/check", check).await;
+        assert_eq!(
+            (refused.status, refused.json["error"]["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{policy}: {:?}",
+            refused.json
+        );
+        let fits = server
+            .post_json(
+                "/v1/check",
+                json!({"policy": policy, "key": "oc", "cost": 3}),
+            )
+            .await;
+        assert_eq!(fits.json["allowed"], true, "{policy}: {:?}", fits.json);
+    }
+}

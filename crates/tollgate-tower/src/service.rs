@@ -11,7 +11,8 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use smallvec::{SmallVec, smallvec};
 use tollgate::{
-    Decision, Decisions, LimitError, Limiter, Mode, OnError, OwnedLease, Store, StoreError, Verdict,
+    Decision, Decisions, LimitError, Limiter, Mode, OnError, OwnedLease, PolicyError, Store,
+    StoreError, Verdict,
 };
 use tower_service::Service;
 
@@ -126,6 +127,18 @@ where
     } = match admit(&shared.limiter, rule, &set, &key).await {
         Ok(admission) => admission,
         Err(LimitError::Store(error)) => return store_failed(&shared, error, inner, req).await,
+        // The route's cost passed the policy at build time, so the key's override (set at
+        // run time) is what it exceeds: the key cannot pass while the override stands.
+        Err(LimitError::Policy {
+            source: PolicyError::CostExceedsCapacity { .. },
+            ..
+        }) => {
+            return Ok(error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "this request costs more than the key's limit can ever admit",
+            ));
+        }
         Err(error) => {
             // The configuration was checked at build time, so this is a bug, not bad input.
             tracing::error!(%error, "rate limiter refused a check");

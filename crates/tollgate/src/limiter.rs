@@ -405,6 +405,9 @@ impl<S: Store> Limiter<S> {
             Ok(decision) => decision,
             Err(error) => self.without_store(error, &[check], cost, mode)?[0],
         };
+        if !decision.allowed && cost > decision.limit {
+            return Err(beyond_override(check.name, cost, decision.limit));
+        }
         if check.policy.shadow() {
             let_through(&mut decision);
         }
@@ -434,6 +437,14 @@ impl<S: Store> Limiter<S> {
     ) -> Result<Verdict, LimitError> {
         let (positions, checks) = self.checks(policies, key, cost)?;
         let mut verdict = self.decide_checks(&checks, cost, mode).await?;
+        if !verdict.allowed()
+            && let Some((check, decision)) = checks
+                .iter()
+                .zip(&verdict.decisions)
+                .find(|(_, d)| cost > d.limit)
+        {
+            return Err(beyond_override(check.name, cost, decision.limit));
+        }
         verdict.policies = positions;
         Ok(verdict)
     }
@@ -910,6 +921,18 @@ impl<S> Limiter<S> {
     }
 }
 
+/// A rejection whose cost is above the capacity it was decided under: the policy admits the
+/// cost, so the key's override (read by the store in the same decision) does not, and the cost
+/// can never pass while the override stands. Refused as a cost above a policy's capacity is,
+/// rather than answered as a rejection to retry.
+#[cold]
+fn beyond_override(name: &PolicyName, cost: u64, capacity: u64) -> LimitError {
+    LimitError::Policy {
+        policy: name.to_string(),
+        source: PolicyError::CostExceedsCapacity { cost, capacity },
+    }
+}
+
 /// The check of `policy` (named `name`) for `key`, if `cost` can pass it.
 fn admitting<'a>(
     name: &'a PolicyName,
@@ -1030,6 +1053,34 @@ mod tests {
 
     fn policy(limit: u64) -> Policy {
         Policy::new(Algorithm::FixedWindow, limit, Duration::from_secs(1), None).unwrap()
+    }
+
+    /// A cost the policy admits but the key's override cannot is refused with the error a cost
+    /// above the policy's capacity gets, by both paths; other keys and costs are unaffected.
+    #[tokio::test]
+    async fn a_cost_above_the_overrides_capacity_is_refused_as_an_error() {
+        let limiter = Limiter::new(crate::MemoryStore::new())
+            .with_policy("p", policy(10))
+            .unwrap();
+        limiter
+            .set_override("p", "small", crate::OverrideSpec::limit(3))
+            .await
+            .unwrap();
+        let want = LimitError::Policy {
+            policy: "p".into(),
+            source: PolicyError::CostExceedsCapacity {
+                cost: 5,
+                capacity: 3,
+            },
+        };
+        let one = limiter.check_cost("p", "small", 5).await.unwrap_err();
+        let all = limiter.check_all(&["p"], "small", 5).await.unwrap_err();
+        assert_eq!(
+            (one.to_string(), all.to_string()),
+            (want.to_string(), want.to_string())
+        );
+        assert!(limiter.check_cost("p", "small", 3).await.unwrap().allowed);
+        assert!(limiter.check_cost("p", "other", 5).await.unwrap().allowed);
     }
 
     /// The one-policy fast path refuses what the general path refuses, with the same error in

@@ -430,3 +430,25 @@ async fn a_shadow_policy_lets_requests_through() {
         assert_eq!(reply.status, expected, "request {i}");
     }
 }
+
+/// A route whose cost the policy admits, on a key whose override (set at run time) never can:
+/// 429 `rate_limited`, not a 500, and other keys pass as before.
+#[tokio::test]
+async fn a_cost_above_a_keys_override_is_a_429() {
+    let limiter = limiter(&[("api", 5)]);
+    limiter
+        .set_override("api", "x-user:small", tollgate::OverrideSpec::limit(2))
+        .await
+        .unwrap();
+    let server = serve(
+        RateLimitLayer::builder(limiter)
+            .rule(Rule::new("/x", "api").cost(3))
+            .key(Key::header("x-user")),
+    )
+    .await;
+    let refused = server.get("/x", &[("x-user", "small")]).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.body.contains("rate_limited"), "{}", refused.body);
+    let other = server.get("/x", &[("x-user", "other")]).await;
+    assert_eq!(other.status, StatusCode::OK);
+}
