@@ -689,7 +689,7 @@ async fn garbage_on_the_socket_does_not_hurt() {
 
 /// Percent-escapes that are not UTF-8 are refused by peek as by check (decoded lossily, `%ff`
 /// and `%fe` would both read as U+FFFD and share one key's state), and an HTTP/1.1 request
-/// without `Host` is a 400 (RFC 9112 §3.2), while HTTP/1.0 needs none.
+/// without `Host`, or with two, is a 400 (RFC 9112 §3.2), while HTTP/1.0 needs none.
 #[tokio::test]
 async fn peek_refuses_non_utf8_keys_and_http11_needs_host() {
     let server = TestServer::start(CONFIG).await;
@@ -708,9 +708,10 @@ async fn peek_refuses_non_utf8_keys_and_http11_needs_host() {
     let fine = server.get("/v1/peek?policy=api&key=%C3%A9").await;
     assert_eq!(fine.status, 200);
     let addr = server.addr;
-    let [no_host, with_host, old] = tokio::task::spawn_blocking(move || {
+    let [no_host, two_hosts, with_host, old] = tokio::task::spawn_blocking(move || {
         [
             "GET /health HTTP/1.1\r\nConnection: close\r\n\r\n",
+            "GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
             "GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
             "GET /health HTTP/1.0\r\n\r\n",
         ]
@@ -728,6 +729,7 @@ async fn peek_refuses_non_utf8_keys_and_http11_needs_host() {
     .await
     .unwrap();
     assert!(no_host.starts_with("HTTP/1.1 400"), "{no_host}");
+    assert!(two_hosts.starts_with("HTTP/1.1 400"), "{two_hosts}");
     assert!(no_host.contains("\"invalid_request\""), "{no_host}");
     assert!(with_host.starts_with("HTTP/1.1 200"), "{with_host}");
     assert!(old.starts_with("HTTP/1.0 200"), "{old}");

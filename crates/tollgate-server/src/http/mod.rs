@@ -71,12 +71,15 @@ impl Api {
     /// The future answering one request. Routed here, before any future exists, so the box
     /// holds only the chosen handler's state (a check's is a quarter of the largest's).
     pub fn handle(self: &Arc<Self>, request: Request<Incoming>) -> Handler {
-        // RFC 9112 §3.2: an HTTP/1.1 request without Host gets a 400 (HTTP/2 carries
-        // `:authority` instead, and HTTP/1.0 predates Host).
-        if request.version() == Version::HTTP_11 && !request.headers().contains_key(header::HOST) {
-            return answered(
-                self.error(ApiError::invalid("an HTTP/1.1 request needs a Host header")),
-            );
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host, or with more than one, gets a 400
+        // (HTTP/2 carries `:authority` instead, and HTTP/1.0 predates Host).
+        if request.version() == Version::HTTP_11 {
+            let mut hosts = request.headers().get_all(header::HOST).iter();
+            if hosts.next().is_none() || hosts.next().is_some() {
+                return answered(self.error(ApiError::invalid(
+                    "an HTTP/1.1 request needs exactly one Host header",
+                )));
+            }
         }
         let Some(route) = Route::of(request.uri().path()) else {
             return answered(self.error(ApiError::new(
