@@ -282,7 +282,7 @@ enum Period {
 
 fn opt_period<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Period>, D::Error> {
     let s = String::deserialize(d)?;
-    if matches!(s.trim(), "month" | "1month" | "1 month") {
+    if tollgate::policy::is_month_period(&s) {
         return Ok(Some(Period::Month));
     }
     parse_duration(&s)

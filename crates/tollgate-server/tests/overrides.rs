@@ -432,3 +432,43 @@ async fn a_cost_above_the_overrides_capacity_is_a_400() {
         assert_eq!(fits.json["allowed"], true, "{policy}: {:?}", fits.json);
     }
 }
+
+/// `"period": "month"` sets an override in UTC calendar months, as `period: month` does in the
+/// config; only a fixed window takes months (a clear 400 otherwise).
+#[tokio::test]
+async fn an_override_may_count_calendar_months() {
+    let server = TestServer::start(POLICIES).await;
+    let put = json!({"policy": "api", "key": "m", "limit": 3, "period": "month"});
+    let reply = send(&server, "PUT", "/v1/overrides", Some(put)).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.json["period"], "month", "{:?}", reply.json);
+    let got = server.get("/v1/overrides?policy=api&key=m").await;
+    assert_eq!(got.json["period"], "month", "{:?}", got.json);
+    for _ in 0..3 {
+        let allowed = server
+            .post_json("/v1/check", json!({"policy": "api", "key": "m"}))
+            .await;
+        assert_eq!(allowed.json["allowed"], true);
+    }
+    let refused = server
+        .post_json("/v1/check", json!({"policy": "api", "key": "m"}))
+        .await;
+    assert_eq!(
+        (
+            refused.json["allowed"].clone(),
+            refused.json["limit"].clone()
+        ),
+        (json!(false), json!(3))
+    );
+    let put = json!({"policy": "burst", "key": "m", "limit": 3, "period": "month"});
+    let reply = send(&server, "PUT", "/v1/overrides", Some(put)).await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert!(
+        reply.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fixed-window"),
+        "{:?}",
+        reply.json
+    );
+}

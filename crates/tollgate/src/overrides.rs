@@ -41,6 +41,8 @@ pub struct OverrideSpec {
     pub limit: u64,
     /// The period; the named policy's when omitted.
     pub period: Option<Duration>,
+    /// UTC calendar months instead of `period` (`fixed-window` only, as [`Policy::monthly`]).
+    pub calendar_months: bool,
     /// Token bucket / GCRA capacity; the override's limit when omitted.
     pub burst: Option<u64>,
     /// How long the override stands; until deleted when omitted.
@@ -53,9 +55,17 @@ impl OverrideSpec {
         OverrideSpec {
             limit,
             period: None,
+            calendar_months: false,
             burst: None,
             expires_in: None,
         }
+    }
+
+    /// The same in UTC calendar months (a `fixed-window` policy's only).
+    pub fn monthly(mut self) -> OverrideSpec {
+        self.calendar_months = true;
+        self.period = None;
+        self
     }
 
     /// The same with a period of its own.
@@ -87,8 +97,9 @@ impl OverrideSpec {
             Some(d) => Some(d),
         };
         let policy = match self.period {
-            // A monthly policy's override keeps calendar months unless it names a period.
-            None if base.is_monthly() => {
+            // Calendar months when asked; a monthly policy's override keeps them unless it
+            // names a period.
+            None if self.calendar_months || base.is_monthly() => {
                 if self.burst.is_some() {
                     return Err(PolicyError::BurstNotApplicable(base.algorithm()));
                 }

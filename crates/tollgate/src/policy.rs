@@ -154,6 +154,12 @@ impl FromStr for Rate {
     }
 }
 
+/// Whether `period` names UTC calendar months (`month`, `1month`, `1 month`): the one spelling
+/// config files and the override API share.
+pub fn is_month_period(period: &str) -> bool {
+    matches!(period.trim(), "month" | "1month" | "1 month")
+}
+
 /// `Some(limit)` for `N/month` (`Some(None)` when N is not a number), `None` for other rates.
 pub fn monthly_rate(rate: &str) -> Option<Option<u64>> {
     let (limit, unit) = rate.split_once('/')?;

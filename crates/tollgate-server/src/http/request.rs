@@ -230,11 +230,16 @@ pub struct OverrideRequest<'a> {
 }
 
 impl OverrideRequest<'_> {
-    /// What the limiter takes; a period that is not a duration is a 400.
+    /// What the limiter takes; a period that is neither a duration nor `month` is a 400.
     pub fn spec(&self) -> Result<tollgate::OverrideSpec, ApiError> {
+        let calendar_months = self
+            .period
+            .as_ref()
+            .is_some_and(|text| tollgate::policy::is_month_period(text.as_str()));
         let period = self
             .period
             .as_ref()
+            .filter(|_| !calendar_months)
             .map(|text| {
                 humantime::parse_duration(text.as_str()).map_err(|e| {
                     ApiError::invalid(format!("invalid period `{}`: {e}", text.as_str()))
@@ -244,6 +249,7 @@ impl OverrideRequest<'_> {
         Ok(tollgate::OverrideSpec {
             limit: self.limit,
             period,
+            calendar_months,
             burst: self.burst,
             expires_in: self.expires_in_ms.map(std::time::Duration::from_millis),
         })
