@@ -343,3 +343,31 @@ async fn renew_and_release_without_the_store_are_503_not_answers_about_the_lease
         server.stop().await;
     }
 }
+
+/// `POST /v1/reset` on a `concurrency` policy drops the key's leases, on the memory store and
+/// on Redis: an administrator's way out when holders crashed with long leases.
+#[tokio::test]
+async fn reset_drops_a_keys_leases() {
+    let url = tollgate_testkit::shared_standalone().url();
+    let on_redis = format!(
+        "store:\n  url: {url}\n  prefix: leases-reset\npolicies:\n  jobs: {{ algorithm: concurrency, limit: 2, lease: 60s }}\n"
+    );
+    for yaml in [MEMORY, on_redis.as_str()] {
+        let server = TestServer::start(yaml).await;
+        let reset = || server.post_json("/v1/reset", json!({"policy": "jobs", "key": "r"}));
+        // A run before this one may have left leases in the shared Redis.
+        assert_eq!(reset().await.status, 204);
+        for _ in 0..2 {
+            assert_eq!(acquire(&server, "jobs", "r", 1).await.json["allowed"], true);
+        }
+        assert_eq!(
+            acquire(&server, "jobs", "r", 1).await.json["allowed"],
+            false
+        );
+        let reply = reset().await;
+        assert_eq!(reply.status, 204, "{:?}", reply.json);
+        let again = acquire(&server, "jobs", "r", 2).await;
+        assert_eq!(again.json["allowed"], true, "{:?}", again.json);
+        server.stop().await;
+    }
+}

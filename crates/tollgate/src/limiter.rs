@@ -824,9 +824,12 @@ impl<S: Store> Limiter<S> {
 
     /// Forget `key`'s state under `policy`.
     pub async fn reset(&self, policy: &str, key: &str) -> Result<(), LimitError> {
-        let (_, checks) = self.checks(&[policy], key, 1)?;
+        // Any policy resets, a `concurrency` one included (its leases are all dropped): no cost
+        // is asked of it, so none is validated.
+        validate_key(key)?;
+        let (name, policy) = self.named(policy)?;
         self.store
-            .reset(&checks)
+            .reset(&[Check { name, policy, key }])
             .await
             .map_err(|error| self.reported(error))
     }
