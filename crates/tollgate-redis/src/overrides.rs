@@ -8,7 +8,8 @@
 //!
 //! Listings go through an index per policy, a sorted set of identifiers at
 //! `<prefix>:P:overrides` paged by key (`ZRANGEBYLEX`). The index only lists: a decision never
-//! reads it. Identifiers whose override expired are dropped from it when a listing meets them.
+//! reads it. Identifiers whose override expired are dropped from it when a listing meets them,
+//! and the index itself expires with the latest expiry of what it lists ([`LIST_SCRIPT`]).
 //!
 //! Every set or delete is announced on `<prefix>:overrides:changed` (`P\nI`), and
 //! [`watch_changes`] follows that channel, so that each instance forgets the rejections it
@@ -47,6 +48,22 @@ if ARGV[1] ~= '0' then
 end
 return 1";
 
+/// Lists an identifier in a policy's index, which lives as long as what it lists: it expires
+/// with the latest of its overrides' expiries, and only an override without one (until
+/// deleted, as configuration is) keeps it without a TTL. An index whose last member leaves
+/// is deleted by Redis itself.
+/// KEYS[1]: the index. ARGV: the identifier, the override's TTL in ms ('0': none).
+pub(crate) const LIST_SCRIPT: &str = "\
+local before = redis.call('PTTL', KEYS[1])
+redis.call('ZADD', KEYS[1], 0, ARGV[1])
+local ttl = tonumber(ARGV[2])
+if ttl == 0 then
+  redis.call('PERSIST', KEYS[1])
+elseif before == -2 or (before >= 0 and before < ttl) then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return 1";
+
 /// Store `value` as the override of `target`, then list it in the index.
 pub(crate) async fn set(
     connection: &Connection,
@@ -72,15 +89,13 @@ pub(crate) async fn set(
         .arg("burst")
         .arg(policy.capacity());
     let _: i64 = connection.query(&set).await.map_err(backend)?;
-    let _: i64 = connection
-        .query(
-            redis::cmd("ZADD")
-                .arg(keys::override_index(prefix, target.name))
-                .arg(0)
-                .arg(target.key),
-        )
-        .await
-        .map_err(backend)?;
+    let mut list = redis::cmd("EVAL");
+    list.arg(LIST_SCRIPT)
+        .arg(1)
+        .arg(keys::override_index(prefix, target.name))
+        .arg(target.key)
+        .arg(ttl_ms);
+    let _: i64 = connection.query(&list).await.map_err(backend)?;
     announce(connection, prefix, target).await;
     Ok(())
 }

@@ -241,6 +241,10 @@ pub fn every_script() -> Vec<(String, String)> {
         "override-set.lua".into(),
         crate::overrides::SET_SCRIPT.into(),
     ));
+    scripts.push((
+        "override-list.lua".into(),
+        crate::overrides::LIST_SCRIPT.into(),
+    ));
     scripts
 }
 

@@ -157,3 +157,34 @@ async fn listings_page_and_expired_overrides_leave() {
     };
     assert_eq!(limiter.store().get_override(target).await.unwrap(), None);
 }
+
+/// The index of a policy's overrides expires with the latest expiry it lists: it grows to a
+/// longer one, never shrinks to a shorter one, and only a permanent override keeps it without
+/// a TTL (as that override itself has none).
+#[tokio::test]
+async fn the_index_expires_with_what_it_lists() {
+    let redis = shared_standalone();
+    let limiter = limiter(&redis.url(), "ov-index-ttl").await;
+    let index = override_index("ov-index-ttl", &PolicyName::from_static("api"));
+    let _: i64 = redis.query(&["DEL", &index]).unwrap();
+    let pttl = || -> i64 { redis.query(&["PTTL", &index]).unwrap() };
+    let expiring = |key: &'static str, secs| {
+        let spec = OverrideSpec::limit(5).expires_in(Duration::from_secs(secs));
+        limiter.set_override("api", key, spec)
+    };
+    expiring("a", 60).await.unwrap();
+    assert!((1..=60_000).contains(&pttl()), "PTTL {}", pttl());
+    expiring("b", 600).await.unwrap();
+    assert!((60_001..=600_000).contains(&pttl()), "PTTL {}", pttl());
+    expiring("c", 30).await.unwrap();
+    assert!(pttl() > 60_000, "shrunk to {}", pttl());
+    limiter
+        .set_override("api", "d", OverrideSpec::limit(5))
+        .await
+        .unwrap();
+    assert_eq!(pttl(), -1);
+    for key in ["a", "b", "c", "d"] {
+        assert!(limiter.delete_override("api", key).await.unwrap());
+    }
+    assert_eq!(pttl(), -2, "an empty index is gone");
+}
