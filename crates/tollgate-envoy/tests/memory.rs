@@ -30,7 +30,6 @@ on_memory!(
     replaces,
     hits_addend,
     quota_flow,
-    more_hits_than_the_limit,
     multi_service_quota,
     negative_hits,
     limit_override,
