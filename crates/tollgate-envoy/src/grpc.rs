@@ -145,10 +145,13 @@ where
     H: GrpcService,
 {
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    // As tonic's server did: no bound on streams per connection (Envoy bounds its own).
+    // As tonic's server did: no bound on streams per connection (Envoy bounds its own). No
+    // `date` header: gRPC clients do not read it, and a value that changes every second is
+    // HPACK-encoded afresh on every response.
     builder
         .timer(TokioTimer::new())
-        .max_concurrent_streams(None);
+        .max_concurrent_streams(None)
+        .auto_date_header(false);
     let graceful = GracefulShutdown::new();
     let routes = Routes { envoy, health };
     let mut shutdown = std::pin::pin!(shutdown);
