@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::BodyExt as _;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tollgate::memory::MemoryStore;
@@ -221,7 +221,7 @@ fn command_counter(url: &str) -> Option<CommandCounter> {
 /// streaming codec and a boxed body per call, which the client, sharing the cores with the
 /// server, would pay for and the server's figure would show.
 struct GrpcTarget {
-    connections: Vec<SendRequest<Full<Bytes>>>,
+    connections: Vec<SendRequest<Message>>,
     next: AtomicUsize,
     /// `http://host:port/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`.
     uri: http::Uri,
@@ -274,7 +274,7 @@ impl GrpcTarget {
 /// One HTTP/2 connection (hyper's client), shared by every request sent on it.
 async fn connect_h2(
     authority: &str,
-) -> Result<SendRequest<Full<Bytes>>, Box<dyn std::error::Error>> {
+) -> Result<SendRequest<Message>, Box<dyn std::error::Error>> {
     let tcp = tokio::net::TcpStream::connect(authority).await?;
     // Decisions are small request/response pairs: never wait to coalesce them.
     tcp.set_nodelay(true)?;
@@ -311,6 +311,27 @@ fn grpc_error(headers: &http::HeaderMap, trailers: Option<&http::HeaderMap>) -> 
     }
 }
 
+/// A unary call's body: one framed message, sent without `content-length` as Envoy's gRPC
+/// client sends it (hyper writes the header for a body of known size, and a length that
+/// changes with the key is HPACK-encoded afresh on every request).
+struct Message(Option<Bytes>);
+
+impl hyper::body::Body for Message {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.take().map(|data| Ok(hyper::body::Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
 impl Target for GrpcTarget {
     async fn decide(&self, key: &str, cost: u64) -> Result<Outcome, TargetError> {
         let request = RateLimitRequest {
@@ -327,7 +348,7 @@ impl Target for GrpcTarget {
         let call = http::Request::post(self.uri.clone())
             .header(http::header::CONTENT_TYPE, "application/grpc")
             .header(http::header::TE, "trailers")
-            .body(Full::new(tollgate_envoy::grpc::frame(&request)))
+            .body(Message(Some(tollgate_envoy::grpc::frame(&request))))
             .map_err(|e| TargetError::Answer(e.to_string()))?;
         let at = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
         let mut connection = self.connections[at].clone();
