@@ -272,9 +272,7 @@ impl GrpcTarget {
 }
 
 /// One HTTP/2 connection (hyper's client), shared by every request sent on it.
-async fn connect_h2(
-    authority: &str,
-) -> Result<SendRequest<Message>, Box<dyn std::error::Error>> {
+async fn connect_h2(authority: &str) -> Result<SendRequest<Message>, Box<dyn std::error::Error>> {
     let tcp = tokio::net::TcpStream::connect(authority).await?;
     // Decisions are small request/response pairs: never wait to coalesce them.
     tcp.set_nodelay(true)?;
