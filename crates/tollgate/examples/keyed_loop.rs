@@ -9,26 +9,16 @@
 
 #[path = "shared/alternate.rs"]
 mod alternate;
+#[path = "shared/workload.rs"]
+mod workload;
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tollgate::PolicyName;
-use tollgate::{Algorithm, Check, Limiter, MemoryStore, Mode, Policy};
-
-/// Poll a future that never waits (the memory store's) to completion.
-fn ready<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    match f
-        .as_mut()
-        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
-    {
-        std::task::Poll::Ready(v) => v,
-        std::task::Poll::Pending => unreachable!("memory store futures are always ready"),
-    }
-}
+use tollgate::{Check, MemoryStore, Mode, Policy};
+use workload::{checks_limiter, checks_pass, keys, leases_limiter, order, pairs_pass, policy};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -37,40 +27,13 @@ fn main() {
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1_000_000);
-    let keys: Vec<String> = (0..10_000).map(|i| format!("user-{i}")).collect();
-    let mut x = 0x1234_5678_9abc_def0u64;
-    let order: Vec<usize> = (0..checks)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % keys.len() as u64) as usize
-        })
-        .collect();
+    let keys = keys();
+    let order = order(checks, keys.len());
     match which.as_str() {
         "alternate" => alternate(&keys, &order),
         "governor" => governor_pass(&governor(), &keys, &order),
-        "limiter" => {
-            let limiter = Limiter::new(MemoryStore::new())
-                .with_policy("api", policy())
-                .unwrap();
-            for &k in &order {
-                black_box(ready(limiter.check("api", &keys[k])).is_ok());
-            }
-        }
-        "leases" => {
-            let jobs = Policy::concurrency(1_000, Duration::from_secs(60)).unwrap();
-            let limiter = Limiter::new(MemoryStore::new())
-                .with_policy("jobs", jobs)
-                .unwrap();
-            for &k in &order {
-                let acquired = ready(limiter.acquire("jobs", &keys[k], 1)).unwrap();
-                let lease = acquired
-                    .lease
-                    .expect("a limit of 1,000 grants every acquire");
-                black_box(ready(lease.release()).is_ok());
-            }
-        }
+        "limiter" => checks_pass(&checks_limiter(), &keys, &order),
+        "leases" => pairs_pass(&leases_limiter(), &keys, &order),
         "slice" => {
             let (policy, store) = (policy(), MemoryStore::new());
             let name = PolicyName::from_static("api");
@@ -85,11 +48,6 @@ fn main() {
         }
         _ => tollgate_pass(&MemoryStore::new(), &policy(), &keys, &order),
     }
-}
-
-/// GCRA, 1e6 per minute: nothing is ever rejected.
-fn policy() -> Policy {
-    Policy::new(Algorithm::Gcra, 1_000_000, Duration::from_secs(60), None).unwrap()
 }
 
 /// governor's keyed limiter with the same quota.

@@ -10,75 +10,25 @@
 
 #[path = "shared/alternate.rs"]
 mod alternate;
+#[path = "shared/workload.rs"]
+mod workload;
 
-use std::hint::black_box;
-use std::time::Duration;
-
-use tollgate::{Algorithm, Limiter, MemoryStore, Policy};
-
-/// Poll a future that never waits (the memory store's) to completion.
-fn ready<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    match f
-        .as_mut()
-        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
-    {
-        std::task::Poll::Ready(v) => v,
-        std::task::Poll::Pending => unreachable!("memory store futures are always ready"),
-    }
-}
+use workload::{checks_limiter, checks_pass, keys, leases_limiter, order, pairs_pass};
 
 fn main() {
     let operations: usize = std::env::args()
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(200_000);
-    let keys: Vec<String> = (0..10_000).map(|i| format!("user-{i}")).collect();
-    let mut x = 0x1234_5678_9abc_def0u64;
-    let order: Vec<usize> = (0..operations)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % keys.len() as u64) as usize
-        })
-        .collect();
+    let keys = keys();
+    let order = order(operations, keys.len());
     leases_alternate(&keys, &order);
-}
-
-/// A limiter with one `concurrency` policy, "jobs", of 1,000 units: every acquire is granted.
-fn leases_limiter() -> Limiter<MemoryStore> {
-    let jobs = Policy::concurrency(1_000, Duration::from_secs(60)).unwrap();
-    Limiter::new(MemoryStore::new())
-        .with_policy("jobs", jobs)
-        .unwrap()
-}
-
-/// One acquire+release pair per entry of `order`.
-fn pairs_pass(limiter: &Limiter<MemoryStore>, keys: &[String], order: &[usize]) {
-    for &k in order {
-        let acquired = ready(limiter.acquire("jobs", &keys[k], 1)).unwrap();
-        let lease = acquired
-            .lease
-            .expect("a limit of 1,000 grants every acquire");
-        black_box(ready(lease.release()).is_ok());
-    }
-}
-
-/// One `Limiter::check` per entry of `order`.
-fn checks_pass(limiter: &Limiter<MemoryStore>, keys: &[String], order: &[usize]) {
-    for &k in order {
-        black_box(ready(limiter.check("api", &keys[k])).is_ok());
-    }
 }
 
 /// The rounds: checks and pairs in alternating bursts, which goes first alternating.
 fn leases_alternate(keys: &[String], order: &[usize]) {
     const ROUNDS: usize = 40;
-    let checks = Limiter::new(MemoryStore::new())
-        .with_policy("api", policy())
-        .unwrap();
-    let pairs = leases_limiter();
+    let (checks, pairs) = (checks_limiter(), leases_limiter());
     let run_checks = || checks_pass(&checks, keys, order);
     let run_pairs = || pairs_pass(&pairs, keys, order);
     let rounds = alternate::rounds(ROUNDS, &run_checks, &run_pairs);
@@ -100,9 +50,4 @@ fn leases_alternate(keys: &[String], order: &[usize]) {
         ns(pair_min, 1),
         pair_min / check_min,
     );
-}
-
-/// GCRA, 1e6 per minute: nothing is ever rejected.
-fn policy() -> Policy {
-    Policy::new(Algorithm::Gcra, 1_000_000, Duration::from_secs(60), None).unwrap()
 }
