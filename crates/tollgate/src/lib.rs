@@ -53,7 +53,7 @@ pub use error::{LimitError, PolicyError, StoreError};
 pub use lease::{Acquired, Lease, LeaseId, LeaseOp, LeaseOutcome, OwnedLease};
 pub use limiter::{Limiter, MAX_KEY_LEN, Verdict, Waited};
 pub use memory::MemoryStore;
-pub use overrides::{Override, OverridePage, OverrideSpec};
+pub use overrides::{Override, OverridePage, OverridePeriod, OverrideSpec};
 pub use policy::{Algorithm, Policy, PolicyBuilder, Rate};
 pub use policy_name::{MAX_POLICY_NAME_LEN, PolicyName, PolicyNameError};
 pub use resilience::{OnError, ResilienceConfig, Resilient};

@@ -34,15 +34,22 @@ pub const MAX_EXPIRY_US: u64 = crate::policy::MAX_EXACT / 4 - 1;
 /// Most overrides one page of a listing holds.
 pub const MAX_PAGE: usize = 1000;
 
+/// The period an override asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverridePeriod {
+    /// A fixed length.
+    Every(Duration),
+    /// UTC calendar months (`fixed-window` only, as [`Policy::monthly`]).
+    CalendarMonths,
+}
+
 /// What an administrator asks for: the limit, and optionally period, burst and expiry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverrideSpec {
     /// Requests (cost units) per period.
     pub limit: u64,
     /// The period; the named policy's when omitted.
-    pub period: Option<Duration>,
-    /// UTC calendar months instead of `period` (`fixed-window` only, as [`Policy::monthly`]).
-    pub calendar_months: bool,
+    pub period: Option<OverridePeriod>,
     /// Token bucket / GCRA capacity; the override's limit when omitted.
     pub burst: Option<u64>,
     /// How long the override stands; until deleted when omitted.
@@ -55,7 +62,6 @@ impl OverrideSpec {
         OverrideSpec {
             limit,
             period: None,
-            calendar_months: false,
             burst: None,
             expires_in: None,
         }
@@ -63,14 +69,13 @@ impl OverrideSpec {
 
     /// The same in UTC calendar months (a `fixed-window` policy's only).
     pub fn monthly(mut self) -> OverrideSpec {
-        self.calendar_months = true;
-        self.period = None;
+        self.period = Some(OverridePeriod::CalendarMonths);
         self
     }
 
     /// The same with a period of its own.
     pub fn period(mut self, period: Duration) -> OverrideSpec {
-        self.period = Some(period);
+        self.period = Some(OverridePeriod::Every(period));
         self
     }
 
@@ -96,21 +101,20 @@ impl OverrideSpec {
             }
             Some(d) => Some(d),
         };
-        let policy = match self.period {
-            // Calendar months when asked; a monthly policy's override keeps them unless it
-            // names a period.
-            None if self.calendar_months || base.is_monthly() => {
-                if self.burst.is_some() {
-                    return Err(PolicyError::BurstNotApplicable(base.algorithm()));
-                }
-                Policy::monthly(base.algorithm(), self.limit)?
+        // A fixed period, or `None` for calendar months: asked for, or kept from a monthly
+        // policy when the override names no period.
+        let period = match self.period {
+            Some(OverridePeriod::Every(period)) => Some(period),
+            Some(OverridePeriod::CalendarMonths) => None,
+            None if base.is_monthly() => None,
+            None => Some(base.period()),
+        };
+        let policy = match period {
+            Some(period) => Policy::new(base.algorithm(), self.limit, period, self.burst)?,
+            None if self.burst.is_some() => {
+                return Err(PolicyError::BurstNotApplicable(base.algorithm()));
             }
-            period => Policy::new(
-                base.algorithm(),
-                self.limit,
-                period.unwrap_or(base.period()),
-                self.burst,
-            )?,
+            None => Policy::monthly(base.algorithm(), self.limit)?,
         };
         Ok(Override { policy, expires_in })
     }

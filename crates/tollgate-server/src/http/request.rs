@@ -232,24 +232,22 @@ pub struct OverrideRequest<'a> {
 impl OverrideRequest<'_> {
     /// What the limiter takes; a period that is neither a duration nor `month` is a 400.
     pub fn spec(&self) -> Result<tollgate::OverrideSpec, ApiError> {
-        let calendar_months = self
-            .period
-            .as_ref()
-            .is_some_and(|text| tollgate::policy::is_month_period(text.as_str()));
         let period = self
             .period
             .as_ref()
-            .filter(|_| !calendar_months)
             .map(|text| {
-                humantime::parse_duration(text.as_str()).map_err(|e| {
-                    ApiError::invalid(format!("invalid period `{}`: {e}", text.as_str()))
-                })
+                let text = text.as_str();
+                if tollgate::policy::is_month_period(text) {
+                    return Ok(tollgate::OverridePeriod::CalendarMonths);
+                }
+                humantime::parse_duration(text)
+                    .map(tollgate::OverridePeriod::Every)
+                    .map_err(|e| ApiError::invalid(format!("invalid period `{text}`: {e}")))
             })
             .transpose()?;
         Ok(tollgate::OverrideSpec {
             limit: self.limit,
             period,
-            calendar_months,
             burst: self.burst,
             expires_in: self.expires_in_ms.map(std::time::Duration::from_millis),
         })
