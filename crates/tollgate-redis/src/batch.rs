@@ -602,7 +602,8 @@ impl Batcher {
     }
 
     /// Send `batch` from a task of its own (its callers may give up, the batch goes on), and
-    /// from the same task whatever its answer lets go next.
+    /// from the same task whatever its answer lets go next, once the callers it answered had
+    /// their turn to queue again.
     fn spawn<L: Link>(self: &Arc<Self>, link: &Arc<L>, batch: Batch) {
         let (batcher, link) = (Arc::clone(self), Arc::clone(link));
         tokio::spawn(async move {
@@ -612,6 +613,9 @@ impl Batcher {
                 let reply = batch.run(&*link, form, 0..batch.ends.len()).await;
                 let (group, lane) = (batch.group.clone(), batch.lane);
                 deliver(&link, batch, form, reply);
+                // The callers just answered run first: under load most come straight back
+                // with their next call and join the next batch instead of making one more.
+                tokio::task::yield_now().await;
                 next = batcher.answered(&group, lane);
             }
         });
