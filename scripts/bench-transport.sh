@@ -20,6 +20,9 @@
 # the redis-server processes' own CPU time (/proc/<pid>/stat, every command and the event loop);
 # the client's CPU time (user + system, /usr/bin/time) is given beside them.
 #
+# CLIENT_ARGS adds arguments to every `redis_load load` (both sides, every mode), e.g.
+# CLIENT_ARGS=--current-thread for a client on one thread.
+#
 # TOPOLOGY=sentinel does the same with `redis+sentinel://` (one Sentinel, one replica) against
 # `redis://` of the same master; TOPOLOGY=tls with `rediss://` (a certificate made here by
 # openssl) against `redis://` of the standalone server (both started alike).
@@ -138,7 +141,7 @@ if [ "$TOPOLOGY" != builds ]; then
       before=$(cpu_ticks "${ports[@]}")
       line=$(/usr/bin/time -f '%U %S' -o "$RUN/client-cpu" timeout 300 "$A" load "$url" \
         --algorithm gcra --concurrency "$concurrency" --requests "$N" --keys 10000 \
-        --variant "$side rep$rep" "${extra[@]}")
+        --variant "$side rep$rep" "${extra[@]}" ${CLIENT_ARGS:-})
       ticks=$(($(cpu_ticks "${ports[@]}") - before))
       redis_s=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", t / hz }')
       client_s=$(awk '{ printf "%.3f", $1 + $2 }' "$RUN/client-cpu")
@@ -203,7 +206,7 @@ for rep in $(seq "$REPEAT"); do
     [ "$side" = B-plain ] && args=()
     waits=$(wait_calls)
     line=$(timeout 300 "${!binary}" load "redis://127.0.0.1:$PORT" --algorithm gcra --concurrency 50 \
-      --requests "$N" --keys 10000 --variant "$side rep$rep" "${args[@]}")
+      --requests "$N" --keys 10000 --variant "$side rep$rep" "${args[@]}" ${CLIENT_ARGS:-})
     if [ -n "${REPLICA_ACK:-}" ]; then
       # WAIT calls per decision (the JSON's Redis calls are the script calls).
       line="${line%\}},\"wait_calls_per_decision\":$(awk -v w="$(($(wait_calls) - waits))" -v n="$N" 'BEGIN { printf "%.4f", w / n }')}"
