@@ -23,8 +23,10 @@ use std::time::{Duration, Instant};
 
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use redis::{RedisResult, Value};
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+};
+use redis::{FromRedisValue, RedisResult, Value};
 
 use crate::batch::{Answer, Wait};
 use crate::connection;
@@ -246,6 +248,23 @@ impl Cluster {
             }
         }
         SlotMap { owners }
+    }
+
+    /// Run `command` on every master (by redis-rs's own map): each one's reply, by address.
+    pub(crate) async fn on_every_master(
+        &self,
+        command: redis::Cmd,
+    ) -> RedisResult<Vec<(Option<String>, Value)>> {
+        let mut connection = self.connection().await?;
+        let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+        // Without a response policy, redis-rs answers a map of node address to reply.
+        match connection.route_command(command, routing).await? {
+            Value::Map(replies) => Ok(replies
+                .into_iter()
+                .map(|(address, reply)| (String::from_redis_value(address).ok(), reply))
+                .collect()),
+            other => Ok(vec![(None, other)]),
+        }
     }
 
     /// Run `command` on the master that serves `slot` (by redis-rs's own map); with `wait`,

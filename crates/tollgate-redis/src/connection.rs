@@ -151,6 +151,16 @@ impl Connection {
     pub(crate) async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> RedisResult<T> {
         self.client.query(command).await
     }
+
+    /// `ROLE` of every master this connection writes to: the one master of a standalone or
+    /// Sentinel URL (named `None`), each master of a Cluster by its address.
+    pub(crate) async fn roles(&self) -> RedisResult<Vec<(Option<String>, Value)>> {
+        let role = redis::cmd("ROLE");
+        match &*self.client {
+            Client::Cluster(cluster) => cluster.on_every_master(role).await,
+            client => Ok(vec![(None, client.query(&role).await?)]),
+        }
+    }
 }
 
 impl Link for Client {
@@ -307,6 +317,16 @@ pub fn check_url(url: &str) -> Result<Topology, RedisStoreError> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| invalid("expected scheme://...".into()))?;
+    // redis-rs reads `#insecure` as "skip certificate verification", which this build leaves
+    // out: such a URL would parse and then fail every connection. A password cannot hold a raw
+    // `#` either (it must be percent-encoded), so any fragment is refused here, by its name.
+    let after_credentials = rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts);
+    if let Some((_, fragment)) = after_credentials.split_once('#') {
+        return Err(invalid(format!(
+            "URL fragment `#{fragment}` is not supported: certificate verification cannot be \
+             turned off; trust a private CA instead (SSL_CERT_FILE, or RedisOptions::tls)"
+        )));
+    }
     match scheme {
         "redis" | "rediss" | "valkey" | "valkeys" => {
             redis::Client::open(url).map_err(|e| invalid(e.to_string()))?;
@@ -639,5 +659,24 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    /// `#insecure` would parse and then fail every connection (this build cannot skip
+    /// certificate checks): refused up front, by name, on every scheme; a password keeps its
+    /// `#` percent-encoded.
+    #[test]
+    fn url_fragments_are_refused_by_name() {
+        for url in [
+            "rediss://127.0.0.1:6380/#insecure",
+            "valkeys://h:1#insecure",
+            "rediss+cluster://a:1,b:2#insecure",
+            "rediss+sentinel://a:1/mymaster#insecure",
+            "redis://h:1/0#x",
+        ] {
+            let error = check_url(url).unwrap_err().to_string();
+            assert!(error.contains("URL fragment `#"), "{url}: {error}");
+            assert!(error.contains("SSL_CERT_FILE"), "{url}: {error}");
+        }
+        assert!(check_url("redis://user:pa%23ss@h:1").is_ok());
     }
 }

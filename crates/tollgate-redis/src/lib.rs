@@ -41,4 +41,4 @@ mod store;
 pub use connection::{TlsFiles, Topology, check_url, redact};
 pub use error::RedisStoreError;
 pub use overrides::OverrideChange;
-pub use store::{DEFAULT_PREFIX, RedisOptions, RedisStore, ReplicaAck};
+pub use store::{DEFAULT_PREFIX, MasterReplicas, RedisOptions, RedisStore, ReplicaAck};

@@ -65,13 +65,43 @@ pub struct RedisOptions {
 /// connection's later commands meanwhile), and a master left without enough replicas (after a
 /// failover, until the old master is back as a replica) answers no consuming decision at all.
 /// Keep `timeout` well under the limiter's store timeout (and under
-/// [`RedisOptions::response_timeout`]), or calls time out before `WAIT` can answer.
+/// [`RedisOptions::response_timeout`]), or calls time out before `WAIT` can answer. Redis ends
+/// a `WAIT` it cannot satisfy only at its next event-loop tick (up to `1000 / hz` ms on a quiet
+/// master: 100 ms at the default `hz 10`), so run masters at `hz 100` with short timeouts.
+/// [`RedisStore::masters`] says whether each master has the replicas asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplicaAck {
     /// Replicas that must acknowledge (1 for the usual one replica per master).
     pub replicas: u32,
     /// Longest wait for them (rounded up to whole milliseconds, at least 1).
     pub timeout: Duration,
+}
+
+/// One master of a [`RedisStore`] and its replicas, from [`RedisStore::masters`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterReplicas {
+    /// A Cluster master's address, or the store's URL (password redacted) for its one master.
+    pub master: String,
+    /// Replicas connected to it now; `None` when the server did not answer as a master (a
+    /// replica that Sentinel has not yet promoted, say).
+    pub replicas: Option<usize>,
+}
+
+/// The replicas in a `ROLE` reply: `["master", offset, [[host, port, offset], ...]]`.
+fn replicas_of(role: &redis::Value) -> Option<usize> {
+    use redis::Value::{Array, BulkString, SimpleString};
+    let Array(fields) = role else {
+        return None;
+    };
+    let is_master = match fields.first() {
+        Some(BulkString(name)) => name.as_slice() == b"master",
+        Some(SimpleString(name)) => name == "master",
+        _ => false,
+    };
+    match (is_master, fields.get(2)) {
+        (true, Some(Array(replicas))) => Some(replicas.len()),
+        _ => None,
+    }
 }
 
 impl Default for RedisOptions {
@@ -188,6 +218,25 @@ impl RedisStore {
     pub async fn ping(&self) -> Result<(), redis::RedisError> {
         let _: String = self.inner.connection.query(&redis::cmd("PING")).await?;
         Ok(())
+    }
+
+    /// The replica acknowledgement its decisions wait for, if any.
+    pub fn replica_ack(&self) -> Option<ReplicaAck> {
+        self.inner.replica_ack
+    }
+
+    /// Each master this store writes to, with the replicas connected to it now (`ROLE`): what
+    /// [`ReplicaAck`] can count on. A master with fewer replicas than `replica_ack` asks for
+    /// answers no consuming decision, so a program can check this once it has connected.
+    pub async fn masters(&self) -> Result<Vec<MasterReplicas>, redis::RedisError> {
+        let roles = self.inner.connection.roles().await?;
+        Ok(roles
+            .into_iter()
+            .map(|(address, role)| MasterReplicas {
+                master: address.unwrap_or_else(|| self.inner.url.clone()),
+                replicas: replicas_of(&role),
+            })
+            .collect())
     }
 
     /// The Lua source a check of this shape runs (for `redis-benchmark` and inspection).

@@ -1,13 +1,13 @@
 //! Connection options against real servers: ACL users with the least privileges the store
 //! needs, a database number, wrong credentials as typed errors (password never printed), TLS
-//! with a private CA, and mutual TLS.
+//! with a private CA, and mutual TLS; and what `replica_ack` can count on (`RedisStore::masters`).
 
 use std::time::Duration;
 
 use tollgate::PolicyName;
 use tollgate::{Algorithm, Check, Mode, Policy, Store, StoreError};
-use tollgate_redis::{RedisOptions, RedisStore, RedisStoreError, TlsFiles};
-use tollgate_testkit::{Certificates, RedisServer};
+use tollgate_redis::{MasterReplicas, RedisOptions, RedisStore, RedisStoreError, TlsFiles};
+use tollgate_testkit::{Certificates, RedisServer, shared_cluster};
 
 /// The commands the store sends, and those its script calls (ACLs apply inside scripts too).
 const STORE_COMMANDS: &str = "+evalsha +eval +script|load +ping +del +select \
@@ -111,4 +111,45 @@ async fn tls_with_a_private_ca_and_mutual_tls() {
     let store = RedisStore::connect(&url, with_client_cert).await.unwrap();
     assert_eq!(decide(&store, "carol").await.unwrap(), 2);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A master alone, a master with its replica, that replica itself (not a master), and every
+/// master of a Cluster of three masters with a replica each.
+#[tokio::test]
+async fn masters_and_the_replicas_they_have_now() {
+    let masters = async |url: &str| {
+        let store = RedisStore::connect(url, RedisOptions::default())
+            .await
+            .unwrap();
+        store.masters().await.unwrap()
+    };
+    let alone = RedisServer::start().unwrap();
+    assert_eq!(
+        masters(&alone.url()).await,
+        vec![MasterReplicas {
+            master: alone.url(),
+            replicas: Some(0)
+        }]
+    );
+
+    let (master, replica) = RedisServer::start_replicated().unwrap();
+    assert_eq!(masters(&master.url()).await[0].replicas, Some(1));
+    assert_eq!(masters(&replica.url()).await[0].replicas, None);
+
+    let cluster = shared_cluster();
+    let found = masters(&cluster.url()).await;
+    assert_eq!(found.len(), 3, "{found:?}");
+    let addresses: Vec<String> = cluster
+        .masters()
+        .unwrap()
+        .into_iter()
+        .map(|index| cluster.nodes()[index].addr())
+        .collect();
+    for each in &found {
+        assert!(
+            addresses.contains(&each.master),
+            "{each:?} not in {addresses:?}"
+        );
+        assert_eq!(each.replicas, Some(1), "{each:?}");
+    }
 }

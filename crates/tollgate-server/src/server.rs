@@ -141,6 +141,10 @@ impl Server {
             "tollgate listening"
         );
         drop(live);
+        let replicas = tokio::spawn({
+            let service = self.service.clone();
+            async move { service.store().check_replicas().await }
+        });
         let sweeper = tokio::spawn(sweep(self.service.clone()));
         let sampler = tokio::spawn(sample_stats(self.service.clone()));
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -196,6 +200,7 @@ impl Server {
             }
         };
         sweeper.abort();
+        replicas.abort();
         sampler.abort();
         reloader.abort();
         if let Some((task, reloader)) = grpc {

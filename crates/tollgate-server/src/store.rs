@@ -29,8 +29,6 @@ pub enum OpenError {
     },
 }
 
-/// `store.replica_ack` as the Redis store takes it: `WAIT` up to half the store timeout, so
-/// that the acknowledgement can arrive before the call times out.
 /// Keep this instance's over-limit cache in step with overrides set or deleted by any instance:
 /// the rejections it cached for a key whose limit changed are forgotten at once, so the next
 /// decision is the store's (docs/architecture.md §9).
@@ -50,12 +48,17 @@ fn forget_changed_overrides(redis: &Resilient<RedisStore>) {
     });
 }
 
+/// `store.replica_ack` as the Redis store takes it: `WAIT` up to half the store timeout, so
+/// that the acknowledgement can arrive before the call times out.
 fn replica_ack(settings: &StoreSettings) -> Option<ReplicaAck> {
     (settings.replica_ack > 0).then(|| ReplicaAck {
         replicas: settings.replica_ack,
         timeout: (settings.timeout / 2).max(std::time::Duration::from_millis(1)),
     })
 }
+
+/// How often [`AnyStore::check_replicas`] tries a Redis that does not answer yet.
+const REPLICA_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The store the server decides on.
 #[derive(Debug)]
@@ -125,6 +128,51 @@ impl AnyStore {
         }
     }
 
+    /// With `store.replica_ack`, once Redis answers (it may be down at startup: tried every
+    /// [`REPLICA_CHECK_EVERY`] until it does), warn about each master with fewer replicas
+    /// than that: every consuming decision there goes to `on_error`.
+    pub async fn check_replicas(&self) {
+        let AnyStore::Redis(redis) = self else {
+            return;
+        };
+        let Some(ack) = redis.inner().replica_ack() else {
+            return;
+        };
+        let wanted = usize::try_from(ack.replicas).unwrap_or(usize::MAX);
+        let masters = loop {
+            match redis.inner().masters().await {
+                Ok(masters) => break masters,
+                Err(error)
+                    if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) =>
+                {
+                    tracing::warn!(%error, "store.replica_ack: cannot check the masters' replicas (the ACL needs +role)");
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "store.replica_ack: replicas not checked yet");
+                    tokio::time::sleep(REPLICA_CHECK_EVERY).await;
+                }
+            }
+        };
+        for master in masters {
+            match master.replicas {
+                Some(replicas) if replicas >= wanted => {
+                    tracing::info!(master = %master.master, replicas, "store.replica_ack: enough replicas");
+                }
+                Some(replicas) => tracing::warn!(
+                    master = %master.master,
+                    replicas,
+                    replica_ack = ack.replicas,
+                    "store.replica_ack asks for more replicas than this master has: every consuming decision on it goes to on_error"
+                ),
+                None => tracing::warn!(
+                    master = %master.master,
+                    "store.replica_ack: this server does not answer as a master (yet): consuming decisions go to on_error until it does"
+                ),
+            }
+        }
+    }
+
     /// `memory` or `redis`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -161,14 +209,20 @@ impl fmt::Display for AnyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AnyStore::Memory(memory) => write!(f, "memory (max_keys {})", memory.max_keys()),
-            AnyStore::Redis(redis) => write!(
-                f,
-                "redis (prefix {}, timeout {:?}, on_error {}, instances {})",
-                redis.inner().prefix(),
-                redis.config().timeout,
-                redis.config().on_error.name(),
-                redis.config().instances
-            ),
+            AnyStore::Redis(redis) => {
+                write!(
+                    f,
+                    "redis (prefix {}, timeout {:?}, on_error {}, instances {}",
+                    redis.inner().prefix(),
+                    redis.config().timeout,
+                    redis.config().on_error.name(),
+                    redis.config().instances
+                )?;
+                if let Some(ack) = redis.inner().replica_ack() {
+                    write!(f, ", replica_ack {} within {:?}", ack.replicas, ack.timeout)?;
+                }
+                f.write_str(")")
+            }
         }
     }
 }

@@ -438,3 +438,46 @@ fn bench_grpc_counts_what_the_envoy_service_decides() {
     let status = server.terminate();
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
+
+/// `store.replica_ack` is in the startup line, and the server says once Redis answers whether
+/// each master has the replicas it asks for (without them, every consuming decision goes to
+/// `on_error`).
+#[test]
+fn replica_ack_is_checked_against_the_masters_replicas() {
+    use tollgate_testkit::RedisServer;
+    let serve = |url: String| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tollgate.yaml"),
+            format!("store:\n  url: {url}\n  replica_ack: 1\n  timeout: 200ms\n"),
+        )
+        .unwrap();
+        let server = Running::spawn({
+            let mut c = tollgate(dir.path());
+            c.args(["serve", "--listen", "127.0.0.1:0"]);
+            c
+        });
+        (dir, server)
+    };
+
+    let alone = RedisServer::start().unwrap();
+    let (_dir, server) = serve(alone.url());
+    assert!(
+        server.startup.contains("replica_ack 1 within 100ms"),
+        "{}",
+        server.startup
+    );
+    let warning = server.log_line("store.replica_ack asks for more", Duration::from_secs(10));
+    assert!(
+        warning.contains("WARN") && warning.contains("replicas=0"),
+        "{warning}"
+    );
+
+    let (master, _replica) = RedisServer::start_replicated().unwrap();
+    let (_dir, server) = serve(master.url());
+    let fine = server.log_line("store.replica_ack", Duration::from_secs(10));
+    assert!(
+        fine.contains("enough replicas") && fine.contains("replicas=1"),
+        "{fine}"
+    );
+}
