@@ -473,6 +473,9 @@ fn replica_ack_is_checked_against_the_masters_replicas() {
         "{warning}"
     );
 
+    let (_dir, server) = serve("memory".into());
+    server.log_line("applies to Redis only", Duration::from_secs(10));
+
     let (master, _replica) = RedisServer::start_replicated().unwrap();
     let (_dir, server) = serve(master.url());
     let fine = server.log_line("store.replica_ack", Duration::from_secs(10));
