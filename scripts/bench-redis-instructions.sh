@@ -15,9 +15,11 @@
 # 1 / batch). `peer` is the baseline of issue 16's standalone target instead: the peers' GCRA
 # script (../shared/peers/lua/gcra.lua, one decision per call, as redis-benchmark sends it
 # there), CALLS x BATCH calls pipelined BATCH deep over 50 connections (BATCH 16: `-P 16`),
-# and the figure is per call. Needs valgrind, redis-server, redis-cli, redis-benchmark.
+# and the figure is per call. (tollgate's batches come over 4 connections here, as a load run
+# sends them over one to four; the peer's over 50, as the target's baseline sends them.) Needs valgrind, redis-server, redis-cli, redis-benchmark.
 set -euo pipefail
-MODE=${1:?standalone or cluster}
+MODE=${1:?standalone, cluster or peer}
+case $MODE in standalone | cluster | peer) ;; *) echo "MODE: standalone, cluster or peer" >&2; exit 2 ;; esac
 BATCH=${2:?checks per call}
 CALLS=${3:-400}
 SCRIPTS=$(cd "$(dirname "$0")/../crates/tollgate-redis/scripts/generated" && pwd)
@@ -35,13 +37,13 @@ for _ in $(seq "$BATCH"); do
   KEYS+=("tollgate:cgb:gcra:{__rand_int__}" "tollgate:cgb:override:{__rand_int__}")
   ARGS+=(1 1000000 60000000 1000000)
 done
-BENCH=(-c 4)
+BENCH=(-c 4) PIPELINE=1
 if [ "$MODE" = peer ]; then
   PEERS_GCRA=${PEERS_GCRA:-$(dirname "$0")/../../shared/peers/lua/gcra.lua}
   [ -f "$PEERS_GCRA" ] || { echo "no peers' script at $PEERS_GCRA (set PEERS_GCRA)" >&2; exit 1; }
   SHA=$(redis-cli -p "$PORT" -x script load <"$PEERS_GCRA")
   CALL=(evalsha "$SHA" 1 "gcra:cgb:__rand_int__" 1000000 1000000 60 1)
-  BENCH=(-c 50 -P "$BATCH")
+  PIPELINE=$BATCH BENCH=(-c 50 -P "$BATCH")
   CALLS=$((CALLS * BATCH)) BATCH=1
 elif [ "$MODE" = cluster ]; then
   redis-cli -p "$PORT" cluster addslotsrange 0 16383 >/dev/null
@@ -69,4 +71,4 @@ callgrind_control -z "$VALGRIND" >/dev/null 2>&1
 redis-benchmark -p "$PORT" "${BENCH[@]}" -r 10000 -n "$CALLS" "${CALL[@]}" >/dev/null
 callgrind_control -d "$VALGRIND" >/dev/null 2>&1
 TOTAL=$(callgrind_annotate "$RUN/callgrind.out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
-echo "{\"mode\":\"$MODE\",\"batch\":$BATCH,\"pipeline\":${BENCH[3]:-1},\"calls\":$CALLS,\"instructions_per_decision\":$((TOTAL / (CALLS * BATCH)))}"
+echo "{\"mode\":\"$MODE\",\"batch\":$BATCH,\"pipeline\":$PIPELINE,\"calls\":$CALLS,\"instructions_per_decision\":$((TOTAL / (CALLS * BATCH)))}"

@@ -45,6 +45,8 @@ TOPOLOGY=${TOPOLOGY:-builds}
 N=${N:-400000}
 REPEAT=${REPEAT:-5}
 PEERS_GCRA=${PEERS_GCRA:-$(dirname "$0")/../../shared/peers/lua/gcra.lua}
+# Extra `redis_load load` arguments, split on spaces (and not globbed).
+read -r -a CLIENT <<<"${CLIENT_ARGS:-}"
 RUN=$(mktemp -d)
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -141,7 +143,7 @@ if [ "$TOPOLOGY" != builds ]; then
       before=$(cpu_ticks "${ports[@]}")
       line=$(/usr/bin/time -f '%U %S' -o "$RUN/client-cpu" timeout 300 "$A" load "$url" \
         --algorithm gcra --concurrency "$concurrency" --requests "$N" --keys 10000 \
-        --variant "$side rep$rep" "${extra[@]}" ${CLIENT_ARGS:-})
+        --variant "$side rep$rep" "${extra[@]}" "${CLIENT[@]}")
       ticks=$(($(cpu_ticks "${ports[@]}") - before))
       redis_s=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", t / hz }')
       client_s=$(awk '{ printf "%.3f", $1 + $2 }' "$RUN/client-cpu")
@@ -206,7 +208,7 @@ for rep in $(seq "$REPEAT"); do
     [ "$side" = B-plain ] && args=()
     waits=$(wait_calls)
     line=$(timeout 300 "${!binary}" load "redis://127.0.0.1:$PORT" --algorithm gcra --concurrency 50 \
-      --requests "$N" --keys 10000 --variant "$side rep$rep" "${args[@]}" ${CLIENT_ARGS:-})
+      --requests "$N" --keys 10000 --variant "$side rep$rep" "${args[@]}" "${CLIENT[@]}")
     if [ -n "${REPLICA_ACK:-}" ]; then
       # WAIT calls per decision (the JSON's Redis calls are the script calls).
       line="${line%\}},\"wait_calls_per_decision\":$(awk -v w="$(($(wait_calls) - waits))" -v n="$N" 'BEGIN { printf "%.4f", w / n }')}"

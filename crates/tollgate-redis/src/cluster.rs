@@ -257,14 +257,19 @@ impl Cluster {
     ) -> RedisResult<Vec<(Option<String>, Value)>> {
         let mut connection = self.connection().await?;
         let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
-        // Without a response policy, redis-rs answers a map of node address to reply.
-        match connection.route_command(command, routing).await? {
-            Value::Map(replies) => Ok(replies
-                .into_iter()
-                .map(|(address, reply)| (String::from_redis_value(address).ok(), reply))
-                .collect()),
-            other => Ok(vec![(None, other)]),
-        }
+        // Without a response policy, redis-rs answers a map of node address to reply, a
+        // node's error (NOPERM, say) being one of the replies: it is the call's error here.
+        let replies = match connection.route_command(command, routing).await? {
+            Value::Map(replies) => replies,
+            other => vec![(Value::Nil, other)],
+        };
+        replies
+            .into_iter()
+            .map(|(address, reply)| {
+                let reply = reply.extract_error()?;
+                Ok((String::from_redis_value(address).ok(), reply))
+            })
+            .collect()
     }
 
     /// Run `command` on the master that serves `slot` (by redis-rs's own map); with `wait`,

@@ -318,8 +318,8 @@ pub fn check_url(url: &str) -> Result<Topology, RedisStoreError> {
         .split_once("://")
         .ok_or_else(|| invalid("expected scheme://...".into()))?;
     // redis-rs reads `#insecure` as "skip certificate verification", which this build leaves
-    // out: such a URL would parse and then fail every connection. A password cannot hold a raw
-    // `#` either (it must be percent-encoded), so any fragment is refused here, by its name.
+    // out: such a URL would parse and then fail every connection. Any fragment is refused, by
+    // its name; it is looked for after the credentials only, so no password is ever echoed.
     let after_credentials = rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts);
     if let Some((_, fragment)) = after_credentials.split_once('#') {
         return Err(invalid(format!(

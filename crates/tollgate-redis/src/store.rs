@@ -66,8 +66,8 @@ pub struct RedisOptions {
 /// failover, until the old master is back as a replica) answers no consuming decision at all.
 /// Keep `timeout` well under the limiter's store timeout (and under
 /// [`RedisOptions::response_timeout`]), or calls time out before `WAIT` can answer. Redis ends
-/// a `WAIT` it cannot satisfy only at its next event-loop tick (up to `1000 / hz` ms on a quiet
-/// master: 100 ms at the default `hz 10`), so run masters at `hz 100` with short timeouts.
+/// a `WAIT` it cannot satisfy only at its first event-loop tick after `timeout` (on a quiet
+/// master up to `1000 / hz` ms later: 100 ms at the default `hz 10`): count that in too.
 /// [`RedisStore::masters`] says whether each master has the replicas asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplicaAck {
@@ -227,7 +227,8 @@ impl RedisStore {
 
     /// Each master this store writes to, with the replicas connected to it now (`ROLE`): what
     /// [`ReplicaAck`] can count on. A master with fewer replicas than `replica_ack` asks for
-    /// answers no consuming decision, so a program can check this once it has connected.
+    /// answers no consuming decision, so a program can check this once it has connected. On a
+    /// Cluster: the masters redis-rs is connected to (all of them, once it has connected).
     pub async fn masters(&self) -> Result<Vec<MasterReplicas>, redis::RedisError> {
         let roles = self.inner.connection.roles().await?;
         Ok(roles

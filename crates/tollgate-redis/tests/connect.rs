@@ -47,6 +47,14 @@ async fn acl_user_with_least_privileges_and_a_database() {
         .unwrap();
     assert_eq!(in_db0, 0);
 
+    // Deciding needs no `ROLE`; counting replicas does, and says so.
+    let error = store.masters().await.unwrap_err();
+    assert_eq!(
+        error.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm),
+        "{error}"
+    );
+
     // Keys outside the user's pattern are refused by Redis: a typed error, not a panic.
     let other = RedisOptions {
         prefix: "other".into(),
@@ -152,4 +160,26 @@ async fn masters_and_the_replicas_they_have_now() {
         );
         assert_eq!(each.replicas, Some(1), "{each:?}");
     }
+
+    // A master's error is the call's error on a Cluster too, where redis-rs hands back one
+    // reply per master: a user without `ROLE` gets NOPERM, not "not a master".
+    for node in cluster.nodes() {
+        let _: String = node
+            .query(&[
+                "ACL", "SETUSER", "norole", "on", ">pw", "~*", "&*", "+@all", "-role",
+            ])
+            .unwrap();
+    }
+    let url = cluster
+        .url()
+        .replace("redis+cluster://", "redis+cluster://norole:pw@");
+    let store = RedisStore::connect(&url, RedisOptions::default())
+        .await
+        .unwrap();
+    let error = store.masters().await.unwrap_err();
+    assert_eq!(
+        error.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm),
+        "{error}"
+    );
 }

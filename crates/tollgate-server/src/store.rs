@@ -60,6 +60,15 @@ fn replica_ack(settings: &StoreSettings) -> Option<ReplicaAck> {
 /// How often [`AnyStore::check_replicas`] tries a Redis that does not answer yet.
 const REPLICA_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Redis could not be reached (yet), as opposed to answering with a refusal.
+fn unreachable(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_refusal()
+        || error.is_connection_dropped()
+        || error.kind() == redis::ErrorKind::ClusterConnectionNotFound
+}
+
 /// The store the server decides on.
 #[derive(Debug)]
 pub enum AnyStore {
@@ -129,8 +138,9 @@ impl AnyStore {
     }
 
     /// With `store.replica_ack`, once Redis answers (it may be down at startup: tried every
-    /// [`REPLICA_CHECK_EVERY`] until it does), warn about each master with fewer replicas
-    /// than that: every consuming decision there goes to `on_error`.
+    /// [`REPLICA_CHECK_EVERY`] until it is reached), warn about each master with fewer
+    /// replicas than that: every consuming decision there goes to `on_error`. A refusal (an
+    /// ACL without `+role`, a renamed `ROLE`) is said once and ends the check.
     pub async fn check_replicas(&self) {
         let AnyStore::Redis(redis) = self else {
             return;
@@ -142,15 +152,13 @@ impl AnyStore {
         let masters = loop {
             match redis.inner().masters().await {
                 Ok(masters) => break masters,
-                Err(error)
-                    if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) =>
-                {
-                    tracing::warn!(%error, "store.replica_ack: cannot check the masters' replicas (the ACL needs +role)");
-                    return;
-                }
-                Err(error) => {
+                Err(error) if unreachable(&error) => {
                     tracing::debug!(%error, "store.replica_ack: replicas not checked yet");
                     tokio::time::sleep(REPLICA_CHECK_EVERY).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "store.replica_ack: cannot count the masters' replicas (`ROLE`; an ACL needs +role)");
+                    return;
                 }
             }
         };
