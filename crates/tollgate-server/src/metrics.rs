@@ -73,26 +73,8 @@ impl ErrorCode {
     }
 }
 
-/// Kinds of store failure, the label of `tollgate_store_errors_total`.
-const STORE_ERROR_KINDS: [&str; 6] = [
-    "full",
-    "timeout",
-    "circuit_open",
-    "backend",
-    "protocol",
-    "unsupported",
-];
-
-fn store_error_index(error: &StoreError) -> usize {
-    match error {
-        StoreError::Full { .. } => 0,
-        StoreError::Timeout(_) => 1,
-        StoreError::CircuitOpen => 2,
-        StoreError::Backend(_) => 3,
-        StoreError::Protocol(_) => 4,
-        StoreError::Unsupported(_) => 5,
-    }
-}
+/// Store failures by kind (`StoreError::KINDS`), the label of `tollgate_store_errors_total`.
+pub type StoreFailures = [u64; StoreError::KINDS.len()];
 
 /// Upper bounds of the latency histogram buckets, in nanoseconds, with their `le` labels.
 /// From 1 µs (a memory store decision) to 1 s (a store timing out).
@@ -207,7 +189,9 @@ impl PolicyCounters {
 #[derive(Debug, Default)]
 pub struct Metrics {
     errors: [Counter; ErrorCode::ALL.len()],
-    store_errors: [Counter; STORE_ERROR_KINDS.len()],
+    /// Failures the limiter saw (the memory store's; a Redis store's resilience layer decides
+    /// its own and counts them itself).
+    store_errors: [Counter; StoreError::KINDS.len()],
     latency: Histogram,
     /// Reloads of the config file applied (`ok`) and refused (`error`).
     reloads: [Counter; 2],
@@ -232,7 +216,7 @@ impl Metrics {
 
     /// A failed store call.
     pub fn record_store_error(&self, error: &StoreError) {
-        self.store_errors[store_error_index(error)].add(1);
+        self.store_errors[error.kind_index()].add(1);
     }
 
     /// An error response.
@@ -248,8 +232,14 @@ impl Metrics {
     }
 
     /// Append the Prometheus text exposition of every metric to `out`, with the counters of
-    /// `policies` (the live ones, by name).
-    pub fn render(&self, out: &mut String, policies: &[(&str, &PolicyCounters)]) {
+    /// `policies` (the live ones, by name) and the store failures counted elsewhere (by the
+    /// Redis store's resilience layer).
+    pub fn render(
+        &self,
+        out: &mut String,
+        policies: &[(&str, &PolicyCounters)],
+        store_failures: &StoreFailures,
+    ) {
         let load = Counter::get;
 
         header(
@@ -306,11 +296,15 @@ impl Metrics {
             "counter",
             "Store calls that failed, by kind.",
         );
-        for (kind, counter) in STORE_ERROR_KINDS.iter().zip(&self.store_errors) {
+        for ((kind, counter), elsewhere) in StoreError::KINDS
+            .iter()
+            .zip(&self.store_errors)
+            .zip(store_failures)
+        {
             let _ = writeln!(
                 out,
                 "tollgate_store_errors_total{{kind=\"{kind}\"}} {}",
-                load(counter)
+                load(counter) + elsewhere
             );
         }
         header(
@@ -392,7 +386,7 @@ mod tests {
         m.record_error(ErrorCode::BodyTooLarge);
         m.record_reload(false);
         let mut out = String::new();
-        m.render(&mut out, &[("api", &api), ("login", &login)]);
+        m.render(&mut out, &[("api", &api), ("login", &login)], &[0; 6]);
         for line in [
             "tollgate_decisions_total{policy=\"api\",outcome=\"allowed\"} 1",
             "tollgate_decisions_total{policy=\"api\",outcome=\"rejected\"} 0",

@@ -341,7 +341,11 @@ impl Service {
             .zip(&live.states)
             .map(|((name, _), state)| (name, &state.counters))
             .collect();
-        self.metrics.render(&mut out, &counters);
+        let store_failures: metrics::StoreFailures = match self.store().resilience() {
+            Some(redis) => std::array::from_fn(|kind| redis.stats().failures[kind].get()),
+            None => [0; StoreError::KINDS.len()],
+        };
+        self.metrics.render(&mut out, &counters, &store_failures);
         metrics::gauge(
             &mut out,
             "tollgate_policies",

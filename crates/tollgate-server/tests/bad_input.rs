@@ -96,6 +96,9 @@ fn cases() -> Vec<Case> {
             "invalid_request",
         ),
         post(r#"{"policies":[],"key":"k"}"#, 400, "invalid_request"),
+        // An array of the fields in order: serde would take it for the object.
+        post(r#"["api",null,"k",1,null]"#, 400, "invalid_request"),
+        post(r#"[]"#, 400, "invalid_request"),
         post(
             r#"{"policies":["api","api"],"key":"k"}"#,
             400,

@@ -50,6 +50,11 @@ impl BlockingClient {
         self.0
             .block_on(async { self.1.get(url).send().await.unwrap().status().as_u16() })
     }
+
+    fn text(&self, url: &str) -> String {
+        self.0
+            .block_on(async { self.1.get(url).send().await.unwrap().text().await.unwrap() })
+    }
 }
 
 #[test]
@@ -348,6 +353,23 @@ fn features_not_built_in_fail_loudly() {
         body["allowed"], true,
         "local fallback allows the first check: {body}"
     );
+    // The failures are counted by kind: refused calls until the breaker opens, then calls
+    // not made.
+    for _ in 0..10 {
+        client.post(
+            &server.url("/v1/check"),
+            serde_json::json!({"policy": "default", "key": "k"}),
+        );
+    }
+    let metrics = client.text(&server.url("/metrics"));
+    let count = |kind: &str| -> u64 {
+        let prefix = format!("tollgate_store_errors_total{{kind=\"{kind}\"}} ");
+        let line = metrics.lines().find(|l| l.starts_with(&prefix));
+        line.and_then(|l| l[prefix.len()..].parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix}: {metrics}"))
+    };
+    assert!(count("backend") + count("timeout") >= 1, "{metrics}");
+    assert!(count("circuit_open") >= 1, "{metrics}");
     assert_eq!(server.terminate().code(), Some(0));
     let output = run(tollgate(dir.path()).args(["serve", "--listen", "nowhere"]));
     assert!(!output.status.success());

@@ -139,6 +139,31 @@ pub enum StoreError {
     Protocol(String),
 }
 
+impl StoreError {
+    /// The kinds of store failure by name, in [`Self::kind_index`] order: how metrics label
+    /// them.
+    pub const KINDS: [&'static str; 6] = [
+        "full",
+        "timeout",
+        "circuit_open",
+        "backend",
+        "protocol",
+        "unsupported",
+    ];
+
+    /// Where this error's kind is in [`Self::KINDS`].
+    pub fn kind_index(&self) -> usize {
+        match self {
+            StoreError::Full { .. } => 0,
+            StoreError::Timeout(_) => 1,
+            StoreError::CircuitOpen => 2,
+            StoreError::Backend(_) => 3,
+            StoreError::Protocol(_) => 4,
+            StoreError::Unsupported(_) => 5,
+        }
+    }
+}
+
 /// Why a [`Limiter`](crate::Limiter) call did not produce a decision.
 #[derive(Debug, thiserror::Error)]
 pub enum LimitError {

@@ -101,8 +101,14 @@ async fn collect(mut body: Incoming) -> Result<Bytes, ApiError> {
     Ok(single.unwrap_or_else(|| joined.freeze()))
 }
 
-/// Parse a JSON body into `T`, as a 400 on any error.
+/// Parse a JSON body into `T`, as a 400 on any error. Every body of this API is an object:
+/// serde would also build a struct from an array of its fields in order, which no client means.
 pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::invalid(
+            "invalid JSON body: expected a JSON object",
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
 }
 

@@ -89,6 +89,16 @@ pub struct ResilienceStats {
     pub store_errors: Counter,
     /// Store calls that timed out.
     pub timeouts: Counter,
+    /// Decisions and lease calls the store did not answer, by kind
+    /// ([`StoreError::kind_index`]): timed out, not made while the breaker was open, or failed
+    /// with the store's own error.
+    pub failures: [Counter; StoreError::KINDS.len()],
+}
+
+impl ResilienceStats {
+    fn failed(&self, error: &StoreError) {
+        self.failures[error.kind_index()].add(1);
+    }
 }
 
 /// A store made safe to depend on. See the module docs.
@@ -287,6 +297,7 @@ impl<S: Store> Store for Resilient<S> {
         }
         let admission = self.breaker.admit();
         if admission == Admission::Skip {
+            self.stats.failed(&StoreError::CircuitOpen);
             return Ok(self.fallback(checks, cost, mode));
         }
         let in_flight = InFlight::new(&self.breaker, admission);
@@ -315,12 +326,14 @@ impl<S: Store> Store for Resilient<S> {
             }
             Ok(Err(error)) => {
                 self.stats.store_errors.add(1);
+                self.stats.failed(&error);
                 self.breaker.on_failure(admission);
                 tracing::debug!(%error, "store call failed");
                 Ok(self.fallback(checks, cost, mode))
             }
             Err(_elapsed) => {
                 self.stats.timeouts.add(1);
+                self.stats.failed(&StoreError::Timeout(self.config.timeout));
                 self.breaker.on_failure(admission);
                 Ok(self.fallback(checks, cost, mode))
             }
@@ -333,6 +346,7 @@ impl<S: Store> Store for Resilient<S> {
     async fn lease(&self, check: Check<'_>, op: LeaseOp) -> Result<LeaseOutcome, StoreError> {
         let admission = self.breaker.admit();
         if admission == Admission::Skip {
+            self.stats.failed(&StoreError::CircuitOpen);
             return Ok(self.lease_fallback(check, op));
         }
         let in_flight = InFlight::new(&self.breaker, admission);
@@ -349,12 +363,14 @@ impl<S: Store> Store for Resilient<S> {
             }
             Ok(Err(error)) => {
                 self.stats.store_errors.add(1);
+                self.stats.failed(&error);
                 self.breaker.on_failure(admission);
                 tracing::debug!(%error, "store lease call failed");
                 Ok(self.lease_fallback(check, op))
             }
             Err(_elapsed) => {
                 self.stats.timeouts.add(1);
+                self.stats.failed(&StoreError::Timeout(self.config.timeout));
                 self.breaker.on_failure(admission);
                 Ok(self.lease_fallback(check, op))
             }
