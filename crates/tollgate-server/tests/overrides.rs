@@ -77,6 +77,27 @@ async fn overrides_are_set_read_listed_and_deleted() {
     let rest = server.get("/v1/overrides?policy=api&cursor=b").await;
     assert_eq!(rest.json["overrides"][0]["key"], "c");
 
+    // /v1/stats shows them too, per policy, as the listing does.
+    let stats = server.get("/v1/stats").await;
+    assert_eq!(stats.status, 200, "{stats:?}");
+    let by_policy = |name: &str| -> Vec<String> {
+        let policy = stats.json["overrides"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["policy"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {}", stats.json));
+        policy["overrides"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["key"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(by_policy("api"), ["a", "b", "c"]);
+    assert_eq!(by_policy("burst"), ["tenant-7"]);
+    assert_eq!(by_policy("trial"), Vec::<String>::new());
+
     let deleted = send(
         &server,
         "DELETE",

@@ -42,7 +42,7 @@ use self::request::{
 use self::route::Route;
 use crate::metrics::ErrorCode;
 use crate::service::{Decided, Service};
-use crate::stats::StoreHealth;
+use crate::stats::{StatsReport, StoreHealth};
 
 /// Every response's body: whole, in memory (the API never streams).
 pub type Body = http_body_util::Full<bytes::Bytes>;
@@ -488,7 +488,38 @@ async fn stats(api: Arc<Api>, request: Request<Incoming>) -> Response {
             breaker: store.breaker_state(),
         };
         let report = api.service.stats_report(health).ok_or_else(stats_off)?;
-        let mut response = json(StatusCode::OK, &report);
+        let live = api.service.live();
+        let mut pages = Vec::new();
+        for (policy, _) in live.policies() {
+            // A store that cannot list now (down, or a lease policy) leaves its policy out:
+            // the figures above still answer.
+            if let Ok(page) = live
+                .limiter()
+                .list_overrides(policy, None, OVERRIDES_IN_STATS)
+                .await
+            {
+                pages.push((policy, page));
+            }
+        }
+        let overrides = pages
+            .iter()
+            .map(|(policy, page)| PolicyOverrides {
+                policy,
+                overrides: page
+                    .overrides
+                    .iter()
+                    .map(|(key, found)| OverrideJson::new(policy, key, found))
+                    .collect(),
+                next_cursor: page.next_cursor.as_deref(),
+            })
+            .collect();
+        let mut response = json(
+            StatusCode::OK,
+            &StatsJson {
+                report: &report,
+                overrides,
+            },
+        );
         response
             .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -496,6 +527,25 @@ async fn stats(api: Arc<Api>, request: Request<Incoming>) -> Response {
     }
     .await;
     api.respond(result)
+}
+
+/// Overrides `GET /v1/stats` shows per policy: the first page of `GET /v1/overrides?policy=`.
+const OVERRIDES_IN_STATS: usize = 20;
+
+/// `GET /v1/stats`: the live figures, and the overrides the dashboard shows beside them.
+#[derive(Serialize)]
+struct StatsJson<'a> {
+    #[serde(flatten)]
+    report: &'a StatsReport,
+    overrides: Vec<PolicyOverrides<'a>>,
+}
+
+/// A policy's first overrides; `next_cursor` continues them in `GET /v1/overrides`.
+#[derive(Serialize)]
+struct PolicyOverrides<'a> {
+    policy: &'a str,
+    overrides: Vec<OverrideJson<'a>>,
+    next_cursor: Option<&'a str>,
 }
 
 fn stats_off() -> ApiError {
