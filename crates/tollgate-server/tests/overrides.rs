@@ -13,6 +13,7 @@ policies:
   api:   { algorithm: fixed-window, rate: 10/100d }
   burst: { algorithm: token-bucket, rate: 10/100d, burst: 20 }
   trial: { algorithm: sliding-log, rate: 3/100d, shadow: true }
+  jobs:  { algorithm: concurrency, limit: 2, lease: 60s }
 ";
 
 async fn send(server: &TestServer, method: &str, path: &str, body: Option<Value>) -> Reply {
@@ -123,6 +124,12 @@ async fn bad_overrides_are_4xx_never_5xx() {
         ),
         (
             json!({"policy": "api", "key": "k", "limit": 0}),
+            400,
+            "invalid_request",
+        ),
+        // Leases count against the configured limit only: an override would never be obeyed.
+        (
+            json!({"policy": "jobs", "key": "k", "limit": 4}),
             400,
             "invalid_request",
         ),

@@ -37,6 +37,10 @@ pub enum PolicyError {
     /// A check or peek of a `concurrency` policy.
     #[error("a concurrency policy is acquired and released, not checked (use acquire)")]
     NeedsLease,
+    /// An override of a `concurrency` policy: its leases are counted against the configured
+    /// limit only, so an override would be stored and never obeyed.
+    #[error("a concurrency policy takes no per-key overrides (change its limit in the config)")]
+    OverrideOfConcurrency,
     /// A lease asked of a rate policy.
     #[error("{0} is a rate algorithm: only concurrency policies grant leases")]
     NotConcurrency(Algorithm),

@@ -92,7 +92,11 @@ impl OverrideSpec {
     }
 
     /// The override this spec makes of `base`: validated as any policy of `base`'s algorithm.
+    /// A `concurrency` policy takes none.
     pub fn resolve(&self, base: &Policy) -> Result<Override, PolicyError> {
+        if base.algorithm().is_concurrency() {
+            return Err(PolicyError::OverrideOfConcurrency);
+        }
         let expires_in = match self.expires_in {
             None => None,
             Some(d) if d.is_zero() => return Err(PolicyError::ZeroExpiry),
