@@ -154,16 +154,20 @@ impl FromStr for Rate {
     }
 }
 
-/// Whether `period` names UTC calendar months (`month`, `1month`, `1 month`): the one spelling
-/// config files and the override API share.
+/// Whether `period` names UTC calendar months (`month`, `months`, `mo`, `1month`, `1 month`,
+/// `1mo`): the one spelling rule that periods, rates (`N/month`, `N/1month`) and the override
+/// API share.
 pub fn is_month_period(period: &str) -> bool {
-    matches!(period.trim(), "month" | "1month" | "1 month")
+    matches!(
+        period.trim(),
+        "month" | "months" | "mo" | "1month" | "1 month" | "1mo"
+    )
 }
 
 /// `Some(limit)` for `N/month` (`Some(None)` when N is not a number), `None` for other rates.
 pub fn monthly_rate(rate: &str) -> Option<Option<u64>> {
     let (limit, unit) = rate.split_once('/')?;
-    matches!(unit.trim(), "month" | "months" | "mo").then(|| limit.trim().parse().ok())
+    is_month_period(unit).then(|| limit.trim().parse().ok())
 }
 
 /// A validated rate-limit policy. Build one with [`Policy::new`] or [`Policy::builder`].
@@ -485,6 +489,27 @@ impl PolicyBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One spelling rule for calendar months, in periods and in rates: `10/1month` is a month
+    /// too, not a fixed 30.44 days.
+    #[test]
+    fn month_spellings() {
+        for period in [
+            "month", "months", "mo", "1month", "1 month", "1mo", " month ",
+        ] {
+            assert!(is_month_period(period), "{period}");
+            assert_eq!(
+                monthly_rate(&format!("10/{period}")),
+                Some(Some(10)),
+                "{period}"
+            );
+        }
+        for period in ["2month", "30d", "m", "min", "monthly"] {
+            assert!(!is_month_period(period), "{period}");
+            assert_eq!(monthly_rate(&format!("10/{period}")), None, "{period}");
+        }
+        assert_eq!(monthly_rate("ten/month"), Some(None));
+    }
 
     #[test]
     fn rates_parse() {
