@@ -193,7 +193,9 @@ pub(crate) async fn delete(
     Ok(stood)
 }
 
-/// Up to `count` overrides of `name` after `after`, keys ascending.
+/// Up to `count` (at least 1) overrides of `name` after `after`, keys ascending, and a cursor
+/// only when more stand after them: as the memory store pages, so a page is never empty while
+/// overrides remain, whatever expired in between.
 pub(crate) async fn list(
     connection: &Connection,
     prefix: &str,
@@ -202,37 +204,49 @@ pub(crate) async fn list(
     after: Option<&str>,
     count: usize,
 ) -> Result<OverridePage, StoreError> {
-    let start = after.map_or_else(|| "-".to_owned(), |after| format!("({after}"));
-    let members: Vec<String> = connection
-        .query(
-            redis::cmd("ZRANGEBYLEX")
-                .arg(keys::override_index(prefix, name))
-                .arg(start)
-                .arg("+")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(count),
-        )
-        .await
-        .map_err(backend)?;
-    let mut page = OverridePage {
-        overrides: Vec::with_capacity(members.len()),
-        next_cursor: (members.len() == count)
-            .then(|| members.last().cloned())
-            .flatten(),
-    };
-    for key in members {
-        let target = Check {
-            name,
-            policy,
-            key: &key,
-        };
-        match get(connection, prefix, &target).await? {
-            Some(value) => page.overrides.push((key, value)),
-            None => unlist(connection, prefix, name, &key).await?,
+    let index = keys::override_index(prefix, name);
+    let mut start = after.map_or_else(|| "-".to_owned(), |after| format!("({after}"));
+    // One more than the page, to know whether another page follows.
+    let mut found: Vec<(String, Override)> = Vec::with_capacity(count + 1);
+    loop {
+        let wanted = count + 1 - found.len();
+        let members: Vec<String> = connection
+            .query(
+                redis::cmd("ZRANGEBYLEX")
+                    .arg(&index)
+                    .arg(&start)
+                    .arg("+")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(wanted),
+            )
+            .await
+            .map_err(backend)?;
+        let exhausted = members.len() < wanted;
+        if let Some(last) = members.last() {
+            start = format!("({last}");
+        }
+        for key in members {
+            let target = Check {
+                name,
+                policy,
+                key: &key,
+            };
+            match get(connection, prefix, &target).await? {
+                Some(value) => found.push((key, value)),
+                None => unlist(connection, prefix, name, &key).await?,
+            }
+        }
+        if exhausted || found.len() > count {
+            break;
         }
     }
-    Ok(page)
+    let next_cursor = (found.len() > count).then(|| found[count - 1].0.clone());
+    found.truncate(count);
+    Ok(OverridePage {
+        overrides: found,
+        next_cursor,
+    })
 }
 
 /// Drop `key` from `name`'s index.

@@ -138,6 +138,12 @@ async fn listings_page_and_expired_overrides_leave() {
         .unwrap();
     let keys: Vec<&str> = rest.overrides.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!((keys, rest.next_cursor), (vec!["d"], None));
+    // A page holding exactly what is left says there is no more, as the memory store does.
+    let all = limiter
+        .list_overrides(&PolicyName::from_static("burst"), None, 4)
+        .await
+        .unwrap();
+    assert_eq!((all.overrides.len(), all.next_cursor), (4, None));
     let indexed: Vec<String> = redis
         .query(&["ZRANGE", &override_index("ov-list", "burst"), "0", "-1"])
         .unwrap();
