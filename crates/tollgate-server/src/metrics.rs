@@ -113,6 +113,8 @@ pub struct PolicyCounters {
     peek_rejected: Counter,
     /// Checks a shadow-mode policy would have rejected (let through).
     shadow_denied: Counter,
+    /// Peeks a shadow-mode policy answered allowed but would have rejected.
+    peek_shadow_denied: Counter,
     degraded: Counter,
 }
 
@@ -158,13 +160,14 @@ impl Histogram {
 
 impl PolicyCounters {
     /// One decision reported under this policy: a check ([`Mode::Consume`]) or a peek. A check
-    /// a shadow-mode policy would have rejected counts as `shadow_denied`, not allowed.
+    /// or peek a shadow-mode policy would have rejected counts as `shadow_denied`, not allowed.
     #[inline]
     pub fn record(&self, mode: Mode, allowed: bool, degraded: bool, shadow_denied: bool) {
         let counter = match (mode, allowed) {
             (Mode::Consume, _) if shadow_denied => &self.shadow_denied,
             (Mode::Consume, true) => &self.allowed,
             (Mode::Consume, false) => &self.rejected,
+            (Mode::Peek, _) if shadow_denied => &self.peek_shadow_denied,
             (Mode::Peek, true) => &self.peek_allowed,
             (Mode::Peek, false) => &self.peek_rejected,
         };
@@ -268,8 +271,11 @@ impl Metrics {
             "Peeks answered (nothing consumed), by the policy reported and outcome.",
         );
         for &(name, p) in policies {
-            for (outcome, counter) in [("allowed", &p.peek_allowed), ("rejected", &p.peek_rejected)]
-            {
+            for (outcome, counter) in [
+                ("allowed", &p.peek_allowed),
+                ("rejected", &p.peek_rejected),
+                ("shadow_denied", &p.peek_shadow_denied),
+            ] {
                 let _ = writeln!(
                     out,
                     "tollgate_peeks_total{{policy=\"{name}\",outcome=\"{outcome}\"}} {}",

@@ -251,10 +251,20 @@ async fn a_shadow_policy_never_denies_and_says_when_it_would_have() {
     assert_eq!(server.peek("api", "s").await.json["remaining"], 9);
     let plain = server.check(json!({"policy": "api", "key": "s"})).await;
     assert!(plain.json.get("shadow").is_none(), "{:?}", plain.json);
+    // A peek says the same, and counts as a peek the policy would have denied.
+    let peek = server.peek("trial", "s").await;
+    assert_eq!(
+        (&peek.json["allowed"], &peek.json["shadow_denied"]),
+        (&json!(true), &json!(true))
+    );
     let metrics = server.get("/metrics").await;
     let text = metrics.json.as_str().unwrap();
     assert!(
         text.contains("tollgate_decisions_total{policy=\"trial\",outcome=\"shadow_denied\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tollgate_peeks_total{policy=\"trial\",outcome=\"shadow_denied\"} 1"),
         "{text}"
     );
     let policies = server.get("/v1/policies").await;
