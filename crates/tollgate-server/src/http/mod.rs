@@ -358,22 +358,7 @@ async fn overrides(api: Arc<Api>, request: Request<Incoming>) -> Response {
                 let page = limiter
                     .list_overrides(policy, cursor, OVERRIDES_PER_PAGE)
                     .await?;
-                #[derive(Serialize)]
-                struct Page<'a> {
-                    overrides: Vec<OverrideJson<'a>>,
-                    next_cursor: Option<&'a str>,
-                }
-                Ok(json(
-                    StatusCode::OK,
-                    &Page {
-                        overrides: page
-                            .overrides
-                            .iter()
-                            .map(|(key, found)| OverrideJson::new(policy, key, found))
-                            .collect(),
-                        next_cursor: page.next_cursor.as_deref(),
-                    },
-                ))
+                Ok(json(StatusCode::OK, &OverridesPage::new(policy, &page)))
             }
         }
     }
@@ -503,14 +488,9 @@ async fn stats(api: Arc<Api>, request: Request<Incoming>) -> Response {
         }
         let overrides = pages
             .iter()
-            .map(|(policy, page)| PolicyOverrides {
-                policy,
-                overrides: page
-                    .overrides
-                    .iter()
-                    .map(|(key, found)| OverrideJson::new(policy, key, found))
-                    .collect(),
-                next_cursor: page.next_cursor.as_deref(),
+            .map(|(policy, page)| OverridesPage {
+                policy: Some(policy),
+                ..OverridesPage::new(policy, page)
             })
             .collect();
         let mut response = json(
@@ -537,15 +517,31 @@ const OVERRIDES_IN_STATS: usize = 20;
 struct StatsJson<'a> {
     #[serde(flatten)]
     report: &'a StatsReport,
-    overrides: Vec<PolicyOverrides<'a>>,
+    overrides: Vec<OverridesPage<'a>>,
 }
 
-/// A policy's first overrides; `next_cursor` continues them in `GET /v1/overrides`.
+/// A page of a policy's overrides: `GET /v1/overrides?policy=`, and (naming the policy) each
+/// policy's first page in `GET /v1/stats`; `next_cursor` continues it.
 #[derive(Serialize)]
-struct PolicyOverrides<'a> {
-    policy: &'a str,
+struct OverridesPage<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<&'a str>,
     overrides: Vec<OverrideJson<'a>>,
     next_cursor: Option<&'a str>,
+}
+
+impl<'a> OverridesPage<'a> {
+    fn new(policy: &'a str, page: &'a tollgate::OverridePage) -> OverridesPage<'a> {
+        OverridesPage {
+            policy: None,
+            overrides: page
+                .overrides
+                .iter()
+                .map(|(key, found)| OverrideJson::new(policy, key, found))
+                .collect(),
+            next_cursor: page.next_cursor.as_deref(),
+        }
+    }
 }
 
 fn stats_off() -> ApiError {
