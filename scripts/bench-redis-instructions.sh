@@ -57,14 +57,14 @@ else
   SHA=$(redis-cli -p "$PORT" -x script load <"$SCRIPTS/gcra.batch.lua")
   CALL=(evalsha "$SHA" $((2 * BATCH)) "${KEYS[@]}" "${ARGS[@]}")
 fi
-# A reply that is not five doubles per check (the peer's: three integers) would be an error
+# A reply that is not six doubles per check (the peer's: three integers) would be an error
 # counted as an answer.
 if [ "$MODE" = peer ]; then
   REPLY=$(redis-cli -p "$PORT" "${CALL[@]//__rand_int__/probe}")
   [ "$(echo "$REPLY" | wc -l)" = 3 ] || { echo "the script answered: $REPLY" >&2; exit 1; }
 else
   REPLY=$(redis-cli -p "$PORT" "${CALL[@]//__rand_int__/probe}" | wc -c)
-  [ "$REPLY" -ge $((40 * BATCH)) ] || { echo "the script answered an error" >&2; exit 1; }
+  [ "$REPLY" -ge $((48 * BATCH)) ] || { echo "the script answered an error" >&2; exit 1; }
 fi
 redis-benchmark -p "$PORT" "${BENCH[@]}" -r 10000 -n "$CALLS" "${CALL[@]}" >/dev/null
 callgrind_control -z "$VALGRIND" >/dev/null 2>&1

@@ -13,7 +13,8 @@
 --       peek of one unit afterwards; State::adjust in algorithm/mod.rs) and now in µs (tests
 --       inject time; production never does, and Redis TIME is read).
 -- Returns, for one check, its allowed (1/0), remaining, reset_after_us, retry_after_us and
--- the limit it was decided under (its capacity) as five little-endian doubles (exact integers): one bulk string, which costs Redis less than a
+-- the limit and period it was decided under (its capacity; a monthly period as the longest
+-- month) as six little-endian doubles (exact integers): one bulk string, which costs Redis less than a
 -- table of four integers and the client far less to parse. For n checks, their n answers
 -- concatenated; only if some check failed (a foreign value under its key, say), an array of
 -- n elements instead: each answer, or that check's error.

@@ -1,4 +1,5 @@
-  return struct.pack('<ddddd', allowed and 1 or 0, remaining, reset, retry, capacity)
+  return struct.pack('<dddddd', allowed and 1 or 0, remaining, reset, retry, capacity,
+    period == 0 and 2678400000000 or period)
 end
 
 -- A batch: the same block again, as a function (one closure per call, whatever n is).

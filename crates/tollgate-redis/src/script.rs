@@ -162,8 +162,8 @@ static FORMS: LazyLock<[ScriptForms; 5]> = LazyLock::new(|| {
 });
 
 /// Integers the scripts return per policy: allowed, remaining, reset_after_us,
-/// retry_after_us, and the limit decided under (the override's capacity, if one stood).
-pub const REPLY_WIDTH: usize = 5;
+/// retry_after_us, and the limit and period decided under (the override's, if one stood).
+pub const REPLY_WIDTH: usize = 6;
 
 /// Keys per check: its state, and its override (read in the same script).
 pub const KEYS_PER_CHECK: usize = 2;
@@ -355,9 +355,11 @@ pub fn parse_lease_reply(reply: &redis::Value, policy: &Policy) -> Result<LeaseO
         ));
     }
     // allowed, remaining, reset_after_us, retry_after_us, then the lease's expiry: a decision
-    // reply's first four values, its limit being the policy's (leases have no overrides).
+    // reply's first four values, its limit and period being the policy's (leases have no
+    // overrides).
     let mut decision_reply = bytes[..32].to_vec();
     decision_reply.extend_from_slice(&(policy.capacity() as f64).to_le_bytes());
+    decision_reply.extend_from_slice(&(policy.period_us() as f64).to_le_bytes());
     let decision = parse_reply(
         &redis::Value::BulkString(decision_reply),
         [policy].into_iter(),
@@ -590,10 +592,10 @@ impl Arguments for SharedArguments {
     }
 }
 
-/// Bytes of the reply per policy: five little-endian doubles.
+/// Bytes of the reply per policy: six little-endian doubles.
 pub const REPLY_BYTES: usize = 8 * REPLY_WIDTH;
 
-/// Turn a script's reply (five little-endian doubles per policy, one bulk string) into one
+/// Turn a script's reply (six little-endian doubles per policy, one bulk string) into one
 /// decision per policy, checking its shape: every value a non-negative integer, `allowed` 0 or
 /// 1, the limit positive, `remaining` at most the limit.
 pub fn parse_reply<'p>(
@@ -621,10 +623,14 @@ pub fn parse_reply<'p>(
             let decision = Decision {
                 allowed,
                 limit: integer(&r[32..40])?,
+                period_us: integer(&r[40..48])?,
                 remaining: integer(&r[8..16])?,
                 reset_after_us: integer(&r[16..24])?,
                 retry_after_us: integer(&r[24..32])?,
             };
+            if decision.period_us == 0 {
+                return Err("period 0".to_owned());
+            }
             if decision.limit == 0 || decision.remaining > decision.limit {
                 return Err(format!(
                     "remaining {} above the limit {}",
@@ -662,7 +668,7 @@ mod tests {
             assert!(several.contains(&branch), "{branch}");
             let one = Shape::OnePolicy(algorithm).source();
             assert!(one.contains("redis.call('TIME')"));
-            assert!(one.contains("return struct.pack('<ddddd', allowed and 1 or 0"));
+            assert!(one.contains("return struct.pack('<dddddd', allowed and 1 or 0"));
             assert!(one.contains(&format!("local ALGORITHM = '{algorithm}'")));
             let is_bucket = matches!(algorithm, Algorithm::TokenBucket | Algorithm::Gcra);
             assert_eq!(
@@ -740,31 +746,37 @@ mod tests {
             Value::BulkString(values.iter().flat_map(|v| v.to_le_bytes()).collect())
         };
         let p = Policy::new(Algorithm::Gcra, 5, Duration::from_secs(1), Some(7)).unwrap();
-        let d = parse_reply(&reply(&[1.0, 6.0, 200_000.0, 0.0, 7.0]), [&p].into_iter()).unwrap();
+        let d = parse_reply(
+            &reply(&[1.0, 6.0, 200_000.0, 0.0, 7.0, 1e6]),
+            [&p].into_iter(),
+        )
+        .unwrap();
         assert_eq!(
             d[0],
             Decision {
                 allowed: true,
                 limit: 7,
+                period_us: 1_000_000,
                 remaining: 6,
                 reset_after_us: 200_000,
                 retry_after_us: 0
             }
         );
         let exact = parse_reply(
-            &reply(&[0.0, 0.0, 9e15, 2f64.powi(53) - 1.0, 7.0]),
+            &reply(&[0.0, 0.0, 9e15, 2f64.powi(53) - 1.0, 7.0, 1e6]),
             [&p].into_iter(),
         );
         assert_eq!(exact.unwrap()[0].retry_after_us, (1 << 53) - 1);
         for bad in [
             reply(&[1.0, 6.0, 200_000.0, 0.0]),
-            reply(&[2.0, 6.0, 0.0, 0.0, 7.0]),
-            reply(&[0.0, -1.0, 0.0, 0.0, 7.0]),
-            reply(&[1.0, 8.0, 0.0, 0.0, 7.0]),
-            reply(&[1.0, 0.5, 0.0, 0.0, 7.0]),
-            reply(&[1.0, f64::NAN, 0.0, 0.0, 7.0]),
-            reply(&[0.0, 0.0, 2f64.powi(53), 0.0, 7.0]),
-            reply(&[1.0, 0.0, 0.0, 0.0, 0.0]),
+            reply(&[2.0, 6.0, 0.0, 0.0, 7.0, 1e6]),
+            reply(&[0.0, -1.0, 0.0, 0.0, 7.0, 1e6]),
+            reply(&[1.0, 8.0, 0.0, 0.0, 7.0, 1e6]),
+            reply(&[1.0, 0.5, 0.0, 0.0, 7.0, 1e6]),
+            reply(&[1.0, f64::NAN, 0.0, 0.0, 7.0, 1e6]),
+            reply(&[0.0, 0.0, 2f64.powi(53), 0.0, 7.0, 1e6]),
+            reply(&[1.0, 0.0, 0.0, 0.0, 0.0, 1e6]),
+            reply(&[1.0, 0.0, 0.0, 0.0, 7.0, 0.0]),
             Value::Int(1),
             Value::Array(vec![
                 Value::Int(1),

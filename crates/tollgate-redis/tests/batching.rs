@@ -492,9 +492,10 @@ fn a_batch_answers_as_its_checks_one_by_one() {
                     .unwrap();
                 alone.extend(reply);
             }
-            assert_eq!(batched.len(), 40 * checks.len());
-            // The override's limit is in every answer for "a".
+            assert_eq!(batched.len(), 48 * checks.len());
+            // The override's limit and period are in every answer for "a".
             assert_eq!(f64::from_le_bytes(batched[32..40].try_into().unwrap()), 7.0);
+            assert_eq!(f64::from_le_bytes(batched[40..48].try_into().unwrap()), 1e7);
             assert_eq!(batched, alone, "{algorithm:?} step {step} ({mode})");
         }
     }

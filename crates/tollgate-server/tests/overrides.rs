@@ -49,8 +49,10 @@ async fn overrides_are_set_read_listed_and_deleted() {
         (&decided.json["limit"], &decided.json["remaining"]),
         (&json!(60), &json!(55))
     );
-    assert!(
-        decided.header("ratelimit-policy").unwrap().contains("q=60"),
+    // The override's quota and window (1m), not the policy's (10/100d).
+    assert_eq!(
+        decided.header("ratelimit-policy"),
+        Some("\"burst\";q=60;w=60"),
         "{decided:?}"
     );
     let other = server.check(json!({"policy": "burst", "key": "x"})).await;
@@ -269,6 +271,37 @@ async fn a_shadow_policy_never_denies_and_says_when_it_would_have() {
     );
     let policies = server.get("/v1/policies").await;
     assert!(policies.json.to_string().contains("\"shadow\":true"));
+    server.stop().await;
+}
+
+/// `RateLimit-Policy` under an override is the override's quota and window, on Redis as on
+/// the memory store (the scripts answer the period decided under).
+#[tokio::test]
+async fn the_policy_header_follows_an_override_on_redis() {
+    let config = format!(
+        "store:\n  url: {}\n  prefix: policy-header\n{POLICIES}",
+        shared_standalone().url()
+    );
+    let server = TestServer::start(&config).await;
+    let put = json!({"policy": "burst", "key": "w", "limit": 50, "period": "1m", "burst": 60});
+    assert_eq!(
+        send(&server, "PUT", "/v1/overrides", Some(put))
+            .await
+            .status,
+        200
+    );
+    let decided = server.check(json!({"policy": "burst", "key": "w"})).await;
+    assert_eq!(
+        decided.header("ratelimit-policy"),
+        Some("\"burst\";q=60;w=60"),
+        "{decided:?}"
+    );
+    let other = server.check(json!({"policy": "burst", "key": "x"})).await;
+    assert_eq!(
+        other.header("ratelimit-policy"),
+        Some("\"burst\";q=20;w=8640000"),
+        "{other:?}"
+    );
     server.stop().await;
 }
 

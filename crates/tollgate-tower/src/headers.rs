@@ -48,7 +48,10 @@ pub(crate) fn write_quota(
     verdict: &Verdict,
     options: &HeaderOptions,
 ) {
-    headers.insert(RATELIMIT_POLICY.clone(), set.policy_header().clone());
+    headers.insert(
+        RATELIMIT_POLICY.clone(),
+        set.policy_header(&verdict.decisions),
+    );
     let mut value = String::with_capacity(24 * set.names().len());
     for (name, decision) in set.names().zip(&verdict.decisions) {
         push_quota_item(&mut value, name, decision);

@@ -2,7 +2,7 @@
 
 use http::HeaderValue;
 use tollgate::headers::push_policy_item;
-use tollgate::{Limiter, PolicyName, Store};
+use tollgate::{Decision, Limiter, PolicyName, Store};
 
 use crate::error::BuildError;
 
@@ -15,7 +15,10 @@ pub struct PolicySet {
     /// Per name: a `concurrency` policy, whose unit is leased for the request's lifetime
     /// rather than checked.
     leased: Box<[bool]>,
-    /// `RateLimit-Policy`, the same for every request: `"api";q=100;w=60, ...`.
+    /// Per name: its configured capacity and period (µs), what `policy_header` says.
+    quotas: Box<[(u64, u64)]>,
+    /// `RateLimit-Policy` for every request decided under the configured quotas:
+    /// `"api";q=100;w=60, ...` (under an override, the decision's own is rendered).
     policy_header: HeaderValue,
 }
 
@@ -33,6 +36,7 @@ impl PolicySet {
         }
         let mut resolved: Vec<PolicyName> = Vec::with_capacity(names.len());
         let mut leased = Vec::with_capacity(names.len());
+        let mut quotas = Vec::with_capacity(names.len());
         let mut header = String::new();
         for name in names {
             let (name, policy) = limiter
@@ -53,6 +57,7 @@ impl PolicySet {
                 source,
             })?;
             push_policy_item(&mut header, name, policy.capacity(), policy.period_us());
+            quotas.push((policy.capacity(), policy.period_us()));
             resolved.push(name.clone());
             leased.push(lease);
         }
@@ -62,6 +67,7 @@ impl PolicySet {
         Ok(PolicySet {
             names: resolved.into(),
             leased: leased.into(),
+            quotas: quotas.into(),
             policy_header,
         })
     }
@@ -101,8 +107,22 @@ impl PolicySet {
         self.names().enumerate().filter(|(i, _)| !self.leased[*i])
     }
 
-    pub(crate) fn policy_header(&self) -> &HeaderValue {
-        &self.policy_header
+    /// `RateLimit-Policy` for `decisions` (one per policy, in order): the one rendered at
+    /// build time, unless some policy was decided under an override's capacity or period.
+    pub(crate) fn policy_header(&self, decisions: &[Decision]) -> HeaderValue {
+        let configured = self
+            .quotas
+            .iter()
+            .zip(decisions)
+            .all(|(&(capacity, period_us), d)| d.limit == capacity && d.period_us == period_us);
+        if configured {
+            return self.policy_header.clone();
+        }
+        let mut header = String::new();
+        for (name, d) in self.names.iter().zip(decisions) {
+            push_policy_item(&mut header, name, d.limit, d.period_us);
+        }
+        HeaderValue::try_from(header).unwrap_or_else(|_| self.policy_header.clone())
     }
 }
 
@@ -134,9 +154,21 @@ mod tests {
     #[test]
     fn renders_policy_header() {
         let set = PolicySet::compile(&names(&["login", "api"]), &limiter(), 1).unwrap();
+        let decided = |(limit, period_us)| Decision {
+            limit,
+            period_us,
+            ..Decision::default()
+        };
+        let configured = [decided((5, 900_000_000)), decided((100, 60_000_000))];
         assert_eq!(
-            set.policy_header(),
+            set.policy_header(&configured),
             "\"login\";q=5;w=900, \"api\";q=100;w=60"
+        );
+        // Under an override of `api` (its own limit and period): the decision's quota.
+        let overridden = [decided((5, 900_000_000)), decided((7, 10_000_000))];
+        assert_eq!(
+            set.policy_header(&overridden),
+            "\"login\";q=5;w=900, \"api\";q=7;w=10"
         );
         assert_eq!(set.names().collect::<Vec<_>>(), ["login", "api"]);
     }
@@ -144,7 +176,15 @@ mod tests {
     #[test]
     fn quotes_names_and_rounds_windows_up() {
         let set = PolicySet::compile(&names(&["envoy/rl.path_/a*/second"]), &limiter(), 1).unwrap();
-        assert_eq!(set.policy_header(), r#""envoy/rl.path_/a*/second";q=3;w=2"#);
+        let configured = [Decision {
+            limit: 3,
+            period_us: 1_500_000,
+            ..Decision::default()
+        }];
+        assert_eq!(
+            set.policy_header(&configured),
+            r#""envoy/rl.path_/a*/second";q=3;w=2"#
+        );
     }
 
     #[test]

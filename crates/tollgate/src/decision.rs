@@ -7,8 +7,12 @@ use std::time::Duration;
 pub struct Decision {
     /// Whether the request may pass (its cost was consumed) or, for a peek, would pass.
     pub allowed: bool,
-    /// The policy's capacity: `limit`, or `burst` for token bucket and GCRA.
+    /// The policy's capacity: `limit`, or `burst` for token bucket and GCRA (an override's,
+    /// where one stood).
     pub limit: u64,
+    /// The policy's period in microseconds (the longest month for a monthly policy; an
+    /// override's, where one stood): the `w` of `RateLimit-Policy`.
+    pub period_us: u64,
     /// What is left after this request (for a peek or a rejection: what is left now).
     pub remaining: u64,
     /// Microseconds until the key is back to its full quota (0 when it already is).

@@ -148,6 +148,7 @@ pub fn unpassable(policy: &Policy) -> Decision {
     Decision {
         allowed: false,
         limit: policy.capacity(),
+        period_us: policy.period_us(),
         remaining: 0,
         reset_after_us: policy.period_us(),
         retry_after_us: policy.period_us(),

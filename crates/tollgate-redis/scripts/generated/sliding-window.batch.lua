@@ -46,7 +46,8 @@ local ALGORITHM = 'sliding-window'
 --       peek of one unit afterwards; State::adjust in algorithm/mod.rs) and now in µs (tests
 --       inject time; production never does, and Redis TIME is read).
 -- Returns, for one check, its allowed (1/0), remaining, reset_after_us, retry_after_us and
--- the limit it was decided under (its capacity) as five little-endian doubles (exact integers): one bulk string, which costs Redis less than a
+-- the limit and period it was decided under (its capacity; a monthly period as the longest
+-- month) as six little-endian doubles (exact integers): one bulk string, which costs Redis less than a
 -- table of four integers and the client far less to parse. For n checks, their n answers
 -- concatenated; only if some check failed (a foreign value under its key, say), an array of
 -- n elements instead: each answer, or that check's error.
@@ -159,7 +160,8 @@ if ttl_us then
     redis.call('PEXPIRE', key, ttl)
   end
 end
-  return struct.pack('<ddddd', allowed and 1 or 0, remaining, reset, retry, capacity)
+  return struct.pack('<dddddd', allowed and 1 or 0, remaining, reset, retry, capacity,
+    period == 0 and 2678400000000 or period)
 end
 
 -- A batch: the same block again, as a function (one closure per call, whatever n is).
@@ -259,7 +261,8 @@ if ttl_us then
     redis.call('PEXPIRE', key, ttl)
   end
 end
-  return struct.pack('<ddddd', allowed and 1 or 0, remaining, reset, retry, capacity)
+  return struct.pack('<dddddd', allowed and 1 or 0, remaining, reset, retry, capacity,
+    period == 0 and 2678400000000 or period)
 end
 
 -- A check that fails has written nothing (every block reads, and fails, before it

@@ -90,6 +90,7 @@ mod tests {
             Decision {
                 allowed: true,
                 limit: 100,
+                period_us: 60_000_000,
                 remaining: 99,
                 reset_after_us: 600_001,
                 retry_after_us: 0,
@@ -97,6 +98,7 @@ mod tests {
             Decision {
                 allowed: false,
                 limit: u64::MAX,
+                period_us: u64::MAX,
                 remaining: 0,
                 reset_after_us: u64::MAX,
                 retry_after_us: 1,

@@ -75,6 +75,7 @@ mod tests {
         let d = Decision {
             allowed: false,
             limit: 10,
+            period_us: 1_000_000,
             remaining: 0,
             reset_after_us: 1_000_001,
             retry_after_us: 1,

@@ -158,8 +158,8 @@ impl Api {
         headers.reserve(4);
         headers.insert(header::CONTENT_TYPE, JSON.clone());
         let limiter = live.limiter();
-        // Each policy as decided: its name, the capacity decided under (an override's, where
-        // one stood), its configured capacity and its period.
+        // Each policy as decided: its name, the capacity and period decided under (an
+        // override's, where one stood), and whether those are the configured ones.
         let decided = || {
             verdict
                 .policies
@@ -167,19 +167,16 @@ impl Api {
                 .zip(&verdict.decisions)
                 .filter_map(|(&i, d)| {
                     let (name, policy) = limiter.policy_at(i)?;
-                    Some((
-                        name.as_str(),
-                        d.limit,
-                        policy.capacity(),
-                        policy.period_us(),
-                    ))
+                    let configured =
+                        d.limit == policy.capacity() && d.period_us == policy.period_us();
+                    Some((name.as_str(), d.limit, d.period_us, configured))
                 })
         };
         let policy_header = match verdict.policies.as_slice() {
             // Under an override the quota is the override's: rendered for this decision.
-            _ if decided().any(|(_, limit, capacity, _)| limit != capacity) => Some(
-                headers::policy_header(decided().map(|(name, limit, _, w)| (name, limit, w))),
-            ),
+            _ if decided().any(|(.., configured)| !configured) => Some(headers::policy_header(
+                decided().map(|(name, limit, w, _)| (name, limit, w)),
+            )),
             [one] => live.header_item(*one).cloned(),
             many => Some(headers::join_items(
                 many.iter().filter_map(|&i| live.header_item(i)),

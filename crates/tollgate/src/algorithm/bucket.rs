@@ -16,6 +16,7 @@ pub fn decide(used: u64, policy: &Policy, cost: u64) -> (Option<u64>, Decision) 
         let decision = Decision {
             allowed: true,
             limit: capacity,
+            period_us: period,
             remaining: (full - wanted) / period,
             reset_after_us: wanted.div_ceil(limit),
             retry_after_us: 0,
@@ -25,6 +26,7 @@ pub fn decide(used: u64, policy: &Policy, cost: u64) -> (Option<u64>, Decision) 
         let decision = Decision {
             allowed: false,
             limit: capacity,
+            period_us: period,
             remaining: full.saturating_sub(used) / period,
             reset_after_us: used.div_ceil(limit),
             retry_after_us: (wanted - full).div_ceil(limit),

@@ -196,6 +196,7 @@ impl Leases {
             decision: Decision {
                 allowed: granted,
                 limit: policy.limit(),
+                period_us: policy.period_us(),
                 remaining: policy.limit().saturating_sub(units),
                 reset_after_us: last_expiry.map_or(0, |at| at - now),
                 retry_after_us,
@@ -232,6 +233,7 @@ impl Leases {
             decision: Decision {
                 allowed: true,
                 limit: policy.limit(),
+                period_us: policy.period_us(),
                 remaining: policy.limit() - units,
                 reset_after_us,
                 retry_after_us: 0,

@@ -61,6 +61,7 @@ impl FixedWindow {
         Decision {
             allowed,
             limit,
+            period_us: policy.period_us(),
             remaining: limit.saturating_sub(used),
             reset_after_us: if used > 0 { until_end } else { 0 },
             retry_after_us: if allowed { 0 } else { until_end },

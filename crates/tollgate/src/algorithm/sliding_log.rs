@@ -85,6 +85,7 @@ impl SlidingLog {
         Decision {
             allowed,
             limit,
+            period_us: policy.period_us(),
             remaining,
             reset_after_us,
             retry_after_us,

@@ -245,6 +245,7 @@ pub fn fixed_decisions(allowed: bool, checks: &[Check<'_>], cost: u64, wait_us: 
                 Decision {
                     allowed,
                     limit,
+                    period_us: check.policy.period_us(),
                     remaining: limit.saturating_sub(cost),
                     reset_after_us: 0,
                     retry_after_us: 0,
@@ -253,6 +254,7 @@ pub fn fixed_decisions(allowed: bool, checks: &[Check<'_>], cost: u64, wait_us: 
                 Decision {
                     allowed,
                     limit,
+                    period_us: check.policy.period_us(),
                     remaining: 0,
                     reset_after_us: wait_us,
                     retry_after_us: wait_us,

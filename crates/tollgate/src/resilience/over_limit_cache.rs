@@ -46,8 +46,9 @@ struct Rejection {
     reset_at: u64,
     /// The smallest cost rejected until then.
     cost: u64,
-    /// The policy's capacity, for the decision reported.
+    /// The policy's capacity and period, for the decision reported.
     limit: u64,
+    period_us: u64,
     /// What was left when rejected (a floor: quota only grows while no one consumes).
     remaining: u64,
     /// The policy the rejection was decided under.
@@ -97,6 +98,7 @@ impl OverLimitCache {
             Decision {
                 allowed: false,
                 limit: hit.limit,
+                period_us: hit.period_us,
                 remaining: hit.remaining,
                 reset_after_us: hit.reset_at.saturating_sub(now).max(hit.until - now),
                 retry_after_us: hit.until - now,
@@ -124,6 +126,7 @@ impl OverLimitCache {
             reset_at: sent_at + decision.reset_after_us.max(decision.retry_after_us),
             cost,
             limit: decision.limit,
+            period_us: decision.period_us,
             remaining: decision.remaining,
             policy: check.policy.clone(),
         };
@@ -202,6 +205,7 @@ mod tests {
         let rejected = Decision {
             allowed: false,
             limit: 1,
+            period_us: 1_000_000,
             remaining: 0,
             reset_after_us: 1_000_000,
             retry_after_us: 1_000_000,
