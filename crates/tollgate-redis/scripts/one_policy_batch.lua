@@ -1,5 +1,5 @@
   return struct.pack('<dddddd', allowed and 1 or 0, remaining, reset, retry, capacity,
-    period == 0 and 2678400000000 or period)
+    period == 0 and LONGEST_MONTH_US or period)
 end
 
 -- A batch: the same block again, as a function (one closure per call, whatever n is).

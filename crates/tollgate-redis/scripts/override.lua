@@ -20,7 +20,7 @@ if cost > capacity and not adjust then
   -- One period; for a monthly policy (period 0) the longest month (calendar.rs).
   local wait = period
   if wait == 0 then
-    wait = 2678400000000
+    wait = LONGEST_MONTH_US
   end
   allowed, remaining, reset, retry = false, 0, wait, wait
 else

@@ -27,5 +27,8 @@
 -- unit as a peek (State::adjust): a charge counts up to one limit past the quota (never past
 -- MAX_COUNT, the largest integer a double holds exactly), a refund down to zero.
 local MAX_COUNT = 9007199254740991
+-- A monthly policy's period (0 in the arguments: calendar months) as it reports it: the
+-- longest month, µs (calendar.rs LONGEST_MONTH_US).
+local LONGEST_MONTH_US = 2678400000000
 -- A stored value that is not ours fails loudly rather than hand out a fresh quota.
 local MALFORMED = 'TOLLGATE malformed rate-limit state at '

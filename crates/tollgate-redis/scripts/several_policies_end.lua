@@ -5,7 +5,7 @@
     reply[r - 3] = reset
     reply[r - 2] = retry
     reply[r - 1] = capacity
-    reply[r] = period == 0 and 2678400000000 or period
+    reply[r] = period == 0 and LONGEST_MONTH_US or period
     all_allowed = all_allowed and allowed
   end
   if not (consume or peek) and all_allowed then

@@ -357,13 +357,11 @@ pub fn parse_lease_reply(reply: &redis::Value, policy: &Policy) -> Result<LeaseO
     // allowed, remaining, reset_after_us, retry_after_us, then the lease's expiry: a decision
     // reply's first four values, its limit and period being the policy's (leases have no
     // overrides).
-    let mut decision_reply = bytes[..32].to_vec();
-    decision_reply.extend_from_slice(&(policy.capacity() as f64).to_le_bytes());
-    decision_reply.extend_from_slice(&(policy.period_us() as f64).to_le_bytes());
-    let decision = parse_reply(
-        &redis::Value::BulkString(decision_reply),
-        [policy].into_iter(),
-    )?[0];
+    let mut decision_reply = [0; REPLY_BYTES];
+    decision_reply[..32].copy_from_slice(&bytes[..32]);
+    decision_reply[32..40].copy_from_slice(&(policy.capacity() as f64).to_le_bytes());
+    decision_reply[40..48].copy_from_slice(&(policy.period_us() as f64).to_le_bytes());
+    let decision = parse_decision(&decision_reply)?;
     let lease_expires_in_us = integer(&bytes[32..40])?;
     Ok(LeaseOutcome {
         decision,
@@ -612,34 +610,37 @@ pub fn parse_reply<'p>(
             policies.len()
         ));
     }
-    policies
-        .zip(bytes.chunks_exact(REPLY_BYTES))
-        .map(|(_, r)| {
-            let allowed = match integer(&r[..8])? {
-                0 => false,
-                1 => true,
-                other => return Err(format!("allowed flag {other}")),
-            };
-            let decision = Decision {
-                allowed,
-                limit: integer(&r[32..40])?,
-                period_us: integer(&r[40..48])?,
-                remaining: integer(&r[8..16])?,
-                reset_after_us: integer(&r[16..24])?,
-                retry_after_us: integer(&r[24..32])?,
-            };
-            if decision.period_us == 0 {
-                return Err("period 0".to_owned());
-            }
-            if decision.limit == 0 || decision.remaining > decision.limit {
-                return Err(format!(
-                    "remaining {} above the limit {}",
-                    decision.remaining, decision.limit
-                ));
-            }
-            Ok(decision)
-        })
+    bytes
+        .chunks_exact(REPLY_BYTES)
+        .map(parse_decision)
         .collect()
+}
+
+/// One policy's answer: [`REPLY_BYTES`] of a reply, checked as [`parse_reply`] says.
+fn parse_decision(r: &[u8]) -> Result<Decision, String> {
+    let allowed = match integer(&r[..8])? {
+        0 => false,
+        1 => true,
+        other => return Err(format!("allowed flag {other}")),
+    };
+    let decision = Decision {
+        allowed,
+        limit: integer(&r[32..40])?,
+        period_us: integer(&r[40..48])?,
+        remaining: integer(&r[8..16])?,
+        reset_after_us: integer(&r[16..24])?,
+        retry_after_us: integer(&r[24..32])?,
+    };
+    if decision.period_us == 0 {
+        return Err("period 0".to_owned());
+    }
+    if decision.limit == 0 || decision.remaining > decision.limit {
+        return Err(format!(
+            "remaining {} above the limit {}",
+            decision.remaining, decision.limit
+        ));
+    }
+    Ok(decision)
 }
 
 /// One little-endian double of a reply, which must be an integer in [0, 2^53): every value the
@@ -669,6 +670,8 @@ mod tests {
             let one = Shape::OnePolicy(algorithm).source();
             assert!(one.contains("redis.call('TIME')"));
             assert!(one.contains("return struct.pack('<dddddd', allowed and 1 or 0"));
+            let longest = tollgate::calendar::LONGEST_MONTH_US;
+            assert!(one.contains(&format!("local LONGEST_MONTH_US = {longest}\n")));
             assert!(one.contains(&format!("local ALGORITHM = '{algorithm}'")));
             let is_bucket = matches!(algorithm, Algorithm::TokenBucket | Algorithm::Gcra);
             assert_eq!(

@@ -141,14 +141,9 @@ impl Server {
             "tollgate listening"
         );
         drop(live);
-        if self.service.store().as_memory().is_some() && self.settings.store.replica_ack > 0 {
-            tracing::warn!(
-                "store.replica_ack applies to Redis only: the memory store has no replicas"
-            );
-        }
         let replicas = tokio::spawn({
-            let service = self.service.clone();
-            async move { service.store().check_replicas().await }
+            let (service, asked) = (self.service.clone(), self.settings.store.replica_ack);
+            async move { service.store().check_replicas(asked).await }
         });
         let sweeper = tokio::spawn(sweep(self.service.clone()));
         let sampler = tokio::spawn(sample_stats(self.service.clone()));

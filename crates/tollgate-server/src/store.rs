@@ -137,13 +137,21 @@ impl AnyStore {
         }
     }
 
-    /// With `store.replica_ack`, once Redis answers (it may be down at startup: tried every
-    /// [`REPLICA_CHECK_EVERY`] until it is reached), warn about each master with fewer
-    /// replicas than that: every consuming decision there goes to `on_error`. A refusal (an
-    /// ACL without `+role`, a renamed `ROLE`) is said once and ends the check.
-    pub async fn check_replicas(&self) {
-        let AnyStore::Redis(redis) = self else {
-            return;
+    /// With `store.replica_ack` (`asked`), once Redis answers (it may be down at startup:
+    /// tried every [`REPLICA_CHECK_EVERY`] until it is reached), warn about each master with
+    /// fewer replicas than that: every consuming decision there goes to `on_error`. A refusal
+    /// (an ACL without `+role`, a renamed `ROLE`) is said once and ends the check. On the
+    /// memory store, which has no replicas, say that the setting does nothing.
+    pub async fn check_replicas(&self, asked: u32) {
+        let redis = match self {
+            AnyStore::Memory(_) if asked > 0 => {
+                tracing::warn!(
+                    "store.replica_ack applies to Redis only: the memory store has no replicas"
+                );
+                return;
+            }
+            AnyStore::Memory(_) => return,
+            AnyStore::Redis(redis) => redis,
         };
         let Some(ack) = redis.inner().replica_ack() else {
             return;

@@ -2,7 +2,7 @@
 
 use http::HeaderValue;
 use tollgate::headers::push_policy_item;
-use tollgate::{Decision, Limiter, PolicyName, Store};
+use tollgate::{Decision, Limiter, Policy, PolicyName, Store};
 
 use crate::error::BuildError;
 
@@ -15,8 +15,8 @@ pub struct PolicySet {
     /// Per name: a `concurrency` policy, whose unit is leased for the request's lifetime
     /// rather than checked.
     leased: Box<[bool]>,
-    /// Per name: its configured capacity and period (µs), what `policy_header` says.
-    quotas: Box<[(u64, u64)]>,
+    /// Per name: its policy, which `policy_header` describes.
+    policies: Box<[Policy]>,
     /// `RateLimit-Policy` for every request decided under the configured quotas:
     /// `"api";q=100;w=60, ...` (under an override, the decision's own is rendered).
     policy_header: HeaderValue,
@@ -36,7 +36,7 @@ impl PolicySet {
         }
         let mut resolved: Vec<PolicyName> = Vec::with_capacity(names.len());
         let mut leased = Vec::with_capacity(names.len());
-        let mut quotas = Vec::with_capacity(names.len());
+        let mut policies = Vec::with_capacity(names.len());
         let mut header = String::new();
         for name in names {
             let (name, policy) = limiter
@@ -57,7 +57,7 @@ impl PolicySet {
                 source,
             })?;
             push_policy_item(&mut header, name, policy.capacity(), policy.period_us());
-            quotas.push((policy.capacity(), policy.period_us()));
+            policies.push(policy.clone());
             resolved.push(name.clone());
             leased.push(lease);
         }
@@ -67,7 +67,7 @@ impl PolicySet {
         Ok(PolicySet {
             names: resolved.into(),
             leased: leased.into(),
-            quotas: quotas.into(),
+            policies: policies.into(),
             policy_header,
         })
     }
@@ -111,10 +111,10 @@ impl PolicySet {
     /// build time, unless some policy was decided under an override's capacity or period.
     pub(crate) fn policy_header(&self, decisions: &[Decision]) -> HeaderValue {
         let configured = self
-            .quotas
+            .policies
             .iter()
             .zip(decisions)
-            .all(|(&(capacity, period_us), d)| d.limit == capacity && d.period_us == period_us);
+            .all(|(policy, d)| d.decided_under(policy));
         if configured {
             return self.policy_header.clone();
         }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::policy::Policy;
+
 /// What a policy decided for one key at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Decision {
@@ -22,6 +24,12 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Whether this was decided under `policy`'s own quota (its capacity and period), not an
+    /// override's: then the `RateLimit-Policy` rendered from the policy describes it.
+    pub fn decided_under(&self, policy: &Policy) -> bool {
+        self.limit == policy.capacity() && self.period_us == policy.period_us()
+    }
+
     /// [`Self::reset_after_us`] as a `Duration`.
     pub fn reset_after(&self) -> Duration {
         Duration::from_micros(self.reset_after_us)

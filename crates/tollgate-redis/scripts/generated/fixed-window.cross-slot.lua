@@ -33,6 +33,9 @@ local batched = true
 -- unit as a peek (State::adjust): a charge counts up to one limit past the quota (never past
 -- MAX_COUNT, the largest integer a double holds exactly), a refund down to zero.
 local MAX_COUNT = 9007199254740991
+-- A monthly policy's period (0 in the arguments: calendar months) as it reports it: the
+-- longest month, µs (calendar.rs LONGEST_MONTH_US).
+local LONGEST_MONTH_US = 2678400000000
 -- A stored value that is not ours fails loudly rather than hand out a fresh quota.
 local MALFORMED = 'TOLLGATE malformed rate-limit state at '
 local ALGORITHM = 'fixed-window'
@@ -93,7 +96,7 @@ if cost > capacity and not adjust then
   -- One period; for a monthly policy (period 0) the longest month (calendar.rs).
   local wait = period
   if wait == 0 then
-    wait = 2678400000000
+    wait = LONGEST_MONTH_US
   end
   allowed, remaining, reset, retry = false, 0, wait, wait
 else
@@ -180,7 +183,7 @@ if ttl_us then
   end
 end
   return struct.pack('<dddddd', allowed and 1 or 0, remaining, reset, retry, capacity,
-    period == 0 and 2678400000000 or period)
+    period == 0 and LONGEST_MONTH_US or period)
 end
 
 -- A batch: the same block again, as a function (one closure per call, whatever n is).
@@ -208,7 +211,7 @@ if cost > capacity and not adjust then
   -- One period; for a monthly policy (period 0) the longest month (calendar.rs).
   local wait = period
   if wait == 0 then
-    wait = 2678400000000
+    wait = LONGEST_MONTH_US
   end
   allowed, remaining, reset, retry = false, 0, wait, wait
 else
@@ -295,7 +298,7 @@ if ttl_us then
   end
 end
   return struct.pack('<dddddd', allowed and 1 or 0, remaining, reset, retry, capacity,
-    period == 0 and 2678400000000 or period)
+    period == 0 and LONGEST_MONTH_US or period)
 end
 
 -- A check that fails has written nothing (every block reads, and fails, before it

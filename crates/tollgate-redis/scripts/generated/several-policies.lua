@@ -27,6 +27,9 @@
 -- unit as a peek (State::adjust): a charge counts up to one limit past the quota (never past
 -- MAX_COUNT, the largest integer a double holds exactly), a refund down to zero.
 local MAX_COUNT = 9007199254740991
+-- A monthly policy's period (0 in the arguments: calendar months) as it reports it: the
+-- longest month, µs (calendar.rs LONGEST_MONTH_US).
+local LONGEST_MONTH_US = 2678400000000
 -- A stored value that is not ours fails loudly rather than hand out a fresh quota.
 local MALFORMED = 'TOLLGATE malformed rate-limit state at '
 -- The arithmetic token bucket and GCRA share (bucket.rs): one token is P units and one
@@ -112,7 +115,7 @@ if cost > capacity and not adjust then
   -- One period; for a monthly policy (period 0) the longest month (calendar.rs).
   local wait = period
   if wait == 0 then
-    wait = 2678400000000
+    wait = LONGEST_MONTH_US
   end
   allowed, remaining, reset, retry = false, 0, wait, wait
 else
@@ -468,7 +471,7 @@ end
     reply[r - 3] = reset
     reply[r - 2] = retry
     reply[r - 1] = capacity
-    reply[r] = period == 0 and 2678400000000 or period
+    reply[r] = period == 0 and LONGEST_MONTH_US or period
     all_allowed = all_allowed and allowed
   end
   if not (consume or peek) and all_allowed then

@@ -167,9 +167,7 @@ impl Api {
                 .zip(&verdict.decisions)
                 .filter_map(|(&i, d)| {
                     let (name, policy) = limiter.policy_at(i)?;
-                    let configured =
-                        d.limit == policy.capacity() && d.period_us == policy.period_us();
-                    Some((name.as_str(), d.limit, d.period_us, configured))
+                    Some((name.as_str(), d.limit, d.period_us, d.decided_under(policy)))
                 })
         };
         let policy_header = match verdict.policies.as_slice() {
